@@ -1,0 +1,317 @@
+//! A private apt configuration: resolves and downloads the guest's packages
+//! without reading or touching the host's apt state.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use super::{Error, Result};
+
+/// The archive the guest's packages come from.
+#[derive(Clone, Debug)]
+pub struct Archive {
+    pub uri: String,
+    pub signed_by: Option<String>,
+}
+
+impl Archive {
+    /// The archive named by `--mirror` / `NDHARNESS_MIRROR`, or else the one
+    /// the host's own apt sources use for Debian.
+    pub fn discover(explicit: Option<&str>) -> Result<Archive> {
+        if let Some(uri) = explicit.map(str::to_owned).or_else(|| {
+            std::env::var("NDHARNESS_MIRROR")
+                .ok()
+                .filter(|s| !s.is_empty())
+        }) {
+            return Ok(Archive {
+                uri,
+                signed_by: default_keyring(),
+            });
+        }
+        host_archive().ok_or(Error::NoArchive)
+    }
+}
+
+fn default_keyring() -> Option<String> {
+    let k = "/usr/share/keyrings/debian-archive-keyring.gpg";
+    Path::new(k).exists().then(|| k.to_owned())
+}
+
+/// Reads deb822 `.sources` files first, then one-line `sources.list`.
+fn host_archive() -> Option<Archive> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir("/etc/apt/sources.list.d")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "sources"))
+        .collect();
+    files.sort();
+    for f in files {
+        let Ok(text) = std::fs::read_to_string(&f) else {
+            continue;
+        };
+        if let Some(a) = parse_deb822(&text) {
+            return Some(a);
+        }
+    }
+    let text = std::fs::read_to_string("/etc/apt/sources.list").ok()?;
+    parse_one_line(&text)
+}
+
+/// The first stanza whose suites are Debian's main suites (not security).
+pub fn parse_deb822(text: &str) -> Option<Archive> {
+    for stanza in text.split("\n\n") {
+        let field = |name: &str| {
+            stanza
+                .lines()
+                .find_map(|l| l.strip_prefix(name).map(|v| v.trim().to_owned()))
+        };
+        let (Some(uris), Some(suites)) = (field("URIs:"), field("Suites:")) else {
+            continue;
+        };
+        if suites.contains("security")
+            || !field("Types:").is_some_and(|t| t.split_whitespace().any(|t| t == "deb"))
+        {
+            continue;
+        }
+        let uri = uris.split_whitespace().next()?.to_owned();
+        return Some(Archive {
+            uri,
+            signed_by: field("Signed-By:").or_else(default_keyring),
+        });
+    }
+    None
+}
+
+pub fn parse_one_line(text: &str) -> Option<Archive> {
+    text.lines().map(str::trim).find_map(|l| {
+        let mut w = l.split_whitespace().filter(|w| !w.starts_with('['));
+        (w.next()? == "deb").then_some(())?;
+        let uri = w.next()?;
+        let suite = w.next()?;
+        (!suite.contains("security")).then(|| Archive {
+            uri: uri.to_owned(),
+            signed_by: default_keyring(),
+        })
+    })
+}
+
+/// One package apt would download.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Resolved {
+    pub name: String,
+    pub version: String,
+    pub arch: String,
+    pub filename: String,
+}
+
+/// apt's state for one suite, kept under the cache folder.
+pub struct PrivateApt {
+    root: PathBuf,
+    /// An always-empty archives folder, so `--print-uris` lists every package
+    /// of the closure rather than those not yet downloaded.
+    resolve_dir: String,
+}
+
+impl PrivateApt {
+    pub fn new(
+        cache: &Path,
+        archive: &Archive,
+        suite: &str,
+        components: &[String],
+    ) -> Result<PrivateApt> {
+        let root = cache.join("apt").join(suite);
+        for d in [
+            "lists/partial",
+            "archives/partial",
+            "resolve/partial",
+            "etc",
+        ] {
+            let p = root.join(d);
+            std::fs::create_dir_all(&p).map_err(|e| Error::io(&p, e))?;
+        }
+        let status = root.join("status");
+        if !status.exists() {
+            std::fs::write(&status, "").map_err(|e| Error::io(&status, e))?;
+        }
+        let signed = archive
+            .signed_by
+            .as_ref()
+            .map(|k| format!(" [signed-by={k}]"))
+            .unwrap_or_default();
+        let list = format!(
+            "deb{signed} {} {suite} {}\n",
+            archive.uri,
+            components.join(" ")
+        );
+        let list_path = root.join("etc/sources.list");
+        std::fs::write(&list_path, list).map_err(|e| Error::io(&list_path, e))?;
+        let resolve_dir = format!("Dir::Cache::Archives={}/resolve", root.display());
+        Ok(PrivateApt { root, resolve_dir })
+    }
+
+    fn options(&self) -> Vec<String> {
+        let r = self.root.display();
+        [
+            format!("Dir::Etc::SourceList={r}/etc/sources.list"),
+            "Dir::Etc::SourceParts=/dev/null".into(),
+            "Dir::Etc::Preferences=/dev/null".into(),
+            "Dir::Etc::PreferencesParts=/dev/null".into(),
+            format!("Dir::State={r}"),
+            format!("Dir::State::Lists={r}/lists"),
+            format!("Dir::State::status={r}/status"),
+            format!("Dir::Cache={r}"),
+            format!("Dir::Cache::Archives={r}/archives"),
+            "APT::Architecture=amd64".into(),
+            "APT::Install-Recommends=false".into(),
+            "Debug::NoLocking=true".into(),
+        ]
+        .into_iter()
+        .flat_map(|o| ["-o".to_owned(), o])
+        .collect()
+    }
+
+    fn apt(&self, tool: &str, args: &[&str], cwd: Option<&Path>) -> Result<String> {
+        let mut cmd = Command::new(tool);
+        cmd.args(self.options()).args(args);
+        if let Some(d) = cwd {
+            cmd.current_dir(d);
+        }
+        let shown = format!("{tool} {}", args.join(" "));
+        let out = cmd.output().map_err(|e| Error::Tool {
+            tool: tool.to_owned(),
+            message: format!("{e}; apt is needed on the host to fetch guest packages"),
+        })?;
+        if !out.status.success() {
+            return Err(Error::Apt {
+                command: shown,
+                stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+            });
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    pub fn update(&self) -> Result<()> {
+        self.apt("apt-get", &["-q", "update"], None).map(drop)
+    }
+
+    /// The names of the packages in the suite that match `glob`.
+    pub fn names_matching(&self, glob: &str) -> Result<Vec<String>> {
+        let out = self.apt("apt-cache", &["pkgnames"], None)?;
+        Ok(out
+            .lines()
+            .filter(|n| super::recipe::glob_match(glob, n))
+            .map(str::to_owned)
+            .collect())
+    }
+
+    /// The candidate version of `name`.
+    pub fn candidate(&self, name: &str) -> Result<String> {
+        let out = self.apt("apt-cache", &["policy", name], None)?;
+        out.lines()
+            .find_map(|l| {
+                l.trim()
+                    .strip_prefix("Candidate:")
+                    .map(|v| v.trim().to_owned())
+            })
+            .filter(|v| v != "(none)")
+            .ok_or_else(|| Error::Apt {
+                command: format!("apt-cache policy {name}"),
+                stderr: "no candidate version".into(),
+            })
+    }
+
+    /// The closure of `packages` on an empty system, as apt would download it.
+    pub fn resolve(&self, packages: &[String], with_deps: bool) -> Result<Vec<Resolved>> {
+        let mut args: Vec<&str> = if with_deps {
+            vec![
+                "-q",
+                "-y",
+                "--print-uris",
+                "-o",
+                &self.resolve_dir,
+                "install",
+            ]
+        } else {
+            vec!["-q", "--print-uris", "download"]
+        };
+        args.extend(packages.iter().map(String::as_str));
+        let out = self.apt("apt-get", &args, None)?;
+        Ok(out.lines().filter_map(parse_print_uri).collect())
+    }
+
+    /// Downloads exact `name=version` specs into `dest`.
+    pub fn download(&self, specs: &[String], dest: &Path, relock: &str) -> Result<()> {
+        let mut args = vec!["-q", "download"];
+        args.extend(specs.iter().map(String::as_str));
+        self.apt("apt-get", &args, Some(dest))
+            .map(drop)
+            .map_err(|e| match e {
+                Error::Apt { stderr, .. } if stderr.contains("was not found") => {
+                    Error::Unavailable {
+                        detail: stderr,
+                        relock: relock.to_owned(),
+                    }
+                }
+                other => other,
+            })
+    }
+}
+
+/// `'URI' FILENAME SIZE HASH` lines of `apt-get --print-uris`.
+pub fn parse_print_uri(line: &str) -> Option<Resolved> {
+    let mut w = line.split_whitespace();
+    let uri = w.next()?;
+    if !uri.starts_with('\'') {
+        return None;
+    }
+    let filename = w.next()?.to_owned();
+    parse_deb_filename(&filename).map(|(name, version, arch)| Resolved {
+        name,
+        version,
+        arch,
+        filename,
+    })
+}
+
+/// `name_version_arch.deb`, with the epoch's `:` written `%3a`.
+pub fn parse_deb_filename(filename: &str) -> Option<(String, String, String)> {
+    let stem = filename.strip_suffix(".deb")?;
+    let mut parts = stem.splitn(3, '_');
+    let name = parts.next()?.to_owned();
+    let version = parts.next()?.replace("%3a", ":");
+    let arch = parts.next()?.to_owned();
+    Some((name, version, arch))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deb822_skips_security() {
+        let text = "Types: deb\nURIs: http://archive.example/debian-security\nSuites: bookworm-security\n\n\
+                    Types: deb\nURIs: http://archive.example/debian\nSuites: bookworm bookworm-updates\nComponents: main\nSigned-By: /k.gpg\n";
+        let a = parse_deb822(text).unwrap();
+        assert_eq!(a.uri, "http://archive.example/debian");
+        assert_eq!(a.signed_by.as_deref(), Some("/k.gpg"));
+    }
+
+    #[test]
+    fn one_line_sources() {
+        let a = parse_one_line("# c\ndeb [arch=amd64] http://a.example/debian bookworm main\n")
+            .unwrap();
+        assert_eq!(a.uri, "http://a.example/debian");
+    }
+
+    #[test]
+    fn print_uri_line() {
+        let r = parse_print_uri(
+            "'http://a.example/debian/pool/main/b/busybox/busybox-static_1%3a1.37.0-6+b9_amd64.deb' busybox-static_1%3a1.37.0-6+b9_amd64.deb 1234 MD5Sum:00",
+        )
+        .unwrap();
+        assert_eq!(r.name, "busybox-static");
+        assert_eq!(r.version, "1:1.37.0-6+b9");
+        assert_eq!(r.arch, "amd64");
+    }
+}

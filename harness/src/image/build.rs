@@ -1,0 +1,455 @@
+//! Locking a recipe and building an image from its lock.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+use super::apt::{Archive, PrivateApt};
+use super::recipe::{ImageFiles, Lock, LockedPackage};
+use super::{initramfs, sha256_file, sha256_hex, Error, Result, BUILDER_VERSION};
+
+/// A kernel the user built: `--kernel BZIMAGE --modules DIR`, where DIR is the
+/// `INSTALL_MOD_PATH` given to `make modules_install`.
+#[derive(Clone, Debug)]
+pub struct UserKernel {
+    pub bzimage: PathBuf,
+    pub modules: PathBuf,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct BuildOptions {
+    pub cache: PathBuf,
+    pub mirror: Option<String>,
+    pub user_kernel: Option<UserKernel>,
+}
+
+/// What a build produced and from what.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+pub struct Manifest {
+    pub image: String,
+    pub key: String,
+    pub kernel_release: String,
+    pub kernel_source: String,
+    pub packages: Vec<String>,
+    pub modules: Vec<String>,
+    pub initramfs_bytes: u64,
+    pub build_seconds: f64,
+}
+
+/// A built image in the cache.
+#[derive(Clone, Debug)]
+pub struct Image {
+    pub dir: PathBuf,
+    pub kernel: PathBuf,
+    pub initrd: PathBuf,
+    pub manifest: Manifest,
+    /// Whether this call built it (false: found in the cache).
+    pub built: bool,
+}
+
+const INIT: &str = include_str!("init.sh");
+const STEP: &str = include_str!("step.sh");
+
+/// Resolves the recipe's closure with a private apt, downloads every package
+/// into the cache, and writes the lock beside the recipe.
+pub fn lock(files: &ImageFiles, opts: &BuildOptions) -> Result<Lock> {
+    let r = &files.recipe;
+    let archive = Archive::discover(opts.mirror.as_deref())?;
+    let apt = PrivateApt::new(&opts.cache, &archive, &r.suite, &r.components)?;
+    apt.update()?;
+    let kernel_name = newest_match(&apt, &r.kernel.package, &r.suite)?;
+    let mut resolved = apt.resolve(&r.packages, true)?;
+    resolved.extend(apt.resolve(std::slice::from_ref(&kernel_name), false)?);
+    let dl = tempfile::tempdir_in(ensure_dir(&opts.cache.join("tmp"))?)
+        .map_err(|e| Error::io(&opts.cache, e))?;
+    let specs: Vec<String> = resolved
+        .iter()
+        .map(|p| format!("{}={}", p.name, p.version))
+        .collect();
+    apt.download(&specs, dl.path(), "ndharness image lock")?;
+    let mut kernel = None;
+    let mut packages = Vec::new();
+    for p in resolved {
+        let path = dl.path().join(&p.filename);
+        let sha256 = sha256_file(&path)?;
+        let size = std::fs::metadata(&path)
+            .map_err(|e| Error::io(&path, e))?
+            .len();
+        store_deb(&opts.cache, &path, &sha256)?;
+        let locked = LockedPackage {
+            name: p.name.clone(),
+            version: p.version,
+            arch: p.arch,
+            sha256,
+            size,
+        };
+        if p.name == kernel_name {
+            kernel = Some(locked);
+        } else {
+            packages.push(locked);
+        }
+    }
+    packages.sort();
+    let lock = Lock {
+        recipe_sha256: files.recipe_sha256(),
+        suite: r.suite.clone(),
+        kernel: kernel.ok_or_else(|| Error::NoKernel {
+            pattern: r.kernel.package.clone(),
+            suite: r.suite.clone(),
+        })?,
+        packages,
+    };
+    files.write_lock(&lock)?;
+    Ok(lock)
+}
+
+fn newest_match(apt: &PrivateApt, glob: &str, suite: &str) -> Result<String> {
+    let mut best: Option<(String, String)> = None;
+    for name in apt.names_matching(glob)? {
+        let version = apt.candidate(&name)?;
+        let newer = match &best {
+            None => true,
+            Some((_, v)) => dpkg_version_gt(&version, v)?,
+        };
+        if newer {
+            best = Some((name, version));
+        }
+    }
+    best.map(|(n, _)| n).ok_or_else(|| Error::NoKernel {
+        pattern: glob.to_owned(),
+        suite: suite.to_owned(),
+    })
+}
+
+fn dpkg_version_gt(a: &str, b: &str) -> Result<bool> {
+    let status = Command::new("dpkg")
+        .args(["--compare-versions", a, "gt", b])
+        .status()
+        .map_err(|e| tool_error("dpkg", e))?;
+    Ok(status.success())
+}
+
+/// Builds the image, or finds it in the cache.
+pub fn build(files: &ImageFiles, opts: &BuildOptions) -> Result<Image> {
+    let start = Instant::now();
+    let (lock, lock_text) = files.read_lock()?;
+    let key = content_key(files, &lock_text, opts.user_kernel.as_ref())?;
+    let out = opts
+        .cache
+        .join("images")
+        .join(format!("{}-{}", files.name, &key[..16]));
+    if let Some(image) = load_built(&out)? {
+        return Ok(image);
+    }
+    let mut wanted: Vec<&LockedPackage> = lock.packages.iter().collect();
+    if opts.user_kernel.is_none() {
+        wanted.push(&lock.kernel);
+    }
+    fetch_missing(files, opts, &lock, &wanted)?;
+
+    let staging = tempfile::tempdir_in(ensure_dir(&opts.cache.join("tmp"))?)
+        .map_err(|e| Error::io(&opts.cache, e))?;
+    let root = staging.path().join("root");
+    ensure_dir(&root)?;
+    for p in &lock.packages {
+        dpkg_extract(&deb_path(&opts.cache, &p.sha256), &root)?;
+    }
+    initramfs::merge_usr(&root)?;
+
+    let (kernel_image, modules_src, release, kernel_source) = match &opts.user_kernel {
+        Some(k) => {
+            let (dir, release) = user_modules_dir(&k.modules)?;
+            (
+                k.bzimage.clone(),
+                dir,
+                release,
+                format!("user: {}", k.bzimage.display()),
+            )
+        }
+        None => {
+            let kroot = staging.path().join("kernel");
+            dpkg_extract(&deb_path(&opts.cache, &lock.kernel.sha256), &kroot)?;
+            let release = single_release(&kroot.join("usr/lib/modules"))?;
+            symlink("usr/lib", &kroot.join("lib"))?;
+            depmod(&kroot, &release)?;
+            let image = kroot.join(format!("boot/vmlinuz-{release}"));
+            let src = format!("{} {}", lock.kernel.name, lock.kernel.version);
+            (
+                image,
+                kroot.join("usr/lib/modules").join(&release),
+                release,
+                src,
+            )
+        }
+    };
+    let modules = initramfs::install_modules(&modules_src, &root, &release, &files.recipe.modules)?;
+    depmod(&root, &release)?;
+    for s in &files.recipe.strip {
+        let p = root.join(s);
+        if p.exists() {
+            std::fs::remove_dir_all(&p).map_err(|e| Error::io(&p, e))?;
+        }
+    }
+    initramfs::install_busybox_applets(&root)?;
+    initramfs::write_file(&root.join("init"), INIT, 0o755)?;
+    initramfs::write_file(&root.join("usr/libexec/ndharness/step"), STEP, 0o755)?;
+
+    let tmp_out = staging.path().join("out");
+    ensure_dir(&tmp_out)?;
+    let initrd = tmp_out.join("initramfs.cpio");
+    let initramfs_bytes = initramfs::write_newc(&root, &initrd)?;
+    copy(&kernel_image, &tmp_out.join("vmlinuz"))?;
+    let manifest = Manifest {
+        image: files.name.clone(),
+        key: key.clone(),
+        kernel_release: release,
+        kernel_source,
+        packages: lock.packages.iter().map(LockedPackage::spec).collect(),
+        modules,
+        initramfs_bytes,
+        build_seconds: start.elapsed().as_secs_f64(),
+    };
+    let mpath = tmp_out.join("manifest.json");
+    let json = serde_json::to_string_pretty(&manifest).expect("manifest serializes");
+    std::fs::write(&mpath, json).map_err(|e| Error::io(&mpath, e))?;
+    ensure_dir(out.parent().expect("images folder"))?;
+    // Another process may have finished the same build first; either copy is good.
+    if std::fs::rename(&tmp_out, &out).is_err() && !out.join("manifest.json").exists() {
+        return Err(Error::io(
+            &out,
+            std::io::Error::other("could not move the built image into the cache"),
+        ));
+    }
+    let mut image = load_built(&out)?.expect("image was just written");
+    image.built = true;
+    Ok(image)
+}
+
+fn load_built(out: &Path) -> Result<Option<Image>> {
+    let mpath = out.join("manifest.json");
+    let Ok(text) = std::fs::read_to_string(&mpath) else {
+        return Ok(None);
+    };
+    let manifest: Manifest = serde_json::from_str(&text).map_err(|e| {
+        Error::io(
+            &mpath,
+            std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+        )
+    })?;
+    Ok(Some(Image {
+        dir: out.to_owned(),
+        kernel: out.join("vmlinuz"),
+        initrd: out.join("initramfs.cpio"),
+        manifest,
+        built: false,
+    }))
+}
+
+fn content_key(files: &ImageFiles, lock_text: &str, user: Option<&UserKernel>) -> Result<String> {
+    let mut material = format!(
+        "builder {BUILDER_VERSION}\n--recipe\n{}\n--lock\n{lock_text}\n--init\n{INIT}\n--step\n{STEP}\n",
+        files.recipe_text
+    );
+    if let Some(k) = user {
+        material.push_str(&format!("--kernel\n{}\n", sha256_file(&k.bzimage)?));
+        material.push_str(&format!("--modules\n{}\n", tree_fingerprint(&k.modules)?));
+    }
+    Ok(sha256_hex(material.as_bytes()))
+}
+
+/// Paths, sizes and mtimes under `dir`: a user's `make modules_install`
+/// changes at least one of them.
+fn tree_fingerprint(dir: &Path) -> Result<String> {
+    let mut lines = Vec::new();
+    walk(dir, &mut |p, md| {
+        let mtime = md
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok());
+        lines.push(format!("{} {} {:?}", p.display(), md.len(), mtime));
+    })?;
+    lines.sort();
+    Ok(sha256_hex(lines.join("\n").as_bytes()))
+}
+
+fn walk(dir: &Path, f: &mut dyn FnMut(&Path, &std::fs::Metadata)) -> Result<()> {
+    for e in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
+        let e = e.map_err(|e| Error::io(dir, e))?;
+        let p = e.path();
+        let md = std::fs::symlink_metadata(&p).map_err(|e| Error::io(&p, e))?;
+        if md.is_dir() {
+            walk(&p, f)?;
+        } else {
+            f(&p, &md);
+        }
+    }
+    Ok(())
+}
+
+fn fetch_missing(
+    files: &ImageFiles,
+    opts: &BuildOptions,
+    lock: &Lock,
+    wanted: &[&LockedPackage],
+) -> Result<()> {
+    let missing: Vec<&&LockedPackage> = wanted
+        .iter()
+        .filter(|p| !deb_path(&opts.cache, &p.sha256).exists())
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let r = &files.recipe;
+    let archive = Archive::discover(opts.mirror.as_deref())?;
+    let apt = PrivateApt::new(&opts.cache, &archive, &lock.suite, &r.components)?;
+    apt.update()?;
+    let dl = tempfile::tempdir_in(ensure_dir(&opts.cache.join("tmp"))?)
+        .map_err(|e| Error::io(&opts.cache, e))?;
+    let specs: Vec<String> = missing.iter().map(|p| p.spec()).collect();
+    apt.download(
+        &specs,
+        dl.path(),
+        &format!("ndharness image lock {}", files.name),
+    )?;
+    let by_name: BTreeMap<&str, &LockedPackage> =
+        missing.iter().map(|p| (p.name.as_str(), **p)).collect();
+    for entry in std::fs::read_dir(dl.path()).map_err(|e| Error::io(dl.path(), e))? {
+        let path = entry.map_err(|e| Error::io(dl.path(), e))?.path();
+        let fname = path
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
+        let Some((name, ..)) = super::apt::parse_deb_filename(&fname) else {
+            continue;
+        };
+        let Some(locked) = by_name.get(name.as_str()) else {
+            continue;
+        };
+        let actual = sha256_file(&path)?;
+        if actual != locked.sha256 {
+            return Err(Error::Checksum {
+                name,
+                version: locked.version.clone(),
+                expected: locked.sha256.clone(),
+                actual,
+            });
+        }
+        store_deb(&opts.cache, &path, &actual)?;
+    }
+    if let Some(p) = missing
+        .iter()
+        .find(|p| !deb_path(&opts.cache, &p.sha256).exists())
+    {
+        return Err(Error::Unavailable {
+            detail: format!("{} was not downloaded", p.spec()),
+            relock: format!("ndharness image lock {}", files.name),
+        });
+    }
+    Ok(())
+}
+
+fn deb_path(cache: &Path, sha256: &str) -> PathBuf {
+    cache.join("debs").join(format!("{sha256}.deb"))
+}
+
+fn store_deb(cache: &Path, path: &Path, sha256: &str) -> Result<()> {
+    let dest = deb_path(cache, sha256);
+    ensure_dir(dest.parent().expect("debs folder"))?;
+    if std::fs::rename(path, &dest).is_err() {
+        copy(path, &dest)?;
+    }
+    Ok(())
+}
+
+fn dpkg_extract(deb: &Path, dest: &Path) -> Result<()> {
+    run_tool(
+        Command::new("dpkg-deb").arg("-x").arg(deb).arg(dest),
+        "dpkg-deb",
+    )
+}
+
+fn depmod(root: &Path, release: &str) -> Result<()> {
+    let depmod = ["/usr/sbin/depmod", "/sbin/depmod"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .unwrap_or("depmod");
+    run_tool(
+        Command::new(depmod).arg("-b").arg(root).arg(release),
+        "depmod",
+    )
+}
+
+pub(super) fn run_tool(cmd: &mut Command, tool: &str) -> Result<()> {
+    let out = cmd.output().map_err(|e| tool_error(tool, e))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(Error::Tool {
+            tool: tool.to_owned(),
+            message: format!(
+                "{}: {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
+        })
+    }
+}
+
+fn tool_error(tool: &str, e: std::io::Error) -> Error {
+    Error::Tool {
+        tool: tool.to_owned(),
+        message: format!("{e}; run ci/setup-host to install the host tools"),
+    }
+}
+
+fn single_release(modules: &Path) -> Result<String> {
+    let mut names: Vec<String> = std::fs::read_dir(modules)
+        .map_err(|e| Error::io(modules, e))?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    match names.len() {
+        1 => Ok(names.remove(0)),
+        _ => Err(Error::Modules(format!(
+            "expected one kernel release in {}, found {names:?}",
+            modules.display()
+        ))),
+    }
+}
+
+fn user_modules_dir(install_mod_path: &Path) -> Result<(PathBuf, String)> {
+    let base = install_mod_path.join("lib/modules");
+    let base = if base.exists() {
+        base
+    } else {
+        install_mod_path.join("usr/lib/modules")
+    };
+    let release = single_release(&base)?;
+    let dir = base.join(&release);
+    if !dir.join("modules.dep").exists() {
+        return Err(Error::Modules(format!(
+            "{} has no modules.dep: pass the INSTALL_MOD_PATH given to `make modules_install`",
+            dir.display()
+        )));
+    }
+    Ok((dir, release))
+}
+
+pub(super) fn ensure_dir(p: &Path) -> Result<&Path> {
+    std::fs::create_dir_all(p).map_err(|e| Error::io(p, e))?;
+    Ok(p)
+}
+
+pub(super) fn copy(from: &Path, to: &Path) -> Result<()> {
+    std::fs::copy(from, to)
+        .map(drop)
+        .map_err(|e| Error::io(from, e))
+}
+
+pub(super) fn symlink(target: &str, link: &Path) -> Result<()> {
+    std::os::unix::fs::symlink(target, link).map_err(|e| Error::io(link, e))
+}

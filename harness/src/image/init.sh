@@ -1,0 +1,39 @@
+#!/bin/sh
+# PID 1 of an ndharness guest: mount, load the topology's modules, keep the
+# kernel log, and hand the guest to qemu-guest-agent.
+export PATH=/usr/sbin:/usr/bin:/usr/libexec/busybox
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+mkdir -p /dev/pts /run /tmp
+mount -t tmpfs tmpfs /run
+mount -t tmpfs tmpfs /tmp
+mount -t configfs configfs /sys/kernel/config 2>/dev/null
+mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null
+
+# Every kernel record, with its sequence number, for the harness to attribute
+# to the step that caused it. cat ends when the ring overwrites unread records;
+# the harness drops records it has already seen by sequence number.
+(while :; do cat /dev/kmsg; done) >>/run/kmsg.log 2>/dev/null &
+
+for arg in $(cat /proc/cmdline); do
+    case "$arg" in
+    ndharness.modules=*) modules=$(echo "${arg#ndharness.modules=}" | tr , ' ') ;;
+    esac
+done
+for m in $modules; do
+    modprobe "$m" || echo "ndharness: modprobe $m failed" >/dev/kmsg
+done
+
+port=
+for p in /sys/class/virtio-ports/*; do
+    [ "$(cat "$p/name" 2>/dev/null)" = org.qemu.guest_agent.0 ] && port=/dev/${p##*/}
+done
+if [ -z "$port" ]; then
+    echo "ndharness: no virtio port named org.qemu.guest_agent.0" >/dev/kmsg
+    poweroff -f
+fi
+echo "ndharness: init ready, agent on $port" >/dev/kmsg
+qemu-ga -m virtio-serial -p "$port" -t /run
+echo "ndharness: qemu-ga exited with $?" >/dev/kmsg
+poweroff -f

@@ -1,0 +1,266 @@
+//! The initramfs root: usr-merge links, kernel modules, busybox applets, and
+//! the newc archive the kernel unpacks.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufWriter, Write};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use super::build::{copy, ensure_dir, run_tool, symlink};
+use super::{Error, Result};
+
+/// Trixie's packages are usr-merged but the ELF interpreter and scripts still
+/// name /lib64, /bin and /sbin: point those at usr/, merging anything a
+/// package unpacked there.
+pub fn merge_usr(root: &Path) -> Result<()> {
+    for top in ["bin", "sbin", "lib", "lib64"] {
+        let legacy = root.join(top);
+        let merged = root.join("usr").join(top);
+        ensure_dir(&merged)?;
+        let md = std::fs::symlink_metadata(&legacy);
+        if md.as_ref().is_ok_and(|m| m.is_dir()) {
+            move_tree(&legacy, &merged)?;
+            std::fs::remove_dir_all(&legacy).map_err(|e| Error::io(&legacy, e))?;
+        }
+        if std::fs::symlink_metadata(&legacy).is_err() {
+            symlink(&format!("usr/{top}"), &legacy)?;
+        }
+    }
+    for d in ["proc", "sys", "dev", "run", "tmp", "etc", "root"] {
+        ensure_dir(&root.join(d))?;
+    }
+    Ok(())
+}
+
+fn move_tree(from: &Path, to: &Path) -> Result<()> {
+    for e in std::fs::read_dir(from)
+        .map_err(|e| Error::io(from, e))?
+        .flatten()
+    {
+        let src = e.path();
+        let dst = to.join(e.file_name());
+        let is_dir = e.file_type().map(|t| t.is_dir()).unwrap_or(false);
+        if is_dir && dst.is_dir() {
+            move_tree(&src, &dst)?;
+        } else if std::fs::symlink_metadata(&dst).is_err() {
+            std::fs::rename(&src, &dst).map_err(|e| Error::io(&src, e))?;
+        }
+    }
+    Ok(())
+}
+
+fn module_name(path: &str) -> String {
+    let base = path.rsplit('/').next().unwrap_or(path);
+    let stem = base.split(".ko").next().unwrap_or(base);
+    stem.replace('-', "_")
+}
+
+/// Copies `wanted` modules and their dependencies from `src` (a
+/// `lib/modules/RELEASE` folder with modules.dep) into the root, decompressed
+/// (busybox and kmod without compression support need them plain).
+pub fn install_modules(
+    src: &Path,
+    root: &Path,
+    release: &str,
+    wanted: &[String],
+) -> Result<Vec<String>> {
+    let dep_path = src.join("modules.dep");
+    let dep_text = std::fs::read_to_string(&dep_path).map_err(|e| Error::io(&dep_path, e))?;
+    let deps = parse_modules_dep(&dep_text);
+    let builtin = std::fs::read_to_string(src.join("modules.builtin")).unwrap_or_default();
+    let builtin: BTreeSet<String> = builtin.lines().map(module_name).collect();
+
+    let mut files = BTreeSet::new();
+    let mut shipped = Vec::new();
+    for m in wanted {
+        let m = m.replace('-', "_");
+        match deps.get(&m) {
+            Some((file, requires)) => {
+                files.insert(file.clone());
+                files.extend(requires.iter().cloned());
+                shipped.push(m);
+            }
+            None if builtin.contains(&m) => shipped.push(format!("{m} (built in)")),
+            None => {
+                return Err(Error::Modules(format!(
+                    "module `{m}` is neither built into kernel {release} nor in {}",
+                    dep_path.display()
+                )))
+            }
+        }
+    }
+    let dest = root.join("usr/lib/modules").join(release);
+    for rel in &files {
+        let from = src.join(rel);
+        let plain = rel
+            .trim_end_matches(".xz")
+            .trim_end_matches(".zst")
+            .trim_end_matches(".gz");
+        let to = dest.join(plain);
+        ensure_dir(to.parent().expect("module folder"))?;
+        decompress(&from, &to)?;
+    }
+    for f in [
+        "modules.builtin",
+        "modules.builtin.modinfo",
+        "modules.order",
+    ] {
+        if src.join(f).exists() {
+            copy(&src.join(f), &dest.join(f))?;
+        }
+    }
+    Ok(shipped)
+}
+
+/// modules.dep maps `path: dep dep ...`; keyed here by module name.
+fn parse_modules_dep(text: &str) -> BTreeMap<String, (String, Vec<String>)> {
+    text.lines()
+        .filter_map(|l| {
+            let (file, deps) = l.split_once(':')?;
+            let deps = deps.split_whitespace().map(str::to_owned).collect();
+            Some((module_name(file), (file.to_owned(), deps)))
+        })
+        .collect()
+}
+
+fn decompress(from: &Path, to: &Path) -> Result<()> {
+    let name = from.to_string_lossy();
+    let tool = if name.ends_with(".xz") {
+        "xz"
+    } else if name.ends_with(".zst") {
+        "zstd"
+    } else if name.ends_with(".gz") {
+        "gzip"
+    } else {
+        return copy(from, to);
+    };
+    let out = std::fs::File::create(to).map_err(|e| Error::io(to, e))?;
+    run_tool(Command::new(tool).arg("-dc").arg(from).stdout(out), tool)
+}
+
+/// busybox's applets as links in /usr/libexec/busybox, last on PATH, so that
+/// kmod's modprobe and the packages' own tools win.
+pub fn install_busybox_applets(root: &Path) -> Result<()> {
+    let busybox = root.join("usr/bin/busybox");
+    let out = Command::new(&busybox)
+        .arg("--list")
+        .output()
+        .map_err(|e| Error::io(&busybox, e))?;
+    let dir = root.join("usr/libexec/busybox");
+    ensure_dir(&dir)?;
+    for applet in String::from_utf8_lossy(&out.stdout).lines() {
+        let link = dir.join(applet);
+        if std::fs::symlink_metadata(&link).is_err() {
+            symlink("/usr/bin/busybox", &link)?;
+        }
+    }
+    // The init script's interpreter.
+    let sh = root.join("usr/bin/sh");
+    if std::fs::symlink_metadata(&sh).is_err() {
+        symlink("busybox", &sh)?;
+    }
+    Ok(())
+}
+
+pub fn write_file(path: &Path, text: &str, mode: u32) -> Result<()> {
+    ensure_dir(path.parent().expect("file has a folder"))?;
+    std::fs::write(path, text).map_err(|e| Error::io(path, e))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .map_err(|e| Error::io(path, e))
+}
+
+/// Writes `root` as an uncompressed newc archive (the kernel unpacks it
+/// faster than any compressed one under TCG). Entries are sorted, owned by
+/// root and dated 0, so equal inputs give equal bytes.
+pub fn write_newc(root: &Path, dest: &Path) -> Result<u64> {
+    let mut entries = Vec::new();
+    collect(root, root, &mut entries)?;
+    entries.sort();
+    let file = std::fs::File::create(dest).map_err(|e| Error::io(dest, e))?;
+    let mut w = BufWriter::new(file);
+    for (ino, rel) in entries.iter().enumerate() {
+        let path = root.join(rel);
+        let md = std::fs::symlink_metadata(&path).map_err(|e| Error::io(&path, e))?;
+        let builder = cpio::newc::Builder::new(&rel.to_string_lossy())
+            .ino(ino as u32 + 1)
+            .mode(md.mode())
+            .nlink(if md.is_dir() { 2 } else { 1 });
+        let data: Vec<u8> = if md.file_type().is_symlink() {
+            let target = std::fs::read_link(&path).map_err(|e| Error::io(&path, e))?;
+            target.to_string_lossy().into_owned().into_bytes()
+        } else if md.is_file() {
+            std::fs::read(&path).map_err(|e| Error::io(&path, e))?
+        } else {
+            Vec::new()
+        };
+        let mut writer = builder.write(&mut w, data.len() as u32);
+        writer.write_all(&data).map_err(|e| Error::io(dest, e))?;
+        writer.finish().map_err(|e| Error::io(dest, e))?;
+    }
+    cpio::newc::trailer(&mut w).map_err(|e| Error::io(dest, e))?;
+    w.flush().map_err(|e| Error::io(dest, e))?;
+    Ok(std::fs::metadata(dest)
+        .map_err(|e| Error::io(dest, e))?
+        .len())
+}
+
+fn collect(root: &Path, dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+    for e in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
+        let e = e.map_err(|e| Error::io(dir, e))?;
+        let p = e.path();
+        out.push(p.strip_prefix(root).expect("under root").to_owned());
+        if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+            collect(root, &p, out)?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn module_names_fold_dashes_and_suffixes() {
+        assert_eq!(
+            module_name("kernel/drivers/misc/pvpanic/pvpanic-pci.ko.xz"),
+            "pvpanic_pci"
+        );
+        assert_eq!(module_name("kernel/drivers/acpi/nfit/nfit.ko"), "nfit");
+    }
+
+    #[test]
+    fn modules_dep_lists_requirements() {
+        let deps = parse_modules_dep(
+            "kernel/drivers/acpi/nfit/nfit.ko.xz: kernel/drivers/nvdimm/libnvdimm.ko.xz\nkernel/drivers/nvdimm/libnvdimm.ko.xz:\n",
+        );
+        assert_eq!(
+            deps["nfit"].1,
+            vec!["kernel/drivers/nvdimm/libnvdimm.ko.xz"]
+        );
+        assert!(deps["libnvdimm"].1.is_empty());
+    }
+
+    #[test]
+    fn newc_roundtrip_is_sorted() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        std::fs::create_dir_all(root.join("b")).unwrap();
+        std::fs::write(root.join("b/x"), "hello").unwrap();
+        std::os::unix::fs::symlink("b/x", root.join("a")).unwrap();
+        let dest = dir.path().join("out.cpio");
+        write_newc(&root, &dest).unwrap();
+        let mut r = std::fs::File::open(&dest).unwrap();
+        let mut names = Vec::new();
+        loop {
+            let entry = cpio::NewcReader::new(r).unwrap();
+            if entry.entry().is_trailer() {
+                break;
+            }
+            names.push(entry.entry().name().to_owned());
+            r = entry.finish().unwrap();
+        }
+        assert_eq!(names, ["a", "b", "b/x"]);
+    }
+}

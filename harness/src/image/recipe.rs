@@ -1,0 +1,177 @@
+//! Image recipes (`images/NAME.yaml`) and their locks (`images/NAME.lock`).
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::{Error, Result};
+
+/// What a guest image is made of, as a person writes it.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Recipe {
+    /// Debian suite the guest's packages come from (for example `trixie`).
+    pub suite: String,
+    #[serde(default = "default_components")]
+    pub components: Vec<String>,
+    pub kernel: KernelSpec,
+    /// Packages whose dependency closure goes into the initramfs.
+    pub packages: Vec<String>,
+    /// Kernel modules shipped (with their dependencies).
+    #[serde(default)]
+    pub modules: Vec<String>,
+    /// Paths left out of the initramfs.
+    #[serde(default)]
+    pub strip: Vec<String>,
+}
+
+fn default_components() -> Vec<String> {
+    vec!["main".into()]
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KernelSpec {
+    /// A glob (`*` only) over package names; the lock picks the newest match.
+    pub package: String,
+}
+
+/// Every package an image is built from, pinned by version and sha256.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Lock {
+    /// sha256 of the recipe file the lock was made from.
+    pub recipe_sha256: String,
+    pub suite: String,
+    pub kernel: LockedPackage,
+    pub packages: Vec<LockedPackage>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(deny_unknown_fields)]
+pub struct LockedPackage {
+    pub name: String,
+    pub version: String,
+    pub arch: String,
+    pub sha256: String,
+    pub size: u64,
+}
+
+impl LockedPackage {
+    pub fn spec(&self) -> String {
+        format!("{}={}", self.name, self.version)
+    }
+}
+
+/// A recipe on disk, with the paths of its files.
+#[derive(Clone, Debug)]
+pub struct ImageFiles {
+    pub name: String,
+    pub recipe_path: PathBuf,
+    pub lock_path: PathBuf,
+    pub recipe_text: String,
+    pub recipe: Recipe,
+}
+
+impl ImageFiles {
+    /// Loads `images/NAME.yaml` from `images_dir`.
+    pub fn load(images_dir: &Path, name: &str) -> Result<ImageFiles> {
+        let recipe_path = images_dir.join(format!("{name}.yaml"));
+        if !recipe_path.exists() {
+            return Err(Error::NoRecipe {
+                name: name.to_owned(),
+                path: recipe_path,
+            });
+        }
+        let recipe_text =
+            std::fs::read_to_string(&recipe_path).map_err(|e| Error::io(&recipe_path, e))?;
+        let recipe = crate::yaml::parse(&recipe_path.display().to_string(), &recipe_text)?;
+        Ok(ImageFiles {
+            name: name.to_owned(),
+            lock_path: images_dir.join(format!("{name}.lock")),
+            recipe_path,
+            recipe_text,
+            recipe,
+        })
+    }
+
+    pub fn recipe_sha256(&self) -> String {
+        super::sha256_hex(self.recipe_text.as_bytes())
+    }
+
+    /// Reads the lock, refusing one made from another version of the recipe.
+    pub fn read_lock(&self) -> Result<(Lock, String)> {
+        let relock = format!("ndharness image lock {}", self.name);
+        let text = std::fs::read_to_string(&self.lock_path).map_err(|_| Error::NoLock {
+            path: self.lock_path.clone(),
+            relock: relock.clone(),
+        })?;
+        let lock: Lock = crate::yaml::parse(&self.lock_path.display().to_string(), &text)?;
+        if lock.recipe_sha256 != self.recipe_sha256() {
+            return Err(Error::StaleLock {
+                recipe: self.recipe_path.clone(),
+                lock: self.lock_path.clone(),
+                relock,
+            });
+        }
+        Ok((lock, text))
+    }
+
+    pub fn write_lock(&self, lock: &Lock) -> Result<()> {
+        let body = serde_yaml_ng::to_string(lock).expect("a lock always serializes");
+        let text = format!(
+            "# Written by `ndharness image lock {}` from {}; do not edit by hand.\n{body}",
+            self.name,
+            self.recipe_path
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+        );
+        std::fs::write(&self.lock_path, text).map_err(|e| Error::io(&self.lock_path, e))
+    }
+}
+
+/// `*` glob match, enough for package names.
+pub fn glob_match(pattern: &str, name: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('*').collect();
+    if parts.len() == 1 {
+        return pattern == name;
+    }
+    let (first, last) = (parts[0], parts[parts.len() - 1]);
+    if !name.starts_with(first) || !name.ends_with(last) || name.len() < first.len() + last.len() {
+        return false;
+    }
+    let mut rest = &name[first.len()..name.len() - last.len()];
+    for mid in &parts[1..parts.len() - 1] {
+        match rest.find(mid) {
+            Some(i) => rest = &rest[i + mid.len()..],
+            None => return false,
+        }
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn glob() {
+        let p = "linux-image-6.12.*+deb13-amd64-unsigned";
+        assert!(glob_match(p, "linux-image-6.12.117+deb13-amd64-unsigned"));
+        assert!(!glob_match(
+            p,
+            "linux-image-6.12.117+deb13-cloud-amd64-unsigned"
+        ));
+        assert!(!glob_match(p, "linux-image-6.1.0-37-amd64-unsigned"));
+        assert!(glob_match("ndctl", "ndctl"));
+    }
+
+    #[test]
+    fn shipped_recipe_parses() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../images");
+        let files = ImageFiles::load(&dir, "default").unwrap();
+        assert_eq!(files.recipe.suite, "trixie");
+        assert!(files.recipe.packages.iter().any(|p| p == "ndctl"));
+    }
+}

@@ -1,0 +1,250 @@
+//! The guest's kernel log, read as /dev/kmsg records (with sequence numbers),
+//! split by the step markers the guest writes, and searched for the reports
+//! that mean the kernel is unhappy.
+
+use std::fmt;
+
+/// One /dev/kmsg record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Record {
+    pub level: u8,
+    pub facility: u8,
+    pub seq: u64,
+    pub ts_usec: u64,
+    pub message: String,
+}
+
+impl Record {
+    /// Written by the harness itself (`ndharness: ...` to /dev/kmsg).
+    pub fn is_harness(&self) -> bool {
+        self.facility != 0 && self.message.starts_with("ndharness: ")
+    }
+}
+
+/// A step marker written by the guest's step wrapper.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Marker {
+    Begin(usize),
+    End(usize),
+}
+
+pub fn marker(r: &Record) -> Option<Marker> {
+    let rest = r.message.strip_prefix("ndharness: step ")?;
+    let (n, what) = rest.split_once(' ')?;
+    let n = n.parse().ok()?;
+    match what {
+        "begin" => Some(Marker::Begin(n)),
+        "end" => Some(Marker::End(n)),
+        _ => None,
+    }
+}
+
+/// Parses `prio,seq,ts,flags;message` lines; continuation lines (` KEY=v`)
+/// carry device metadata and are skipped.
+pub fn parse_line(line: &str) -> Option<Record> {
+    let (head, message) = line.split_once(';')?;
+    let mut f = head.split(',');
+    let prio: u32 = f.next()?.parse().ok()?;
+    let seq = f.next()?.parse().ok()?;
+    let ts_usec = f.next()?.parse().ok()?;
+    Some(Record {
+        level: (prio & 7) as u8,
+        facility: (prio >> 3) as u8,
+        seq,
+        ts_usec,
+        message: unescape(message),
+    })
+}
+
+/// /dev/kmsg writes non-printable bytes as `\xNN`.
+fn unescape(s: &str) -> String {
+    if !s.contains("\\x") {
+        return s.to_owned();
+    }
+    let mut out = Vec::with_capacity(s.len());
+    let b = s.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1] == b'x' {
+            if let Ok(v) = u8::from_str_radix(&s[i + 2..i + 4], 16) {
+                out.push(v);
+                i += 4;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Incremental reader state over the guest's kmsg log file.
+#[derive(Clone, Debug, Default)]
+pub struct Cursor {
+    /// Bytes of the log file consumed.
+    pub offset: u64,
+    last_seq: Option<u64>,
+}
+
+impl Cursor {
+    /// Consumes complete lines of `bytes` (read at `self.offset`); records
+    /// already seen (the reader restarted) are dropped by sequence number.
+    pub fn feed(&mut self, bytes: &[u8]) -> Vec<Record> {
+        let complete = match bytes.iter().rposition(|&b| b == b'\n') {
+            Some(i) => &bytes[..=i],
+            None => return Vec::new(),
+        };
+        self.offset += complete.len() as u64;
+        let text = String::from_utf8_lossy(complete);
+        let mut out = Vec::new();
+        for line in text.lines().filter(|l| !l.starts_with(' ')) {
+            let Some(r) = parse_line(line) else { continue };
+            if self.last_seq.is_some_and(|s| r.seq <= s) {
+                continue;
+            }
+            self.last_seq = Some(r.seq);
+            out.push(r);
+        }
+        out
+    }
+}
+
+/// Kinds of kernel reports that fail a case unless it expects them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ProblemKind {
+    Warning,
+    Bug,
+    Oops,
+    CallTrace,
+    Panic,
+    Lockdep,
+    Sanitizer,
+    Hang,
+}
+
+impl fmt::Display for ProblemKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ProblemKind::Warning => "WARNING",
+            ProblemKind::Bug => "BUG",
+            ProblemKind::Oops => "Oops",
+            ProblemKind::CallTrace => "Call Trace",
+            ProblemKind::Panic => "panic",
+            ProblemKind::Lockdep => "lockdep",
+            ProblemKind::Sanitizer => "sanitizer",
+            ProblemKind::Hang => "hang",
+        })
+    }
+}
+
+const PATTERNS: &[(&str, ProblemKind)] = &[
+    ("Kernel panic - not syncing", ProblemKind::Panic),
+    ("BUG: KASAN:", ProblemKind::Sanitizer),
+    ("UBSAN:", ProblemKind::Sanitizer),
+    ("KFENCE:", ProblemKind::Sanitizer),
+    ("possible circular locking dependency", ProblemKind::Lockdep),
+    ("possible recursive locking", ProblemKind::Lockdep),
+    ("inconsistent lock state", ProblemKind::Lockdep),
+    ("WARNING:", ProblemKind::Warning),
+    ("BUG:", ProblemKind::Bug),
+    ("kernel BUG at", ProblemKind::Bug),
+    ("Oops:", ProblemKind::Oops),
+    ("general protection fault", ProblemKind::Oops),
+    ("Call Trace:", ProblemKind::CallTrace),
+    ("blocked for more than", ProblemKind::Hang),
+    ("rcu_sched detected stalls", ProblemKind::Hang),
+    ("rcu_preempt detected stalls", ProblemKind::Hang),
+];
+
+/// The report kind a record starts, if any.
+pub fn problem(r: &Record) -> Option<ProblemKind> {
+    if r.is_harness() {
+        return None;
+    }
+    let m = r.message.trim_start();
+    PATTERNS
+        .iter()
+        .find(|(p, _)| m.starts_with(p) || (p.len() > 12 && m.contains(p)))
+        .map(|(_, k)| *k)
+}
+
+/// Subsystems whose messages go into transcripts.
+const PMEM_WORDS: &[&str] = &[
+    "nvdimm",
+    "nd_",
+    "ndbus",
+    "nmem",
+    "pmem",
+    "dax",
+    "cxl",
+    "pfn",
+    "btt",
+    "region",
+    "namespace",
+    "nfit",
+    "libnvdimm",
+    "label",
+];
+
+/// Whether a record belongs in a transcript: the pmem stack's messages and
+/// anything at warning level or worse.
+pub fn relevant(r: &Record) -> bool {
+    if r.is_harness() {
+        return false;
+    }
+    if r.facility == 0 && r.level <= 4 {
+        return true;
+    }
+    let m = r.message.to_ascii_lowercase();
+    PMEM_WORDS.iter().any(|w| m.contains(w))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_record_and_level() {
+        let r =
+            parse_line("4,812,5123456,-;WARNING: CPU: 1 PID: 42 at drivers/nvdimm/pfn_devs.c:1 x")
+                .unwrap();
+        assert_eq!(
+            (r.level, r.facility, r.seq, r.ts_usec),
+            (4, 0, 812, 5123456)
+        );
+        assert_eq!(problem(&r), Some(ProblemKind::Warning));
+    }
+
+    #[test]
+    fn markers_round_trip() {
+        let r = parse_line("12,900,1,-;ndharness: step 3 begin").unwrap();
+        assert_eq!(marker(&r), Some(Marker::Begin(3)));
+        assert!(r.is_harness());
+        assert!(!relevant(&r));
+    }
+
+    #[test]
+    fn cursor_keeps_partial_lines_and_drops_repeats() {
+        let mut c = Cursor::default();
+        let first = b"6,1,0,-;nd_pmem namespace0.0: ok\n SUBSYSTEM=nd\n6,2,0,-;half";
+        let got = c.feed(first);
+        assert_eq!(got.len(), 1);
+        assert_eq!(c.offset, 47);
+        let got = c.feed(b"6,1,0,-;nd_pmem namespace0.0: ok\n6,2,0,-;nd_btt btt0.0: done\n");
+        assert_eq!(got.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![2]);
+    }
+
+    #[test]
+    fn unescapes_bytes() {
+        let r = parse_line("6,1,0,-;a\\x0ab").unwrap();
+        assert_eq!(r.message, "a\nb");
+    }
+
+    #[test]
+    fn relevance() {
+        let pmem = parse_line("6,1,0,-;pmem0: detected capacity change from 0 to 262144").unwrap();
+        let other = parse_line("6,2,0,-;virtio_net virtio0: up").unwrap();
+        assert!(relevant(&pmem));
+        assert!(!relevant(&other));
+    }
+}

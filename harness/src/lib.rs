@@ -1,0 +1,22 @@
+//! ndharness boots QEMU guests with emulated persistent-memory topologies,
+//! drives the real kernel driver and the real ndctl inside them, and
+//! snapshot-compares the layouts and kernel logs that come out.
+//!
+//! One case flows: [`suite`] (YAML) → [`topology`] → [`image`] →
+//! [`qemu`] (command line, process) → [`machine`] (QMP + agent, the guest's
+//! lifecycle) → steps ([`guest`]) → [`kmsg`] + [`normalize`] →
+//! [`transcript`] → snapshot ([`runner`]).
+
+pub mod guest;
+pub mod image;
+pub mod kmsg;
+pub mod machine;
+pub mod normalize;
+pub mod qemu;
+pub mod qmp;
+pub mod runner;
+pub mod size;
+pub mod suite;
+pub mod topology;
+pub mod transcript;
+pub mod yaml;

@@ -1,0 +1,350 @@
+//! A guest's whole life in one place: start (QEMU, QMP, agent ready), steps,
+//! kernel log, stop. A later warm-start path (restore from a saved VM state)
+//! plugs in here as another way to reach "ready".
+
+use std::future::Future;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+
+use crate::guest::{self, Agent, ExecOutput};
+use crate::image::Image;
+use crate::kmsg::{self, Marker, Record};
+use crate::qemu::{self, Accel, LaunchSpec, QemuProcess, RunDir};
+use crate::qmp::{self, GuestEvents, Qmp};
+use crate::topology::Topology;
+
+pub const BOOT_TIMEOUT: Duration = Duration::from_secs(90);
+const KMSG_LOG: &str = "/run/kmsg.log";
+const STEP_WRAPPER: &str = "/usr/libexec/ndharness/step";
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Qemu(#[from] qemu::Error),
+    #[error(transparent)]
+    Qmp(#[from] qmp::Error),
+    #[error(transparent)]
+    Agent(#[from] guest::Error),
+    #[error("the guest was not ready within {timeout:?} (no agent on its virtio port)\n--- serial console (last lines) ---\n{serial}")]
+    BootTimeout { timeout: Duration, serial: String },
+    #[error("the guest kernel panicked {during}\n--- serial console (last lines) ---\n{serial}")]
+    Panicked { during: String, serial: String },
+    #[error("QEMU exited {during} ({status})\n--- QEMU output ---\n{qemu_log}\n--- serial console (last lines) ---\n{serial}")]
+    Exited {
+        during: String,
+        status: String,
+        qemu_log: String,
+        serial: String,
+    },
+    #[error("QEMU built a different machine than the topology asks for: {0}")]
+    Mismatch(String),
+}
+
+impl Error {
+    /// Whether this is the harness's or the host's trouble rather than a
+    /// verdict on the kernel (a panic is a verdict).
+    pub fn is_infrastructure(&self) -> bool {
+        !matches!(
+            self,
+            Error::Panicked { .. } | Error::Agent(guest::Error::CommandTimeout { .. })
+        )
+    }
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// Milestones of one start, measured from spawning QEMU.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct StartTimes {
+    pub qmp_ready: Duration,
+    pub agent_ready: Duration,
+}
+
+/// One step's command output and the kernel records it caused.
+#[derive(Clone, Debug)]
+pub struct StepRun {
+    pub output: ExecOutput,
+    pub kernel: Vec<Record>,
+}
+
+pub struct Machine {
+    pub run: RunDir,
+    qemu: QemuProcess,
+    qmp: Qmp,
+    agent: Agent,
+    events: watch::Receiver<GuestEvents>,
+    cursor: kmsg::Cursor,
+    /// Records read but not yet handed out.
+    pending: Vec<Record>,
+    pub times: StartTimes,
+    /// What QEMU reports for the memory devices, as JSON.
+    pub memory_devices: serde_json::Value,
+}
+
+pub struct StartSpec<'a> {
+    pub qemu_binary: &'a Path,
+    pub image: &'a Image,
+    pub topology: &'a Topology,
+    pub accel: Accel,
+    pub extra_append: &'a str,
+    pub boot_timeout: Duration,
+}
+
+impl Machine {
+    /// Cold boot: spawn QEMU and wait until the agent answers.
+    pub async fn start(spec: &StartSpec<'_>, run: RunDir) -> Result<Machine> {
+        let launch = LaunchSpec {
+            topology: spec.topology,
+            kernel: &spec.image.kernel,
+            initrd: &spec.image.initrd,
+            files: &run.files,
+            accel: spec.accel,
+            extra_append: spec.extra_append,
+        };
+        let argv = qemu::cmdline::argv(&launch);
+        let _ = std::fs::write(
+            run.path.join("qemu.argv"),
+            shell_words(spec.qemu_binary, &argv),
+        );
+        let t0 = Instant::now();
+        let deadline = t0 + spec.boot_timeout;
+        let mut process = QemuProcess::spawn(spec.qemu_binary, &argv, &run.qemu_log())?;
+        let qmp = match Qmp::connect(
+            &run.files.qmp_socket,
+            &run.qmp_log(),
+            t0 + Duration::from_secs(15),
+        )
+        .await
+        {
+            Ok(q) => q,
+            Err(e) => {
+                if let Some(status) = process.wait(Duration::from_millis(500)).await {
+                    return Err(exited(&run, "while starting", status.to_string()));
+                }
+                return Err(e.into());
+            }
+        };
+        let qmp_ready = t0.elapsed();
+        let memory_devices = check_memory_devices(&qmp, spec.topology).await?;
+        let agent = Agent::connect(&run.files.agent_socket).await?;
+        let mut machine = Machine {
+            run,
+            qemu: process,
+            events: qmp.events(),
+            qmp,
+            agent,
+            cursor: kmsg::Cursor::default(),
+            pending: Vec::new(),
+            times: StartTimes {
+                qmp_ready,
+                agent_ready: Duration::ZERO,
+            },
+            memory_devices,
+        };
+        machine.wait_agent(deadline).await?;
+        machine.times.agent_ready = t0.elapsed();
+        Ok(machine)
+    }
+
+    async fn wait_agent(&mut self, deadline: Instant) -> Result<()> {
+        let port = qemu::cmdline::AGENT_PORT_ID.to_owned();
+        let mut events = self.events.clone();
+        let opened = async {
+            let _ = events.wait_for(|e| e.open_ports.contains(&port)).await;
+        };
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(remaining, self.guard("while booting", opened)).await {
+            Err(_) => {
+                return Err(Error::BootTimeout {
+                    timeout: remaining,
+                    serial: self.run.serial_tail(30),
+                })
+            }
+            Ok(r) => r?,
+        }
+        let remaining = deadline
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_secs(5));
+        self.agent.sync(remaining).await?;
+        Ok(())
+    }
+
+    /// Runs `fut` unless the guest panics or QEMU exits first.
+    async fn guard<T>(&self, during: &str, fut: impl Future<Output = T>) -> Result<T> {
+        let mut events = self.events.clone();
+        let trouble =
+            events.wait_for(|e| e.panicked.is_some() || e.shutdown.is_some() || e.disconnected);
+        tokio::select! {
+            v = fut => Ok(v),
+            _ = trouble => Err(self.trouble(during).await),
+        }
+    }
+
+    async fn trouble(&self, during: &str) -> Error {
+        // Let the console catch up with the panic message.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let ev = self.events.borrow().clone();
+        if ev.panicked.is_some() || self.run.serial_tail(60).contains("Kernel panic") {
+            return Error::Panicked {
+                during: during.to_owned(),
+                serial: self.run.serial_tail(40),
+            };
+        }
+        let status = ev
+            .shutdown
+            .map(|r| format!("shutdown: {r}"))
+            .unwrap_or_else(|| "connection closed".into());
+        exited(&self.run, during, status)
+    }
+
+    /// Runs a command without step markers (the harness's own queries).
+    pub async fn exec(&self, argv: &[String], timeout: Duration) -> Result<ExecOutput> {
+        let (path, args) = argv.split_first().expect("a command has a program");
+        let fut = self.agent.exec(path, args, timeout);
+        Ok(self
+            .guard(&format!("while running `{}`", argv.join(" ")), fut)
+            .await??)
+    }
+
+    /// Runs step `n` between kernel-log markers and collects its records.
+    pub async fn step(&mut self, n: usize, argv: &[String], timeout: Duration) -> Result<StepRun> {
+        let mut args = vec![n.to_string()];
+        args.extend(argv.iter().cloned());
+        let during = format!("during step {n} (`{}`)", argv.join(" "));
+        let fut = self.agent.exec(STEP_WRAPPER, &args, timeout);
+        let output = self.guard(&during, fut).await??;
+        let kernel = self.step_records(n).await?;
+        Ok(StepRun { output, kernel })
+    }
+
+    /// Reads new kernel records from the guest's log.
+    pub async fn read_kernel_log(&mut self) -> Result<()> {
+        let bytes = self
+            .agent
+            .read_file_from(KMSG_LOG, self.cursor.offset)
+            .await?;
+        let recs = self.cursor.feed(&bytes);
+        self.pending.extend(recs);
+        Ok(())
+    }
+
+    /// Waits for step `n`'s end marker and returns the records between its
+    /// markers; records before its begin marker are left in [`Self::take_unattributed`].
+    async fn step_records(&mut self, n: usize) -> Result<Vec<Record>> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            self.read_kernel_log().await?;
+            let end = self
+                .pending
+                .iter()
+                .position(|r| kmsg::marker(r) == Some(Marker::End(n)));
+            if let Some(end) = end {
+                let after = self.pending.split_off(end + 1);
+                let begin = self
+                    .pending
+                    .iter()
+                    .position(|r| kmsg::marker(r) == Some(Marker::Begin(n)))
+                    .unwrap_or(0);
+                let step = self.pending.split_off(begin);
+                // What came before the begin marker stays for take_unattributed.
+                self.pending.extend(after);
+                return Ok(step
+                    .into_iter()
+                    .filter(|r| kmsg::marker(r).is_none())
+                    .collect());
+            }
+            if Instant::now() > deadline {
+                return Ok(std::mem::take(&mut self.pending));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Records that belong to no step (boot, between steps).
+    pub fn take_unattributed(&mut self) -> Vec<Record> {
+        std::mem::take(&mut self.pending)
+    }
+
+    pub async fn qmp_status(&self) -> Result<String> {
+        Ok(self.qmp.status().await?)
+    }
+
+    /// Powers the guest off, escalating to QMP quit and then SIGKILL.
+    pub async fn stop(mut self) -> RunDir {
+        if self.qemu.try_status().is_none() {
+            self.agent.poweroff().await;
+            if self.qemu.wait(Duration::from_secs(10)).await.is_none() {
+                self.qmp.quit().await;
+                if self.qemu.wait(Duration::from_secs(3)).await.is_none() {
+                    self.qemu.kill().await;
+                }
+            }
+        }
+        self.qemu.kill().await;
+        self.run
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.qemu.pid()
+    }
+}
+
+fn exited(run: &RunDir, during: &str, status: String) -> Error {
+    Error::Exited {
+        during: during.to_owned(),
+        status,
+        qemu_log: qemu::rundir_tail(&run.qemu_log(), 20),
+        serial: run.serial_tail(30),
+    }
+}
+
+/// Compares QEMU's own list of memory devices with the topology.
+async fn check_memory_devices(qmp: &Qmp, topology: &Topology) -> Result<serde_json::Value> {
+    let devices = qmp.memory_devices().await?;
+    let json = serde_json::to_value(&devices).unwrap_or_default();
+    let nvdimms: Vec<_> = devices
+        .iter()
+        .filter_map(|d| match d {
+            qapi::qmp::MemoryDeviceInfo::nvdimm(w) => Some(&w.data),
+            _ => None,
+        })
+        .collect();
+    if nvdimms.len() != topology.nvdimms.len() {
+        return Err(Error::Mismatch(format!(
+            "{} NVDIMMs in QEMU, {} in the topology",
+            nvdimms.len(),
+            topology.nvdimms.len()
+        )));
+    }
+    for (i, (q, t)) in nvdimms.iter().zip(&topology.nvdimms).enumerate() {
+        let expected = t.size.bytes() - t.label_size.bytes();
+        if q.size as u64 != expected && q.size as u64 != t.size.bytes() {
+            return Err(Error::Mismatch(format!(
+                "nvdimm{i} is {} bytes in QEMU, the topology asks for {}",
+                q.size, t.size
+            )));
+        }
+    }
+    Ok(json)
+}
+
+fn shell_words(binary: &Path, argv: &[String]) -> String {
+    let quote = |s: &str| {
+        if s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_=,./:@+".contains(c))
+        {
+            s.to_owned()
+        } else {
+            format!("'{}'", s.replace('\'', r"'\''"))
+        }
+    };
+    let mut out = quote(&binary.display().to_string());
+    for a in argv {
+        out.push_str(if a.starts_with('-') { " \\\n  " } else { " " });
+        out.push_str(&quote(a));
+    }
+    out.push('\n');
+    out
+}

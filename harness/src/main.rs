@@ -1,0 +1,374 @@
+//! The `ndharness` command line.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use ndharness::image::{self, BuildOptions, ImageFiles, UserKernel};
+use ndharness::qemu::accel::AccelChoice;
+use ndharness::runner::{self, Config};
+
+#[derive(Parser)]
+#[command(
+    name = "ndharness",
+    version,
+    about = "Boot QEMU guests with persistent-memory topologies, drive ndctl in them, snapshot what comes out"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Build, lock or inspect guest images (images/NAME.yaml + NAME.lock).
+    Image {
+        #[command(subcommand)]
+        action: ImageAction,
+    },
+    /// Boot one guest; run COMMAND in it and exit with its exit code, or stay
+    /// up until Ctrl-C.
+    Boot(BootArgs),
+    /// Run suite cases as tests (libtest conventions).
+    Run(RunArgs),
+    /// Show a topology and its QEMU command line.
+    Topology {
+        #[command(subcommand)]
+        action: TopologyAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum ImageAction {
+    /// Build the image (or find it in the cache) and print where it is.
+    Build(ImageArgs),
+    /// Resolve the recipe's packages and pin them in images/NAME.lock.
+    Lock(ImageArgs),
+    /// Print what a built image holds.
+    Show(ImageArgs),
+}
+
+#[derive(Subcommand)]
+enum TopologyAction {
+    /// Print the topology (a shipped name or a YAML path) and its QEMU argv.
+    Show { topology: String },
+}
+
+#[derive(Args, Clone)]
+struct Common {
+    /// The repository root holding suites/ and images/ [default: found from the current folder]
+    #[arg(long, global = true, env = "NDHARNESS_ROOT")]
+    root: Option<PathBuf>,
+    /// Debian archive for guest packages [default: the host's apt sources]
+    #[arg(long, global = true)]
+    mirror: Option<String>,
+    /// Your own kernel image (bzImage) instead of Debian's; needs --modules.
+    #[arg(long, global = true, requires = "modules")]
+    kernel: Option<PathBuf>,
+    /// INSTALL_MOD_PATH of `make modules_install` for --kernel.
+    #[arg(long, global = true, requires = "kernel")]
+    modules: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct ImageArgs {
+    /// Image recipe name (images/NAME.yaml).
+    #[arg(default_value = "default")]
+    name: String,
+    #[command(flatten)]
+    common: Common,
+}
+
+#[derive(Args)]
+struct GuestArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Image recipe name.
+    #[arg(long, default_value = "default")]
+    image: String,
+    /// Accelerator; auto proves KVM with a probe boot and falls back to TCG.
+    #[arg(long, value_enum, default_value = "auto")]
+    accel: AccelChoice,
+    /// Seconds from QEMU start until the guest agent must answer.
+    #[arg(long, default_value = "90")]
+    boot_timeout: u64,
+    /// Folder for run folders (evidence) [default: ROOT/target/ndharness/runs]
+    #[arg(long)]
+    runs_dir: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct BootArgs {
+    /// A shipped topology name or the path of a topology YAML file.
+    #[arg(long, short)]
+    topology: String,
+    #[command(flatten)]
+    guest: GuestArgs,
+    /// Seconds COMMAND may run.
+    #[arg(long, default_value = "300")]
+    timeout: u64,
+    /// Command to run in the guest.
+    #[arg(last = true)]
+    command: Vec<String>,
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// Run only trials whose name contains this (suite::case::topology).
+    filter: Option<String>,
+    /// List trials without running them.
+    #[arg(long)]
+    list: bool,
+    /// Match FILTER exactly.
+    #[arg(long)]
+    exact: bool,
+    /// Run only ignored cases.
+    #[arg(long)]
+    ignored: bool,
+    /// Run ignored cases too.
+    #[arg(long)]
+    include_ignored: bool,
+    /// Skip trials whose name contains this.
+    #[arg(long)]
+    skip: Vec<String>,
+    /// Guests at once.
+    #[arg(long)]
+    test_threads: Option<usize>,
+    #[command(flatten)]
+    guest: GuestArgs,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    install_ctrl_c();
+    match dispatch(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn install_ctrl_c() {
+    let _ = ctrlc::set_handler(|| {
+        ndharness::qemu::kill_all();
+        eprintln!("\ninterrupted: every guest this run started has been stopped");
+        // exit() skips destructors; the guests are already dead, and their
+        // run folders are kept as evidence.
+        std::process::exit(130);
+    });
+}
+
+fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Image { action } => image_cmd(action),
+        Command::Boot(args) => boot(args),
+        Command::Run(args) => run(args),
+        Command::Topology {
+            action: TopologyAction::Show { topology },
+        } => {
+            let t = ndharness::topology::load(&topology)?;
+            println!("# topology {}\n{:#?}\n", t.name, t.topology);
+            let files = ndharness::qemu::GuestFiles {
+                qmp_socket: "RUN/qmp.sock".into(),
+                agent_socket: "RUN/agent.sock".into(),
+                serial_log: "RUN/serial.log".into(),
+                nvdimm_backing: (0..t.topology.nvdimms.len())
+                    .map(|i| format!("RUN/nvdimm{i}.img").into())
+                    .collect(),
+            };
+            let spec = ndharness::qemu::LaunchSpec {
+                topology: &t.topology,
+                kernel: Path::new("IMAGE/vmlinuz"),
+                initrd: Path::new("IMAGE/initramfs.cpio"),
+                files: &files,
+                accel: ndharness::qemu::Accel::Tcg,
+                extra_append: "",
+            };
+            println!(
+                "qemu-system-x86_64 {}",
+                ndharness::qemu::cmdline::argv(&spec).join(" ")
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn find_root(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
+    if let Some(r) = explicit {
+        return Ok(r.to_owned());
+    }
+    let cwd = std::env::current_dir()?;
+    for dir in cwd.ancestors() {
+        if dir.join("suites").is_dir() && dir.join("images").is_dir() {
+            return Ok(dir.to_owned());
+        }
+    }
+    let built = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    if built.join("images").is_dir() {
+        return Ok(built.canonicalize()?);
+    }
+    anyhow::bail!(
+        "no ndharness repository (a folder with suites/ and images/) above {}: pass --root",
+        cwd.display()
+    )
+}
+
+fn build_options(common: &Common) -> BuildOptions {
+    BuildOptions {
+        cache: image::cache_dir(),
+        mirror: common.mirror.clone(),
+        user_kernel: common
+            .kernel
+            .clone()
+            .zip(common.modules.clone())
+            .map(|(bzimage, modules)| UserKernel { bzimage, modules }),
+    }
+}
+
+fn image_cmd(action: ImageAction) -> anyhow::Result<ExitCode> {
+    let (args, what) = match &action {
+        ImageAction::Build(a) => (a, "build"),
+        ImageAction::Lock(a) => (a, "lock"),
+        ImageAction::Show(a) => (a, "show"),
+    };
+    let root = find_root(args.common.root.as_deref())?;
+    let files = ImageFiles::load(&root.join("images"), &args.name)?;
+    let opts = build_options(&args.common);
+    match what {
+        "lock" => {
+            let lock = image::lock(&files, &opts)?;
+            println!(
+                "locked {} packages and kernel {} {} in {}",
+                lock.packages.len(),
+                lock.kernel.name,
+                lock.kernel.version,
+                files.lock_path.display()
+            );
+        }
+        _ => {
+            let start = std::time::Instant::now();
+            let img = image::build(&files, &opts)?;
+            let m = &img.manifest;
+            println!(
+                "image {} ({})",
+                m.image,
+                if img.built { "built" } else { "cached" }
+            );
+            println!("  folder    {}", img.dir.display());
+            println!("  kernel    {} ({})", m.kernel_release, m.kernel_source);
+            println!("  initramfs {} bytes", m.initramfs_bytes);
+            if what == "show" {
+                println!("  packages  {}", m.packages.join(" "));
+                println!("  modules   {}", m.modules.join(" "));
+            }
+            println!("  time      {:.2}s", start.elapsed().as_secs_f64());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn config(g: &GuestArgs) -> anyhow::Result<Config> {
+    let root = find_root(g.common.root.as_deref())?;
+    // insta resolves snapshot paths against the workspace; tell it which.
+    std::env::set_var("INSTA_WORKSPACE_ROOT", &root);
+    Ok(Config {
+        runs_dir: g
+            .runs_dir
+            .clone()
+            .unwrap_or_else(|| root.join("target/ndharness/runs")),
+        root,
+        image: g.image.clone(),
+        build: build_options(&g.common),
+        accel: g.accel,
+        boot_timeout: Duration::from_secs(g.boot_timeout),
+    })
+}
+
+fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let config = config(&args.guest)?;
+    let mut targs = libtest_mimic::Arguments {
+        filter: args.filter,
+        list: args.list,
+        exact: args.exact,
+        ignored: args.ignored,
+        include_ignored: args.include_ignored,
+        skip: args.skip,
+        test_threads: Some(args.test_threads.unwrap_or(1)),
+        ..Default::default()
+    };
+    if targs.list {
+        targs.test_threads = None;
+    }
+    Ok(runner::run(runner::Shared::new(config), &targs))
+}
+
+fn boot(args: BootArgs) -> anyhow::Result<ExitCode> {
+    let config = config(&args.guest)?;
+    let topology = ndharness::topology::load(&args.topology)?;
+    let env = runner::prepare(&config)?;
+    let run = ndharness::qemu::RunDir::create(
+        &config.runs_dir,
+        &format!("boot-{}", topology.name),
+        &topology.topology,
+    )?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let spec = ndharness::machine::StartSpec {
+            qemu_binary: &env.qemu,
+            image: &env.image,
+            topology: &topology.topology,
+            accel: env.accel,
+            extra_append: "",
+            boot_timeout: config.boot_timeout,
+        };
+        let evidence = run.path.clone();
+        let m = ndharness::machine::Machine::start(&spec, run)
+            .await
+            .with_context(|| {
+                format!(
+                    "failed to boot {} (evidence kept in {})",
+                    topology.name,
+                    evidence.display()
+                )
+            })?;
+        eprintln!(
+            "guest ready in {:.2}s ({}, QEMU pid {})",
+            m.times.agent_ready.as_secs_f64(),
+            env.accel.name(),
+            m.pid()
+        );
+        if args.command.is_empty() {
+            eprintln!("  run folder   {}", m.run.path.display());
+            eprintln!("  QMP socket   {}", m.run.files.qmp_socket.display());
+            eprintln!("  agent socket {}", m.run.files.agent_socket.display());
+            eprintln!("  serial log   {}", m.run.files.serial_log.display());
+            eprintln!(
+                "  try: socat - UNIX-CONNECT:{}",
+                m.run.files.qmp_socket.display()
+            );
+            eprintln!("Ctrl-C stops the guest.");
+            tokio::signal::ctrl_c().await.ok();
+            m.stop().await.remove();
+            return Ok(ExitCode::SUCCESS);
+        }
+        let out = m
+            .exec(&args.command, Duration::from_secs(args.timeout))
+            .await;
+        let run = m.stop().await;
+        let out =
+            out.with_context(|| format!("in the guest (evidence kept in {})", run.path.display()))?;
+        run.remove();
+        use std::io::Write;
+        std::io::stdout().write_all(&out.stdout)?;
+        std::io::stderr().write_all(&out.stderr)?;
+        Ok(ExitCode::from(
+            out.exit_code.map(|c| c as u8).unwrap_or(128),
+        ))
+    })
+}

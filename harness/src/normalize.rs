@@ -1,0 +1,127 @@
+//! Run-dependent values out, everything else kept: UUIDs, PIDs, kernel
+//! pointers and timestamps become named placeholders; sizes, modes, aligns,
+//! device names and error texts stay as they are.
+
+use std::sync::LazyLock;
+
+use regex::Regex;
+use serde_json::Value;
+
+static UUID: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"\b[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\b")
+        .unwrap()
+});
+static PID: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"\b(PID|pid)([:=] ?)\d+").unwrap());
+static KPTR: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"\b(0x)?ffff[0-9a-f]{12}\b").unwrap());
+static COMM_CPU: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"\bCPU: \d+").unwrap());
+
+/// Redacts run-dependent values in free text.
+pub fn text(s: &str) -> String {
+    let s = UUID.replace_all(s, "[uuid]");
+    let s = PID.replace_all(&s, "$1$2[pid]");
+    let s = KPTR.replace_all(&s, "[kptr]");
+    COMM_CPU.replace_all(&s, "CPU: [cpu]").into_owned()
+}
+
+/// Normalizes ndctl/cxl/daxctl JSON: UUID values redacted, arrays of
+/// devices sorted by their `dev` name (listing order follows readdir).
+pub fn json(v: &Value) -> Value {
+    match v {
+        Value::String(s) => Value::String(text(s)),
+        Value::Array(items) => {
+            let mut items: Vec<Value> = items.iter().map(json).collect();
+            if items
+                .iter()
+                .all(|i| i.get("dev").is_some_and(Value::is_string))
+            {
+                items.sort_by_key(dev_key);
+            }
+            Value::Array(items)
+        }
+        Value::Object(map) => {
+            Value::Object(map.iter().map(|(k, v)| (k.clone(), json(v))).collect())
+        }
+        other => other.clone(),
+    }
+}
+
+/// `namespace10.0` after `namespace2.0`: digit runs compare as numbers.
+fn dev_key(v: &Value) -> Vec<(String, u64)> {
+    let s = v.get("dev").and_then(Value::as_str).unwrap_or_default();
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut digits = false;
+    let mut flush = |cur: &mut String, digits: bool| {
+        if digits {
+            out.push((String::new(), cur.parse().unwrap_or(u64::MAX)));
+        } else {
+            out.push((cur.clone(), 0));
+        }
+        cur.clear();
+    };
+    for c in s.chars() {
+        if c.is_ascii_digit() != digits && !cur.is_empty() {
+            flush(&mut cur, digits);
+        }
+        digits = c.is_ascii_digit();
+        cur.push(c);
+    }
+    flush(&mut cur, digits);
+    out
+}
+
+/// Command output: JSON pretty-printed after normalizing, text redacted.
+pub fn output(s: &str) -> String {
+    let trimmed = s.trim();
+    if trimmed.starts_with('{') || trimmed.starts_with('[') {
+        if let Ok(v) = serde_json::from_str::<Value>(trimmed) {
+            return serde_json::to_string_pretty(&json(&v)).expect("JSON values serialize");
+        }
+    }
+    text(s.trim_end())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uuids_and_pids_go() {
+        let s = "uuid 6f0e5e3c-8a3b-4c2d-9e1f-0123456789ab on CPU: 1 PID: 321 at ffff888004a1b2c3";
+        insta::assert_snapshot!(text(s), @"uuid [uuid] on CPU: [cpu] PID: [pid] at [kptr]");
+    }
+
+    #[test]
+    fn sizes_and_errors_stay() {
+        let s =
+            "failed to create namespace: align setting is 0x1000000 size 0x8400000 is misaligned";
+        assert_eq!(text(s), s);
+    }
+
+    #[test]
+    fn devices_sort_by_name_numerically() {
+        let v: Value = serde_json::from_str(
+            r#"[{"dev":"namespace10.0"},{"dev":"namespace2.0"},{"dev":"namespace0.0","uuid":"6f0e5e3c-8a3b-4c2d-9e1f-0123456789ab"}]"#,
+        )
+        .unwrap();
+        insta::assert_snapshot!(output(&v.to_string()), @r#"
+        [
+          {
+            "dev": "namespace0.0",
+            "uuid": "[uuid]"
+          },
+          {
+            "dev": "namespace2.0"
+          },
+          {
+            "dev": "namespace10.0"
+          }
+        ]
+        "#);
+    }
+
+    #[test]
+    fn plain_text_passes_through() {
+        assert_eq!(output("disabled 1 region\n"), "disabled 1 region");
+    }
+}

@@ -1,0 +1,102 @@
+//! One private folder per guest: sockets, serial log, QMP log, backing files,
+//! and everything a failing case leaves behind as evidence.
+
+use std::path::{Path, PathBuf};
+
+use super::cmdline::GuestFiles;
+use super::{Error, Result};
+use crate::topology::Topology;
+
+/// Unix socket paths longer than this do not fit in sockaddr_un.
+const MAX_SOCKET_PATH: usize = 100;
+
+pub struct RunDir {
+    pub path: PathBuf,
+    pub files: GuestFiles,
+    /// Holds the sockets when the run folder's own path is too long for them.
+    _socket_dir: Option<tempfile::TempDir>,
+}
+
+impl RunDir {
+    /// Creates `parent/name` (or `name-2`, ...) with sparse backing files.
+    pub fn create(parent: &Path, name: &str, topology: &Topology) -> Result<RunDir> {
+        let err = |path: &Path| {
+            let path = path.to_owned();
+            move |source| Error::RunDir { path, source }
+        };
+        std::fs::create_dir_all(parent).map_err(err(parent))?;
+        let safe: String = name
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || "-_.@".contains(c) {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        let path = (1..)
+            .map(|i| {
+                if i == 1 {
+                    parent.join(&safe)
+                } else {
+                    parent.join(format!("{safe}-{i}"))
+                }
+            })
+            .find(|p| std::fs::create_dir(p).is_ok())
+            .expect("some suffix is free");
+        let path = path.canonicalize().map_err(err(&path))?;
+
+        let (sock_dir, holder) = if path.join("agent.sock").as_os_str().len() > MAX_SOCKET_PATH {
+            let t = tempfile::Builder::new()
+                .prefix("ndh-")
+                .tempdir()
+                .map_err(err(&path))?;
+            (t.path().to_owned(), Some(t))
+        } else {
+            (path.clone(), None)
+        };
+        let mut backing = Vec::new();
+        for (i, d) in topology.nvdimms.iter().enumerate() {
+            let p = path.join(format!("nvdimm{i}.img"));
+            let f = std::fs::File::create(&p).map_err(err(&p))?;
+            f.set_len(d.size.bytes()).map_err(err(&p))?;
+            backing.push(p);
+        }
+        Ok(RunDir {
+            files: GuestFiles {
+                qmp_socket: sock_dir.join("qmp.sock"),
+                agent_socket: sock_dir.join("agent.sock"),
+                serial_log: path.join("serial.log"),
+                nvdimm_backing: backing,
+            },
+            path,
+            _socket_dir: holder,
+        })
+    }
+
+    pub fn qemu_log(&self) -> PathBuf {
+        self.path.join("qemu.log")
+    }
+
+    pub fn qmp_log(&self) -> PathBuf {
+        self.path.join("qmp.log")
+    }
+
+    /// The last `lines` lines of the serial console, for error messages.
+    pub fn serial_tail(&self, lines: usize) -> String {
+        tail(&self.files.serial_log, lines)
+    }
+
+    /// Removes the folder (a passing case keeps nothing).
+    pub fn remove(self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+pub fn tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read(path).unwrap_or_default();
+    let text = String::from_utf8_lossy(&text);
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}

@@ -1,0 +1,119 @@
+//! Runs trials: one case on one topology, in its own guest, judged by its
+//! expectations, its kernel log and its snapshots. libtest-mimic supplies
+//! the conventions (`--list`, filters, `--exact`, `--test-threads`,
+//! `--ignored`); listing parses the suites and boots nothing.
+
+mod case;
+mod report;
+mod snapshot;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use crate::image::{self, BuildOptions, Image, ImageFiles};
+use crate::qemu::{accel::AccelChoice, Accel};
+
+pub use case::{run_case, CaseOutcome};
+pub use report::{Status, TrialResult};
+
+/// Where things are and how guests run.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The repository root (holds suites/ and images/).
+    pub root: PathBuf,
+    pub image: String,
+    pub runs_dir: PathBuf,
+    pub build: BuildOptions,
+    pub accel: AccelChoice,
+    pub boot_timeout: Duration,
+}
+
+impl Config {
+    pub fn suites_dir(&self) -> PathBuf {
+        self.root.join("suites")
+    }
+    pub fn images_dir(&self) -> PathBuf {
+        self.root.join("images")
+    }
+}
+
+/// What every trial of a run shares: built once, on first use.
+pub struct Shared {
+    pub config: Config,
+    env: OnceLock<Result<GuestEnv, String>>,
+    pub results: Mutex<Vec<TrialResult>>,
+}
+
+/// The image, QEMU and accelerator every guest of a run uses.
+#[derive(Clone, Debug)]
+pub struct GuestEnv {
+    pub image: Image,
+    pub qemu: PathBuf,
+    pub accel: Accel,
+}
+
+impl Shared {
+    pub fn new(config: Config) -> Arc<Shared> {
+        Arc::new(Shared {
+            config,
+            env: OnceLock::new(),
+            results: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Builds (or finds) the image and resolves QEMU and the accelerator.
+    pub fn env(&self) -> Result<GuestEnv, String> {
+        self.env
+            .get_or_init(|| prepare(&self.config).map_err(|e| format!("{e:#}")))
+            .clone()
+    }
+}
+
+pub fn prepare(config: &Config) -> anyhow::Result<GuestEnv> {
+    let qemu = crate::qemu::find_binary()?;
+    let files = ImageFiles::load(&config.images_dir(), &config.image)?;
+    let image = image::build(&files, &config.build)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let accel = rt.block_on(crate::qemu::accel::resolve(
+        config.accel,
+        &qemu,
+        &image.kernel,
+        &config.build.cache,
+    ))?;
+    Ok(GuestEnv { image, qemu, accel })
+}
+
+/// Discovers the suites and runs the selected trials; the exit code is 0 when
+/// all passed, 1 on any conformance failure, 2 on infrastructure errors only.
+pub fn run(shared: Arc<Shared>, args: &libtest_mimic::Arguments) -> ExitCode {
+    let trials = match crate::suite::discover(&shared.config.suites_dir()) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let tests = trials
+        .into_iter()
+        .map(|trial| {
+            let ignored = trial.case.spec.ignored.is_some();
+            let kind = trial.topology.name.clone();
+            let shared = shared.clone();
+            let name = trial.name.clone();
+            libtest_mimic::Trial::test(name, move || report::run_one(&shared, &trial))
+                .with_kind(kind)
+                .with_ignored_flag(ignored)
+        })
+        .collect();
+    let conclusion = libtest_mimic::run(args, tests);
+    if args.list {
+        return ExitCode::SUCCESS;
+    }
+    let results = shared.results.lock().map(|r| r.clone()).unwrap_or_default();
+    report::print_summary(&results);
+    report::exit_code(&results, conclusion.has_failed())
+}

@@ -1,0 +1,119 @@
+//! Byte sizes written the way QEMU and ndctl write them: `1G`, `128K`, `256M`.
+
+use std::fmt;
+
+use serde::{Deserialize, Deserializer};
+
+/// A size in bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Size(pub u64);
+
+const UNITS: [(char, u64); 4] = [
+    ('T', 1 << 40),
+    ('G', 1 << 30),
+    ('M', 1 << 20),
+    ('K', 1 << 10),
+];
+
+impl Size {
+    pub const fn mib(n: u64) -> Size {
+        Size(n << 20)
+    }
+
+    pub const fn gib(n: u64) -> Size {
+        Size(n << 30)
+    }
+
+    pub fn bytes(self) -> u64 {
+        self.0
+    }
+
+    /// Parses `512`, `128K`, `256M`, `1G`, `2T` (binary units, optional `iB`/`B`).
+    pub fn parse(text: &str) -> Result<Size, String> {
+        let t = text.trim();
+        let t = t
+            .strip_suffix("iB")
+            .or_else(|| t.strip_suffix('B'))
+            .unwrap_or(t);
+        let (digits, mult) = match t.chars().last() {
+            Some(c) if c.is_ascii_alphabetic() => {
+                let up = c.to_ascii_uppercase();
+                let mult = UNITS
+                    .iter()
+                    .find(|(u, _)| *u == up)
+                    .map(|(_, m)| *m)
+                    .ok_or_else(|| {
+                        format!("unknown size unit `{c}` in `{text}` (use K, M, G or T)")
+                    })?;
+                (&t[..t.len() - 1], mult)
+            }
+            _ => (t, 1),
+        };
+        let n: u64 = digits
+            .trim()
+            .parse()
+            .map_err(|_| format!("`{text}` is not a size (examples: 128K, 256M, 1G)"))?;
+        n.checked_mul(mult)
+            .map(Size)
+            .ok_or_else(|| format!("size `{text}` overflows 64 bits"))
+    }
+}
+
+/// Renders with the largest unit that divides exactly, as QEMU accepts it.
+impl fmt::Display for Size {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (unit, mult) in UNITS {
+            if self.0 >= mult && self.0 % mult == 0 {
+                return write!(f, "{}{unit}", self.0 / mult);
+            }
+        }
+        write!(f, "{}", self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Size {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Size;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a size such as 128K, 256M or 1G")
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Size, E> {
+                Ok(Size(v))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Size, E> {
+                Size::parse(v).map_err(E::custom)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_units() {
+        assert_eq!(Size::parse("128K").unwrap(), Size(128 << 10));
+        assert_eq!(Size::parse("1G").unwrap(), Size::gib(1));
+        assert_eq!(Size::parse("256MiB").unwrap(), Size::mib(256));
+        assert_eq!(Size::parse("4096").unwrap(), Size(4096));
+    }
+
+    #[test]
+    fn rejects_garbage() {
+        assert!(Size::parse("12Q")
+            .unwrap_err()
+            .contains("unknown size unit"));
+        assert!(Size::parse("lots").is_err());
+    }
+
+    #[test]
+    fn displays_largest_exact_unit() {
+        assert_eq!(Size::gib(1).to_string(), "1G");
+        assert_eq!(Size(1536 << 20).to_string(), "1536M");
+        assert_eq!(Size(100).to_string(), "100");
+    }
+}

@@ -1,0 +1,93 @@
+//! Finding cases under `suites/` and expanding them into trials.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::{CaseSpec, Error};
+use crate::topology;
+
+/// A parsed case file.
+#[derive(Debug)]
+pub struct Case {
+    pub suite: String,
+    pub name: String,
+    pub path: PathBuf,
+    pub spec: CaseSpec,
+}
+
+impl Case {
+    pub fn snapshot_dir(&self) -> PathBuf {
+        self.path
+            .parent()
+            .expect("case file has a folder")
+            .join("snapshots")
+    }
+}
+
+/// One case on one topology: what libtest calls a test.
+#[derive(Clone, Debug)]
+pub struct Trial {
+    /// `suite::case::topology`
+    pub name: String,
+    pub case: Arc<Case>,
+    pub topology: topology::Loaded,
+}
+
+/// Parses every case under `root` (one folder per suite) into trials, sorted
+/// by name. Any malformed file fails the whole discovery: a suite that
+/// silently lost a case would pass for the wrong reason.
+pub fn discover(root: &Path) -> Result<Vec<Trial>, Error> {
+    let mut trials = Vec::new();
+    for suite_dir in sorted_entries(root)? {
+        if !suite_dir.is_dir() {
+            continue;
+        }
+        let suite = file_name(&suite_dir);
+        for path in sorted_entries(&suite_dir)? {
+            if path.extension().is_none_or(|e| e != "yaml") {
+                continue;
+            }
+            let spec: CaseSpec = crate::yaml::load(&path)?;
+            let case = Arc::new(Case {
+                suite: suite.clone(),
+                name: path
+                    .file_stem()
+                    .map(|s| s.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+                path: path.clone(),
+                spec,
+            });
+            for t in &case.spec.topology.0 {
+                let spec = if t.contains('/') || t.ends_with(".yaml") {
+                    suite_dir.join(t).display().to_string()
+                } else {
+                    t.clone()
+                };
+                let topology = topology::load(&spec)?;
+                trials.push(Trial {
+                    name: format!("{}::{}::{}", case.suite, case.name, topology.name),
+                    case: case.clone(),
+                    topology,
+                });
+            }
+        }
+    }
+    trials.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(trials)
+}
+
+fn sorted_entries(dir: &Path) -> Result<Vec<PathBuf>, Error> {
+    let read = std::fs::read_dir(dir).map_err(|source| Error::Read {
+        path: dir.to_owned(),
+        source,
+    })?;
+    let mut v: Vec<PathBuf> = read.flatten().map(|e| e.path()).collect();
+    v.sort();
+    Ok(v)
+}
+
+fn file_name(p: &Path) -> String {
+    p.file_name()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}

@@ -1,0 +1,21 @@
+//! Suites: folders under `suites/`, one YAML file per case, snapshots beside
+//! them in `snapshots/`.
+
+mod load;
+mod model;
+
+pub use load::{discover, Case, Trial};
+pub use model::{Action, CaseSpec, ExitExpect, Expect, Step, TopologyRef};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("failed to read suites folder {path}: {source}")]
+    Read {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Yaml(#[from] crate::yaml::Error),
+    #[error(transparent)]
+    Topology(#[from] crate::topology::Error),
+}

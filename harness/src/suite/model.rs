@@ -1,0 +1,308 @@
+//! The case format, parsed strictly.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// One case file.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CaseSpec {
+    #[serde(default)]
+    pub description: String,
+    /// One topology name (or path), or a list: one trial each.
+    pub topology: TopologyRef,
+    /// Shown instead of running; never counted as passed.
+    #[serde(default)]
+    pub ignored: Option<String>,
+    /// Default timeout of each step.
+    #[serde(default = "default_step_timeout", with = "humantime_serde_compat")]
+    pub step_timeout: Duration,
+    pub steps: Vec<Step>,
+}
+
+fn default_step_timeout() -> Duration {
+    Duration::from_secs(60)
+}
+
+/// One topology (`topology: nfit-1`) or several (`topology: [nfit-1, nfit-2]`).
+#[derive(Clone, Debug)]
+pub struct TopologyRef(pub Vec<String>);
+
+impl<'de> Deserialize<'de> for TopologyRef {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = TopologyRef;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a topology name or a list of them")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<TopologyRef, E> {
+                Ok(TopologyRef(vec![v.to_owned()]))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<TopologyRef, A::Error> {
+                let mut v = Vec::new();
+                while let Some(s) = seq.next_element::<String>()? {
+                    v.push(s);
+                }
+                if v.is_empty() {
+                    return Err(serde::de::Error::custom(
+                        "a case needs at least one topology",
+                    ));
+                }
+                Ok(TopologyRef(v))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// One step: exactly one action, with expectations.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(try_from = "RawStep")]
+pub struct Step {
+    pub action: Action,
+    pub expect: Expect,
+    pub timeout: Option<Duration>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Action {
+    /// A shell line run by the guest's /bin/sh.
+    Run(String),
+    /// A program and its arguments, no shell.
+    Exec(Vec<String>),
+    /// A sysfs (or any file) write.
+    Write { path: String, value: String },
+}
+
+impl Action {
+    /// The guest command that performs the action.
+    pub fn argv(&self) -> Vec<String> {
+        match self {
+            Action::Run(line) => vec!["/bin/sh".into(), "-c".into(), line.clone()],
+            Action::Exec(argv) => argv.clone(),
+            Action::Write { path, value } => vec![
+                "/bin/sh".into(),
+                "-c".into(),
+                "printf '%s' \"$1\" > \"$2\"".into(),
+                "write".into(),
+                value.clone(),
+                path.clone(),
+            ],
+        }
+    }
+
+    /// How the transcript shows it.
+    pub fn display(&self) -> String {
+        match self {
+            Action::Run(line) => line.clone(),
+            Action::Exec(argv) => argv.join(" "),
+            Action::Write { path, value } => format!("write {value:?} > {path}"),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Expect {
+    #[serde(default)]
+    pub exit: ExitExpect,
+    /// Text that must appear in stdout / stderr.
+    #[serde(default)]
+    pub stdout: Option<String>,
+    #[serde(default)]
+    pub stderr: Option<String>,
+    /// Kernel reports (WARNING, BUG, ...) this step is expected to cause,
+    /// each matched as a substring of the report's first line.
+    #[serde(default)]
+    pub kernel_reports: Vec<String>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ExitExpect {
+    #[default]
+    Success,
+    Code(i32),
+    /// Any non-zero exit.
+    Failure,
+    Any,
+}
+
+impl ExitExpect {
+    pub fn accepts(self, code: Option<i32>) -> bool {
+        match self {
+            ExitExpect::Success => code == Some(0),
+            ExitExpect::Code(c) => code == Some(c),
+            ExitExpect::Failure => code != Some(0),
+            ExitExpect::Any => true,
+        }
+    }
+}
+
+impl std::fmt::Display for ExitExpect {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ExitExpect::Success => f.write_str("0"),
+            ExitExpect::Code(c) => write!(f, "{c}"),
+            ExitExpect::Failure => f.write_str("non-zero"),
+            ExitExpect::Any => f.write_str("any"),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for ExitExpect {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = ExitExpect;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an exit code, `failure` or `any`")
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<ExitExpect, E> {
+                Ok(if v == 0 {
+                    ExitExpect::Success
+                } else {
+                    ExitExpect::Code(v as i32)
+                })
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<ExitExpect, E> {
+                self.visit_i64(v as i64)
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<ExitExpect, E> {
+                match v {
+                    "failure" => Ok(ExitExpect::Failure),
+                    "any" => Ok(ExitExpect::Any),
+                    _ => Err(E::custom(format!(
+                        "`{v}` is not an exit expectation: use a number, `failure` or `any`"
+                    ))),
+                }
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStep {
+    run: Option<String>,
+    exec: Option<Vec<String>>,
+    write: Option<RawWrite>,
+    #[serde(default)]
+    expect: Expect,
+    #[serde(default, with = "humantime_serde_compat::option")]
+    timeout: Option<Duration>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWrite {
+    path: String,
+    value: String,
+}
+
+impl TryFrom<RawStep> for Step {
+    type Error = String;
+    fn try_from(r: RawStep) -> Result<Step, String> {
+        let mut actions = Vec::new();
+        if let Some(line) = r.run {
+            actions.push(Action::Run(line));
+        }
+        if let Some(argv) = r.exec {
+            if argv.is_empty() {
+                return Err("`exec` needs a program".into());
+            }
+            actions.push(Action::Exec(argv));
+        }
+        if let Some(w) = r.write {
+            actions.push(Action::Write {
+                path: w.path,
+                value: w.value,
+            });
+        }
+        if actions.len() != 1 {
+            return Err(format!(
+                "a step has exactly one of `run`, `exec`, `write`; this one has {}",
+                actions.len()
+            ));
+        }
+        Ok(Step {
+            action: actions.remove(0),
+            expect: r.expect,
+            timeout: r.timeout,
+        })
+    }
+}
+
+/// Durations written as `5s`, `2m`, `500ms`.
+mod humantime_serde_compat {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_duration(&s)
+            .map_err(|e| serde::de::Error::custom(format!("`{s}`: {e} (examples: 5s, 2m)")))
+    }
+
+    pub mod option {
+        use super::*;
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+            super::deserialize(d).map(Some)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(y: &str) -> Result<CaseSpec, String> {
+        crate::yaml::parse("case.yaml", y).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn full_case() {
+        let c = parse(
+            "topology: nfit-1\nstep_timeout: 30s\nsteps:\n  - run: ndctl list\n  - exec: [ndctl, list, -R]\n    timeout: 5s\n  - write: { path: /sys/x, value: '1' }\n    expect: { exit: failure, stderr: denied }\n",
+        )
+        .unwrap();
+        assert_eq!(c.topology.0, vec!["nfit-1"]);
+        assert_eq!(c.steps.len(), 3);
+        assert_eq!(c.steps[1].timeout, Some(Duration::from_secs(5)));
+        assert_eq!(c.steps[2].expect.exit, ExitExpect::Failure);
+    }
+
+    #[test]
+    fn two_actions_is_an_error_with_location() {
+        let err = parse("topology: nfit-1\nsteps:\n  - run: a\n    exec: [b]\n").unwrap_err();
+        assert!(err.contains("case.yaml:3:"), "{err}");
+        assert!(err.contains("steps[0]"), "{err}");
+        assert!(err.contains("exactly one of"), "{err}");
+    }
+
+    #[test]
+    fn unknown_expectation_field() {
+        let err = parse("topology: nfit-1\nsteps:\n  - run: a\n    expect: { exitcode: 1 }\n")
+            .unwrap_err();
+        assert!(err.contains("steps[0].expect.exitcode"), "{err}");
+    }
+
+    #[test]
+    fn topology_list() {
+        let c = parse("topology: [nfit-1, nfit-2]\nsteps: []\n").unwrap();
+        assert_eq!(c.topology.0.len(), 2);
+    }
+
+    #[test]
+    fn bad_duration() {
+        let err = parse("topology: nfit-1\nsteps:\n  - run: a\n    timeout: soon\n").unwrap_err();
+        assert!(err.contains("steps[0].timeout"), "{err}");
+    }
+}

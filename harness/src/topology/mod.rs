@@ -1,0 +1,231 @@
+//! Guest topologies: the machine and the persistent-memory devices it carries.
+//!
+//! A topology is plain data, loaded from YAML (a shipped name such as `nfit-1`,
+//! or a file), validated before anything boots, and turned into a QEMU command
+//! line by [`crate::qemu::cmdline`].
+
+mod named;
+
+use std::path::Path;
+
+use serde::Deserialize;
+
+use crate::size::Size;
+
+pub use named::{names as named_topologies, NAMED};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("unknown topology `{name}`: shipped topologies are {known}; or pass the path of a YAML file")]
+    Unknown { name: String, known: String },
+    #[error(transparent)]
+    Yaml(#[from] crate::yaml::Error),
+    #[error("invalid topology {origin}: at `{yaml_path}`: {reason}")]
+    Invalid {
+        origin: String,
+        yaml_path: String,
+        reason: String,
+    },
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// A guest topology.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Topology {
+    #[serde(default)]
+    pub machine: Machine,
+    /// ACPI NFIT NVDIMMs, each with its own backing file.
+    #[serde(default)]
+    pub nvdimms: Vec<Nvdimm>,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Machine {
+    #[serde(default)]
+    pub kind: MachineKind,
+    #[serde(default = "default_memory")]
+    pub memory: Size,
+    #[serde(default = "default_cpus")]
+    pub cpus: u32,
+    #[serde(default = "default_nodes")]
+    pub numa_nodes: u32,
+}
+
+impl Default for Machine {
+    fn default() -> Self {
+        Machine {
+            kind: MachineKind::default(),
+            memory: default_memory(),
+            cpus: default_cpus(),
+            numa_nodes: default_nodes(),
+        }
+    }
+}
+
+fn default_memory() -> Size {
+    Size::gib(1)
+}
+fn default_cpus() -> u32 {
+    2
+}
+fn default_nodes() -> u32 {
+    1
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum MachineKind {
+    #[default]
+    Pc,
+    Q35,
+}
+
+impl MachineKind {
+    pub fn qemu_name(self) -> &'static str {
+        match self {
+            MachineKind::Pc => "pc",
+            MachineKind::Q35 => "q35",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Nvdimm {
+    /// Size of the backing file; the label area is carved from its end.
+    pub size: Size,
+    #[serde(default = "default_label_size")]
+    pub label_size: Size,
+    #[serde(default)]
+    pub node: u32,
+}
+
+fn default_label_size() -> Size {
+    Size(128 << 10)
+}
+
+/// Where a topology came from, for error messages.
+#[derive(Clone, Debug)]
+pub struct Loaded {
+    pub name: String,
+    pub topology: Topology,
+}
+
+/// Resolves `spec`: a shipped topology name, or the path of a YAML file.
+pub fn load(spec: &str) -> Result<Loaded> {
+    let path = Path::new(spec);
+    let looks_like_path = spec.ends_with(".yaml") || spec.ends_with(".yml") || spec.contains('/');
+    let (name, origin, topology) = if looks_like_path {
+        let topology: Topology = crate::yaml::load(path)?;
+        let name = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| spec.to_owned());
+        (name, path.display().to_string(), topology)
+    } else {
+        let text = named::get(spec).ok_or_else(|| Error::Unknown {
+            name: spec.to_owned(),
+            known: named::names().join(", "),
+        })?;
+        let topology: Topology = crate::yaml::parse(&format!("topology {spec}"), text)?;
+        (spec.to_owned(), format!("`{spec}`"), topology)
+    };
+    topology.validate(&origin)?;
+    Ok(Loaded { name, topology })
+}
+
+impl Topology {
+    /// Checks what QEMU and the kernel need before anything boots.
+    pub fn validate(&self, origin: &str) -> Result<()> {
+        let invalid = |yaml_path: String, reason: String| Error::Invalid {
+            origin: origin.to_owned(),
+            yaml_path,
+            reason,
+        };
+        let m = &self.machine;
+        if m.cpus == 0 {
+            return Err(invalid(
+                "machine.cpus".into(),
+                "a guest needs at least one CPU".into(),
+            ));
+        }
+        if m.numa_nodes == 0 || m.numa_nodes > m.cpus.max(1) * 8 {
+            return Err(invalid(
+                "machine.numa_nodes".into(),
+                format!(
+                    "{} NUMA nodes is not possible; use 1 to {}",
+                    m.numa_nodes,
+                    m.cpus * 8
+                ),
+            ));
+        }
+        if m.memory.bytes() < Size::mib(256).bytes() {
+            return Err(invalid(
+                "machine.memory".into(),
+                format!(
+                    "{} of RAM is too little for the guest image; use at least 256M",
+                    m.memory
+                ),
+            ));
+        }
+        if m.memory.bytes() % (u64::from(m.numa_nodes) << 20) != 0 {
+            return Err(invalid(
+                "machine.memory".into(),
+                format!(
+                    "{} does not split evenly into {} NUMA nodes",
+                    m.memory, m.numa_nodes
+                ),
+            ));
+        }
+        for (i, d) in self.nvdimms.iter().enumerate() {
+            let at = |field: &str| format!("nvdimms[{i}].{field}");
+            if d.node >= m.numa_nodes {
+                return Err(invalid(
+                    at("node"),
+                    format!(
+                        "node {} does not exist: the machine has {} NUMA node(s)",
+                        d.node, m.numa_nodes
+                    ),
+                ));
+            }
+            if d.label_size.bytes() != 0 && d.label_size.bytes() < 128 << 10 {
+                return Err(invalid(
+                    at("label_size"),
+                    format!(
+                        "QEMU needs a label area of at least 128K, or 0 for none; got {}",
+                        d.label_size
+                    ),
+                ));
+            }
+            if d.size.bytes() % (2 << 20) != 0 || d.size.bytes() < 128 << 20 {
+                return Err(invalid(
+                    at("size"),
+                    format!(
+                        "an NVDIMM must be a multiple of 2M and at least 128M; got {}",
+                        d.size
+                    ),
+                ));
+            }
+        }
+        if self.nvdimms.len() > 256 {
+            return Err(invalid(
+                "nvdimms".into(),
+                "QEMU allows at most 256 memory slots".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Memory slots and the maximum memory QEMU must reserve for the NVDIMMs.
+    pub fn hotplug_space(&self) -> (usize, Size) {
+        let slots = self.nvdimms.len().max(1);
+        let dimms: u64 = self.nvdimms.iter().map(|d| d.size.bytes()).sum();
+        (slots, Size(self.machine.memory.bytes() + dimms))
+    }
+}
+
+#[cfg(test)]
+mod tests;

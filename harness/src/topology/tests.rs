@@ -1,0 +1,54 @@
+use super::*;
+
+fn invalid(yaml: &str) -> String {
+    let t: Topology = crate::yaml::parse("t.yaml", yaml).unwrap();
+    t.validate("t.yaml").unwrap_err().to_string()
+}
+
+#[test]
+fn shipped_topologies_load() {
+    for name in named_topologies() {
+        load(name).unwrap_or_else(|e| panic!("{name}: {e}"));
+    }
+}
+
+#[test]
+fn unknown_name_lists_known_ones() {
+    let err = load("nfit-99").unwrap_err().to_string();
+    assert!(err.contains("unknown topology `nfit-99`"), "{err}");
+    assert!(err.contains("nfit-1"), "{err}");
+}
+
+#[test]
+fn node_out_of_range() {
+    let err = invalid("nvdimms:\n  - size: 1G\n    node: 1\n");
+    assert!(err.contains("nvdimms[0].node"), "{err}");
+    assert!(err.contains("1 NUMA node(s)"), "{err}");
+}
+
+#[test]
+fn label_area_too_small() {
+    let err = invalid("nvdimms:\n  - size: 1G\n    label_size: 4K\n");
+    assert!(err.contains("nvdimms[0].label_size"), "{err}");
+}
+
+#[test]
+fn dimm_size_misaligned() {
+    let err = invalid("nvdimms:\n  - size: 129M\n");
+    assert!(err.contains("multiple of 2M"), "{err}");
+}
+
+#[test]
+fn unknown_field_is_an_error() {
+    let err = crate::yaml::parse::<Topology>("t.yaml", "nvdimms:\n  - size: 1G\n    colour: red\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("t.yaml:3:"), "{err}");
+    assert!(err.contains("nvdimms[0].colour"), "{err}");
+}
+
+#[test]
+fn hotplug_space_counts_dimms() {
+    let t = load("nfit-2").unwrap().topology;
+    assert_eq!(t.hotplug_space(), (2, Size::gib(3)));
+}

@@ -7,7 +7,10 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").canonicalize().unwrap()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .canonicalize()
+        .unwrap()
 }
 
 fn ndharness(args: &[&str]) -> Command {
@@ -17,7 +20,11 @@ fn ndharness(args: &[&str]) -> Command {
 }
 
 fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
 }
 
 /// A scratch repository with the real image recipe and lock and one suite.
@@ -25,7 +32,11 @@ fn scratch(suite: &str, case: &str, yaml: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("images")).unwrap();
     for f in ["default.yaml", "default.lock"] {
-        std::fs::copy(repo().join("images").join(f), dir.path().join("images").join(f)).unwrap();
+        std::fs::copy(
+            repo().join("images").join(f),
+            dir.path().join("images").join(f),
+        )
+        .unwrap();
     }
     let s = dir.path().join("suites").join(suite);
     std::fs::create_dir_all(&s).unwrap();
@@ -37,12 +48,17 @@ fn assert_clean_error(o: &Output, needle: &str) {
     let t = text(o);
     assert_eq!(o.status.code(), Some(2), "{t}");
     assert!(t.contains(needle), "expected {needle:?} in:\n{t}");
-    assert!(!t.contains("panicked") && !t.contains("stack backtrace"), "{t}");
+    assert!(
+        !t.contains("panicked") && !t.contains("stack backtrace"),
+        "{t}"
+    );
 }
 
 #[test]
 fn unknown_topology_is_one_clear_error() {
-    let o = ndharness(&["boot", "--topology", "nfit-99", "--", "true"]).output().unwrap();
+    let o = ndharness(&["boot", "--topology", "nfit-99", "--", "true"])
+        .output()
+        .unwrap();
     assert_clean_error(&o, "unknown topology `nfit-99`");
 }
 
@@ -57,9 +73,15 @@ fn missing_qemu_says_how_to_install_it() {
 
 #[test]
 fn malformed_case_names_file_line_and_path() {
-    let dir = scratch("bad", "typo", "topology: nfit-1\nsteps:\n  - run: ndctl list\n    expct: { exit: 1 }\n");
+    let dir = scratch(
+        "bad",
+        "typo",
+        "topology: nfit-1\nsteps:\n  - run: ndctl list\n    expct: { exit: 1 }\n",
+    );
     let root = dir.path().to_str().unwrap();
-    let o = ndharness(&["run", "--list", "--root", root]).output().unwrap();
+    let o = ndharness(&["run", "--list", "--root", root])
+        .output()
+        .unwrap();
     assert_clean_error(&o, "typo.yaml:4:");
     assert!(text(&o).contains("steps[0].expct"), "{}", text(&o));
 }
@@ -73,13 +95,22 @@ fn listing_names_trials_and_boots_nothing() {
         .unwrap();
     let t = text(&o);
     assert!(o.status.success(), "{t}");
-    assert!(t.contains("basic::fsdax-devdax-one-dimm::nfit-1: test"), "{t}");
+    assert!(
+        t.contains("basic::fsdax-devdax-one-dimm::nfit-1: test"),
+        "{t}"
+    );
     assert!(start.elapsed() < Duration::from_secs(5));
 }
 
 fn qemu_pids_using(dir: &Path) -> Vec<String> {
-    let out = Command::new("pgrep").args(["-f", &dir.display().to_string()]).output().unwrap();
-    String::from_utf8_lossy(&out.stdout).lines().map(str::to_owned).collect()
+    let out = Command::new("pgrep")
+        .args(["-f", &dir.display().to_string()])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect()
 }
 
 #[test]
@@ -91,7 +122,9 @@ fn hung_guest_command_fails_in_time_and_leaves_no_qemu() {
     );
     let root = dir.path().to_str().unwrap();
     let start = Instant::now();
-    let o = ndharness(&["run", "--root", root, "--accel", "tcg"]).output().unwrap();
+    let o = ndharness(&["run", "--root", root, "--accel", "tcg"])
+        .output()
+        .unwrap();
     let t = text(&o);
     let after_boot = start.elapsed();
     assert_eq!(o.status.code(), Some(1), "{t}");
@@ -101,7 +134,10 @@ fn hung_guest_command_fails_in_time_and_leaves_no_qemu() {
     assert!(evidence.join("serial.log").exists(), "{t}");
     assert!(qemu_pids_using(dir.path()).is_empty(), "QEMU still running");
     // Boot (at most the harness's own deadline) + 5 s timeout + 10 s to stop.
-    assert!(after_boot < Duration::from_secs(90 + 15), "took {after_boot:?}");
+    assert!(
+        after_boot < Duration::from_secs(90 + 15),
+        "took {after_boot:?}"
+    );
     let boot_log = std::fs::read_to_string(evidence.join("qemu.argv")).unwrap();
     assert!(boot_log.contains("nvdimm"), "{boot_log}");
 }

@@ -97,6 +97,7 @@ pub fn run(shared: Arc<Shared>, args: &libtest_mimic::Arguments) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    snapshot::quiet_snapshot_panics();
     let tests = trials
         .into_iter()
         .map(|trial| {

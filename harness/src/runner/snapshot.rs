@@ -5,6 +5,26 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
 
+/// insta reports a mismatch by panicking after printing its diff; the
+/// panic's own message and backtrace add nothing, so they are not printed.
+pub fn quiet_snapshot_panics() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let default = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let msg = info
+                .payload()
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| info.payload().downcast_ref::<&str>().copied())
+                .unwrap_or_default();
+            if !msg.starts_with("snapshot assertion for") {
+                default(info);
+            }
+        }));
+    });
+}
+
 /// Compares `content` with snapshot `name`; Err carries a short reason
 /// (insta has already printed the diff).
 pub fn compare(

@@ -364,6 +364,7 @@ fn boot(args: BootArgs) -> anyhow::Result<ExitCode> {
         let out =
             out.with_context(|| format!("in the guest (evidence kept in {})", run.path.display()))?;
         run.remove();
+        eprintln!("command finished in {:.3}s", out.duration.as_secs_f64());
         use std::io::Write;
         std::io::stdout().write_all(&out.stdout)?;
         std::io::stderr().write_all(&out.stderr)?;

@@ -127,6 +127,12 @@ impl Machine {
             }
         };
         let qmp_ready = t0.elapsed();
+        let status = qmp.status().await?;
+        if status != "running" {
+            return Err(Error::Mismatch(format!(
+                "QEMU reports `{status}` right after start, not `running`"
+            )));
+        }
         let memory_devices = check_memory_devices(&qmp, spec.topology).await?;
         let agent = Agent::connect(&run.files.agent_socket).await?;
         let mut machine = Machine {
@@ -174,8 +180,14 @@ impl Machine {
     /// Runs `fut` unless the guest panics or QEMU exits first.
     async fn guard<T>(&self, during: &str, fut: impl Future<Output = T>) -> Result<T> {
         let mut events = self.events.clone();
-        let trouble =
-            events.wait_for(|e| e.panicked.is_some() || e.shutdown.is_some() || e.disconnected);
+        // The watch guard must not outlive this future: held across the
+        // await in `trouble`, it would block the event task's writer, and
+        // with it the runtime's only thread.
+        let trouble = async move {
+            let seen =
+                events.wait_for(|e| e.panicked.is_some() || e.shutdown.is_some() || e.disconnected);
+            let _ = seen.await.map(drop);
+        };
         tokio::select! {
             v = fut => Ok(v),
             _ = trouble => Err(self.trouble(during).await),
@@ -265,10 +277,6 @@ impl Machine {
     /// Records that belong to no step (boot, between steps).
     pub fn take_unattributed(&mut self) -> Vec<Record> {
         std::mem::take(&mut self.pending)
-    }
-
-    pub async fn qmp_status(&self) -> Result<String> {
-        Ok(self.qmp.status().await?)
     }
 
     /// Powers the guest off, escalating to QMP quit and then SIGKILL.

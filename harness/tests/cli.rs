@@ -141,3 +141,32 @@ fn hung_guest_command_fails_in_time_and_leaves_no_qemu() {
     let boot_log = std::fs::read_to_string(evidence.join("qemu.argv")).unwrap();
     assert!(boot_log.contains("nvdimm"), "{boot_log}");
 }
+
+#[test]
+fn kernel_panic_in_a_step_fails_the_case_at_once() {
+    let dir = scratch(
+        "crash",
+        "sysrq",
+        "topology: nfit-1\nsteps:\n  - run: echo c > /proc/sysrq-trigger\n    timeout: 60s\n",
+    );
+    let root = dir.path().to_str().unwrap();
+    let start = Instant::now();
+    let o = ndharness(&["run", "--root", root, "--accel", "tcg"])
+        .output()
+        .unwrap();
+    let t = text(&o);
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "a panic is a verdict, not an infrastructure error:\n{t}"
+    );
+    assert!(t.contains("the guest kernel panicked during step 1"), "{t}");
+    assert!(t.contains("sysrq triggered crash"), "{t}");
+    assert!(qemu_pids_using(dir.path()).is_empty(), "QEMU still running");
+    // Well before the step's own 60 s timeout.
+    assert!(
+        start.elapsed() < Duration::from_secs(50),
+        "took {:?}",
+        start.elapsed()
+    );
+}

@@ -29,7 +29,9 @@ pub enum Error {
     Agent(#[from] guest::Error),
     #[error("the guest was not ready within {timeout:?} (no agent on its virtio port)\n--- serial console (last lines) ---\n{serial}")]
     BootTimeout { timeout: Duration, serial: String },
-    #[error("the guest kernel panicked {during}\n--- serial console (last lines) ---\n{serial}")]
+    #[error(
+        "the guest kernel panicked {during}\n--- serial console around the panic ---\n{serial}"
+    )]
     Panicked { during: String, serial: String },
     #[error("QEMU exited {during} ({status})\n--- QEMU output ---\n{qemu_log}\n--- serial console (last lines) ---\n{serial}")]
     Exited {
@@ -201,7 +203,7 @@ impl Machine {
         if ev.panicked.is_some() || self.run.serial_tail(60).contains("Kernel panic") {
             return Error::Panicked {
                 during: during.to_owned(),
-                serial: self.run.serial_tail(40),
+                serial: self.run.serial_panic_excerpt(),
             };
         }
         let status = ev

@@ -88,6 +88,21 @@ impl RunDir {
         tail(&self.files.serial_log, lines)
     }
 
+    /// The console around the last kernel panic: what led to it and the
+    /// start of its trace; the plain tail when there is no panic line.
+    pub fn serial_panic_excerpt(&self) -> String {
+        let text = std::fs::read(&self.files.serial_log).unwrap_or_default();
+        let text = String::from_utf8_lossy(&text);
+        let lines: Vec<&str> = text.lines().collect();
+        match lines
+            .iter()
+            .rposition(|l| l.contains("Kernel panic - not syncing"))
+        {
+            Some(i) => lines[i.saturating_sub(12)..(i + 30).min(lines.len())].join("\n"),
+            None => self.serial_tail(40),
+        }
+    }
+
     /// Removes the folder (a passing case keeps nothing).
     pub fn remove(self) {
         let _ = std::fs::remove_dir_all(&self.path);

@@ -7,10 +7,12 @@
 //! lifecycle) → steps ([`guest`]) → [`kmsg`] + [`normalize`] →
 //! [`transcript`] → snapshot ([`runner`]).
 
+pub mod assemble;
 pub mod guest;
 pub mod image;
 pub mod kmsg;
 pub mod machine;
+pub mod names;
 pub mod normalize;
 pub mod qemu;
 pub mod qmp;

@@ -13,6 +13,7 @@ use crate::image::Image;
 use crate::kmsg::{self, Marker, Record};
 use crate::qemu::{self, Accel, LaunchSpec, QemuProcess, RunDir};
 use crate::qmp::{self, GuestEvents, Qmp};
+use crate::size::Size;
 use crate::topology::Topology;
 
 pub const BOOT_TIMEOUT: Duration = Duration::from_secs(90);
@@ -83,6 +84,9 @@ pub struct Machine {
     pub times: StartTimes,
     /// What QEMU reports for the memory devices, as JSON.
     pub memory_devices: serde_json::Value,
+    /// NVDIMMs the guest has (boot + hotplugged).
+    nvdimms: usize,
+    hotplugged: usize,
 }
 
 pub struct StartSpec<'a> {
@@ -150,9 +154,14 @@ impl Machine {
                 agent_ready: Duration::ZERO,
             },
             memory_devices,
+            nvdimms: spec.topology.nvdimms.len(),
+            hotplugged: 0,
         };
         machine.wait_agent(deadline).await?;
         machine.times.agent_ready = t0.elapsed();
+        // Devices behind bridges show in query-pci only once the guest has
+        // given the bridges bus numbers.
+        check_pci(&machine.qmp, spec.topology).await?;
         Ok(machine)
     }
 
@@ -281,6 +290,66 @@ impl Machine {
         std::mem::take(&mut self.pending)
     }
 
+    /// Adds an NVDIMM through QMP with a new backing file in the run folder;
+    /// returns how many NVDIMMs the guest had before.
+    pub async fn hotplug_nvdimm(&mut self, size: Size, label_size: Size) -> Result<usize> {
+        use qapi::qmp;
+        let before = self.nvdimms;
+        let i = self.hotplugged;
+        self.hotplugged += 1;
+        let backing = self.run.path.join(format!("hotplug{i}.img"));
+        let io = |source| qemu::Error::RunDir {
+            path: backing.clone(),
+            source,
+        };
+        std::fs::File::create(&backing)
+            .and_then(|f| f.set_len(size.bytes()))
+            .map_err(io)?;
+        let memdev = format!("hpmem{i}");
+        let base = qmp::MemoryBackendProperties {
+            dump: None,
+            host_nodes: None,
+            merge: None,
+            policy: None,
+            prealloc: None,
+            prealloc_context: None,
+            prealloc_threads: None,
+            reserve: None,
+            share: Some(true),
+            x_use_canonical_path_for_ramblock_id: None,
+            size: size.bytes(),
+        };
+        let file = qmp::MemoryBackendFileProperties {
+            base,
+            align: None,
+            discard_data: None,
+            offset: None,
+            pmem: None,
+            readonly: None,
+            rom: None,
+            mem_path: backing.display().to_string(),
+        };
+        self.qmp
+            .execute(qmp::object_add(qmp::ObjectOptions::memory_backend_file {
+                id: memdev.clone(),
+                memory_backend_file: file,
+            }))
+            .await?;
+        let mut arguments = qapi::Dictionary::new();
+        arguments.insert("memdev".into(), memdev.into());
+        arguments.insert("label-size".into(), label_size.bytes().into());
+        self.qmp
+            .execute(qmp::device_add {
+                driver: "nvdimm".into(),
+                bus: None,
+                id: Some(format!("hpdimm{i}")),
+                arguments,
+            })
+            .await?;
+        self.nvdimms += 1;
+        Ok(before)
+    }
+
     /// Powers the guest off, escalating to QMP quit and then SIGKILL.
     pub async fn stop(mut self) -> RunDir {
         if self.qemu.try_status().is_none() {
@@ -307,6 +376,22 @@ fn exited(run: &RunDir, during: &str, status: String) -> Error {
         status,
         qemu_log: qemu::rundir_tail(&run.qemu_log(), 20),
         serial: run.serial_tail(30),
+    }
+}
+
+/// Every PCI device the topology implies must be in QEMU's own PCI tree.
+async fn check_pci(qmp: &Qmp, topology: &Topology) -> Result<()> {
+    let present = qmp.pci_ids().await?;
+    let missing: Vec<String> = qemu::cmdline::pci_ids(topology)
+        .into_iter()
+        .filter(|id| !present.contains(id))
+        .collect();
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::Mismatch(format!(
+            "PCI devices {missing:?} are not in QEMU's query-pci (present: {present:?})"
+        )))
     }
 }
 

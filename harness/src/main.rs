@@ -179,6 +179,14 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 nvdimm_backing: (0..t.topology.nvdimms.len())
                     .map(|i| format!("RUN/nvdimm{i}.img").into())
                     .collect(),
+                cxl_backing: (0..t.topology.cxl.as_ref().map_or(0, |c| c.devices().len()))
+                    .map(|i| {
+                        (
+                            format!("RUN/cxl{i}.mem").into(),
+                            format!("RUN/cxl{i}.lsa").into(),
+                        )
+                    })
+                    .collect(),
             };
             let spec = ndharness::qemu::LaunchSpec {
                 topology: &t.topology,
@@ -337,6 +345,7 @@ fn boot(args: BootArgs) -> anyhow::Result<ExitCode> {
                     evidence.display()
                 )
             })?;
+        assemble_for_boot(&m, &topology.topology).await?;
         eprintln!(
             "guest ready in {:.2}s ({}, QEMU pid {})",
             m.times.agent_ready.as_secs_f64(),
@@ -372,4 +381,26 @@ fn boot(args: BootArgs) -> anyhow::Result<ExitCode> {
             out.exit_code.map(|c| c as u8).unwrap_or(128),
         ))
     })
+}
+
+/// Assembles the topology's CXL regions before handing the guest over.
+async fn assemble_for_boot(
+    m: &ndharness::machine::Machine,
+    t: &ndharness::topology::Topology,
+) -> anyhow::Result<()> {
+    let commands = ndharness::assemble::plan(m, t)
+        .await
+        .map_err(|e| anyhow::anyhow!("CXL region assembly: {e}"))?;
+    for line in commands {
+        let argv = vec!["/bin/sh".to_owned(), "-c".to_owned(), line.clone()];
+        let out = m.exec(&argv, Duration::from_secs(120)).await?;
+        if !out.success() {
+            anyhow::bail!(
+                "CXL region assembly: `{line}` failed: {}{}",
+                out.stdout_text(),
+                out.stderr_text()
+            );
+        }
+    }
+    Ok(())
 }

@@ -30,12 +30,7 @@ pub fn json(v: &Value) -> Value {
         Value::String(s) => Value::String(text(s)),
         Value::Array(items) => {
             let mut items: Vec<Value> = items.iter().map(json).collect();
-            if items
-                .iter()
-                .all(|i| i.get("dev").is_some_and(Value::is_string))
-            {
-                items.sort_by_key(dev_key);
-            }
+            sort_devices(&mut items);
             Value::Array(items)
         }
         Value::Object(map) => {
@@ -45,9 +40,32 @@ pub fn json(v: &Value) -> Value {
     }
 }
 
+/// Orders a list of devices by what identifies them: interleave position,
+/// else the first name-like key all items share.
+fn sort_devices(items: &mut [Value]) {
+    if items
+        .iter()
+        .all(|i| i.get("position").is_some_and(Value::is_u64))
+    {
+        items.sort_by_key(|i| i.get("position").and_then(Value::as_u64));
+        return;
+    }
+    for key in [
+        "dev", "memdev", "endpoint", "port", "decoder", "chardev", "dimm",
+    ] {
+        if items
+            .iter()
+            .all(|i| i.get(key).is_some_and(Value::is_string))
+        {
+            items.sort_by_key(|i| dev_key(i, key));
+            return;
+        }
+    }
+}
+
 /// `namespace10.0` after `namespace2.0`: digit runs compare as numbers.
-fn dev_key(v: &Value) -> Vec<(String, u64)> {
-    let s = v.get("dev").and_then(Value::as_str).unwrap_or_default();
+fn dev_key(v: &Value, key: &str) -> Vec<(String, u64)> {
+    let s = v.get(key).and_then(Value::as_str).unwrap_or_default();
     let mut out = Vec::new();
     let mut cur = String::new();
     let mut digits = false;

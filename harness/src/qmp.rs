@@ -157,6 +157,23 @@ impl Qmp {
         self.execute(qmp::query_memory_devices {}).await
     }
 
+    /// The QEMU ids of every PCI device, behind bridges too.
+    pub async fn pci_ids(&self) -> Result<Vec<String>> {
+        fn walk(devices: &[qmp::PciDeviceInfo], out: &mut Vec<String>) {
+            for d in devices {
+                out.push(d.qdev_id.clone());
+                if let Some(children) = d.pci_bridge.as_ref().and_then(|b| b.devices.as_ref()) {
+                    walk(children, out);
+                }
+            }
+        }
+        let mut out = Vec::new();
+        for bus in self.execute(qmp::query_pci {}).await? {
+            walk(&bus.devices, &mut out);
+        }
+        Ok(out)
+    }
+
     /// Asks QEMU to exit; its connection closing is the answer.
     pub async fn quit(&self) {
         let _ =

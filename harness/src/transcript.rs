@@ -5,6 +5,7 @@ use std::fmt::Write;
 use std::time::Duration;
 
 use crate::kmsg::{self, Record};
+use crate::names::Names;
 use crate::normalize;
 
 /// One step as it ran.
@@ -33,11 +34,12 @@ pub fn kernel_line(r: &Record) -> String {
     )
 }
 
-/// Renders steps for a snapshot (no timings: they vary run to run).
-pub fn render(steps: &[StepRecord]) -> String {
+/// Renders steps for a snapshot (no timings: they vary run to run), with
+/// probe-order device names replaced by stable ones.
+pub fn render(steps: &[StepRecord], names: &Names) -> String {
     let mut out = String::new();
     for s in steps {
-        let _ = writeln!(out, "$ {}", s.command);
+        let _ = writeln!(out, "$ {}", names.apply(&s.command));
         match (s.exit_code, s.signal) {
             (Some(c), _) => {
                 let _ = writeln!(out, "exit: {c}");
@@ -49,13 +51,21 @@ pub fn render(steps: &[StepRecord]) -> String {
                 let _ = writeln!(out, "exit: unknown");
             }
         }
-        section(&mut out, "stdout", &normalize::output(&s.stdout));
-        section(&mut out, "stderr", &normalize::output(&s.stderr));
+        section(
+            &mut out,
+            "stdout",
+            &normalize::output(&names.apply(&s.stdout)),
+        );
+        section(
+            &mut out,
+            "stderr",
+            &normalize::output(&names.apply(&s.stderr)),
+        );
         let kernel: Vec<String> = s
             .kernel
             .iter()
             .filter(|r| kmsg::relevant(r))
-            .map(kernel_line)
+            .map(|r| names.apply(&kernel_line(r)))
             .collect();
         section(&mut out, "kernel", &kernel.join("\n"));
         out.push('\n');
@@ -121,7 +131,7 @@ mod tests {
             ],
             duration: Duration::from_millis(40),
         }];
-        insta::assert_snapshot!(render(&steps), @r"
+        insta::assert_snapshot!(render(&steps, &Names::default()), @r"
         $ ndctl create-namespace -m fsdax -s 132m
         exit: 1
         stderr:

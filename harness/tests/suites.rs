@@ -3,10 +3,7 @@
 
 use std::path::Path;
 use std::process::ExitCode;
-use std::time::Duration;
 
-use ndharness::image;
-use ndharness::qemu::accel::AccelChoice;
 use ndharness::runner::{self, Config};
 
 fn main() -> ExitCode {
@@ -18,17 +15,6 @@ fn main() -> ExitCode {
     if args.test_threads.is_none() {
         args.test_threads = Some(1);
     }
-    let config = Config {
-        runs_dir: root.join("target/ndharness/runs"),
-        root,
-        image: "default".into(),
-        build: image::BuildOptions {
-            cache: image::cache_dir(),
-            mirror: None,
-            user_kernel: None,
-        },
-        accel: AccelChoice::Auto,
-        boot_timeout: Duration::from_secs(90),
-    };
+    let config = Config::for_repo(root);
     runner::run(runner::Shared::new(config), &args)
 }

@@ -28,6 +28,8 @@ pub struct GuestFiles {
     pub serial_log: PathBuf,
     /// One backing file per NVDIMM, in topology order.
     pub nvdimm_backing: Vec<PathBuf>,
+    /// (persistent memory, label area) per CXL type-3 device, in creation order.
+    pub cxl_backing: Vec<(PathBuf, PathBuf)>,
 }
 
 /// Everything the command line depends on.
@@ -50,15 +52,16 @@ pub const AGENT_PORT_ID: &str = "agent0";
 /// the guest, so nothing else would load them).
 pub fn guest_modules(topology: &Topology) -> Vec<&'static str> {
     let mut m = vec!["virtio_console", "pvpanic_pci"];
-    if !topology.nvdimms.is_empty() {
+    if topology.has_nfit() {
+        m.push("nfit");
+    }
+    if topology.cxl.is_some() {
         m.extend([
-            "nfit",
-            "nd_pmem",
-            "nd_btt",
-            "dax_pmem",
-            "device_dax",
-            "kmem",
+            "cxl_acpi", "cxl_pci", "cxl_port", "cxl_mem", "cxl_pmem", "dax_cxl",
         ]);
+    }
+    if topology.has_nfit() || topology.cxl.is_some() {
+        m.extend(["nd_pmem", "nd_btt", "dax_pmem", "device_dax", "kmem"]);
     }
     m
 }
@@ -89,11 +92,7 @@ pub fn argv(spec: &LaunchSpec) -> Vec<String> {
     let mut a: Vec<String> = Vec::new();
     let mut push = |parts: &[&str]| a.extend(parts.iter().map(|s| s.to_string()));
 
-    let nvdimm = if t.nvdimms.is_empty() {
-        ""
-    } else {
-        ",nvdimm=on"
-    };
+    let nvdimm = if t.has_nfit() { ",nvdimm=on" } else { "" };
     push(&[
         "-nodefaults",
         "-no-user-config",
@@ -101,14 +100,29 @@ pub fn argv(spec: &LaunchSpec) -> Vec<String> {
         "none",
         "-no-reboot",
     ]);
-    push(&["-machine", &format!("{}{nvdimm}", m.kind.qemu_name())]);
+    let cxl = if t.cxl.is_some() { ",cxl=on" } else { "" };
+    push(&[
+        "-machine",
+        &format!("{}{nvdimm}{cxl}", t.machine_kind().qemu_name()),
+    ]);
+    // Region commit needs the guest to see no hypervisor: with it the kernel
+    // refuses to flush CPU caches ("Failed to synchronize CPU cache state").
+    let hide = if t.cxl.is_some() {
+        ",hypervisor=off"
+    } else {
+        ""
+    };
     match spec.accel {
-        Accel::Tcg => push(&["-accel", "tcg,thread=multi", "-cpu", "max"]),
-        Accel::Kvm => push(&["-accel", "kvm", "-cpu", "host"]),
+        Accel::Tcg => push(&["-accel", "tcg,thread=multi", "-cpu", &format!("max{hide}")]),
+        Accel::Kvm => push(&["-accel", "kvm", "-cpu", &format!("host{hide}")]),
     }
     push(&["-smp", &m.cpus.to_string()]);
-    let (slots, maxmem) = t.hotplug_space();
-    push(&["-m", &format!("{},slots={slots},maxmem={maxmem}", m.memory)]);
+    if !t.has_nfit() {
+        push(&["-m", &m.memory.to_string()]);
+    } else {
+        let (slots, maxmem) = t.hotplug_space();
+        push(&["-m", &format!("{},slots={slots},maxmem={maxmem}", m.memory)]);
+    }
     numa(&mut a, t);
     let mut push = |parts: &[&str]| a.extend(parts.iter().map(|s| s.to_string()));
 
@@ -167,7 +181,112 @@ pub fn argv(spec: &LaunchSpec) -> Vec<String> {
             &format!("nvdimm,id=nvdimm{i},memdev=nvmem{i}{label}{node}"),
         ]);
     }
+    if let Some(c) = &t.cxl {
+        cxl_args(&mut a, c, &f.cxl_backing);
+    }
     a
+}
+
+/// The QEMU ids of the PCI devices the topology asks for, as `query-pci`
+/// reports them once QEMU built the machine.
+pub fn pci_ids(t: &Topology) -> Vec<String> {
+    let mut ids = vec!["vser0".to_owned()];
+    let Some(c) = &t.cxl else { return ids };
+    for (h, hb) in c.host_bridges.iter().enumerate() {
+        ids.push(format!("cxl.{h}"));
+        for (r, rp) in hb.root_ports.iter().enumerate() {
+            ids.push(format!("rp{h}.{r}"));
+            if let Some(sw) = &rp.switch {
+                ids.push(format!("us{h}.{r}"));
+                ids.extend((0..sw.downstream.len()).map(|s| format!("ds{h}.{r}.{s}")));
+            }
+        }
+    }
+    ids.extend((0..c.devices().len()).map(|i| format!("cxl-pmem{i}")));
+    ids
+}
+
+/// PCI bus numbers of host bridge `i`: spaced widely so that root ports and
+/// switches below each have buses of their own.
+fn bus_nr(i: usize) -> usize {
+    12 + 40 * i
+}
+
+fn cxl_args(a: &mut Vec<String>, c: &crate::topology::cxl::Cxl, backing: &[(PathBuf, PathBuf)]) {
+    let devices = c.devices();
+    let mut slot = 0;
+    let dev = |a: &mut Vec<String>, bus: &str, index: usize| {
+        let (mem, lsa) = &backing[index];
+        let d = devices[index].1;
+        a.push("-object".into());
+        a.push(format!(
+            "memory-backend-file,id=cxlmem{index},share=on,mem-path={},size={}",
+            path(mem),
+            d.size
+        ));
+        a.push("-object".into());
+        a.push(format!(
+            "memory-backend-file,id=cxllsa{index},share=on,mem-path={},size={}",
+            path(lsa),
+            d.lsa
+        ));
+        a.push("-device".into());
+        a.push(format!(
+            "cxl-type3,bus={bus},persistent-memdev=cxlmem{index},lsa=cxllsa{index},id=cxl-pmem{index},sn={}",
+            index + 1
+        ));
+    };
+    let mut index = 0;
+    for (h, hb) in c.host_bridges.iter().enumerate() {
+        a.push("-device".into());
+        a.push(format!(
+            "pxb-cxl,bus_nr={},bus=pcie.0,id=cxl.{h}",
+            bus_nr(h)
+        ));
+        for (r, rp) in hb.root_ports.iter().enumerate() {
+            let rp_id = format!("rp{h}.{r}");
+            slot += 1;
+            a.push("-device".into());
+            a.push(format!(
+                "cxl-rp,port={r},bus=cxl.{h},id={rp_id},chassis=0,slot={slot}"
+            ));
+            if rp.device.is_some() {
+                dev(a, &rp_id, index);
+                index += 1;
+            }
+            let Some(sw) = &rp.switch else { continue };
+            let us = format!("us{h}.{r}");
+            a.push("-device".into());
+            a.push(format!("cxl-upstream,bus={rp_id},id={us}"));
+            for (s, dp) in sw.downstream.iter().enumerate() {
+                let ds = format!("ds{h}.{r}.{s}");
+                slot += 1;
+                a.push("-device".into());
+                a.push(format!(
+                    "cxl-downstream,port={s},bus={us},id={ds},chassis=0,slot={slot}"
+                ));
+                if dp.device.is_some() {
+                    dev(a, &ds, index);
+                    index += 1;
+                }
+            }
+        }
+    }
+    for (w, win) in c.windows.iter().enumerate() {
+        let mut m: Vec<String> = win
+            .targets
+            .iter()
+            .enumerate()
+            .map(|(i, t)| format!("cxl-fmw.{w}.targets.{i}=cxl.{t}"))
+            .collect();
+        m.push(format!("cxl-fmw.{w}.size={}", win.size));
+        m.push(format!(
+            "cxl-fmw.{w}.interleave-granularity={}",
+            win.granularity.bytes()
+        ));
+        a.push("-M".into());
+        a.push(m.join(","));
+    }
 }
 
 fn numa(a: &mut Vec<String>, t: &Topology) {
@@ -203,6 +322,14 @@ mod tests {
             agent_socket: run.join("agent.sock"),
             serial_log: run.join("serial.log"),
             nvdimm_backing: (0..n).map(|i| run.join(format!("nvdimm{i}.img"))).collect(),
+            cxl_backing: (0..16)
+                .map(|i| {
+                    (
+                        run.join(format!("cxl{i}.mem")),
+                        run.join(format!("cxl{i}.lsa")),
+                    )
+                })
+                .collect(),
         }
     }
 
@@ -238,6 +365,20 @@ mod tests {
     }
 
     #[test]
+    fn every_pci_id_appears_in_argv() {
+        for name in crate::topology::named_topologies() {
+            let t = crate::topology::load(name).unwrap().topology;
+            let text = render(name, Accel::Tcg);
+            for id in pci_ids(&t) {
+                assert!(
+                    text.contains(&format!("id={id},")) || text.contains(&format!("id={id}\n")),
+                    "{name}: {id}"
+                );
+            }
+        }
+    }
+
+    #[test]
     fn kvm_uses_host_cpu() {
         let text = render("nfit-1", Accel::Kvm);
         assert!(text.contains("-accel kvm\n-cpu host"), "{text}");
@@ -248,6 +389,7 @@ mod tests {
         let t = crate::topology::Topology {
             machine: Default::default(),
             nvdimms: vec![],
+            cxl: None,
         };
         assert!(!guest_modules(&t).contains(&"nfit"));
         let t = crate::topology::load("nfit-1").unwrap().topology;

@@ -63,8 +63,21 @@ impl RunDir {
             f.set_len(d.size.bytes()).map_err(err(&p))?;
             backing.push(p);
         }
+        let mut cxl_backing = Vec::new();
+        if let Some(c) = &topology.cxl {
+            for (place, d) in c.devices() {
+                let mem = path.join(format!("cxl{}.mem", place.index));
+                let lsa = path.join(format!("cxl{}.lsa", place.index));
+                for (p, size) in [(&mem, d.size), (&lsa, d.lsa)] {
+                    let f = std::fs::File::create(p).map_err(err(p))?;
+                    f.set_len(size.bytes()).map_err(err(p))?;
+                }
+                cxl_backing.push((mem, lsa));
+            }
+        }
         Ok(RunDir {
             files: GuestFiles {
+                cxl_backing,
                 qmp_socket: sock_dir.join("qmp.sock"),
                 agent_socket: sock_dir.join("agent.sock"),
                 serial_log: path.join("serial.log"),

@@ -5,9 +5,10 @@ use std::time::Duration;
 
 use super::{snapshot, Config, GuestEnv};
 use crate::kmsg::{self, Record};
-use crate::machine::{self, Machine, StartSpec};
+use crate::machine::{self, Machine, StartSpec, StepRun};
+use crate::names::Names;
 use crate::qemu::RunDir;
-use crate::suite::{Step, Trial};
+use crate::suite::{Action, Step, Trial};
 use crate::transcript::{self, StepRecord};
 
 /// How a trial ended.
@@ -98,20 +99,22 @@ async fn drive(
         boot_timeout: config.boot_timeout,
     };
     let mut m = Machine::start(&spec, run).await?;
-    let result = steps(&mut m, trial).await;
+    let mut records = Vec::new();
+    let result = steps(&mut m, trial, &mut records).await;
     let run = m.stop().await;
-    let (records, layout) = result?;
-    let case = &trial.case;
+    // Written whatever happened: a failing case is when it is read.
     let _ = std::fs::write(
         run.path.join("transcript.txt"),
         transcript::render_evidence(&records),
     );
-    let _ = std::fs::write(run.path.join("layout.json"), &layout);
+    let (layout, names) = result?;
+    let case = &trial.case;
+    let _ = std::fs::write(run.path.join("layout.txt"), &layout);
     let mut failures = Vec::new();
     let snap_name = |kind: &str| format!("{}@{}.{kind}", case.name, trial.topology.name);
     let description = format!("{}: {}", trial.name, case.spec.description.trim());
     for (kind, content) in [
-        ("transcript", transcript::render(&records)),
+        ("transcript", transcript::render(&records, &names)),
         ("layout", layout),
     ] {
         if let Err(e) = snapshot::compare(
@@ -131,15 +134,29 @@ async fn drive(
     }
 }
 
-/// Runs every step, stopping at the first one that fails its expectations.
-async fn steps(m: &mut Machine, trial: &Trial) -> Result<(Vec<StepRecord>, String), Verdict> {
+/// Runs every step (CXL region assembly first, when the topology asks for
+/// it), stopping at the first one that fails its expectations.
+async fn steps(
+    m: &mut Machine,
+    trial: &Trial,
+    records: &mut Vec<StepRecord>,
+) -> Result<(String, Names), Verdict> {
     m.read_kernel_log().await?;
     check_reports(&m.take_unattributed(), &[], "during boot")?;
-    let mut records = Vec::new();
-    for (i, step) in trial.case.spec.steps.iter().enumerate() {
+    let setup: Vec<Step> = crate::assemble::plan(m, &trial.topology.topology)
+        .await
+        .map_err(|e| Verdict::Fail(format!("CXL region assembly: {e}")))?
+        .into_iter()
+        .map(|line| Step {
+            action: Action::Run(line),
+            expect: Default::default(),
+            timeout: None,
+        })
+        .collect();
+    for (i, step) in setup.iter().chain(&trial.case.spec.steps).enumerate() {
         let n = i + 1;
         let timeout = step.timeout.unwrap_or(trial.case.spec.step_timeout);
-        let out = match m.step(n, &step.action.argv(), timeout).await {
+        let out = match run_step(m, n, step, timeout).await {
             Ok(out) => out,
             Err(machine::Error::Agent(crate::guest::Error::CommandTimeout { timeout, .. })) => {
                 return Err(Verdict::Fail(format!(
@@ -159,23 +176,42 @@ async fn steps(m: &mut Machine, trial: &Trial) -> Result<(Vec<StepRecord>, Strin
             kernel: out.kernel,
             duration: out.output.duration,
         };
-        check_reports(
-            &rec.kernel,
-            &step.expect.kernel_reports,
-            &format!("in step {n} (`{}`)", rec.command),
-        )?;
-        check_reports(
-            &m.take_unattributed(),
-            &[],
-            &format!("between steps {n} and {}", n + 1),
-        )?;
-        check_expect(step, &rec)?;
         records.push(rec);
+        let rec = records.last().expect("just pushed");
+        let context = format!("in step {n} (`{}`)", rec.command);
+        check_reports(&rec.kernel, &step.expect.kernel_reports, &context)?;
+        let between = format!("between steps {n} and {}", n + 1);
+        check_reports(&m.take_unattributed(), &[], &between)?;
+        check_expect(step, rec)?;
     }
-    let layout = layout(m, trial).await?;
+    let names = stable_names(m, &trial.topology.topology).await?;
+    let layout = layout(m, trial, &names).await?;
     m.read_kernel_log().await?;
     check_reports(&m.take_unattributed(), &[], "after the last step")?;
-    Ok((records, layout))
+    Ok((layout, names))
+}
+
+/// One step: a guest command, or a host-side action followed by a guest
+/// command that waits for its effect (so the kernel's reaction is the step's).
+async fn run_step(
+    m: &mut Machine,
+    n: usize,
+    step: &Step,
+    timeout: Duration,
+) -> machine::Result<StepRun> {
+    match &step.action {
+        Action::HotplugNvdimm { size, label_size } => {
+            let before = m.hotplug_nvdimm(*size, *label_size).await?;
+            let wait = format!(
+                "i=0; while [ $(ls /sys/bus/nd/devices | grep -c '^nmem') -le {before} ]; do \
+                 i=$((i+1)); [ $i -gt 100 ] && echo 'the guest saw no new NVDIMM within 10s' >&2 && exit 1; \
+                 sleep 0.1; done; ls /sys/bus/nd/devices | grep '^nmem' | sort"
+            );
+            m.step(n, &["/bin/sh".into(), "-c".into(), wait], timeout)
+                .await
+        }
+        action => m.step(n, &action.argv(), timeout).await,
+    }
 }
 
 fn check_expect(step: &Step, rec: &StepRecord) -> Result<(), Verdict> {
@@ -233,21 +269,44 @@ fn check_reports(records: &[Record], expected: &[String], context: &str) -> Resu
     Ok(())
 }
 
-/// The layout a snapshot holds: what ndctl lists, normalized.
-async fn layout(m: &Machine, trial: &Trial) -> Result<String, Verdict> {
-    if trial.topology.topology.nvdimms.is_empty() {
-        return Ok(String::new());
+/// The guest's probe-order names and their stable replacements (CXL only:
+/// NFIT devices are named in ACPI order).
+async fn stable_names(m: &Machine, t: &crate::topology::Topology) -> Result<Names, Verdict> {
+    if t.cxl.is_none() {
+        return Ok(Names::default());
     }
-    let argv: Vec<String> = ["ndctl", "list", "-RDNu"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-    let out = m.exec(&argv, Duration::from_secs(60)).await?;
-    if !out.success() {
-        return Err(Verdict::Fail(format!(
-            "`ndctl list -RDNu` failed: {}",
-            out.stderr_text()
-        )));
+    let mut texts = Vec::new();
+    for argv in [
+        &["cxl", "list", "-M"][..],
+        &["cxl", "list", "-P", "-E"],
+        &["ndctl", "list", "-D"],
+    ] {
+        let argv: Vec<String> = argv.iter().map(|s| s.to_string()).collect();
+        texts.push(m.exec(&argv, Duration::from_secs(60)).await?.stdout_text());
     }
-    Ok(crate::normalize::output(&out.stdout_text()))
+    Ok(Names::from_listings(&texts[0], &texts[1], &texts[2]))
+}
+
+/// The layout a snapshot holds: what ndctl (and cxl) list, normalized.
+async fn layout(m: &Machine, trial: &Trial, names: &Names) -> Result<String, Verdict> {
+    let t = &trial.topology.topology;
+    let mut listings: Vec<&[&str]> = Vec::new();
+    if t.has_nfit() || t.cxl.is_some() {
+        listings.push(&["ndctl", "list", "-RDNu"]);
+    }
+    if t.cxl.is_some() {
+        listings.push(&["cxl", "list", "-RDMu"]);
+    }
+    let mut text = String::new();
+    for argv in listings {
+        let argv: Vec<String> = argv.iter().map(|s| s.to_string()).collect();
+        let out = m.exec(&argv, Duration::from_secs(60)).await?;
+        if !out.success() {
+            let msg = format!("`{}` failed: {}", argv.join(" "), out.stderr_text());
+            return Err(Verdict::Fail(msg));
+        }
+        let body = crate::normalize::output(&names.apply(&out.stdout_text()));
+        text.push_str(&format!("$ {}\n{body}\n", argv.join(" ")));
+    }
+    Ok(text)
 }

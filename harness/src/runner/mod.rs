@@ -31,6 +31,23 @@ pub struct Config {
 }
 
 impl Config {
+    /// The defaults for a repository: default image, the user's cache,
+    /// accelerator `auto`, run folders under `ROOT/target/ndharness/runs`.
+    pub fn for_repo(root: PathBuf) -> Config {
+        Config {
+            runs_dir: root.join("target/ndharness/runs"),
+            root,
+            image: "default".into(),
+            build: BuildOptions {
+                cache: image::cache_dir(),
+                mirror: None,
+                user_kernel: None,
+            },
+            accel: AccelChoice::Auto,
+            boot_timeout: Duration::from_secs(90),
+        }
+    }
+
     pub fn suites_dir(&self) -> PathBuf {
         self.root.join("suites")
     }

@@ -61,12 +61,7 @@ pub fn run_one(shared: &Shared, trial: &Trial) -> Result<(), libtest_mimic::Fail
         duration: start.elapsed(),
         evidence,
     };
-    eprintln!(
-        "[{:>5}] {:>6.1}s {}",
-        result.status.word(),
-        result.duration.as_secs_f64(),
-        result.name
-    );
+
     if let Ok(mut r) = shared.results.lock() {
         r.push(result);
     }

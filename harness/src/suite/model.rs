@@ -4,6 +4,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::size::Size;
+
 /// One case file.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -77,6 +79,9 @@ pub enum Action {
     Exec(Vec<String>),
     /// A sysfs (or any file) write.
     Write { path: String, value: String },
+    /// A new NFIT NVDIMM added through QMP (object-add, device_add); the step
+    /// ends when the guest lists one more nmem.
+    HotplugNvdimm { size: Size, label_size: Size },
 }
 
 impl Action {
@@ -85,6 +90,7 @@ impl Action {
         match self {
             Action::Run(line) => vec!["/bin/sh".into(), "-c".into(), line.clone()],
             Action::Exec(argv) => argv.clone(),
+            Action::HotplugNvdimm { .. } => Vec::new(),
             Action::Write { path, value } => vec![
                 "/bin/sh".into(),
                 "-c".into(),
@@ -102,6 +108,9 @@ impl Action {
             Action::Run(line) => line.clone(),
             Action::Exec(argv) => argv.join(" "),
             Action::Write { path, value } => format!("write {value:?} > {path}"),
+            Action::HotplugNvdimm { size, label_size } => {
+                format!("qmp: hotplug nvdimm (size {size}, label {label_size})")
+            }
         }
     }
 }
@@ -192,10 +201,23 @@ struct RawStep {
     run: Option<String>,
     exec: Option<Vec<String>>,
     write: Option<RawWrite>,
+    hotplug_nvdimm: Option<RawHotplug>,
     #[serde(default)]
     expect: Expect,
     #[serde(default, with = "humantime_serde_compat::option")]
     timeout: Option<Duration>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHotplug {
+    size: Size,
+    #[serde(default = "default_label")]
+    label_size: Size,
+}
+
+fn default_label() -> Size {
+    Size(128 << 10)
 }
 
 #[derive(Deserialize)]
@@ -224,9 +246,15 @@ impl TryFrom<RawStep> for Step {
                 value: w.value,
             });
         }
+        if let Some(h) = r.hotplug_nvdimm {
+            actions.push(Action::HotplugNvdimm {
+                size: h.size,
+                label_size: h.label_size,
+            });
+        }
         if actions.len() != 1 {
             return Err(format!(
-                "a step has exactly one of `run`, `exec`, `write`; this one has {}",
+                "a step has exactly one of `run`, `exec`, `write`, `hotplug_nvdimm`; this one has {}",
                 actions.len()
             ));
         }

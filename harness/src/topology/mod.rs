@@ -4,6 +4,7 @@
 //! or a file), validated before anything boots, and turned into a QEMU command
 //! line by [`crate::qemu::cmdline`].
 
+pub mod cxl;
 mod named;
 
 use std::path::Path;
@@ -39,28 +40,44 @@ pub struct Topology {
     /// ACPI NFIT NVDIMMs, each with its own backing file.
     #[serde(default)]
     pub nvdimms: Vec<Nvdimm>,
+    /// CXL persistent memory (`cxl: { ways: 6 }` or written out).
+    #[serde(default)]
+    pub cxl: Option<cxl::Cxl>,
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Machine {
+    /// pc or q35; q35 when the topology has CXL, else pc.
     #[serde(default)]
-    pub kind: MachineKind,
+    pub kind: Option<MachineKind>,
     #[serde(default = "default_memory")]
     pub memory: Size,
     #[serde(default = "default_cpus")]
     pub cpus: u32,
     #[serde(default = "default_nodes")]
     pub numa_nodes: u32,
+    /// Memory slots kept free for NVDIMMs hotplugged by a case.
+    #[serde(default)]
+    pub hotplug_slots: u32,
+    /// Address space kept for them (added to maxmem).
+    #[serde(default = "zero")]
+    pub hotplug_memory: Size,
+}
+
+fn zero() -> Size {
+    Size(0)
 }
 
 impl Default for Machine {
     fn default() -> Self {
         Machine {
-            kind: MachineKind::default(),
+            kind: None,
             memory: default_memory(),
             cpus: default_cpus(),
             numa_nodes: default_nodes(),
+            hotplug_slots: 0,
+            hotplug_memory: zero(),
         }
     }
 }
@@ -75,10 +92,9 @@ fn default_nodes() -> u32 {
     1
 }
 
-#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum MachineKind {
-    #[default]
     Pc,
     Q35,
 }
@@ -133,11 +149,33 @@ pub fn load(spec: &str) -> Result<Loaded> {
         let topology: Topology = crate::yaml::parse(&format!("topology {spec}"), text)?;
         (spec.to_owned(), format!("`{spec}`"), topology)
     };
+    let topology = topology.expand(&origin)?;
     topology.validate(&origin)?;
     Ok(Loaded { name, topology })
 }
 
 impl Topology {
+    /// The machine QEMU emulates.
+    pub fn machine_kind(&self) -> MachineKind {
+        self.machine.kind.unwrap_or(if self.cxl.is_some() {
+            MachineKind::Q35
+        } else {
+            MachineKind::Pc
+        })
+    }
+
+    /// Writes out shorthands (`cxl: { ways: N }`).
+    pub fn expand(mut self, origin: &str) -> Result<Topology> {
+        if let Some(c) = &self.cxl {
+            self.cxl = Some(c.expand().map_err(|reason| Error::Invalid {
+                origin: origin.to_owned(),
+                yaml_path: "cxl.ways".into(),
+                reason,
+            })?);
+        }
+        Ok(self)
+    }
+
     /// Checks what QEMU and the kernel need before anything boots.
     pub fn validate(&self, origin: &str) -> Result<()> {
         let invalid = |yaml_path: String, reason: String| Error::Invalid {
@@ -210,6 +248,26 @@ impl Topology {
                 ));
             }
         }
+        if let Some(c) = &self.cxl {
+            if self.machine_kind() != MachineKind::Q35 {
+                return Err(invalid(
+                    "machine.kind".into(),
+                    "CXL needs a q35 machine".into(),
+                ));
+            }
+            c.validate().map_err(|(yaml_path, reason)| Error::Invalid {
+                origin: origin.to_owned(),
+                yaml_path,
+                reason,
+            })?;
+        }
+        if (m.hotplug_slots == 0) != (m.hotplug_memory.bytes() == 0) {
+            return Err(invalid(
+                "machine.hotplug_memory".into(),
+                "hotplug needs both free slots (hotplug_slots) and address space (hotplug_memory)"
+                    .into(),
+            ));
+        }
         if self.nvdimms.len() > 256 {
             return Err(invalid(
                 "nvdimms".into(),
@@ -221,9 +279,18 @@ impl Topology {
 
     /// Memory slots and the maximum memory QEMU must reserve for the NVDIMMs.
     pub fn hotplug_space(&self) -> (usize, Size) {
-        let slots = self.nvdimms.len().max(1);
+        let m = &self.machine;
+        let slots = self.nvdimms.len() + m.hotplug_slots as usize;
         let dimms: u64 = self.nvdimms.iter().map(|d| d.size.bytes()).sum();
-        (slots, Size(self.machine.memory.bytes() + dimms))
+        (
+            slots.max(1),
+            Size(m.memory.bytes() + dimms + m.hotplug_memory.bytes()),
+        )
+    }
+
+    /// Whether QEMU needs ACPI NFIT (`nvdimm=on`): NVDIMMs now or later.
+    pub fn has_nfit(&self) -> bool {
+        !self.nvdimms.is_empty() || self.machine.hotplug_slots > 0
     }
 }
 

@@ -3,6 +3,26 @@
 pub const NAMED: &[(&str, &str)] = &[
     ("nfit-1", include_str!("../../topologies/nfit-1.yaml")),
     ("nfit-2", include_str!("../../topologies/nfit-2.yaml")),
+    (
+        "nfit-hotplug",
+        include_str!("../../topologies/nfit-hotplug.yaml"),
+    ),
+    ("cxl-x1", "cxl: { ways: 1 }\n"),
+    ("cxl-x2", "cxl: { ways: 2 }\n"),
+    ("cxl-x3", "cxl: { ways: 3 }\n"),
+    ("cxl-x4", "cxl: { ways: 4 }\n"),
+    ("cxl-x6", "cxl: { ways: 6 }\n"),
+    ("cxl-x8", "cxl: { ways: 8 }\n"),
+    ("cxl-x12", "cxl: { ways: 12 }\n"),
+    ("cxl-x16", "cxl: { ways: 16 }\n"),
+    (
+        "cxl-x4-switch",
+        include_str!("../../topologies/cxl-x4-switch.yaml"),
+    ),
+    (
+        "cxl-x8-switch",
+        include_str!("../../topologies/cxl-x8-switch.yaml"),
+    ),
 ];
 
 pub fn get(name: &str) -> Option<&'static str> {

@@ -172,22 +172,8 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         } => {
             let t = ndharness::topology::load(&topology)?;
             println!("# topology {}\n{:#?}\n", t.name, t.topology);
-            let files = ndharness::qemu::GuestFiles {
-                qmp_socket: "RUN/qmp.sock".into(),
-                agent_socket: "RUN/agent.sock".into(),
-                serial_log: "RUN/serial.log".into(),
-                nvdimm_backing: (0..t.topology.nvdimms.len())
-                    .map(|i| format!("RUN/nvdimm{i}.img").into())
-                    .collect(),
-                cxl_backing: (0..t.topology.cxl.as_ref().map_or(0, |c| c.devices().len()))
-                    .map(|i| {
-                        (
-                            format!("RUN/cxl{i}.mem").into(),
-                            format!("RUN/cxl{i}.lsa").into(),
-                        )
-                    })
-                    .collect(),
-            };
+            let run = Path::new("RUN");
+            let files = ndharness::qemu::GuestFiles::under(run, run, &t.topology);
             let spec = ndharness::qemu::LaunchSpec {
                 topology: &t.topology,
                 kernel: Path::new("IMAGE/vmlinuz"),

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::apt::{Archive, PrivateApt};
 use super::recipe::{ImageFiles, Lock, LockedPackage};
-use super::{initramfs, sha256_file, sha256_hex, Error, Result, BUILDER_VERSION};
+use super::{initramfs, sha256_file, sha256_hex, CacheLock, Error, Result, BUILDER_VERSION};
 
 /// A kernel the user built: `--kernel BZIMAGE --modules DIR`, where DIR is the
 /// `INSTALL_MOD_PATH` given to `make modules_install`.
@@ -56,6 +56,7 @@ const STEP: &str = include_str!("step.sh");
 /// Resolves the recipe's closure with a private apt, downloads every package
 /// into the cache, and writes the lock beside the recipe.
 pub fn lock(files: &ImageFiles, opts: &BuildOptions) -> Result<Lock> {
+    let _hold = CacheLock::acquire(&opts.cache)?;
     let r = &files.recipe;
     let archive = Archive::discover(opts.mirror.as_deref())?;
     let apt = PrivateApt::new(&opts.cache, &archive, &r.suite, &r.components)?;
@@ -141,6 +142,11 @@ pub fn build(files: &ImageFiles, opts: &BuildOptions) -> Result<Image> {
         .cache
         .join("images")
         .join(format!("{}-{}", files.name, &key[..16]));
+    if let Some(image) = load_built(&out)? {
+        return Ok(image);
+    }
+    let _hold = CacheLock::acquire(&opts.cache)?;
+    // Another process may have built it while this one waited.
     if let Some(image) = load_built(&out)? {
         return Ok(image);
     }

@@ -89,6 +89,30 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// An exclusive hold on the cache folder for one lock or cold build: two
+/// processes must not run apt on the same private state at once. Released
+/// on drop (the descriptor closes).
+pub(crate) struct CacheLock(#[allow(dead_code)] std::fs::File);
+
+impl CacheLock {
+    pub(crate) fn acquire(cache: &Path) -> Result<CacheLock> {
+        std::fs::create_dir_all(cache).map_err(|e| Error::io(cache, e))?;
+        let path = cache.join("lock");
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| Error::io(&path, e))?;
+        use std::os::fd::AsRawFd;
+        // SAFETY: flock on a descriptor this function owns.
+        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            return Err(Error::io(&path, std::io::Error::last_os_error()));
+        }
+        Ok(CacheLock(f))
+    }
+}
+
 /// The user's cache folder for ndharness: `$NDHARNESS_CACHE_DIR`, else
 /// `$XDG_CACHE_HOME/ndharness`, else `~/.cache/ndharness`.
 pub fn cache_dir() -> PathBuf {

@@ -30,6 +30,35 @@ pub struct GuestFiles {
     pub nvdimm_backing: Vec<PathBuf>,
     /// (persistent memory, label area) per CXL type-3 device, in creation order.
     pub cxl_backing: Vec<(PathBuf, PathBuf)>,
+    /// One backing file per virtio-pmem device.
+    pub virtio_pmem_backing: Vec<PathBuf>,
+}
+
+impl GuestFiles {
+    /// The files of a guest of `topology` whose run folder is `run` (and
+    /// whose sockets live in `sockets`); nothing is created.
+    pub fn under(run: &Path, sockets: &Path, topology: &Topology) -> GuestFiles {
+        let cxl_devices = topology.cxl.as_ref().map_or(0, |c| c.devices().len());
+        GuestFiles {
+            qmp_socket: sockets.join("qmp.sock"),
+            agent_socket: sockets.join("agent.sock"),
+            serial_log: run.join("serial.log"),
+            nvdimm_backing: (0..topology.nvdimms.len())
+                .map(|i| run.join(format!("nvdimm{i}.img")))
+                .collect(),
+            cxl_backing: (0..cxl_devices)
+                .map(|i| {
+                    (
+                        run.join(format!("cxl{i}.mem")),
+                        run.join(format!("cxl{i}.lsa")),
+                    )
+                })
+                .collect(),
+            virtio_pmem_backing: (0..topology.virtio_pmem.len())
+                .map(|i| run.join(format!("vpmem{i}.img")))
+                .collect(),
+        }
+    }
 }
 
 /// Everything the command line depends on.
@@ -60,7 +89,13 @@ pub fn guest_modules(topology: &Topology) -> Vec<&'static str> {
             "cxl_acpi", "cxl_pci", "cxl_port", "cxl_mem", "cxl_pmem", "dax_cxl",
         ]);
     }
-    if topology.has_nfit() || topology.cxl.is_some() {
+    if !topology.e820.is_empty() {
+        m.push("nd_e820");
+    }
+    if !topology.virtio_pmem.is_empty() {
+        m.push("virtio_pmem");
+    }
+    if topology.has_pmem() {
         m.extend(["nd_pmem", "nd_btt", "dax_pmem", "device_dax", "kmem"]);
     }
     m
@@ -79,6 +114,9 @@ pub fn kernel_append(spec: &LaunchSpec) -> String {
             guest_modules(spec.topology).join(",")
         ),
     ];
+    for r in &spec.topology.e820 {
+        a.push(format!("memmap={}!{}", r.size, r.offset));
+    }
     if !spec.extra_append.is_empty() {
         a.push(spec.extra_append.to_owned());
     }
@@ -117,7 +155,7 @@ pub fn argv(spec: &LaunchSpec) -> Vec<String> {
         Accel::Kvm => push(&["-accel", "kvm", "-cpu", &format!("host{hide}")]),
     }
     push(&["-smp", &m.cpus.to_string()]);
-    if !t.has_nfit() {
+    if !t.has_memory_devices() {
         push(&["-m", &m.memory.to_string()]);
     } else {
         let (slots, maxmem) = t.hotplug_space();
@@ -181,6 +219,16 @@ pub fn argv(spec: &LaunchSpec) -> Vec<String> {
             &format!("nvdimm,id=nvdimm{i},memdev=nvmem{i}{label}{node}"),
         ]);
     }
+    for (i, (v, backing)) in t.virtio_pmem.iter().zip(&f.virtio_pmem_backing).enumerate() {
+        a.push("-object".into());
+        a.push(format!(
+            "memory-backend-file,id=vpmem{i},share=on,mem-path={},size={}",
+            path(backing),
+            v.size
+        ));
+        a.push("-device".into());
+        a.push(format!("virtio-pmem-pci,id=virtio-pmem{i},memdev=vpmem{i}"));
+    }
     if let Some(c) = &t.cxl {
         cxl_args(&mut a, c, &f.cxl_backing);
     }
@@ -191,6 +239,7 @@ pub fn argv(spec: &LaunchSpec) -> Vec<String> {
 /// reports them once QEMU built the machine.
 pub fn pci_ids(t: &Topology) -> Vec<String> {
     let mut ids = vec!["vser0".to_owned()];
+    ids.extend((0..t.virtio_pmem.len()).map(|i| format!("virtio-pmem{i}")));
     let Some(c) = &t.cxl else { return ids };
     for (h, hb) in c.host_bridges.iter().enumerate() {
         ids.push(format!("cxl.{h}"));
@@ -315,27 +364,10 @@ fn path(p: &Path) -> String {
 mod tests {
     use super::*;
 
-    fn files(n: usize) -> GuestFiles {
-        let run = Path::new("<run>");
-        GuestFiles {
-            qmp_socket: run.join("qmp.sock"),
-            agent_socket: run.join("agent.sock"),
-            serial_log: run.join("serial.log"),
-            nvdimm_backing: (0..n).map(|i| run.join(format!("nvdimm{i}.img"))).collect(),
-            cxl_backing: (0..16)
-                .map(|i| {
-                    (
-                        run.join(format!("cxl{i}.mem")),
-                        run.join(format!("cxl{i}.lsa")),
-                    )
-                })
-                .collect(),
-        }
-    }
-
     fn render(name: &str, accel: Accel) -> String {
         let t = crate::topology::load(name).unwrap().topology;
-        let f = files(t.nvdimms.len());
+        let run = Path::new("<run>");
+        let f = GuestFiles::under(run, run, &t);
         let spec = LaunchSpec {
             topology: &t,
             kernel: Path::new("<image>/vmlinuz"),
@@ -390,6 +422,8 @@ mod tests {
             machine: Default::default(),
             nvdimms: vec![],
             cxl: None,
+            e820: vec![],
+            virtio_pmem: vec![],
         };
         assert!(!guest_modules(&t).contains(&"nfit"));
         let t = crate::topology::load("nfit-1").unwrap().topology;

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use super::cmdline::GuestFiles;
 use super::{Error, Result};
+use crate::size::Size;
 use crate::topology::Topology;
 
 /// Unix socket paths longer than this do not fit in sockaddr_un.
@@ -56,33 +57,33 @@ impl RunDir {
         } else {
             (path.clone(), None)
         };
-        let mut backing = Vec::new();
-        for (i, d) in topology.nvdimms.iter().enumerate() {
-            let p = path.join(format!("nvdimm{i}.img"));
-            let f = std::fs::File::create(&p).map_err(err(&p))?;
-            f.set_len(d.size.bytes()).map_err(err(&p))?;
-            backing.push(p);
-        }
-        let mut cxl_backing = Vec::new();
+        let files = GuestFiles::under(&path, &sock_dir, topology);
+        let mut sized: Vec<(&PathBuf, Size)> = Vec::new();
+        sized.extend(
+            files
+                .nvdimm_backing
+                .iter()
+                .zip(topology.nvdimms.iter().map(|d| d.size)),
+        );
+        sized.extend(
+            files
+                .virtio_pmem_backing
+                .iter()
+                .zip(topology.virtio_pmem.iter().map(|d| d.size)),
+        );
         if let Some(c) = &topology.cxl {
-            for (place, d) in c.devices() {
-                let mem = path.join(format!("cxl{}.mem", place.index));
-                let lsa = path.join(format!("cxl{}.lsa", place.index));
-                for (p, size) in [(&mem, d.size), (&lsa, d.lsa)] {
-                    let f = std::fs::File::create(p).map_err(err(p))?;
-                    f.set_len(size.bytes()).map_err(err(p))?;
-                }
-                cxl_backing.push((mem, lsa));
+            for ((mem, lsa), (_, d)) in files.cxl_backing.iter().zip(c.devices()) {
+                sized.push((mem, d.size));
+                sized.push((lsa, d.lsa));
             }
         }
+        // Sparse: a 1 GiB NVDIMM costs nothing until the guest writes it.
+        for (p, size) in sized {
+            let f = std::fs::File::create(p).map_err(err(p))?;
+            f.set_len(size.bytes()).map_err(err(p))?;
+        }
         Ok(RunDir {
-            files: GuestFiles {
-                cxl_backing,
-                qmp_socket: sock_dir.join("qmp.sock"),
-                agent_socket: sock_dir.join("agent.sock"),
-                serial_log: path.join("serial.log"),
-                nvdimm_backing: backing,
-            },
+            files,
             path,
             _socket_dir: holder,
         })

@@ -43,6 +43,27 @@ pub struct Topology {
     /// CXL persistent memory (`cxl: { ways: 6 }` or written out).
     #[serde(default)]
     pub cxl: Option<cxl::Cxl>,
+    /// Legacy e820 persistent memory: ranges of guest RAM the kernel treats
+    /// as pmem (`memmap=SIZE!OFFSET`), as ndctl's own dax tests use.
+    #[serde(default)]
+    pub e820: Vec<E820Pmem>,
+    /// virtio-pmem devices, each with its own backing file.
+    #[serde(default)]
+    pub virtio_pmem: Vec<VirtioPmem>,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct E820Pmem {
+    pub size: Size,
+    /// Start within guest RAM.
+    pub offset: Size,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct VirtioPmem {
+    pub size: Size,
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -261,6 +282,18 @@ impl Topology {
                 reason,
             })?;
         }
+        self.validate_e820(origin)?;
+        for (i, v) in self.virtio_pmem.iter().enumerate() {
+            if v.size.bytes() % (2 << 20) != 0 || v.size.bytes() < 16 << 20 {
+                return Err(invalid(
+                    format!("virtio_pmem[{i}].size"),
+                    format!(
+                        "a virtio-pmem device is a multiple of 2M and at least 16M; got {}",
+                        v.size
+                    ),
+                ));
+            }
+        }
         if (m.hotplug_slots == 0) != (m.hotplug_memory.bytes() == 0) {
             return Err(invalid(
                 "machine.hotplug_memory".into(),
@@ -277,15 +310,68 @@ impl Topology {
         Ok(())
     }
 
+    /// e820 ranges must sit inside RAM, clear of the kernel below and of the
+    /// initramfs QEMU loads at the top of RAM, and must not overlap.
+    fn validate_e820(&self, origin: &str) -> Result<()> {
+        let mem = self.machine.memory.bytes();
+        let low = Size::mib(256).bytes();
+        let mut taken: Vec<(u64, u64)> = Vec::new();
+        for (i, r) in self.e820.iter().enumerate() {
+            let (start, end) = (r.offset.bytes(), r.offset.bytes() + r.size.bytes());
+            let reason = if r.size.bytes() == 0
+                || r.size.bytes() % (2 << 20) != 0
+                || start % (2 << 20) != 0
+            {
+                Some(format!(
+                    "size and offset are multiples of 2M; got {} at {}",
+                    r.size, r.offset
+                ))
+            } else if start < low || end + low > mem {
+                Some(format!(
+                    "{}..{} must lie within {}..{} of the machine's {} (the kernel sits below, the initramfs above)",
+                    r.offset,
+                    Size(end),
+                    Size(low),
+                    Size(mem.saturating_sub(low)),
+                    self.machine.memory
+                ))
+            } else if taken.iter().any(|(s, e)| start < *e && *s < end) {
+                Some("e820 ranges overlap".into())
+            } else {
+                None
+            };
+            if let Some(reason) = reason {
+                return Err(Error::Invalid {
+                    origin: origin.to_owned(),
+                    yaml_path: format!("e820[{i}]"),
+                    reason,
+                });
+            }
+            taken.push((start, end));
+        }
+        Ok(())
+    }
+
     /// Memory slots and the maximum memory QEMU must reserve for the NVDIMMs.
     pub fn hotplug_space(&self) -> (usize, Size) {
         let m = &self.machine;
-        let slots = self.nvdimms.len() + m.hotplug_slots as usize;
-        let dimms: u64 = self.nvdimms.iter().map(|d| d.size.bytes()).sum();
+        let slots = self.nvdimms.len() + self.virtio_pmem.len() + m.hotplug_slots as usize;
+        let dimms: u64 = self.nvdimms.iter().map(|d| d.size.bytes()).sum::<u64>()
+            + self.virtio_pmem.iter().map(|d| d.size.bytes()).sum::<u64>();
         (
             slots.max(1),
             Size(m.memory.bytes() + dimms + m.hotplug_memory.bytes()),
         )
+    }
+
+    /// Whether QEMU needs memory slots and maxmem.
+    pub fn has_memory_devices(&self) -> bool {
+        self.has_nfit() || !self.virtio_pmem.is_empty()
+    }
+
+    /// Whether any libnvdimm bus exists in the guest.
+    pub fn has_pmem(&self) -> bool {
+        self.has_memory_devices() || self.cxl.is_some() || !self.e820.is_empty()
     }
 
     /// Whether QEMU needs ACPI NFIT (`nvdimm=on`): NVDIMMs now or later.

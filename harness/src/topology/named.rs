@@ -7,6 +7,11 @@ pub const NAMED: &[(&str, &str)] = &[
         "nfit-hotplug",
         include_str!("../../topologies/nfit-hotplug.yaml"),
     ),
+    ("e820-1", include_str!("../../topologies/e820-1.yaml")),
+    (
+        "virtio-pmem-1",
+        include_str!("../../topologies/virtio-pmem-1.yaml"),
+    ),
     ("cxl-x1", "cxl: { ways: 1 }\n"),
     ("cxl-x2", "cxl: { ways: 2 }\n"),
     ("cxl-x3", "cxl: { ways: 3 }\n"),

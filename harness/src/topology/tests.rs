@@ -52,3 +52,18 @@ fn hotplug_space_counts_dimms() {
     let t = load("nfit-2").unwrap().topology;
     assert_eq!(t.hotplug_space(), (2, Size::gib(3)));
 }
+
+#[test]
+fn e820_must_stay_clear_of_kernel_and_initramfs() {
+    let err = invalid("machine: { memory: 1G }\ne820:\n  - { size: 512M, offset: 128M }\n");
+    assert!(err.contains("e820[0]"), "{err}");
+    assert!(err.contains("the kernel sits below"), "{err}");
+    let err = invalid("machine: { memory: 2G }\ne820:\n  - { size: 512M, offset: 1G }\n  - { size: 256M, offset: 1280M }\n");
+    assert!(err.contains("overlap"), "{err}");
+}
+
+#[test]
+fn virtio_pmem_size() {
+    let err = invalid("virtio_pmem:\n  - size: 3M\n");
+    assert!(err.contains("virtio_pmem[0].size"), "{err}");
+}

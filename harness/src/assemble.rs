@@ -6,19 +6,27 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use crate::topology::cxl::Cxl;
+use crate::topology::cxl::{AssembleMethod, Cxl, Region};
 use crate::topology::Topology;
 
-/// The guest commands that assemble every region marked `assemble`, given
-/// the guest's memdev name for each device serial.
-pub fn commands(cxl: &Cxl, memdevs: &BTreeMap<u64, String>) -> Result<Vec<String>, String> {
+/// What the guest calls each device: memdev name, and the endpoint decoder
+/// the sysfs method programs.
+#[derive(Clone, Debug, Default)]
+pub struct GuestDevices {
+    pub memdev: BTreeMap<u64, String>,
+    /// memdev name -> its endpoint's first decoder (`decoderK.0`).
+    pub endpoint_decoder: BTreeMap<String, String>,
+}
+
+/// The guest commands that assemble every region marked `assemble`.
+pub fn commands(cxl: &Cxl, guest: &GuestDevices) -> Result<Vec<String>, String> {
     let mut out = Vec::new();
     for region in cxl.regions.iter().filter(|r| r.assemble) {
         let order = cxl.position_order(region)?;
         let names = order
             .iter()
             .map(|d| {
-                memdevs.get(&d.serial()).cloned().ok_or_else(|| {
+                guest.memdev.get(&d.serial()).cloned().ok_or_else(|| {
                     format!(
                         "no memdev with serial {} in the guest (cxl list -M)",
                         d.serial()
@@ -26,19 +34,96 @@ pub fn commands(cxl: &Cxl, memdevs: &BTreeMap<u64, String>) -> Result<Vec<String
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
-        out.push(format!(
-            "cxl create-region -m -t pmem -d decoder0.{} -w {} -g {} {}",
-            region.window,
-            region.ways,
-            region.granularity.bytes(),
-            names.join(" ")
-        ));
+        out.push(match region.method {
+            AssembleMethod::Cli => format!(
+                "cxl create-region -m -t pmem -d decoder0.{} -w {} -g {} {}",
+                region.window,
+                region.ways,
+                region.granularity.bytes(),
+                names.join(" ")
+            ),
+            AssembleMethod::Sysfs => {
+                let smallest = order
+                    .iter()
+                    .map(|p| cxl.devices()[p.index].1.size.bytes())
+                    .min()
+                    .unwrap_or(0);
+                sysfs_script(region, &names, guest, smallest)?
+            }
+        });
     }
     if !out.is_empty() {
         // New label areas read as label-less; labels make regions divisible.
         out.push("ndctl disable-region all".into());
         out.push("ndctl init-labels -f all".into());
         out.push("ndctl enable-region all".into());
+    }
+    Ok(out)
+}
+
+/// One shell line that creates a pmem region through sysfs, traced (`set
+/// -x`) so the transcript shows every write.
+fn sysfs_script(
+    region: &Region,
+    memdevs: &[String],
+    guest: &GuestDevices,
+    per_device: u64,
+) -> Result<String, String> {
+    let d = "/sys/bus/cxl/devices";
+    let root = format!("{d}/decoder0.{}", region.window);
+    let mut s = vec![
+        "set -ex".to_owned(),
+        format!("r=$(cat {root}/create_pmem_region)"),
+        format!("echo $r > {root}/create_pmem_region"),
+        format!("cat /proc/sys/kernel/random/uuid > {d}/$r/uuid"),
+        format!(
+            "echo {} > {d}/$r/interleave_granularity",
+            region.granularity.bytes()
+        ),
+        format!("echo {} > {d}/$r/interleave_ways", region.ways),
+    ];
+    let mut decoders = Vec::new();
+    for m in memdevs {
+        let dec = guest
+            .endpoint_decoder
+            .get(m)
+            .ok_or_else(|| format!("no endpoint for {m} in the guest (cxl list -E)"))?;
+        s.push(format!("echo pmem > {d}/{dec}/mode"));
+        s.push(format!("echo {per_device} > {d}/{dec}/dpa_size"));
+        decoders.push(dec.clone());
+    }
+    s.push(format!(
+        "echo {} > {d}/$r/size",
+        per_device * u64::from(region.ways)
+    ));
+    for (pos, dec) in decoders.iter().enumerate() {
+        s.push(format!("echo {dec} > {d}/$r/target{pos}"));
+    }
+    s.push(format!("echo 1 > {d}/$r/commit"));
+    s.push("echo $r > /sys/bus/cxl/drivers/cxl_region/bind".to_owned());
+    Ok(s.join("; "))
+}
+
+/// `cxl list -E` JSON to memdev -> endpoint decoder `decoderK.0`.
+pub fn endpoint_decoders(json: &str) -> Result<BTreeMap<String, String>, String> {
+    let v: serde_json::Value =
+        serde_json::from_str(json).map_err(|e| format!("`cxl list -E` is not JSON: {e}"))?;
+    let mut out = BTreeMap::new();
+    let mut stack = vec![&v];
+    while let Some(x) = stack.pop() {
+        match x {
+            serde_json::Value::Array(a) => stack.extend(a),
+            serde_json::Value::Object(m) => {
+                let ep = m.get("endpoint").and_then(|e| e.as_str());
+                let host = m.get("host").and_then(|h| h.as_str());
+                if let (Some(ep), Some(host)) = (ep, host) {
+                    let id = ep.trim_start_matches("endpoint");
+                    out.insert(host.to_owned(), format!("decoder{id}.0"));
+                }
+                stack.extend(m.values());
+            }
+            _ => {}
+        }
     }
     Ok(out)
 }
@@ -81,18 +166,27 @@ pub async fn plan(m: &crate::machine::Machine, t: &Topology) -> Result<Vec<Strin
     if !wanted(t) {
         return Ok(Vec::new());
     }
-    let argv: Vec<String> = ["cxl", "list", "-M"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+    let guest = GuestDevices {
+        memdev: memdevs_by_serial(&list(m, &["cxl", "list", "-M"]).await?)?,
+        endpoint_decoder: endpoint_decoders(&list(m, &["cxl", "list", "-E"]).await?)?,
+    };
+    commands(cxl, &guest)
+}
+
+async fn list(m: &crate::machine::Machine, argv: &[&str]) -> Result<String, String> {
+    let argv: Vec<String> = argv.iter().map(|s| s.to_string()).collect();
     let out = m
         .exec(&argv, Duration::from_secs(60))
         .await
         .map_err(|e| e.to_string())?;
     if !out.success() {
-        return Err(format!("`cxl list -M` failed: {}", out.stderr_text()));
+        return Err(format!(
+            "`{}` failed: {}",
+            argv.join(" "),
+            out.stderr_text()
+        ));
     }
-    commands(cxl, &memdevs_by_serial(&out.stdout_text())?)
+    Ok(out.stdout_text())
 }
 
 #[cfg(test)]
@@ -122,7 +216,11 @@ mod tests {
         .into_iter()
         .map(|(s, n)| (s, n.to_owned()))
         .collect();
-        let cmds = commands(&cxl(6), &memdevs).unwrap();
+        let guest = GuestDevices {
+            memdev: memdevs,
+            ..Default::default()
+        };
+        let cmds = commands(&cxl(6), &guest).unwrap();
         // Positions: HB0 RP0 (sn1), HB1 RP0 (sn3), HB2 RP0 (sn5), HB0 RP1 (sn2), ...
         insta::assert_snapshot!(cmds.join("\n"), @r"
         cxl create-region -m -t pmem -d decoder0.0 -w 6 -g 256 mem4 mem5 mem3 mem2 mem0 mem1
@@ -134,7 +232,7 @@ mod tests {
 
     #[test]
     fn missing_memdev_is_named() {
-        let err = commands(&cxl(2), &BTreeMap::new()).unwrap_err();
+        let err = commands(&cxl(2), &GuestDevices::default()).unwrap_err();
         assert!(err.contains("serial 1"), "{err}");
     }
 
@@ -145,5 +243,36 @@ mod tests {
         assert_eq!(m[&1], "mem0");
         let one = memdevs_by_serial(r#"{"memdev":"mem0","serial":1}"#).unwrap();
         assert_eq!(one.len(), 1);
+    }
+
+    #[test]
+    fn sysfs_method_writes_every_attribute_in_position_order() {
+        let mut c = cxl(2);
+        c.regions[0].method = AssembleMethod::Sysfs;
+        let guest = GuestDevices {
+            memdev: [(1, "mem1"), (2, "mem0")].into_iter().map(|(s, n)| (s, n.to_owned())).collect(),
+            endpoint_decoder: endpoint_decoders(
+                r#"[{"port":"port1","endpoints:port1":[{"endpoint":"endpoint2","host":"mem0"},{"endpoint":"endpoint3","host":"mem1"}]}]"#,
+            )
+            .unwrap(),
+        };
+        let cmds = commands(&c, &guest).unwrap();
+        insta::assert_snapshot!(cmds[0].replace("; ", "\n"), @r"
+        set -ex
+        r=$(cat /sys/bus/cxl/devices/decoder0.0/create_pmem_region)
+        echo $r > /sys/bus/cxl/devices/decoder0.0/create_pmem_region
+        cat /proc/sys/kernel/random/uuid > /sys/bus/cxl/devices/$r/uuid
+        echo 256 > /sys/bus/cxl/devices/$r/interleave_granularity
+        echo 2 > /sys/bus/cxl/devices/$r/interleave_ways
+        echo pmem > /sys/bus/cxl/devices/decoder3.0/mode
+        echo 268435456 > /sys/bus/cxl/devices/decoder3.0/dpa_size
+        echo pmem > /sys/bus/cxl/devices/decoder2.0/mode
+        echo 268435456 > /sys/bus/cxl/devices/decoder2.0/dpa_size
+        echo 536870912 > /sys/bus/cxl/devices/$r/size
+        echo decoder3.0 > /sys/bus/cxl/devices/$r/target0
+        echo decoder2.0 > /sys/bus/cxl/devices/$r/target1
+        echo 1 > /sys/bus/cxl/devices/$r/commit
+        echo $r > /sys/bus/cxl/drivers/cxl_region/bind
+        ");
     }
 }

@@ -126,7 +126,8 @@ widths! {
     x12: "cxl-x12", 12;
     x16: "cxl-x16", 16;
     x4_behind_a_switch: "cxl-x4-switch", 4;
-    x8_behind_two_switches: "cxl-x8-switch", 8;
+        x8_behind_two_switches: "cxl-x8-switch", 8;
+    x6_through_sysfs: "cxl-x6-sysfs", 6;
 }
 
 #[test]

@@ -22,6 +22,9 @@ pub struct Cxl {
     /// Shorthand: the width of one region; everything else is derived.
     #[serde(default)]
     pub ways: Option<u32>,
+    /// Shorthand: how the harness creates that region.
+    #[serde(default)]
+    pub method: Option<AssembleMethod>,
     #[serde(default)]
     pub host_bridges: Vec<HostBridge>,
     #[serde(default)]
@@ -107,6 +110,19 @@ pub struct Region {
     /// false leaves region creation to the case.
     #[serde(default = "yes")]
     pub assemble: bool,
+    /// How the harness creates it.
+    #[serde(default)]
+    pub method: AssembleMethod,
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum AssembleMethod {
+    /// `cxl create-region`.
+    #[default]
+    Cli,
+    /// The kernel's sysfs ABI, step by step, as cxl-cli drives it.
+    Sysfs,
 }
 
 fn yes() -> bool {
@@ -134,6 +150,9 @@ impl Cxl {
     /// Writes out the `ways` shorthand (a no-op for explicit topologies).
     pub fn expand(&self) -> Result<Cxl, String> {
         let Some(ways) = self.ways else {
+            if self.method.is_some() {
+                return Err("`method` goes with the `ways` shorthand; in a written-out topology set it per region".into());
+            }
             return Ok(self.clone());
         };
         if !self.host_bridges.is_empty() || !self.windows.is_empty() || !self.regions.is_empty() {
@@ -146,6 +165,7 @@ impl Cxl {
         };
         Ok(Cxl {
             ways: None,
+            method: None,
             host_bridges: (0..bridges)
                 .map(|_| HostBridge {
                     root_ports: (0..ports).map(|_| port()).collect(),
@@ -161,6 +181,7 @@ impl Cxl {
                 ways,
                 granularity: default_granularity(),
                 assemble: true,
+                method: self.method.unwrap_or_default(),
             }],
         })
     }

@@ -20,6 +20,7 @@ pub const NAMED: &[(&str, &str)] = &[
     ("cxl-x8", "cxl: { ways: 8 }\n"),
     ("cxl-x12", "cxl: { ways: 12 }\n"),
     ("cxl-x16", "cxl: { ways: 16 }\n"),
+    ("cxl-x6-sysfs", "cxl: { ways: 6, method: sysfs }\n"),
     (
         "cxl-x4-switch",
         include_str!("../../topologies/cxl-x4-switch.yaml"),

@@ -158,8 +158,14 @@ pub fn wanted(t: &Topology) -> bool {
         .is_some_and(|c| c.regions.iter().any(|r| r.assemble))
 }
 
-/// Queries the guest and returns the assembly commands.
-pub async fn plan(m: &crate::machine::Machine, t: &Topology) -> Result<Vec<String>, String> {
+/// Queries the guest and returns the assembly commands. After a reboot
+/// (`fresh_labels` false) only the regions are created again: the labels
+/// already on the devices must survive.
+pub async fn plan(
+    m: &crate::machine::Machine,
+    t: &Topology,
+    fresh_labels: bool,
+) -> Result<Vec<String>, String> {
     let Some(cxl) = &t.cxl else {
         return Ok(Vec::new());
     };
@@ -170,7 +176,15 @@ pub async fn plan(m: &crate::machine::Machine, t: &Topology) -> Result<Vec<Strin
         memdev: memdevs_by_serial(&list(m, &["cxl", "list", "-M"]).await?)?,
         endpoint_decoder: endpoint_decoders(&list(m, &["cxl", "list", "-E"]).await?)?,
     };
-    commands(cxl, &guest)
+    let mut cmds = commands(cxl, &guest)?;
+    if !fresh_labels {
+        cmds.retain(|c| !c.starts_with("ndctl "));
+        // The namespaces the labels describe probe asynchronously after the
+        // region binds; reading wait_probe flushes the nd bus's probe queue,
+        // so the case's next step finds their block and dax devices.
+        cmds.push("cat /sys/bus/nd/devices/ndbus*/wait_probe".into());
+    }
+    Ok(cmds)
 }
 
 async fn list(m: &crate::machine::Machine, argv: &[&str]) -> Result<String, String> {

@@ -186,10 +186,20 @@ const PMEM_WORDS: &[&str] = &[
     "label",
 ];
 
+/// Warning-level lines that say how busy the host was, not what the kernel
+/// did: they come and go from run to run under TCG.
+const HOST_NOISE: &[&str] = &[
+    "hrtimer: interrupt took",
+    "sched: RT throttling activated",
+    "clocksource: timekeeping watchdog",
+    "clocksource: Long readout interval",
+    "tsc: Marking TSC unstable",
+];
+
 /// Whether a record belongs in a transcript: the pmem stack's messages and
-/// anything at warning level or worse.
+/// anything at warning level or worse, less host-timing noise.
 pub fn relevant(r: &Record) -> bool {
-    if r.is_harness() {
+    if r.is_harness() || HOST_NOISE.iter().any(|n| r.message.contains(n)) {
         return false;
     }
     if r.facility == 0 && r.level <= 4 {
@@ -246,5 +256,7 @@ mod tests {
         let other = parse_line("6,2,0,-;virtio_net virtio0: up").unwrap();
         assert!(relevant(&pmem));
         assert!(!relevant(&other));
+        let noise = parse_line("4,3,0,-;hrtimer: interrupt took 1234567 ns").unwrap();
+        assert!(!relevant(&noise));
     }
 }

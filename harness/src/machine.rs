@@ -350,6 +350,22 @@ impl Machine {
         Ok(before)
     }
 
+    /// Sends a case step's QMP command (checked against its `qapi` type).
+    pub async fn qmp_step(
+        &self,
+        name: &str,
+        args: &serde_json::Value,
+    ) -> Result<std::result::Result<serde_json::Value, String>> {
+        let during = format!("during QMP `{name}`");
+        self.guard(&during, self.qmp.execute_step(name, args)).await
+    }
+
+    /// NVDIMMs hotplugged since start: a reboot would lose them (they are
+    /// not on QEMU's command line).
+    pub fn hotplugged(&self) -> usize {
+        self.hotplugged
+    }
+
     /// Powers the guest off, escalating to QMP quit and then SIGKILL.
     pub async fn stop(mut self) -> RunDir {
         if self.qemu.try_status().is_none() {

@@ -374,7 +374,7 @@ async fn assemble_for_boot(
     m: &ndharness::machine::Machine,
     t: &ndharness::topology::Topology,
 ) -> anyhow::Result<()> {
-    let commands = ndharness::assemble::plan(m, t)
+    let commands = ndharness::assemble::plan(m, t, true)
         .await
         .map_err(|e| anyhow::anyhow!("CXL region assembly: {e}"))?;
     for line in commands {

@@ -1,6 +1,10 @@
 //! Run-dependent values out, everything else kept: UUIDs, PIDs, kernel
 //! pointers and timestamps become named placeholders; sizes, modes, aligns,
 //! device names and error texts stay as they are.
+//!
+//! UUIDs are numbered per trial in order of first appearance ([`Uuids`]),
+//! so a snapshot still shows which namespace is which, and that a UUID
+//! survived a reboot.
 
 use std::sync::LazyLock;
 
@@ -15,15 +19,37 @@ static PID: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"\b(PID|pid)([:=] ?)\
 static KPTR: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"\b(0x)?ffff[0-9a-f]{12}\b").unwrap());
 static COMM_CPU: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"\bCPU: \d+").unwrap());
 
-/// Redacts run-dependent values in free text.
+/// Redacts run-dependent values in free text (UUIDs are left to [`Uuids`]).
 pub fn text(s: &str) -> String {
-    let s = UUID.replace_all(s, "[uuid]");
-    let s = PID.replace_all(&s, "$1$2[pid]");
+    let s = PID.replace_all(s, "$1$2[pid]");
     let s = KPTR.replace_all(&s, "[kptr]");
     COMM_CPU.replace_all(&s, "CPU: [cpu]").into_owned()
 }
 
-/// Normalizes ndctl/cxl/daxctl JSON: UUID values redacted, arrays of
+/// UUID numbering over everything one trial snapshots: the first UUID seen
+/// becomes `[uuid-1]`, and stays `[uuid-1]` wherever it appears again. The
+/// nil UUID is not run-dependent and stays.
+#[derive(Debug, Default)]
+pub struct Uuids {
+    seen: std::collections::HashMap<String, usize>,
+}
+
+impl Uuids {
+    pub fn apply(&mut self, s: &str) -> String {
+        UUID.replace_all(s, |c: &regex::Captures| {
+            let u = c[0].to_ascii_lowercase();
+            if u.bytes().all(|b| b == b'0' || b == b'-') {
+                return u;
+            }
+            let next = self.seen.len() + 1;
+            let n = *self.seen.entry(u).or_insert(next);
+            format!("[uuid-{n}]")
+        })
+        .into_owned()
+    }
+}
+
+/// Normalizes ndctl/cxl/daxctl JSON: run-dependent values redacted, arrays of
 /// devices sorted by their `dev` name (listing order follows readdir).
 pub fn json(v: &Value) -> Value {
     match v {
@@ -106,7 +132,22 @@ mod tests {
     #[test]
     fn uuids_and_pids_go() {
         let s = "uuid 6f0e5e3c-8a3b-4c2d-9e1f-0123456789ab on CPU: 1 PID: 321 at ffff888004a1b2c3";
-        insta::assert_snapshot!(text(s), @"uuid [uuid] on CPU: [cpu] PID: [pid] at [kptr]");
+        let mut ids = Uuids::default();
+        insta::assert_snapshot!(ids.apply(&text(s)), @"uuid [uuid-1] on CPU: [cpu] PID: [pid] at [kptr]");
+    }
+
+    #[test]
+    fn uuids_are_numbered_by_first_appearance() {
+        let a = "6f0e5e3c-8a3b-4c2d-9e1f-0123456789ab";
+        let b = "11111111-2222-4333-8444-555555555555";
+        let mut ids = Uuids::default();
+        assert_eq!(ids.apply(&format!("{b} {a}")), "[uuid-1] [uuid-2]");
+        assert_eq!(
+            ids.apply(&format!("{} then {b}", a.to_uppercase())),
+            "[uuid-2] then [uuid-1]"
+        );
+        let nil = "00000000-0000-0000-0000-000000000000";
+        assert_eq!(ids.apply(nil), nil);
     }
 
     #[test]
@@ -126,7 +167,7 @@ mod tests {
         [
           {
             "dev": "namespace0.0",
-            "uuid": "[uuid]"
+            "uuid": "6f0e5e3c-8a3b-4c2d-9e1f-0123456789ab"
           },
           {
             "dev": "namespace2.0"

@@ -208,3 +208,103 @@ fn log_line(log: &Mutex<std::fs::File>, what: &str, json: &str) {
         let _ = writeln!(f, "{t:.3} {what} {json}");
     }
 }
+
+/// The QMP commands a case step may send, each through its `qapi` type:
+/// arguments are checked against QEMU's schema when the case is parsed,
+/// not when the guest is already up.
+macro_rules! step_commands {
+    ($($name:literal => $ty:ident),* $(,)?) => {
+        /// The commands a `qmp` step accepts.
+        pub const STEP_COMMANDS: &[&str] = &[$($name),*];
+
+        /// Checks a step's command and arguments without running them.
+        pub fn check_step(name: &str, args: &serde_json::Value) -> std::result::Result<(), String> {
+            match name {
+                $($name => typed_args::<qmp::$ty>(name, args).map(|_| ()),)*
+                _ => Err(unknown_command(name)),
+            }
+        }
+
+        impl Qmp {
+            /// Runs a step's command; its answer as JSON.
+            pub async fn execute_step(
+                &self,
+                name: &str,
+                args: &serde_json::Value,
+            ) -> std::result::Result<serde_json::Value, String> {
+                match name {
+                    $($name => {
+                        let c = typed_args::<qmp::$ty>(name, args)?;
+                        let ok = self.execute(c).await.map_err(|e| e.to_string())?;
+                        Ok(serde_json::to_value(ok).unwrap_or_default())
+                    })*
+                    _ => Err(unknown_command(name)),
+                }
+            }
+        }
+    };
+}
+
+step_commands! {
+    "cxl-inject-poison" => cxl_inject_poison,
+    "cxl-inject-general-media-event" => cxl_inject_general_media_event,
+    "cxl-inject-dram-event" => cxl_inject_dram_event,
+    "cxl-inject-memory-module-event" => cxl_inject_memory_module_event,
+    "cxl-inject-uncorrectable-errors" => cxl_inject_uncorrectable_errors,
+    "cxl-inject-correctable-error" => cxl_inject_correctable_error,
+    "device_del" => device_del,
+    "query-memory-devices" => query_memory_devices,
+    "query-pci" => query_pci,
+    "query-status" => query_status,
+    "human-monitor-command" => human_monitor_command,
+}
+
+fn unknown_command(name: &str) -> String {
+    format!(
+        "`{name}` is not a QMP command a step can send; these are: {}",
+        STEP_COMMANDS.join(", ")
+    )
+}
+
+/// The arguments as the command's type, refusing any the type lacks (the
+/// generated types accept unknown fields; QEMU would not).
+fn typed_args<C>(name: &str, args: &serde_json::Value) -> std::result::Result<C, String>
+where
+    C: serde::de::DeserializeOwned + serde::Serialize,
+{
+    let args = if args.is_null() {
+        serde_json::Value::Object(Default::default())
+    } else {
+        args.clone()
+    };
+    let typed: C =
+        serde_json::from_value(args.clone()).map_err(|e| format!("arguments of `{name}`: {e}"))?;
+    let back = serde_json::to_value(&typed).unwrap_or_default();
+    if let (Some(given), Some(known)) = (args.as_object(), back.as_object()) {
+        if let Some(k) = given.keys().find(|k| !known.contains_key(*k)) {
+            return Err(format!("`{name}` has no argument `{k}`"));
+        }
+    }
+    Ok(typed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn step_arguments_are_checked_against_the_schema() {
+        let ok =
+            serde_json::json!({"path": "/machine/peripheral/cxl-pmem0", "start": 0, "length": 64});
+        assert_eq!(check_step("cxl-inject-poison", &ok), Ok(()));
+        let missing = serde_json::json!({"path": "/x", "start": 0});
+        let e = check_step("cxl-inject-poison", &missing).unwrap_err();
+        assert!(e.contains("length"), "{e}");
+        let extra = serde_json::json!({"path": "/x", "start": 0, "length": 64, "len": 1});
+        let e = check_step("cxl-inject-poison", &extra).unwrap_err();
+        assert!(e.contains("no argument `len`"), "{e}");
+        assert_eq!(check_step("query-status", &serde_json::Value::Null), Ok(()));
+        let e = check_step("migrate", &serde_json::Value::Null).unwrap_err();
+        assert!(e.contains("cxl-inject-poison"), "{e}");
+    }
+}

@@ -19,6 +19,29 @@ pub struct StepRecord {
     pub stderr: String,
     pub kernel: Vec<Record>,
     pub duration: Duration,
+    /// Which boot of the guest the step ran in (0 first; a reboot step
+    /// starts the next), for its device names.
+    pub boot: usize,
+    /// A reboot or checkpoint: shown as a rule, not as a command.
+    pub marker: bool,
+}
+
+impl StepRecord {
+    /// A reboot or checkpoint line.
+    pub fn marker(n: usize, command: String, boot: usize, duration: Duration) -> StepRecord {
+        StepRecord {
+            n,
+            command,
+            exit_code: Some(0),
+            signal: None,
+            stdout: String::new(),
+            stderr: String::new(),
+            kernel: Vec::new(),
+            duration,
+            boot,
+            marker: true,
+        }
+    }
 }
 
 const LEVELS: [&str; 8] = [
@@ -35,10 +58,16 @@ pub fn kernel_line(r: &Record) -> String {
 }
 
 /// Renders steps for a snapshot (no timings: they vary run to run), with
-/// probe-order device names replaced by stable ones.
-pub fn render(steps: &[StepRecord], names: &Names) -> String {
+/// probe-order device names replaced by stable ones (`names[boot]`).
+pub fn render(steps: &[StepRecord], names: &[Names]) -> String {
     let mut out = String::new();
+    let none = Names::default();
     for s in steps {
+        let names = names.get(s.boot).unwrap_or(&none);
+        if s.marker {
+            let _ = writeln!(out, "== {} ==\n", s.command);
+            continue;
+        }
         let _ = writeln!(out, "$ {}", names.apply(&s.command));
         match (s.exit_code, s.signal) {
             (Some(c), _) => {
@@ -130,8 +159,10 @@ mod tests {
                 kmsg::parse_line("6,11,6,-;random: crng init done").unwrap(),
             ],
             duration: Duration::from_millis(40),
+            boot: 0,
+            marker: false,
         }];
-        insta::assert_snapshot!(render(&steps, &Names::default()), @r"
+        insta::assert_snapshot!(render(&steps, &[]), @r"
         $ ndctl create-namespace -m fsdax -s 132m
         exit: 1
         stderr:

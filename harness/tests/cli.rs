@@ -174,3 +174,20 @@ fn kernel_panic_in_a_step_fails_the_case_at_once() {
     // Well before the step's own 60 s timeout.
     assert!(took < Duration::from_secs(50), "took {took:?}");
 }
+
+#[test]
+fn kernel_report_fails_its_step_unless_declared() {
+    // sysrq `l` makes the kernel print a backtrace of every CPU: a real
+    // Call Trace report, on demand. Step 2 declares it; step 3 does not.
+    let (_dir, o, t, _) = run_scratch(
+        "report",
+        "backtrace",
+        "topology: nfit-1\nsteps:\n  - run: ndctl list -D\n  - run: echo l > /proc/sysrq-trigger\n    expect: { kernel_reports: [Call Trace] }\n  - run: echo l > /proc/sysrq-trigger\n",
+    );
+    assert_eq!(o.status.code(), Some(1), "{t}");
+    assert!(
+        t.contains("kernel Call Trace in step 3 (`echo l > /proc/sysrq-trigger`)"),
+        "{t}"
+    );
+    assert!(!t.contains("in step 2"), "{t}");
+}

@@ -71,7 +71,10 @@ fn check_width(topology: &str, ways: u64) {
             boot_timeout: config.boot_timeout,
         };
         let m = Machine::start(&spec, run).await.unwrap();
-        for line in ndharness::assemble::plan(&m, &t.topology).await.unwrap() {
+        for line in ndharness::assemble::plan(&m, &t.topology, true)
+            .await
+            .unwrap()
+        {
             let out = m
                 .exec(
                     &["/bin/sh".into(), "-c".into(), line.clone()],

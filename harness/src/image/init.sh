@@ -10,6 +10,7 @@ mount -t tmpfs tmpfs /run
 mount -t tmpfs tmpfs /tmp
 mount -t configfs configfs /sys/kernel/config 2>/dev/null
 mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null
+mount -t tracefs tracefs /sys/kernel/tracing 2>/dev/null
 
 # Every kernel record, with its sequence number, for the harness to attribute
 # to the step that caused it. cat ends when the ring overwrites unread records;

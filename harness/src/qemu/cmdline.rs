@@ -96,7 +96,17 @@ pub fn guest_modules(topology: &Topology) -> Vec<&'static str> {
         m.push("virtio_pmem");
     }
     if topology.has_pmem() {
-        m.extend(["nd_pmem", "nd_btt", "dax_pmem", "device_dax", "kmem"]);
+        // ext4 (and the checksum it asks the crypto API for) for
+        // filesystems on fsdax: busybox mount does not load modules.
+        m.extend([
+            "nd_pmem",
+            "nd_btt",
+            "dax_pmem",
+            "device_dax",
+            "kmem",
+            "crc32c_generic",
+            "ext4",
+        ]);
     }
     m
 }
@@ -154,7 +164,14 @@ pub fn argv(spec: &LaunchSpec) -> Vec<String> {
         Accel::Tcg => push(&["-accel", "tcg,thread=multi", "-cpu", &format!("max{hide}")]),
         Accel::Kvm => push(&["-accel", "kvm", "-cpu", &format!("host{hide}")]),
     }
-    push(&["-smp", &m.cpus.to_string()]);
+    // One socket per NUMA node: CPUs of one socket split across nodes make
+    // the kernel warn (topology_sane) at boot.
+    let smp = if m.numa_nodes > 1 {
+        format!("{},sockets={}", m.cpus, m.numa_nodes)
+    } else {
+        m.cpus.to_string()
+    };
+    push(&["-smp", &smp]);
     if !t.has_memory_devices() {
         push(&["-m", &m.memory.to_string()]);
     } else {
@@ -348,7 +365,7 @@ fn numa(a: &mut Vec<String>, t: &Topology) {
         a.push("-object".into());
         a.push(format!("memory-backend-ram,id=ram{n},size={per_node}"));
         let cpus: String = (0..m.cpus)
-            .filter(|c| c % m.numa_nodes == n)
+            .filter(|c| c / (m.cpus / m.numa_nodes) == n)
             .map(|c| format!(",cpus={c}"))
             .collect();
         a.push("-numa".into());

@@ -97,6 +97,20 @@ impl RunDir {
         self.path.join("qmp.log")
     }
 
+    /// Keeps one boot's logs under a suffix before the same guest boots
+    /// again (QEMU would truncate them).
+    pub fn keep_boot_logs(&self, boot: usize) {
+        for p in [
+            self.files.serial_log.clone(),
+            self.qemu_log(),
+            self.qmp_log(),
+        ] {
+            let mut name = p.as_os_str().to_owned();
+            name.push(format!(".boot{boot}"));
+            let _ = std::fs::rename(&p, PathBuf::from(name));
+        }
+    }
+
     /// The last `lines` lines of the serial console, for error messages.
     pub fn serial_tail(&self, lines: usize) -> String {
         tail(&self.files.serial_log, lines)

@@ -7,6 +7,7 @@ use super::{snapshot, Config, GuestEnv};
 use crate::kmsg::{self, Record};
 use crate::machine::{self, Machine, StartSpec, StepRun};
 use crate::names::Names;
+use crate::normalize;
 use crate::qemu::RunDir;
 use crate::suite::{Action, Step, Trial};
 use crate::transcript::{self, StepRecord};
@@ -90,6 +91,7 @@ async fn drive(
     trial: &Trial,
     run: RunDir,
 ) -> Result<RunDir, Verdict> {
+    let evidence = run.path.clone();
     let spec = StartSpec {
         qemu_binary: &env.qemu,
         image: &env.image,
@@ -98,29 +100,42 @@ async fn drive(
         extra_append: "",
         boot_timeout: config.boot_timeout,
     };
-    let mut m = Machine::start(&spec, run).await?;
-    let mut records = Vec::new();
-    let result = steps(&mut m, trial, &mut records).await;
-    let run = m.stop().await;
+    let m = Machine::start(&spec, run).await?;
+    let mut t = Trace {
+        machine: Some(m),
+        ..Trace::default()
+    };
+    let result = t.run(&spec, trial).await;
+    let run = match t.machine.take() {
+        Some(m) => Some(m.stop().await),
+        None => None,
+    };
     // Written whatever happened: a failing case is when it is read.
     let _ = std::fs::write(
-        run.path.join("transcript.txt"),
-        transcript::render_evidence(&records),
+        evidence.join("transcript.txt"),
+        transcript::render_evidence(&t.records),
     );
-    let (layout, names) = result?;
+    result?;
+    let run = run.ok_or_else(|| Verdict::Error("the guest is gone".into()))?;
     let case = &trial.case;
-    let _ = std::fs::write(run.path.join("layout.txt"), &layout);
+    let mut ids = normalize::Uuids::default();
+    let mut snapshots = vec![(
+        "transcript".to_owned(),
+        ids.apply(&transcript::render(&t.records, &t.names)),
+    )];
+    for (name, body) in &t.checkpoints {
+        let body = ids.apply(body);
+        let _ = std::fs::write(run.path.join(format!("{name}.txt")), &body);
+        snapshots.push((name.clone(), body));
+    }
     let mut failures = Vec::new();
-    let snap_name = |kind: &str| format!("{}@{}.{kind}", case.name, trial.topology.name);
     let description = format!("{}: {}", trial.name, case.spec.description.trim());
-    for (kind, content) in [
-        ("transcript", transcript::render(&records, &names)),
-        ("layout", layout),
-    ] {
+    for (kind, content) in snapshots {
+        let snap_name = format!("{}@{}.{kind}", case.name, trial.topology.name);
         if let Err(e) = snapshot::compare(
             &case.snapshot_dir(),
             &case.path,
-            &snap_name(kind),
+            &snap_name,
             &description,
             &content,
         ) {
@@ -134,29 +149,75 @@ async fn drive(
     }
 }
 
-/// Runs every step (CXL region assembly first, when the topology asks for
-/// it), stopping at the first one that fails its expectations.
-async fn steps(
-    m: &mut Machine,
-    trial: &Trial,
-    records: &mut Vec<StepRecord>,
-) -> Result<(String, Names), Verdict> {
-    m.read_kernel_log().await?;
-    check_reports(&m.take_unattributed(), &[], "during boot")?;
-    let setup: Vec<Step> = crate::assemble::plan(m, &trial.topology.topology)
-        .await
-        .map_err(|e| Verdict::Fail(format!("CXL region assembly: {e}")))?
-        .into_iter()
-        .map(|line| Step {
-            action: Action::Run(line),
-            expect: Default::default(),
-            timeout: None,
-        })
-        .collect();
-    for (i, step) in setup.iter().chain(&trial.case.spec.steps).enumerate() {
-        let n = i + 1;
-        let timeout = step.timeout.unwrap_or(trial.case.spec.step_timeout);
-        let out = match run_step(m, n, step, timeout).await {
+/// What a trial has done so far, kept when a step fails.
+#[derive(Default)]
+struct Trace {
+    /// `None` only when a reboot failed to bring the guest back.
+    machine: Option<Machine>,
+    records: Vec<StepRecord>,
+    /// Stable device names of each boot.
+    names: Vec<Names>,
+    /// Checkpoint name and snapshot body, in order; `layout` last.
+    checkpoints: Vec<(String, String)>,
+    /// Relevant kernel records since the last checkpoint.
+    since_checkpoint: Vec<Record>,
+    boot: usize,
+    /// Number of the next step (setup steps count too).
+    n: usize,
+}
+
+impl Trace {
+    fn m(&mut self) -> &mut Machine {
+        self.machine.as_mut().expect("a running guest")
+    }
+
+    /// Runs every step (CXL region assembly first, when the topology asks
+    /// for it), stopping at the first one that fails its expectations, then
+    /// takes the final checkpoint, `layout`.
+    async fn run(&mut self, spec: &StartSpec<'_>, trial: &Trial) -> Result<(), Verdict> {
+        self.m().read_kernel_log().await?;
+        let boot_log = self.m().take_unattributed();
+        check_reports(&boot_log, &[], "during boot")?;
+        self.setup(trial, true).await?;
+        for step in &trial.case.spec.steps {
+            let timeout = step.timeout.unwrap_or(trial.case.spec.step_timeout);
+            match &step.action {
+                Action::Checkpoint(name) => self.checkpoint(trial, name).await?,
+                Action::Reboot => self.reboot(spec, trial, step).await?,
+                _ => self.step(step, timeout).await?,
+            }
+        }
+        self.checkpoint(trial, "layout").await?;
+        let names = stable_names(self.m(), &trial.topology.topology).await?;
+        self.names.push(names);
+        self.m().read_kernel_log().await?;
+        let last = self.m().take_unattributed();
+        check_reports(&last, &[], "after the last step")
+    }
+
+    /// The CXL region assembly, as steps of their own.
+    async fn setup(&mut self, trial: &Trial, fresh_labels: bool) -> Result<(), Verdict> {
+        if !trial.case.spec.assemble {
+            return Ok(());
+        }
+        let lines = crate::assemble::plan(self.m(), &trial.topology.topology, fresh_labels)
+            .await
+            .map_err(|e| Verdict::Fail(format!("CXL region assembly: {e}")))?;
+        for line in lines {
+            let step = Step {
+                action: Action::Run(line),
+                expect: Default::default(),
+                timeout: None,
+            };
+            self.step(&step, Duration::from_secs(120)).await?;
+        }
+        Ok(())
+    }
+
+    async fn step(&mut self, step: &Step, timeout: Duration) -> Result<(), Verdict> {
+        self.n += 1;
+        let n = self.n;
+        let out = match run_step(self.m(), n, step, timeout).await {
             Ok(out) => out,
             Err(machine::Error::Agent(crate::guest::Error::CommandTimeout { timeout, .. })) => {
                 return Err(Verdict::Fail(format!(
@@ -175,20 +236,98 @@ async fn steps(
             stderr: out.output.stderr_text(),
             kernel: out.kernel,
             duration: out.output.duration,
+            boot: self.boot,
+            marker: false,
         };
-        records.push(rec);
-        let rec = records.last().expect("just pushed");
+        self.since_checkpoint
+            .extend(rec.kernel.iter().filter(|r| kmsg::relevant(r)).cloned());
+        self.records.push(rec);
+        let rec = self.records.last().expect("just pushed");
         let context = format!("in step {n} (`{}`)", rec.command);
         check_reports(&rec.kernel, &step.expect.kernel_reports, &context)?;
-        let between = format!("between steps {n} and {}", n + 1);
-        check_reports(&m.take_unattributed(), &[], &between)?;
         check_expect(step, rec)?;
+        let between = self.m().take_unattributed();
+        self.since_checkpoint
+            .extend(between.iter().filter(|r| kmsg::relevant(r)).cloned());
+        check_reports(&between, &[], &format!("after step {n}"))
     }
-    let names = stable_names(m, &trial.topology.topology).await?;
-    let layout = layout(m, trial, &names).await?;
-    m.read_kernel_log().await?;
-    check_reports(&m.take_unattributed(), &[], "after the last step")?;
-    Ok((layout, names))
+
+    /// Snapshots the layout and the kernel log since the last checkpoint.
+    async fn checkpoint(&mut self, trial: &Trial, name: &str) -> Result<(), Verdict> {
+        if self.checkpoints.iter().any(|(n, _)| n == name) {
+            return Err(Verdict::Fail(format!(
+                "checkpoint `{name}` is taken twice (`layout` is the implicit last one)"
+            )));
+        }
+        let t0 = std::time::Instant::now();
+        let names = stable_names(self.m(), &trial.topology.topology).await?;
+        let mut body = layout(self.m(), trial, &names).await?;
+        self.m().read_kernel_log().await?;
+        let late = self.m().take_unattributed();
+        check_reports(&late, &[], &format!("before checkpoint `{name}`"))?;
+        self.since_checkpoint
+            .extend(late.into_iter().filter(kmsg::relevant));
+        body.push_str("\nkernel log since the last checkpoint:\n");
+        for r in std::mem::take(&mut self.since_checkpoint) {
+            body.push_str(&format!(
+                "  {}\n",
+                names.apply(&transcript::kernel_line(&r))
+            ));
+        }
+        self.checkpoints.push((name.to_owned(), body));
+        if name != "layout" {
+            self.n += 1;
+            let rec = StepRecord::marker(
+                self.n,
+                format!("checkpoint {name}"),
+                self.boot,
+                t0.elapsed(),
+            );
+            self.records.push(rec);
+        }
+        Ok(())
+    }
+
+    /// Powers the guest off and boots it again on the same backing files;
+    /// CXL regions are created again (labels kept), as firmware would not.
+    async fn reboot(
+        &mut self,
+        spec: &StartSpec<'_>,
+        trial: &Trial,
+        step: &Step,
+    ) -> Result<(), Verdict> {
+        if self.m().hotplugged() > 0 {
+            return Err(Verdict::Fail(
+                "a reboot would lose the hotplugged NVDIMMs (they are not on QEMU's command line)"
+                    .into(),
+            ));
+        }
+        let t0 = std::time::Instant::now();
+        let names = stable_names(self.m(), &trial.topology.topology).await?;
+        self.names.push(names);
+        self.m().read_kernel_log().await?;
+        let before = self.m().take_unattributed();
+        self.since_checkpoint
+            .extend(before.iter().filter(|r| kmsg::relevant(r)).cloned());
+        check_reports(&before, &[], "before the reboot")?;
+        let old = self.machine.take().expect("a running guest");
+        let run = old.stop().await;
+        run.keep_boot_logs(self.boot);
+        self.boot += 1;
+        self.machine = Some(Machine::start(spec, run).await?);
+        self.n += 1;
+        self.records.push(StepRecord::marker(
+            self.n,
+            "reboot".into(),
+            self.boot,
+            t0.elapsed(),
+        ));
+        self.m().read_kernel_log().await?;
+        let boot_log = self.m().take_unattributed();
+        let context = format!("while booting again (step {})", self.n);
+        check_reports(&boot_log, &step.expect.kernel_reports, &context)?;
+        self.setup(trial, false).await
+    }
 }
 
 /// One step: a guest command, or a host-side action followed by a guest
@@ -209,6 +348,30 @@ async fn run_step(
             );
             m.step(n, &["/bin/sh".into(), "-c".into(), wait], timeout)
                 .await
+        }
+        Action::Qmp { command, arguments } => {
+            let answer = m.qmp_step(command, arguments).await?;
+            // Settle: the guest's reaction (an interrupt, a log line) lands
+            // in this step's kernel records.
+            let mut run = m
+                .step(
+                    n,
+                    &["/bin/sh".into(), "-c".into(), "sleep 0.5".into()],
+                    timeout,
+                )
+                .await?;
+            match answer {
+                Ok(v) => {
+                    run.output.stdout = serde_json::to_string_pretty(&v)
+                        .unwrap_or_default()
+                        .into_bytes();
+                }
+                Err(e) => {
+                    run.output.exit_code = Some(1);
+                    run.output.stderr = e.into_bytes();
+                }
+            }
+            Ok(run)
         }
         action => m.step(n, &action.argv(), timeout).await,
     }
@@ -253,7 +416,11 @@ fn check_reports(records: &[Record], expected: &[String], context: &str) -> Resu
         let Some(kind) = kmsg::problem(r) else {
             continue;
         };
-        if expected.iter().any(|e| r.message.contains(e.as_str())) {
+        let normalized = normalize::text(&r.message);
+        if expected
+            .iter()
+            .any(|e| r.message.contains(e.as_str()) || normalized.contains(e.as_str()))
+        {
             continue;
         }
         let report: Vec<String> = records[i..]

@@ -61,6 +61,8 @@ pub struct Shared {
     pub config: Config,
     env: OnceLock<Result<GuestEnv, String>>,
     pub results: Mutex<Vec<TrialResult>>,
+    /// Print one line per trial as it ends.
+    pub progress: std::sync::atomic::AtomicBool,
 }
 
 /// The image, QEMU and accelerator every guest of a run uses.
@@ -77,6 +79,7 @@ impl Shared {
             config,
             env: OnceLock::new(),
             results: Mutex::new(Vec::new()),
+            progress: Default::default(),
         })
     }
 
@@ -104,6 +107,18 @@ pub fn prepare(config: &Config) -> anyhow::Result<GuestEnv> {
     Ok(GuestEnv { image, qemu, accel })
 }
 
+/// Whether libtest's filter and `--skip` select a trial name.
+fn selected(args: &libtest_mimic::Arguments, name: &str) -> bool {
+    let hit = |pattern: &str| {
+        if args.exact {
+            name == pattern
+        } else {
+            name.contains(pattern)
+        }
+    };
+    args.filter.as_deref().is_none_or(hit) && !args.skip.iter().any(|s| hit(s))
+}
+
 /// Discovers the suites and runs the selected trials; the exit code is 0 when
 /// all passed, 1 on any conformance failure, 2 on infrastructure errors only.
 pub fn run(shared: Arc<Shared>, args: &libtest_mimic::Arguments) -> ExitCode {
@@ -115,6 +130,34 @@ pub fn run(shared: Arc<Shared>, args: &libtest_mimic::Arguments) -> ExitCode {
         }
     };
     snapshot::quiet_snapshot_panics();
+    let t0 = std::time::Instant::now();
+    // Unless asked for libtest's own format, its lines (which carry no
+    // time) go to a log file and each trial prints one line as it ends.
+    let mut libtest_args = args.clone();
+    if !args.list && args.format.is_none() && !args.quiet && args.logfile.is_none() {
+        let _ = std::fs::create_dir_all(&shared.config.runs_dir);
+        let log = shared.config.runs_dir.join("libtest.log");
+        libtest_args.logfile = Some(log.display().to_string());
+        let runs = trials
+            .iter()
+            .filter(|t| selected(args, &t.name))
+            .filter(|t| (t.case.spec.ignored.is_some()) == args.ignored || args.include_ignored)
+            .count();
+        let threads = args
+            .test_threads
+            .or_else(|| std::thread::available_parallelism().ok().map(|n| n.get()))
+            .unwrap_or(1);
+        println!("\nrunning {runs} trials, {threads} at a time");
+        shared
+            .progress
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+    let skipped: Vec<report::TrialResult> = trials
+        .iter()
+        .filter(|t| t.case.spec.ignored.is_some() && !args.ignored && !args.include_ignored)
+        .filter(|t| selected(args, &t.name))
+        .map(report::ignored)
+        .collect();
     let tests = trials
         .into_iter()
         .map(|trial| {
@@ -127,11 +170,18 @@ pub fn run(shared: Arc<Shared>, args: &libtest_mimic::Arguments) -> ExitCode {
                 .with_ignored_flag(ignored)
         })
         .collect();
-    let conclusion = libtest_mimic::run(args, tests);
+    let conclusion = libtest_mimic::run(&libtest_args, tests);
     if args.list {
         return ExitCode::SUCCESS;
     }
-    let results = shared.results.lock().map(|r| r.clone()).unwrap_or_default();
-    report::print_summary(&results);
+    let mut results = shared.results.lock().map(|r| r.clone()).unwrap_or_default();
+    if shared.progress.load(std::sync::atomic::Ordering::Relaxed) {
+        for r in &skipped {
+            print!("{}", report::progress_line(r));
+        }
+        print!("{}", report::failures(&results));
+    }
+    results.extend(skipped);
+    print!("{}", report::summary(&results, t0.elapsed()));
     report::exit_code(&results, conclusion.has_failed())
 }

@@ -5,7 +5,7 @@ mod load;
 mod model;
 
 pub use load::{discover, Case, Trial};
-pub use model::{Action, CaseSpec, ExitExpect, Expect, Step, TopologyRef};
+pub use model::{Action, CaseSpec, ExitExpect, Expect, Mode, Step, TopologyRef};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

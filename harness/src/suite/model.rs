@@ -17,17 +17,51 @@ pub struct CaseSpec {
     /// Shown instead of running; never counted as passed.
     #[serde(default)]
     pub ignored: Option<String>,
+    /// The namespace modes the case exercises, for the summary per mode.
+    #[serde(default)]
+    pub modes: Vec<Mode>,
+    /// `false`: the harness leaves the topology's CXL regions to the case's
+    /// own steps (default: assembled, labels initialized).
+    #[serde(default = "yes")]
+    pub assemble: bool,
     /// Default timeout of each step.
     #[serde(default = "default_step_timeout", with = "humantime_serde_compat")]
     pub step_timeout: Duration,
     pub steps: Vec<Step>,
 }
 
+fn yes() -> bool {
+    true
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    Fsdax,
+    Devdax,
+    Sector,
+    Raw,
+}
+
+impl std::fmt::Display for Mode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Mode::Fsdax => "fsdax",
+            Mode::Devdax => "devdax",
+            Mode::Sector => "sector",
+            Mode::Raw => "raw",
+        })
+    }
+}
+
 fn default_step_timeout() -> Duration {
     Duration::from_secs(60)
 }
 
-/// One topology (`topology: nfit-1`) or several (`topology: [nfit-1, nfit-2]`).
+/// One topology (`topology: nfit-1`), several (`topology: [nfit-1, nfit-2]`),
+/// or a matrix of CXL widths (`topology: { cxl_ways: [1, 2, 3, 4, 6, 8] }`,
+/// the shipped `cxl-xN` topologies), optionally with more names
+/// (`{ cxl_ways: [2, 6], and: [nfit-1] }`).
 #[derive(Clone, Debug)]
 pub struct TopologyRef(pub Vec<String>);
 
@@ -50,6 +84,36 @@ impl<'de> Deserialize<'de> for TopologyRef {
                 while let Some(s) = seq.next_element::<String>()? {
                     v.push(s);
                 }
+                if v.is_empty() {
+                    return Err(serde::de::Error::custom(
+                        "a case needs at least one topology",
+                    ));
+                }
+                Ok(TopologyRef(v))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<TopologyRef, A::Error> {
+                #[derive(Deserialize)]
+                #[serde(deny_unknown_fields)]
+                struct Matrix {
+                    cxl_ways: Vec<u32>,
+                    #[serde(default)]
+                    and: Vec<String>,
+                }
+                let m = Matrix::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+                let mut v = Vec::new();
+                for w in &m.cxl_ways {
+                    let name = format!("cxl-x{w}");
+                    if crate::topology::named::get(&name).is_none() {
+                        return Err(serde::de::Error::custom(format!(
+                            "no shipped topology for CXL width {w} (widths: 1, 2, 3, 4, 6, 8, 12, 16)"
+                        )));
+                    }
+                    v.push(name);
+                }
+                v.extend(m.and);
                 if v.is_empty() {
                     return Err(serde::de::Error::custom(
                         "a case needs at least one topology",
@@ -82,6 +146,15 @@ pub enum Action {
     /// A new NFIT NVDIMM added through QMP (object-add, device_add); the step
     /// ends when the guest lists one more nmem.
     HotplugNvdimm { size: Size, label_size: Size },
+    /// A QMP command, typed through `qapi` (see `qmp::STEP_COMMANDS`).
+    Qmp {
+        command: String,
+        arguments: serde_json::Value,
+    },
+    /// Power off and boot the same guest again on the same backing files.
+    Reboot,
+    /// Snapshot the layout and the kernel log since the last checkpoint.
+    Checkpoint(String),
 }
 
 impl Action {
@@ -90,11 +163,16 @@ impl Action {
         match self {
             Action::Run(line) => vec!["/bin/sh".into(), "-c".into(), line.clone()],
             Action::Exec(argv) => argv.clone(),
-            Action::HotplugNvdimm { .. } => Vec::new(),
+            Action::HotplugNvdimm { .. }
+            | Action::Qmp { .. }
+            | Action::Reboot
+            | Action::Checkpoint(_) => Vec::new(),
             Action::Write { path, value } => vec![
                 "/bin/sh".into(),
                 "-c".into(),
-                "printf '%s' \"$1\" > \"$2\"".into(),
+                // The shell's echo reports the errno of a failed write
+                // ("write error: Invalid argument"); printf stays silent.
+                "echo -n \"$1\" > \"$2\"".into(),
                 "write".into(),
                 value.clone(),
                 path.clone(),
@@ -111,6 +189,10 @@ impl Action {
             Action::HotplugNvdimm { size, label_size } => {
                 format!("qmp: hotplug nvdimm (size {size}, label {label_size})")
             }
+            Action::Qmp { command, arguments } if arguments.is_null() => format!("qmp: {command}"),
+            Action::Qmp { command, arguments } => format!("qmp: {command} {arguments}"),
+            Action::Reboot => "reboot".to_owned(),
+            Action::Checkpoint(name) => format!("checkpoint {name}"),
         }
     }
 }
@@ -202,6 +284,9 @@ struct RawStep {
     exec: Option<Vec<String>>,
     write: Option<RawWrite>,
     hotplug_nvdimm: Option<RawHotplug>,
+    qmp: Option<RawQmp>,
+    reboot: Option<RawReboot>,
+    checkpoint: Option<String>,
     #[serde(default)]
     expect: Expect,
     #[serde(default, with = "humantime_serde_compat::option")]
@@ -219,6 +304,20 @@ struct RawHotplug {
 fn default_label() -> Size {
     Size(128 << 10)
 }
+
+/// `qmp: { execute: NAME, arguments: {...} }`, as on the QMP wire.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawQmp {
+    execute: String,
+    #[serde(default)]
+    arguments: serde_json::Value,
+}
+
+/// `reboot: {}`
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawReboot {}
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -252,9 +351,32 @@ impl TryFrom<RawStep> for Step {
                 label_size: h.label_size,
             });
         }
+        if let Some(q) = r.qmp {
+            crate::qmp::check_step(&q.execute, &q.arguments)?;
+            actions.push(Action::Qmp {
+                command: q.execute,
+                arguments: q.arguments,
+            });
+        }
+        if r.reboot.is_some() {
+            actions.push(Action::Reboot);
+        }
+        if let Some(name) = r.checkpoint {
+            if name.is_empty()
+                || name == "transcript"
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
+                return Err(format!(
+                    "checkpoint name `{name}`: use letters, digits, `-` and `_` (it names a snapshot file; `transcript` is taken)"
+                ));
+            }
+            actions.push(Action::Checkpoint(name));
+        }
         if actions.len() != 1 {
             return Err(format!(
-                "a step has exactly one of `run`, `exec`, `write`, `hotplug_nvdimm`; this one has {}",
+                "a step has exactly one of `run`, `exec`, `write`, `hotplug_nvdimm`, `qmp`, `reboot`, `checkpoint`; this one has {}",
                 actions.len()
             ));
         }
@@ -326,6 +448,43 @@ mod tests {
     fn topology_list() {
         let c = parse("topology: [nfit-1, nfit-2]\nsteps: []\n").unwrap();
         assert_eq!(c.topology.0.len(), 2);
+    }
+
+    #[test]
+    fn width_matrix_and_new_step_kinds() {
+        let c = parse(
+            "topology: { cxl_ways: [1, 6], and: [nfit-1] }\nmodes: [fsdax]\nsteps:\n  - checkpoint: before\n  - reboot: {}\n  - qmp: { execute: cxl-inject-poison, arguments: { path: /machine/peripheral/cxl-pmem0, start: 0, length: 64 } }\n",
+        )
+        .unwrap();
+        assert_eq!(c.topology.0, vec!["cxl-x1", "cxl-x6", "nfit-1"]);
+        assert_eq!(c.modes, vec![Mode::Fsdax]);
+        assert_eq!(c.steps[0].action, Action::Checkpoint("before".into()));
+        assert_eq!(c.steps[1].action, Action::Reboot);
+        assert!(
+            matches!(&c.steps[2].action, Action::Qmp { command, .. } if command == "cxl-inject-poison")
+        );
+    }
+
+    #[test]
+    fn impossible_width_in_a_matrix() {
+        let err = parse("topology: { cxl_ways: [5] }\nsteps: []\n").unwrap_err();
+        assert!(err.contains("width 5"), "{err}");
+    }
+
+    #[test]
+    fn qmp_arguments_checked_at_parse_time() {
+        let err = parse(
+            "topology: cxl-x1\nsteps:\n  - qmp: { execute: cxl-inject-poison, arguments: { path: /x } }\n",
+        )
+        .unwrap_err();
+        assert!(err.contains("case.yaml:3:"), "{err}");
+        assert!(err.contains("missing field"), "{err}");
+    }
+
+    #[test]
+    fn checkpoint_names_are_file_safe() {
+        let err = parse("topology: nfit-1\nsteps:\n  - checkpoint: a/b\n").unwrap_err();
+        assert!(err.contains("checkpoint name"), "{err}");
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! line by [`crate::qemu::cmdline`].
 
 pub mod cxl;
-mod named;
+pub mod named;
 
 use std::path::Path;
 
@@ -211,13 +211,13 @@ impl Topology {
                 "a guest needs at least one CPU".into(),
             ));
         }
-        if m.numa_nodes == 0 || m.numa_nodes > m.cpus.max(1) * 8 {
+        if m.numa_nodes == 0 || m.cpus % m.numa_nodes != 0 {
             return Err(invalid(
                 "machine.numa_nodes".into(),
                 format!(
-                    "{} NUMA nodes is not possible; use 1 to {}",
-                    m.numa_nodes,
-                    m.cpus * 8
+                    "{} NUMA nodes for {} CPUs is not possible: each node is one socket with the \
+                     same number of CPUs, so the CPU count must divide by the node count",
+                    m.numa_nodes, m.cpus
                 ),
             ));
         }

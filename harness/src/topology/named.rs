@@ -3,6 +3,7 @@
 pub const NAMED: &[(&str, &str)] = &[
     ("nfit-1", include_str!("../../topologies/nfit-1.yaml")),
     ("nfit-2", include_str!("../../topologies/nfit-2.yaml")),
+    ("nfit-3g", include_str!("../../topologies/nfit-3g.yaml")),
     (
         "nfit-hotplug",
         include_str!("../../topologies/nfit-hotplug.yaml"),

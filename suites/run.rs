@@ -1,5 +1,7 @@
 //! `cargo test` runs every case under suites/ in real guests, with the same
-//! runner as `ndharness run`.
+//! runner as `ndharness run` (as many guests at a time as the host has
+//! cores, unless `--test-threads` says otherwise). This file sits in
+//! suites/ so that `cargo insta review` looks here for pending snapshots.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -11,10 +13,7 @@ fn main() -> ExitCode {
         .join("..")
         .canonicalize()
         .expect("repository root");
-    let mut args = libtest_mimic::Arguments::from_args();
-    if args.test_threads.is_none() {
-        args.test_threads = Some(1);
-    }
+    let args = libtest_mimic::Arguments::from_args();
     let config = Config::for_repo(root);
     runner::run(runner::Shared::new(config), &args)
 }

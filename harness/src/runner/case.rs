@@ -105,7 +105,13 @@ async fn drive(
         machine: Some(m),
         ..Trace::default()
     };
-    let result = t.run(&spec, trial).await;
+    let mut result = t.run(&spec, trial).await;
+    if let Err(Verdict::Fail(message)) = &mut result {
+        if let Some(diff) = t.diff_so_far(trial).await {
+            message.push_str("\n--- the transcript so far, against its snapshot:\n");
+            message.push_str(&diff);
+        }
+    }
     let run = match t.machine.take() {
         Some(m) => Some(m.stop().await),
         None => None,
@@ -167,6 +173,26 @@ struct Trace {
 }
 
 impl Trace {
+    /// After a failing step: the transcript up to it, diffed against the
+    /// stored transcript snapshot.
+    async fn diff_so_far(&mut self, trial: &Trial) -> Option<String> {
+        if self.names.len() <= self.boot {
+            let m = self.machine.as_ref()?;
+            let names = tokio::time::timeout(
+                Duration::from_secs(10),
+                stable_names(m, &trial.topology.topology),
+            )
+            .await
+            .ok()?
+            .ok()?;
+            self.names.push(names);
+        }
+        let text =
+            normalize::Uuids::default().apply(&transcript::render(&self.records, &self.names));
+        let name = format!("{}@{}.transcript", trial.case.name, trial.topology.name);
+        snapshot::diff_stored(&trial.case.snapshot_dir(), &name, &text)
+    }
+
     fn m(&mut self) -> &mut Machine {
         self.machine.as_mut().expect("a running guest")
     }

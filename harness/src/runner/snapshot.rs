@@ -50,3 +50,84 @@ pub fn compare(
         )
     })
 }
+
+/// The unified diff of `content` against the stored snapshot `name`, for a
+/// trial that stopped at a failing step: no pending snapshot is written (the
+/// run is incomplete), but the diff shows where it left the stored course.
+pub fn diff_stored(dir: &Path, name: &str, content: &str) -> Option<String> {
+    let stored = std::fs::read_to_string(dir.join(format!("{name}.snap"))).ok()?;
+    // As many steps of the stored course as this run got to.
+    let steps = blocks(content).len();
+    let body: String = blocks(strip_header(&stored))
+        .into_iter()
+        .take(steps)
+        .collect();
+    let (old, new) = (
+        format!("{}\n", body.trim_end()),
+        format!("{}\n", content.trim_end()),
+    );
+    let diff = similar::TextDiff::from_lines(&old, &new);
+    if diff.ratio() >= 1.0 {
+        return None;
+    }
+    Some(
+        diff.unified_diff()
+            .context_radius(3)
+            .header(&format!("{name}.snap"), "this run")
+            .to_string(),
+    )
+}
+
+/// A transcript cut into its steps (each starts with `$ ` or `== `).
+fn blocks(text: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for line in text.split_inclusive('\n') {
+        if line.starts_with("$ ") || line.starts_with("== ") || out.is_empty() {
+            out.push(String::new());
+        }
+        if let Some(last) = out.last_mut() {
+            last.push_str(line);
+        }
+    }
+    out
+}
+
+/// An insta file's body: what follows its `---` front matter.
+fn strip_header(file: &str) -> &str {
+    let Some(rest) = file.strip_prefix("---\n") else {
+        return file;
+    };
+    match rest.find("\n---\n") {
+        Some(i) => &rest[i + 5..],
+        None => file,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn diff_of_a_stopped_run_against_the_stored_snapshot() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("c@t.transcript.snap"),
+            "---\nsource: x\n---\n$ a\nexit: 0\n\n$ b\nexit: 0\n",
+        )
+        .unwrap();
+        let d = diff_stored(
+            dir.path(),
+            "c@t.transcript",
+            "$ a\nexit: 0\n\n$ w\nexit: 1\n",
+        )
+        .unwrap();
+        assert!(
+            d.contains("-$ b") && d.contains("+$ w") && d.contains("+exit: 1"),
+            "{d}"
+        );
+        assert!(
+            diff_stored(dir.path(), "c@t.transcript", "$ a\nexit: 0\n\n$ b\nexit: 0").is_none()
+        );
+        assert!(diff_stored(dir.path(), "missing", "x").is_none());
+    }
+}

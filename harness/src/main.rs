@@ -136,6 +136,9 @@ struct RunArgs {
     /// Guests at once.
     #[arg(long)]
     test_threads: Option<usize>,
+    /// Folder for results.json and junit.xml [default: ROOT/target/ndharness/results]
+    #[arg(long)]
+    results: Option<PathBuf>,
     #[command(flatten)]
     guest: GuestArgs,
 }
@@ -274,6 +277,7 @@ fn config(g: &GuestArgs) -> anyhow::Result<Config> {
             .runs_dir
             .clone()
             .unwrap_or_else(|| root.join("target/ndharness/runs")),
+        results_dir: root.join("target/ndharness/results"),
         root,
         image: g.image.clone(),
         build: build_options(&g.common),
@@ -283,7 +287,10 @@ fn config(g: &GuestArgs) -> anyhow::Result<Config> {
 }
 
 fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
-    let config = config(&args.guest)?;
+    let mut config = config(&args.guest)?;
+    if let Some(dir) = &args.results {
+        config.results_dir = dir.clone();
+    }
     let mut targs = libtest_mimic::Arguments {
         filter: args.filter,
         list: args.list,

@@ -97,7 +97,7 @@ async fn drive(
         image: &env.image,
         topology: &trial.topology.topology,
         accel: env.accel,
-        extra_append: "",
+        extra_append: &trial.case.spec.kernel_args,
         boot_timeout: config.boot_timeout,
     };
     let m = Machine::start(&spec, run).await?;

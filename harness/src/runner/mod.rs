@@ -5,6 +5,7 @@
 
 mod case;
 mod report;
+pub mod results;
 mod snapshot;
 
 use std::path::PathBuf;
@@ -25,6 +26,8 @@ pub struct Config {
     pub root: PathBuf,
     pub image: String,
     pub runs_dir: PathBuf,
+    /// Where `results.json` and `junit.xml` go.
+    pub results_dir: PathBuf,
     pub build: BuildOptions,
     pub accel: AccelChoice,
     pub boot_timeout: Duration,
@@ -36,6 +39,7 @@ impl Config {
     pub fn for_repo(root: PathBuf) -> Config {
         Config {
             runs_dir: root.join("target/ndharness/runs"),
+            results_dir: root.join("target/ndharness/results"),
             root,
             image: "default".into(),
             build: BuildOptions {
@@ -182,6 +186,23 @@ pub fn run(shared: Arc<Shared>, args: &libtest_mimic::Arguments) -> ExitCode {
         print!("{}", report::failures(&results));
     }
     results.extend(skipped);
-    print!("{}", report::summary(&results, t0.elapsed()));
-    report::exit_code(&results, conclusion.has_failed())
+    let wall = t0.elapsed();
+    print!("{}", report::summary(&results, wall));
+    let code = report::exit_code(&results, conclusion.has_failed());
+    let info = match shared.env() {
+        Ok(env) => results::RunInfo {
+            image: env.image.manifest.image.clone(),
+            image_key: env.image.manifest.key.clone(),
+            kernel: env.image.manifest.kernel_release.clone(),
+            kernel_source: env.image.manifest.kernel_source.clone(),
+            accel: format!("{:?}", env.accel),
+        },
+        Err(_) => results::RunInfo::default(),
+    };
+    let dir = &shared.config.results_dir;
+    match results::write(dir, &results, &info, wall, code) {
+        Ok((json, junit)) => println!("  results: {} {}", json.display(), junit.display()),
+        Err(e) => eprintln!("warning: could not write results to {}: {e}", dir.display()),
+    }
+    ExitCode::from(code)
 }

@@ -1,7 +1,6 @@
 //! Per-trial results, the summary table, and exit codes.
 
 use std::path::PathBuf;
-use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use super::{run_case, CaseOutcome, Shared};
@@ -105,6 +104,15 @@ fn with_evidence(message: String, evidence: Option<PathBuf>) -> String {
     match evidence {
         Some(p) => format!("{message}\nevidence: {}", p.display()),
         None => message,
+    }
+}
+
+impl TrialResult {
+    /// The first attempt's infrastructure error, when the trial was retried.
+    pub fn retried_after(&self) -> Option<&str> {
+        self.note
+            .as_deref()
+            .and_then(|n| n.strip_prefix("retried after: "))
     }
 }
 
@@ -228,14 +236,14 @@ pub fn summary(results: &[TrialResult], wall: Duration) -> String {
     out
 }
 
-pub fn exit_code(results: &[TrialResult], libtest_failed: bool) -> ExitCode {
+pub fn exit_code(results: &[TrialResult], libtest_failed: bool) -> u8 {
     if results.iter().any(|r| r.status == Status::Fail) {
-        ExitCode::from(1)
+        1
     } else if results.iter().any(|r| r.status == Status::Error) {
-        ExitCode::from(2)
+        2
     } else if libtest_failed {
-        ExitCode::from(1)
+        1
     } else {
-        ExitCode::SUCCESS
+        0
     }
 }

@@ -17,6 +17,9 @@ pub struct CaseSpec {
     /// Shown instead of running; never counted as passed.
     #[serde(default)]
     pub ignored: Option<String>,
+    /// Appended to the guest kernel's command line (e.g. `memhp_default_state=offline`).
+    #[serde(default)]
+    pub kernel_args: String,
     /// The namespace modes the case exercises, for the summary per mode.
     #[serde(default)]
     pub modes: Vec<Mode>,

@@ -144,6 +144,12 @@ struct RunArgs {
 }
 
 fn main() -> ExitCode {
+    // `ndharness ... | head` ends quietly, as other command-line tools do.
+    // SAFETY: restoring the default action of a signal at start-up, before
+    // any thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     install_ctrl_c();
     match dispatch(cli) {
@@ -174,7 +180,10 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             action: TopologyAction::Show { topology },
         } => {
             let t = ndharness::topology::load(&topology)?;
-            println!("# topology {}\n{:#?}\n", t.name, t.topology);
+            // The expansion, in the topology format itself: a file holding
+            // this text is the same topology.
+            let yaml = serde_yaml_ng::to_string(&t.topology)?;
+            println!("# topology {}, written out\n{yaml}", t.name);
             let run = Path::new("RUN");
             let files = ndharness::qemu::GuestFiles::under(run, run, &t.topology);
             let spec = ndharness::qemu::LaunchSpec {

@@ -71,6 +71,13 @@ impl fmt::Display for Size {
     }
 }
 
+/// Written back the way it is read: `256M`, `1G`, `128K`.
+impl serde::Serialize for Size {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
 impl<'de> Deserialize<'de> for Size {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct V;

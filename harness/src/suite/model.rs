@@ -17,6 +17,9 @@ pub struct CaseSpec {
     /// Shown instead of running; never counted as passed.
     #[serde(default)]
     pub ignored: Option<String>,
+    /// For a regression case: the upstream bug it reproduces.
+    #[serde(default)]
+    pub bug: Option<Bug>,
     /// Appended to the guest kernel's command line (e.g. `memhp_default_state=offline`).
     #[serde(default)]
     pub kernel_args: String,
@@ -31,6 +34,20 @@ pub struct CaseSpec {
     #[serde(default = "default_step_timeout", with = "humantime_serde_compat")]
     pub step_timeout: Duration,
     pub steps: Vec<Step>,
+}
+
+/// The upstream bug behind a regression case.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Bug {
+    /// Issue, commit or mailing-list link.
+    pub link: String,
+    /// Kernels (or ndctl versions) where it reproduced.
+    pub reproduces: String,
+    /// Where it is fixed, and by what.
+    pub fixed: String,
+    /// What the fixed behaviour is: what the snapshots hold.
+    pub fixed_behaviour: String,
 }
 
 fn yes() -> bool {

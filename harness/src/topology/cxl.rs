@@ -4,7 +4,7 @@
 //! `cxl: { ways: 6 }` is shorthand for the smallest topology QEMU and Linux
 //! accept at that width; [`Cxl::expand`] writes it out.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::size::Size;
 
@@ -16,14 +16,14 @@ pub const MAX_PORT_TARGETS: usize = 8;
 /// HDM decoders per CXL component in QEMU.
 pub const DECODERS_PER_PORT: usize = 4;
 
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Cxl {
     /// Shorthand: the width of one region; everything else is derived.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ways: Option<u32>,
     /// Shorthand: how the harness creates that region.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub method: Option<AssembleMethod>,
     #[serde(default)]
     pub host_bridges: Vec<HostBridge>,
@@ -33,29 +33,29 @@ pub struct Cxl {
     pub regions: Vec<Region>,
 }
 
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct HostBridge {
     pub root_ports: Vec<Port>,
 }
 
 /// What sits below a root port or a switch's downstream port.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Port {
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub device: Option<Type3>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub switch: Option<Switch>,
 }
 
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Switch {
     pub downstream: Vec<Port>,
 }
 
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Type3 {
     #[serde(default = "default_device_size")]
@@ -80,7 +80,7 @@ impl Default for Type3 {
     }
 }
 
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Window {
     /// Host bridge indices, in interleave order.
@@ -98,7 +98,7 @@ fn default_granularity() -> Size {
     Size(256)
 }
 
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Region {
     #[serde(default)]
@@ -115,7 +115,7 @@ pub struct Region {
     pub method: AssembleMethod,
 }
 
-#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum AssembleMethod {
     /// `cxl create-region`.

@@ -9,7 +9,7 @@ pub mod named;
 
 use std::path::Path;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::size::Size;
 
@@ -32,7 +32,7 @@ pub enum Error {
 pub type Result<T> = std::result::Result<T, Error>;
 
 /// A guest topology.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Topology {
     #[serde(default)]
@@ -41,7 +41,7 @@ pub struct Topology {
     #[serde(default)]
     pub nvdimms: Vec<Nvdimm>,
     /// CXL persistent memory (`cxl: { ways: 6 }` or written out).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cxl: Option<cxl::Cxl>,
     /// Legacy e820 persistent memory: ranges of guest RAM the kernel treats
     /// as pmem (`memmap=SIZE!OFFSET`), as ndctl's own dax tests use.
@@ -52,7 +52,7 @@ pub struct Topology {
     pub virtio_pmem: Vec<VirtioPmem>,
 }
 
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct E820Pmem {
     pub size: Size,
@@ -60,17 +60,17 @@ pub struct E820Pmem {
     pub offset: Size,
 }
 
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct VirtioPmem {
     pub size: Size,
 }
 
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Machine {
     /// pc or q35; q35 when the topology has CXL, else pc.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kind: Option<MachineKind>,
     #[serde(default = "default_memory")]
     pub memory: Size,
@@ -113,7 +113,7 @@ fn default_nodes() -> u32 {
     1
 }
 
-#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum MachineKind {
     Pc,
@@ -129,7 +129,7 @@ impl MachineKind {
     }
 }
 
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Nvdimm {
     /// Size of the backing file; the label area is carved from its end.

@@ -67,3 +67,15 @@ fn virtio_pmem_size() {
     let err = invalid("virtio_pmem:\n  - size: 3M\n");
     assert!(err.contains("virtio_pmem[0].size"), "{err}");
 }
+
+#[test]
+fn written_out_topologies_read_back_the_same() {
+    let dir = tempfile::tempdir().unwrap();
+    for name in super::named::names() {
+        let a = super::load(name).unwrap();
+        let path = dir.path().join(format!("{name}.yaml"));
+        std::fs::write(&path, serde_yaml_ng::to_string(&a.topology).unwrap()).unwrap();
+        let b = super::load(path.to_str().unwrap()).unwrap();
+        assert_eq!(a.topology, b.topology, "{name}");
+    }
+}

@@ -61,16 +61,33 @@ pub fn lock(files: &ImageFiles, opts: &BuildOptions) -> Result<Lock> {
     let archive = Archive::discover(opts.mirror.as_deref())?;
     let apt = PrivateApt::new(&opts.cache, &archive, &r.suite, &r.components)?;
     apt.update()?;
-    let kernel_name = newest_match(&apt, &r.kernel.package, &r.suite)?;
+    let kernel_suite = r.kernel.suite.clone().filter(|s| *s != r.suite);
+    let kapt = match &kernel_suite {
+        Some(suite) => {
+            let k = PrivateApt::new(&opts.cache, &archive, suite, &r.components)?;
+            k.update()?;
+            Some(k)
+        }
+        None => None,
+    };
+    let kernel_from = kapt.as_ref().unwrap_or(&apt);
+    let kernel_name = newest_match(
+        kernel_from,
+        &r.kernel.package,
+        kernel_suite.as_deref().unwrap_or(&r.suite),
+    )?;
     let mut resolved = apt.resolve(&r.packages, true)?;
-    resolved.extend(apt.resolve(std::slice::from_ref(&kernel_name), false)?);
+    let kernel_resolved = kernel_from.resolve(std::slice::from_ref(&kernel_name), false)?;
     let dl = tempfile::tempdir_in(ensure_dir(&opts.cache.join("tmp"))?)
         .map_err(|e| Error::io(&opts.cache, e))?;
-    let specs: Vec<String> = resolved
-        .iter()
-        .map(|p| format!("{}={}", p.name, p.version))
-        .collect();
-    apt.download(&specs, dl.path(), "ndharness image lock")?;
+    let specs = |v: &[super::apt::Resolved]| -> Vec<String> {
+        v.iter()
+            .map(|p| format!("{}={}", p.name, p.version))
+            .collect()
+    };
+    apt.download(&specs(&resolved), dl.path(), "ndharness image lock")?;
+    kernel_from.download(&specs(&kernel_resolved), dl.path(), "ndharness image lock")?;
+    resolved.extend(kernel_resolved);
     let mut kernel = None;
     let mut packages = Vec::new();
     for p in resolved {
@@ -99,8 +116,9 @@ pub fn lock(files: &ImageFiles, opts: &BuildOptions) -> Result<Lock> {
         suite: r.suite.clone(),
         kernel: kernel.ok_or_else(|| Error::NoKernel {
             pattern: r.kernel.package.clone(),
-            suite: r.suite.clone(),
+            suite: kernel_suite.clone().unwrap_or_else(|| r.suite.clone()),
         })?,
+        kernel_suite,
         packages,
     };
     files.write_lock(&lock)?;
@@ -178,8 +196,15 @@ pub fn build(files: &ImageFiles, opts: &BuildOptions) -> Result<Image> {
         None => {
             let kroot = staging.path().join("kernel");
             dpkg_extract(&deb_path(&opts.cache, &lock.kernel.sha256), &kroot)?;
+            // trixie's kernels ship modules under usr/lib, bookworm's under
+            // lib; depmod wants them under lib.
+            if kroot.join("lib/modules").is_dir() {
+                ensure_dir(&kroot.join("usr"))?;
+                symlink("../lib", &kroot.join("usr/lib"))?;
+            } else {
+                symlink("usr/lib", &kroot.join("lib"))?;
+            }
             let release = single_release(&kroot.join("usr/lib/modules"))?;
-            symlink("usr/lib", &kroot.join("lib"))?;
             depmod(&kroot, &release)?;
             let image = kroot.join(format!("boot/vmlinuz-{release}"));
             let src = format!("{} {}", lock.kernel.name, lock.kernel.version);
@@ -310,16 +335,25 @@ fn fetch_missing(
     }
     let r = &files.recipe;
     let archive = Archive::discover(opts.mirror.as_deref())?;
-    let apt = PrivateApt::new(&opts.cache, &archive, &lock.suite, &r.components)?;
-    apt.update()?;
     let dl = tempfile::tempdir_in(ensure_dir(&opts.cache.join("tmp"))?)
         .map_err(|e| Error::io(&opts.cache, e))?;
-    let specs: Vec<String> = missing.iter().map(|p| p.spec()).collect();
-    apt.download(
-        &specs,
-        dl.path(),
-        &format!("ndharness image lock {}", files.name),
-    )?;
+    let relock = format!("ndharness image lock {}", files.name);
+    // The kernel may come from a suite of its own.
+    let (kernel, rest): (Vec<&&LockedPackage>, Vec<&&LockedPackage>) = missing
+        .iter()
+        .partition(|p| lock.kernel_suite.is_some() && p.sha256 == lock.kernel.sha256);
+    for (suite, batch) in [
+        (lock.suite.as_str(), rest),
+        (lock.kernel_suite.as_deref().unwrap_or(&lock.suite), kernel),
+    ] {
+        if batch.is_empty() {
+            continue;
+        }
+        let apt = PrivateApt::new(&opts.cache, &archive, suite, &r.components)?;
+        apt.update()?;
+        let specs: Vec<String> = batch.iter().map(|p| p.spec()).collect();
+        apt.download(&specs, dl.path(), &relock)?;
+    }
     let by_name: BTreeMap<&str, &LockedPackage> =
         missing.iter().map(|p| (p.name.as_str(), **p)).collect();
     for entry in std::fs::read_dir(dl.path()).map_err(|e| Error::io(dl.path(), e))? {

@@ -26,9 +26,18 @@ for m in $modules; do
     modprobe "$m" || echo "ndharness: modprobe $m failed" >/dev/kmsg
 done
 
+# Where virtio_console is a module (Debian's 6.1), its ports appear a moment
+# after modprobe returns.
 port=
-for p in /sys/class/virtio-ports/*; do
-    [ "$(cat "$p/name" 2>/dev/null)" = org.qemu.guest_agent.0 ] && port=/dev/${p##*/}
+i=0
+while [ -z "$port" ] && [ $i -lt 100 ]; do
+    for p in /sys/class/virtio-ports/*; do
+        [ "$(cat "$p/name" 2>/dev/null)" = org.qemu.guest_agent.0 ] && port=/dev/${p##*/}
+    done
+    [ -n "$port" ] && [ -e "$port" ] && break
+    port=
+    i=$((i + 1))
+    sleep 0.1
 done
 if [ -z "$port" ]; then
     echo "ndharness: no virtio port named org.qemu.guest_agent.0" >/dev/kmsg

@@ -34,6 +34,10 @@ fn default_components() -> Vec<String> {
 pub struct KernelSpec {
     /// A glob (`*` only) over package names; the lock picks the newest match.
     pub package: String,
+    /// The suite the kernel comes from, when not the guest's (for example
+    /// bookworm's 6.1 under trixie's userland).
+    #[serde(default)]
+    pub suite: Option<String>,
 }
 
 /// Every package an image is built from, pinned by version and sha256.
@@ -43,6 +47,9 @@ pub struct Lock {
     /// sha256 of the recipe file the lock was made from.
     pub recipe_sha256: String,
     pub suite: String,
+    /// Where the kernel came from, when not `suite`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel_suite: Option<String>,
     pub kernel: LockedPackage,
     pub packages: Vec<LockedPackage>,
 }

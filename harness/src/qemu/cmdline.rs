@@ -80,7 +80,7 @@ pub const AGENT_PORT_ID: &str = "agent0";
 /// Kernel modules the guest's init loads for this topology (no udev runs in
 /// the guest, so nothing else would load them).
 pub fn guest_modules(topology: &Topology) -> Vec<&'static str> {
-    let mut m = vec!["virtio_console", "pvpanic_pci"];
+    let mut m = vec!["virtio_pci", "virtio_console", "pvpanic_pci"];
     if topology.has_nfit() {
         m.push("nfit");
     }

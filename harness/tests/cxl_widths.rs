@@ -70,7 +70,19 @@ fn check_width(topology: &str, ways: u64) {
             extra_append: "",
             boot_timeout: config.boot_timeout,
         };
-        let m = Machine::start(&spec, run).await.unwrap();
+        // A boot that never reaches the agent is an infrastructure error;
+        // like the suite runner, try once more before calling it a failure.
+        let m = match Machine::start(&spec, run).await {
+            Ok(m) => m,
+            Err(e) if e.is_infrastructure() => {
+                eprintln!("{topology}: retrying after: {e}");
+                let again =
+                    RunDir::create(&config.runs_dir, &format!("width-{topology}"), &t.topology)
+                        .unwrap();
+                Machine::start(&spec, again).await.unwrap()
+            }
+            Err(e) => panic!("{e}"),
+        };
         for line in ndharness::assemble::plan(&m, &t.topology, true)
             .await
             .unwrap()

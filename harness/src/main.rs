@@ -133,7 +133,7 @@ struct RunArgs {
     /// Skip trials whose name contains this.
     #[arg(long)]
     skip: Vec<String>,
-    /// Guests at once.
+    /// Guests at once [default: one per core]
     #[arg(long)]
     test_threads: Option<usize>,
     /// Folder for results.json and junit.xml [default: ROOT/target/ndharness/results]
@@ -307,7 +307,8 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         ignored: args.ignored,
         include_ignored: args.include_ignored,
         skip: args.skip,
-        test_threads: Some(args.test_threads.unwrap_or(1)),
+        // None: libtest's default, one guest per core.
+        test_threads: args.test_threads,
         ..Default::default()
     };
     if targs.list {

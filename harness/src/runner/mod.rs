@@ -111,18 +111,6 @@ pub fn prepare(config: &Config) -> anyhow::Result<GuestEnv> {
     Ok(GuestEnv { image, qemu, accel })
 }
 
-/// Whether libtest's filter and `--skip` select a trial name.
-fn selected(args: &libtest_mimic::Arguments, name: &str) -> bool {
-    let hit = |pattern: &str| {
-        if args.exact {
-            name == pattern
-        } else {
-            name.contains(pattern)
-        }
-    };
-    args.filter.as_deref().is_none_or(hit) && !args.skip.iter().any(|s| hit(s))
-}
-
 /// Discovers the suites and runs the selected trials; the exit code is 0 when
 /// all passed, 1 on any conformance failure, 2 on infrastructure errors only.
 pub fn run(shared: Arc<Shared>, args: &libtest_mimic::Arguments) -> ExitCode {
@@ -135,6 +123,33 @@ pub fn run(shared: Arc<Shared>, args: &libtest_mimic::Arguments) -> ExitCode {
     };
     snapshot::quiet_snapshot_panics();
     let t0 = std::time::Instant::now();
+    // Each libtest trial beside the summary entry of an ignored case.
+    let pairs: Vec<(libtest_mimic::Trial, Option<report::TrialResult>)> = trials
+        .into_iter()
+        .map(|trial| {
+            let skip = trial
+                .case
+                .spec
+                .ignored
+                .is_some()
+                .then(|| report::ignored(&trial));
+            let kind = trial.topology.name.clone();
+            let shared = shared.clone();
+            let name = trial.name.clone();
+            let test = libtest_mimic::Trial::test(name, move || report::run_one(&shared, &trial))
+                .with_kind(kind)
+                .with_ignored_flag(skip.is_some());
+            (test, skip)
+        })
+        .collect();
+    // What libtest's own filter, --skip and --ignored select.
+    let runs_ignored = args.ignored || args.include_ignored;
+    let selected = || pairs.iter().filter(|(t, _)| !args.is_filtered_out(t));
+    let skipped: Vec<report::TrialResult> = if runs_ignored {
+        Vec::new()
+    } else {
+        selected().filter_map(|(_, s)| s.clone()).collect()
+    };
     // Unless asked for libtest's own format, its lines (which carry no
     // time) go to a log file and each trial prints one line as it ends.
     let mut libtest_args = args.clone();
@@ -142,10 +157,8 @@ pub fn run(shared: Arc<Shared>, args: &libtest_mimic::Arguments) -> ExitCode {
         let _ = std::fs::create_dir_all(&shared.config.runs_dir);
         let log = shared.config.runs_dir.join("libtest.log");
         libtest_args.logfile = Some(log.display().to_string());
-        let runs = trials
-            .iter()
-            .filter(|t| selected(args, &t.name))
-            .filter(|t| (t.case.spec.ignored.is_some()) == args.ignored || args.include_ignored)
+        let runs = selected()
+            .filter(|(t, _)| !t.has_ignored_flag() || runs_ignored)
             .count();
         let threads = args
             .test_threads
@@ -156,24 +169,7 @@ pub fn run(shared: Arc<Shared>, args: &libtest_mimic::Arguments) -> ExitCode {
             .progress
             .store(true, std::sync::atomic::Ordering::Relaxed);
     }
-    let skipped: Vec<report::TrialResult> = trials
-        .iter()
-        .filter(|t| t.case.spec.ignored.is_some() && !args.ignored && !args.include_ignored)
-        .filter(|t| selected(args, &t.name))
-        .map(report::ignored)
-        .collect();
-    let tests = trials
-        .into_iter()
-        .map(|trial| {
-            let ignored = trial.case.spec.ignored.is_some();
-            let kind = trial.topology.name.clone();
-            let shared = shared.clone();
-            let name = trial.name.clone();
-            libtest_mimic::Trial::test(name, move || report::run_one(&shared, &trial))
-                .with_kind(kind)
-                .with_ignored_flag(ignored)
-        })
-        .collect();
+    let tests = pairs.into_iter().map(|(t, _)| t).collect();
     let conclusion = libtest_mimic::run(&libtest_args, tests);
     if args.list {
         return ExitCode::SUCCESS;

@@ -176,17 +176,17 @@ impl Trace {
     /// After a failing step: the transcript up to it, diffed against the
     /// stored transcript snapshot.
     async fn diff_so_far(&mut self, trial: &Trial) -> Option<String> {
-        if self.names.len() <= self.boot {
-            let m = self.machine.as_ref()?;
-            let names = tokio::time::timeout(
-                Duration::from_secs(10),
-                stable_names(m, &trial.topology.topology),
-            )
-            .await
-            .ok()?
-            .ok()?;
-            self.names.push(names);
-        }
+        // The names as they are now (a step may have hotplugged a device
+        // since the last checkpoint).
+        let m = self.machine.as_ref()?;
+        let names = tokio::time::timeout(
+            Duration::from_secs(10),
+            stable_names(m, &trial.topology.topology),
+        )
+        .await
+        .ok()?
+        .ok()?;
+        self.set_names(names);
         let text =
             normalize::Uuids::default().apply(&transcript::render(&self.records, &self.names));
         let name = format!("{}@{}.transcript", trial.case.name, trial.topology.name);
@@ -195,6 +195,24 @@ impl Trace {
 
     fn m(&mut self) -> &mut Machine {
         self.machine.as_mut().expect("a running guest")
+    }
+
+    /// The kernel records no step owns yet: read from the guest when `read`,
+    /// kept for the next checkpoint's log, and checked for reports.
+    async fn unattributed(&mut self, read: bool, context: &str) -> Result<(), Verdict> {
+        if read {
+            self.m().read_kernel_log().await?;
+        }
+        let records = self.m().take_unattributed();
+        self.since_checkpoint
+            .extend(records.iter().filter(|r| kmsg::relevant(r)).cloned());
+        check_reports(&records, &[], context)
+    }
+
+    /// The stable names of the current boot, replacing any taken before.
+    fn set_names(&mut self, names: Names) {
+        self.names.truncate(self.boot);
+        self.names.push(names);
     }
 
     /// Runs every step (CXL region assembly first, when the topology asks
@@ -213,12 +231,9 @@ impl Trace {
                 _ => self.step(step, timeout).await?,
             }
         }
+        // The last checkpoint also records this boot's names.
         self.checkpoint(trial, "layout").await?;
-        let names = stable_names(self.m(), &trial.topology.topology).await?;
-        self.names.push(names);
-        self.m().read_kernel_log().await?;
-        let last = self.m().take_unattributed();
-        check_reports(&last, &[], "after the last step")
+        self.unattributed(true, "after the last step").await
     }
 
     /// The CXL region assembly, as steps of their own.
@@ -272,10 +287,8 @@ impl Trace {
         let context = format!("in step {n} (`{}`)", rec.command);
         check_reports(&rec.kernel, &step.expect.kernel_reports, &context)?;
         check_expect(step, rec)?;
-        let between = self.m().take_unattributed();
-        self.since_checkpoint
-            .extend(between.iter().filter(|r| kmsg::relevant(r)).cloned());
-        check_reports(&between, &[], &format!("after step {n}"))
+        // Already read while waiting for the step's end marker.
+        self.unattributed(false, &format!("after step {n}")).await
     }
 
     /// Snapshots the layout and the kernel log since the last checkpoint.
@@ -288,11 +301,8 @@ impl Trace {
         let t0 = std::time::Instant::now();
         let names = stable_names(self.m(), &trial.topology.topology).await?;
         let mut body = layout(self.m(), trial, &names).await?;
-        self.m().read_kernel_log().await?;
-        let late = self.m().take_unattributed();
-        check_reports(&late, &[], &format!("before checkpoint `{name}`"))?;
-        self.since_checkpoint
-            .extend(late.into_iter().filter(kmsg::relevant));
+        self.unattributed(true, &format!("before checkpoint `{name}`"))
+            .await?;
         body.push_str("\nkernel log since the last checkpoint:\n");
         for r in std::mem::take(&mut self.since_checkpoint) {
             body.push_str(&format!(
@@ -301,6 +311,7 @@ impl Trace {
             ));
         }
         self.checkpoints.push((name.to_owned(), body));
+        self.set_names(names);
         if name != "layout" {
             self.n += 1;
             let rec = StepRecord::marker(
@@ -330,12 +341,8 @@ impl Trace {
         }
         let t0 = std::time::Instant::now();
         let names = stable_names(self.m(), &trial.topology.topology).await?;
-        self.names.push(names);
-        self.m().read_kernel_log().await?;
-        let before = self.m().take_unattributed();
-        self.since_checkpoint
-            .extend(before.iter().filter(|r| kmsg::relevant(r)).cloned());
-        check_reports(&before, &[], "before the reboot")?;
+        self.set_names(names);
+        self.unattributed(true, "before the reboot").await?;
         let old = self.machine.take().expect("a running guest");
         let run = old.stop().await;
         run.keep_boot_logs(self.boot);

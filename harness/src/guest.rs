@@ -132,9 +132,9 @@ impl Agent {
                         "LANG=C".into(),
                     ]),
                     input_data: None,
-                    capture_output: Some(qga::GuestExecCaptureOutput::mode(
-                        qga::GuestExecCaptureOutputMode::separated,
-                    )),
+                    // `true` (stdout and stderr apart) is what every agent
+                    // takes; the `mode` form came with QEMU 8.1.
+                    capture_output: Some(qga::GuestExecCaptureOutput::flag(true)),
                 },
                 CALL_TIMEOUT,
             )

@@ -10,6 +10,7 @@
 pub mod assemble;
 pub mod guest;
 pub mod image;
+pub mod kbuild;
 pub mod kmsg;
 pub mod machine;
 pub mod names;
@@ -17,6 +18,7 @@ pub mod normalize;
 pub mod qemu;
 pub mod qmp;
 pub mod runner;
+pub mod select;
 pub mod size;
 pub mod suite;
 pub mod topology;

@@ -1,14 +1,15 @@
 //! The `ndharness` command line.
 
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
+use std::process::{Command as Process, ExitCode};
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use ndharness::image::{self, BuildOptions, ImageFiles, UserKernel};
+use ndharness::image::{self, BuildOptions, ImageFiles};
 use ndharness::qemu::accel::AccelChoice;
 use ndharness::runner::{self, Config};
+use ndharness::select::Resolved;
 
 #[derive(Parser)]
 #[command(
@@ -33,6 +34,12 @@ enum Command {
     Boot(BootArgs),
     /// Run suite cases as tests (libtest conventions).
     Run(RunArgs),
+    /// Find the commit of a kernel tree that broke a case: `git bisect run`
+    /// with a kernel build and the case at each step.
+    Bisect(BisectArgs),
+    /// Run the same cases on two guests (kernels or ndctl versions) and
+    /// report, per trial, whether transcript, layout and kernel log differ.
+    Compare(CompareArgs),
     /// Show a topology and its QEMU command line.
     Topology {
         #[command(subcommand)]
@@ -64,19 +71,47 @@ struct Common {
     /// Debian archive for guest packages [default: the host's apt sources]
     #[arg(long, global = true)]
     mirror: Option<String>,
-    /// Your own kernel image (bzImage) instead of Debian's; needs --modules.
-    #[arg(long, global = true, requires = "modules")]
-    kernel: Option<PathBuf>,
-    /// INSTALL_MOD_PATH of `make modules_install` for --kernel.
-    #[arg(long, global = true, requires = "kernel")]
+}
+
+/// Which guest: a packaged kernel and ndctl by name, or your own builds.
+#[derive(Args, Clone, Default)]
+struct SelectArgs {
+    /// Kernel: debian-6.12 (default), debian-6.1, or the path of your own
+    /// bzImage (with --modules).
+    #[arg(long)]
+    kernel: Option<String>,
+    /// INSTALL_MOD_PATH of `make modules_install` for --kernel BZIMAGE.
+    #[arg(long)]
     modules: Option<PathBuf>,
+    /// ndctl: 81 or trixie (default), 76 or bookworm, or the DESTDIR of your
+    /// own `meson install`.
+    #[arg(long)]
+    ndctl: Option<String>,
+    /// A kernel source tree: built out of tree (defconfig + images/kernel-tree.config),
+    /// incrementally, with ccache when installed; used as --kernel/--modules.
+    #[arg(long)]
+    kernel_tree: Option<PathBuf>,
+}
+
+impl SelectArgs {
+    fn selection(&self, image: Option<String>) -> ndharness::select::Selection {
+        ndharness::select::Selection {
+            image,
+            kernel: self.kernel.clone(),
+            modules: self.modules.clone(),
+            ndctl: self.ndctl.clone(),
+            kernel_tree: self.kernel_tree.clone(),
+        }
+    }
 }
 
 #[derive(Args)]
 struct ImageArgs {
-    /// Image recipe name (images/NAME.yaml).
-    #[arg(default_value = "default")]
-    name: String,
+    /// Image recipe name (images/NAME.yaml) [default: the one --kernel and
+    /// --ndctl select, `default` without them]
+    name: Option<String>,
+    #[command(flatten)]
+    select: SelectArgs,
     #[command(flatten)]
     common: Common,
 }
@@ -85,18 +120,81 @@ struct ImageArgs {
 struct GuestArgs {
     #[command(flatten)]
     common: Common,
-    /// Image recipe name.
-    #[arg(long, default_value = "default")]
-    image: String,
+    /// Image recipe name (images/NAME.yaml) [default: the one --kernel and
+    /// --ndctl select]
+    #[arg(long)]
+    image: Option<String>,
+    #[command(flatten)]
+    select: SelectArgs,
+    #[command(flatten)]
+    machine: MachineArgs,
+    /// Folder for run folders (evidence) [default: ROOT/target/ndharness/runs]
+    #[arg(long)]
+    runs_dir: Option<PathBuf>,
+}
+
+/// How guests run.
+#[derive(Args, Clone)]
+struct MachineArgs {
     /// Accelerator; auto proves KVM with a probe boot and falls back to TCG.
     #[arg(long, value_enum, default_value = "auto")]
     accel: AccelChoice,
     /// Seconds from QEMU start until the guest agent must answer.
     #[arg(long, default_value = "90")]
     boot_timeout: u64,
-    /// Folder for run folders (evidence) [default: ROOT/target/ndharness/runs]
+}
+
+#[derive(Args)]
+struct BisectArgs {
+    /// The trials that tell good from bad (a filter, as for `run`).
     #[arg(long)]
-    runs_dir: Option<PathBuf>,
+    case: String,
+    /// A revision where the case passes.
+    #[arg(long)]
+    good: String,
+    /// A revision where it fails.
+    #[arg(long)]
+    bad: String,
+    /// The kernel's git work tree; left on the revision it was on.
+    #[arg(long)]
+    kernel_tree: PathBuf,
+    /// Match --case exactly.
+    #[arg(long)]
+    exact: bool,
+    #[command(flatten)]
+    common: Common,
+    #[command(flatten)]
+    machine: MachineArgs,
+}
+
+#[derive(Args)]
+struct CompareArgs {
+    /// The reference guest: a kernel name (debian-6.1), an image name, or
+    /// key=value pairs: kernel=NAME|BZIMAGE, modules=DIR, tree=DIR, ndctl=NAME|DIR, image=NAME.
+    #[arg(long)]
+    baseline: String,
+    /// The guest under test, in the same forms.
+    #[arg(long)]
+    candidate: String,
+    /// Compare only trials whose name contains this (suite::case::topology).
+    filter: Option<String>,
+    /// Match FILTER exactly.
+    #[arg(long)]
+    exact: bool,
+    /// Skip trials whose name contains this.
+    #[arg(long)]
+    skip: Vec<String>,
+    /// Guests at once [default: one per core]
+    #[arg(long)]
+    test_threads: Option<usize>,
+    /// Folder for compare.json, compare.html and each side's results
+    /// [default: ROOT/target/ndharness/compare]
+    #[arg(long)]
+    out: Option<PathBuf>,
+    #[command(flatten)]
+    common: Common,
+    #[command(flatten)]
+    machine: MachineArgs,
 }
 
 #[derive(Args)]
@@ -139,6 +237,15 @@ struct RunArgs {
     /// Folder for results.json and junit.xml [default: ROOT/target/ndharness/results]
     #[arg(long)]
     results: Option<PathBuf>,
+    /// Exit as `git bisect run` reads it: 0 pass, 1 conformance failure,
+    /// 125 (skip) when the kernel would not build or boot, 128 (stop) when
+    /// no trial matches.
+    #[arg(long, hide = true)]
+    bisect: bool,
+    /// A snapshot the shared one does not match goes to this image's first
+    /// snapshot variant (snapshots/VARIANT/) for `cargo insta review`.
+    #[arg(long)]
+    new_variant: bool,
     #[command(flatten)]
     guest: GuestArgs,
 }
@@ -176,6 +283,8 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Image { action } => image_cmd(action),
         Command::Boot(args) => boot(args),
         Command::Run(args) => run(args),
+        Command::Compare(args) => compare(args),
+        Command::Bisect(args) => bisect(args),
         Command::Topology {
             action: TopologyAction::Show { topology },
         } => {
@@ -223,15 +332,12 @@ fn find_root(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
     )
 }
 
-fn build_options(common: &Common) -> BuildOptions {
+fn build_options(common: &Common, resolved: &Resolved) -> BuildOptions {
     BuildOptions {
         cache: image::cache_dir(),
         mirror: common.mirror.clone(),
-        user_kernel: common
-            .kernel
-            .clone()
-            .zip(common.modules.clone())
-            .map(|(bzimage, modules)| UserKernel { bzimage, modules }),
+        user_kernel: resolved.user_kernel.clone(),
+        user_ndctl: resolved.user_ndctl.clone(),
     }
 }
 
@@ -242,8 +348,11 @@ fn image_cmd(action: ImageAction) -> anyhow::Result<ExitCode> {
         ImageAction::Show(a) => (a, "show"),
     };
     let root = find_root(args.common.root.as_deref())?;
-    let files = ImageFiles::load(&root.join("images"), &args.name)?;
-    let opts = build_options(&args.common);
+    let mut selection = args.select.selection(args.name.clone());
+    selection.build_tree(&root.join("images"), &image::cache_dir())?;
+    let resolved = selection.resolve(&root.join("images"))?;
+    let files = ImageFiles::load(&root.join("images"), &resolved.image)?;
+    let opts = build_options(&args.common, &resolved);
     match what {
         "lock" => {
             let lock = image::lock(&files, &opts)?;
@@ -266,6 +375,7 @@ fn image_cmd(action: ImageAction) -> anyhow::Result<ExitCode> {
             );
             println!("  folder    {}", img.dir.display());
             println!("  kernel    {} ({})", m.kernel_release, m.kernel_source);
+            println!("  ndctl     {}", m.ndctl_source);
             println!("  initramfs {} bytes", m.initramfs_bytes);
             if what == "show" {
                 println!("  packages  {}", m.packages.join(" "));
@@ -279,6 +389,9 @@ fn image_cmd(action: ImageAction) -> anyhow::Result<ExitCode> {
 
 fn config(g: &GuestArgs) -> anyhow::Result<Config> {
     let root = find_root(g.common.root.as_deref())?;
+    let mut selection = g.select.selection(g.image.clone());
+    selection.build_tree(&root.join("images"), &image::cache_dir())?;
+    let resolved = selection.resolve(&root.join("images"))?;
     // insta resolves snapshot paths against the workspace; tell it which.
     std::env::set_var("INSTA_WORKSPACE_ROOT", &root);
     Ok(Config {
@@ -288,18 +401,180 @@ fn config(g: &GuestArgs) -> anyhow::Result<Config> {
             .unwrap_or_else(|| root.join("target/ndharness/runs")),
         results_dir: root.join("target/ndharness/results"),
         root,
-        image: g.image.clone(),
-        build: build_options(&g.common),
-        accel: g.accel,
-        boot_timeout: Duration::from_secs(g.boot_timeout),
+        image: resolved.image.clone(),
+        variants: resolved.variants.clone(),
+        new_variant: false,
+        collect: None,
+        build: build_options(&g.common, &resolved),
+        accel: g.machine.accel,
+        boot_timeout: Duration::from_secs(g.machine.boot_timeout),
     })
 }
 
+fn compare(args: CompareArgs) -> anyhow::Result<ExitCode> {
+    use ndharness::runner::compare;
+    use ndharness::select::Selection;
+    let root = find_root(args.common.root.as_deref())?;
+    std::env::set_var("INSTA_WORKSPACE_ROOT", &root);
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| root.join("target/ndharness/compare"));
+    // Both resolved before anything boots: a typo fails in a second.
+    let mut sides = Vec::new();
+    for (label, spec) in [("baseline", &args.baseline), ("candidate", &args.candidate)] {
+        let mut selection = Selection::parse(spec).with_context(|| format!("--{label} {spec}"))?;
+        selection
+            .build_tree(&root.join("images"), &image::cache_dir())
+            .with_context(|| format!("--{label} {spec}"))?;
+        let resolved = selection
+            .resolve(&root.join("images"))
+            .with_context(|| format!("--{label} {spec}"))?;
+        let dir = out.join(label);
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).with_context(|| format!("clearing {}", dir.display()))?;
+        }
+        let config = Config {
+            runs_dir: dir.join("runs"),
+            results_dir: dir.clone(),
+            root: root.clone(),
+            image: resolved.image.clone(),
+            variants: Vec::new(),
+            new_variant: false,
+            collect: Some(dir.join("snapshots")),
+            build: build_options(&args.common, &resolved),
+            accel: args.machine.accel,
+            boot_timeout: Duration::from_secs(args.machine.boot_timeout),
+        };
+        sides.push((label, spec.clone(), config));
+    }
+    let targs = libtest_mimic::Arguments {
+        filter: args.filter.clone(),
+        exact: args.exact,
+        skip: args.skip.clone(),
+        test_threads: args.test_threads,
+        ..Default::default()
+    };
+    let mut ran = Vec::new();
+    for (label, spec, config) in sides {
+        println!("\n== {label}: {spec} (image {})", config.image);
+        let snapshots = config.collect.clone().expect("set above");
+        let o = runner::execute(runner::Shared::new(config), &targs);
+        ran.push(compare::Side {
+            spec,
+            info: o.info,
+            exit_code: o.code,
+            snapshots,
+            results: o.results,
+        });
+    }
+    let candidate = ran.pop().expect("two sides");
+    let baseline = ran.pop().expect("two sides");
+    let c = compare::compare(baseline, candidate);
+    print!("{}", compare::render_text(&c));
+    let (json, html) = compare::write(&out, &c)?;
+    println!("  report: {} {}", json.display(), html.display());
+    Ok(ExitCode::from(c.exit_code()))
+}
+
+fn bisect(args: BisectArgs) -> anyhow::Result<ExitCode> {
+    let root = find_root(args.common.root.as_deref())?;
+    let tree = &args.kernel_tree;
+    let git = |a: &[&str]| -> anyhow::Result<std::process::ExitStatus> {
+        Process::new("git")
+            .arg("-C")
+            .arg(tree)
+            .args(a)
+            .status()
+            .with_context(|| format!("running git in {}", tree.display()))
+    };
+    if !git(&[
+        "rev-parse",
+        "--verify",
+        "-q",
+        &format!("{}^{{commit}}", args.good),
+    ])?
+    .success()
+        || !git(&[
+            "rev-parse",
+            "--verify",
+            "-q",
+            &format!("{}^{{commit}}", args.bad),
+        ])?
+        .success()
+    {
+        anyhow::bail!(
+            "{} has no commits {} and {}: --kernel-tree must be a git work tree holding both",
+            tree.display(),
+            args.good,
+            args.bad
+        );
+    }
+    if !git(&["bisect", "start", &args.bad, &args.good])?.success() {
+        anyhow::bail!("git bisect start {} {} failed", args.bad, args.good);
+    }
+    let exe = std::env::current_exe()?;
+    let mut step: Vec<String> = vec![
+        exe.display().to_string(),
+        "run".into(),
+        args.case.clone(),
+        "--bisect".into(),
+        "--kernel-tree".into(),
+        tree.canonicalize()?.display().to_string(),
+        "--root".into(),
+        root.display().to_string(),
+        "--accel".into(),
+        clap::ValueEnum::to_possible_value(&args.machine.accel)
+            .expect("every accelerator has a name")
+            .get_name()
+            .to_owned(),
+        "--boot-timeout".into(),
+        args.machine.boot_timeout.to_string(),
+    ];
+    if args.exact {
+        step.push("--exact".into());
+    }
+    if let Some(m) = &args.common.mirror {
+        step.extend(["--mirror".into(), m.clone()]);
+    }
+    eprintln!("git bisect run {}", step.join(" "));
+    let mut a = vec!["bisect", "run"];
+    a.extend(step.iter().map(String::as_str));
+    let status = git(&a)?;
+    git(&["bisect", "log"])?;
+    git(&["bisect", "reset"])?;
+    Ok(ExitCode::from(if status.success() { 0 } else { 1 }))
+}
+
 fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    if args.bisect {
+        // A kernel that does not build is no verdict on the case.
+        let code = match run_inner(args) {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                125
+            }
+        };
+        return Ok(ExitCode::from(code));
+    }
+    run_inner(args).map(ExitCode::from)
+}
+
+fn run_inner(args: RunArgs) -> anyhow::Result<u8> {
+    let bisect = args.bisect;
     let mut config = config(&args.guest)?;
     if let Some(dir) = &args.results {
         config.results_dir = dir.clone();
     }
+    if args.new_variant && config.variants.is_empty() {
+        anyhow::bail!(
+            "--new-variant: image `{}` has no snapshot variant (its snapshots are the shared ones); \
+             variants are for images whose recipe lists `provides.variants`",
+            config.image
+        );
+    }
+    config.new_variant = args.new_variant;
     let mut targs = libtest_mimic::Arguments {
         filter: args.filter,
         list: args.list,
@@ -314,7 +589,18 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     if targs.list {
         targs.test_threads = None;
     }
-    Ok(runner::run(runner::Shared::new(config), &targs))
+    let o = runner::execute(runner::Shared::new(config), &targs);
+    if !bisect {
+        return Ok(o.code);
+    }
+    Ok(match o.code {
+        _ if o.results.is_empty() => {
+            eprintln!("error: no trial matches; stopping the bisection");
+            128
+        }
+        2 => 125,
+        c => c,
+    })
 }
 
 fn boot(args: BootArgs) -> anyhow::Result<ExitCode> {

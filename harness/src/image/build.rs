@@ -13,7 +13,7 @@ use super::{initramfs, sha256_file, sha256_hex, CacheLock, Error, Result, BUILDE
 
 /// A kernel the user built: `--kernel BZIMAGE --modules DIR`, where DIR is the
 /// `INSTALL_MOD_PATH` given to `make modules_install`.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct UserKernel {
     pub bzimage: PathBuf,
     pub modules: PathBuf,
@@ -24,6 +24,10 @@ pub struct BuildOptions {
     pub cache: PathBuf,
     pub mirror: Option<String>,
     pub user_kernel: Option<UserKernel>,
+    /// An ndctl the user built: the `DESTDIR` of its `meson install`
+    /// (`usr/bin/ndctl`, `usr/lib/.../libndctl.so.6`, ...), laid over the
+    /// image's packages.
+    pub user_ndctl: Option<PathBuf>,
 }
 
 /// What a build produced and from what.
@@ -33,6 +37,9 @@ pub struct Manifest {
     pub key: String,
     pub kernel_release: String,
     pub kernel_source: String,
+    /// The ndctl package (`ndctl=81-1`) or `user: DIR`.
+    #[serde(default)]
+    pub ndctl_source: String,
     pub packages: Vec<String>,
     pub modules: Vec<String>,
     pub initramfs_bytes: u64,
@@ -155,7 +162,7 @@ fn dpkg_version_gt(a: &str, b: &str) -> Result<bool> {
 pub fn build(files: &ImageFiles, opts: &BuildOptions) -> Result<Image> {
     let start = Instant::now();
     let (lock, lock_text) = files.read_lock()?;
-    let key = content_key(files, &lock_text, opts.user_kernel.as_ref())?;
+    let key = content_key(files, &lock_text, opts)?;
     let out = opts
         .cache
         .join("images")
@@ -182,6 +189,9 @@ pub fn build(files: &ImageFiles, opts: &BuildOptions) -> Result<Image> {
         dpkg_extract(&deb_path(&opts.cache, &p.sha256), &root)?;
     }
     initramfs::merge_usr(&root)?;
+    if let Some(dir) = &opts.user_ndctl {
+        overlay(dir, &root)?;
+    }
 
     let (kernel_image, modules_src, release, kernel_source) = match &opts.user_kernel {
         Some(k) => {
@@ -238,6 +248,15 @@ pub fn build(files: &ImageFiles, opts: &BuildOptions) -> Result<Image> {
         key: key.clone(),
         kernel_release: release,
         kernel_source,
+        ndctl_source: match &opts.user_ndctl {
+            Some(dir) => format!("user: {}", dir.display()),
+            None => lock
+                .packages
+                .iter()
+                .find(|p| p.name == "ndctl")
+                .map(LockedPackage::spec)
+                .unwrap_or_default(),
+        },
         packages: lock.packages.iter().map(LockedPackage::spec).collect(),
         modules,
         initramfs_bytes,
@@ -279,16 +298,49 @@ fn load_built(out: &Path) -> Result<Option<Image>> {
     }))
 }
 
-fn content_key(files: &ImageFiles, lock_text: &str, user: Option<&UserKernel>) -> Result<String> {
+fn content_key(files: &ImageFiles, lock_text: &str, opts: &BuildOptions) -> Result<String> {
     let mut material = format!(
         "builder {BUILDER_VERSION}\n--recipe\n{}\n--lock\n{lock_text}\n--init\n{INIT}\n--step\n{STEP}\n",
         files.recipe_text
     );
-    if let Some(k) = user {
+    if let Some(k) = &opts.user_kernel {
         material.push_str(&format!("--kernel\n{}\n", sha256_file(&k.bzimage)?));
         material.push_str(&format!("--modules\n{}\n", tree_fingerprint(&k.modules)?));
     }
+    if let Some(dir) = &opts.user_ndctl {
+        material.push_str(&format!("--ndctl\n{}\n", tree_fingerprint(dir)?));
+    }
     Ok(sha256_hex(material.as_bytes()))
+}
+
+/// Copies the user's ndctl install over the unpacked packages; it must look
+/// like a package's tree (`usr/bin/ndctl`).
+fn overlay(dir: &Path, root: &Path) -> Result<()> {
+    let ndctl = dir.join("usr/bin/ndctl");
+    if !ndctl.is_file() {
+        return Err(Error::io(
+            &ndctl,
+            std::io::Error::other(
+                "--ndctl DIR takes the DESTDIR of ndctl's `meson install` (with prefix /usr): DIR/usr/bin/ndctl is missing",
+            ),
+        ));
+    }
+    let mut src = dir.as_os_str().to_owned();
+    src.push("/.");
+    let out = Command::new("cp")
+        .arg("-a")
+        .arg("--no-preserve=ownership")
+        .arg(&src)
+        .arg(root)
+        .output()
+        .map_err(|e| tool_error("cp", e))?;
+    if !out.status.success() {
+        return Err(Error::Apt {
+            command: format!("cp -a {} {}", src.to_string_lossy(), root.display()),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        });
+    }
+    Ok(())
 }
 
 /// Paths, sizes and mtimes under `dir`: a user's `make modules_install`

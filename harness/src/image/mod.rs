@@ -18,7 +18,7 @@ use sha2::{Digest, Sha256};
 
 pub use apt::Archive;
 pub use build::{build, lock, BuildOptions, Image, Manifest, UserKernel};
-pub use recipe::{ImageFiles, Lock, LockedPackage, Recipe};
+pub use recipe::{ImageFiles, Lock, LockedPackage, Provides, Recipe};
 
 /// Bumped whenever the builder's output for the same inputs changes.
 pub const BUILDER_VERSION: &str = "1";

@@ -23,6 +23,26 @@ pub struct Recipe {
     /// Paths left out of the initramfs.
     #[serde(default)]
     pub strip: Vec<String>,
+    /// The names `--kernel` and `--ndctl` select this image by.
+    #[serde(default)]
+    pub provides: Option<Provides>,
+}
+
+/// What an image stands for on the command line: `--kernel debian-6.1`
+/// picks the recipe whose `provides.kernel` is `debian-6.1` (and whose
+/// ndctl is the default one), `--ndctl 76` the one with `provides.ndctl: "76"`.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Provides {
+    pub kernel: String,
+    pub ndctl: String,
+    /// Other names of the same ndctl (the Debian suite it comes from).
+    #[serde(default)]
+    pub ndctl_aliases: Vec<String>,
+    /// Snapshot variants this image's trials read first, in order (README,
+    /// "Snapshot variants"); the shared snapshots are the fallback.
+    #[serde(default)]
+    pub variants: Vec<String>,
 }
 
 fn default_components() -> Vec<String> {

@@ -106,10 +106,24 @@ async fn drive(
         ..Trace::default()
     };
     let mut result = t.run(&spec, trial).await;
+    let mut partial = None;
+    let mut ids = normalize::Uuids::default();
     if let Err(Verdict::Fail(message)) = &mut result {
-        if let Some(diff) = t.diff_so_far(trial).await {
-            message.push_str("\n--- the transcript so far, against its snapshot:\n");
-            message.push_str(&diff);
+        if let Some(text) = t.transcript_so_far(trial).await {
+            let text = ids.apply(&text);
+            let name = format!("{}@{}.transcript", trial.case.name, trial.topology.name);
+            let dir = snapshot::locate(
+                &trial.case.snapshot_dir(),
+                &config.variants,
+                false,
+                &name,
+                &text,
+            );
+            if let Some(diff) = snapshot::diff_stored(&dir, &name, &text) {
+                message.push_str("\n--- the transcript so far, against its snapshot:\n");
+                message.push_str(&diff);
+            }
+            partial = Some(text);
         }
     }
     let run = match t.machine.take() {
@@ -121,30 +135,37 @@ async fn drive(
         evidence.join("transcript.txt"),
         transcript::render_evidence(&t.records),
     );
-    result?;
-    let run = run.ok_or_else(|| Verdict::Error("the guest is gone".into()))?;
-    let case = &trial.case;
-    let mut ids = normalize::Uuids::default();
     let mut snapshots = vec![(
         "transcript".to_owned(),
-        ids.apply(&transcript::render(&t.records, &t.names)),
+        partial.unwrap_or_else(|| ids.apply(&transcript::render(&t.records, &t.names))),
     )];
     for (name, body) in &t.checkpoints {
         let body = ids.apply(body);
-        let _ = std::fs::write(run.path.join(format!("{name}.txt")), &body);
+        let _ = std::fs::write(evidence.join(format!("{name}.txt")), &body);
         snapshots.push((name.clone(), body));
     }
+    if let Some(dir) = &config.collect {
+        // Comparing two guests: what came out is kept, not judged.
+        collect(dir, trial, &snapshots).map_err(Verdict::Error)?;
+    }
+    result?;
+    let run = run.ok_or_else(|| Verdict::Error("the guest is gone".into()))?;
+    if config.collect.is_some() {
+        return Ok(run);
+    }
+    let case = &trial.case;
     let mut failures = Vec::new();
     let description = format!("{}: {}", trial.name, case.spec.description.trim());
     for (kind, content) in snapshots {
         let snap_name = format!("{}@{}.{kind}", case.name, trial.topology.name);
-        if let Err(e) = snapshot::compare(
+        let dir = snapshot::locate(
             &case.snapshot_dir(),
-            &case.path,
+            &config.variants,
+            config.new_variant,
             &snap_name,
-            &description,
             &content,
-        ) {
+        );
+        if let Err(e) = snapshot::compare(&dir, &case.path, &snap_name, &description, &content) {
             failures.push(e);
         }
     }
@@ -153,6 +174,22 @@ async fn drive(
     } else {
         Err(Verdict::Fail(failures.join("\n")))
     }
+}
+
+/// Writes a trial's snapshot bodies as `DIR/TRIAL/KIND.txt`, one folder per
+/// trial (`::` becomes `__`), for `ndharness compare`.
+fn collect(
+    dir: &std::path::Path,
+    trial: &Trial,
+    snapshots: &[(String, String)],
+) -> Result<(), String> {
+    let out = dir.join(super::compare::trial_folder(&trial.name));
+    std::fs::create_dir_all(&out).map_err(|e| format!("{}: {e}", out.display()))?;
+    for (kind, body) in snapshots {
+        let p = out.join(format!("{kind}.txt"));
+        std::fs::write(&p, body).map_err(|e| format!("{}: {e}", p.display()))?;
+    }
+    Ok(())
 }
 
 /// What a trial has done so far, kept when a step fails.
@@ -173,9 +210,9 @@ struct Trace {
 }
 
 impl Trace {
-    /// After a failing step: the transcript up to it, diffed against the
-    /// stored transcript snapshot.
-    async fn diff_so_far(&mut self, trial: &Trial) -> Option<String> {
+    /// After a failing step: the transcript up to it (UUIDs not yet
+    /// numbered).
+    async fn transcript_so_far(&mut self, trial: &Trial) -> Option<String> {
         // The names as they are now (a step may have hotplugged a device
         // since the last checkpoint).
         let m = self.machine.as_ref()?;
@@ -187,10 +224,7 @@ impl Trace {
         .ok()?
         .ok()?;
         self.set_names(names);
-        let text =
-            normalize::Uuids::default().apply(&transcript::render(&self.records, &self.names));
-        let name = format!("{}@{}.transcript", trial.case.name, trial.topology.name);
-        snapshot::diff_stored(&trial.case.snapshot_dir(), &name, &text)
+        Some(transcript::render(&self.records, &self.names))
     }
 
     fn m(&mut self) -> &mut Machine {

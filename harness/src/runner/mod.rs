@@ -4,6 +4,7 @@
 //! `--ignored`); listing parses the suites and boots nothing.
 
 mod case;
+pub mod compare;
 mod report;
 pub mod results;
 mod snapshot;
@@ -25,6 +26,13 @@ pub struct Config {
     /// The repository root (holds suites/ and images/).
     pub root: PathBuf,
     pub image: String,
+    /// Snapshot variants read before the shared snapshots, in order.
+    pub variants: Vec<String>,
+    /// Put snapshots the shared ones do not match into the first variant.
+    pub new_variant: bool,
+    /// Keep each trial's snapshot bodies here instead of judging them
+    /// (`ndharness compare`).
+    pub collect: Option<PathBuf>,
     pub runs_dir: PathBuf,
     /// Where `results.json` and `junit.xml` go.
     pub results_dir: PathBuf,
@@ -42,10 +50,14 @@ impl Config {
             results_dir: root.join("target/ndharness/results"),
             root,
             image: "default".into(),
+            variants: Vec::new(),
+            new_variant: false,
+            collect: None,
             build: BuildOptions {
                 cache: image::cache_dir(),
                 mirror: None,
                 user_kernel: None,
+                user_ndctl: None,
             },
             accel: AccelChoice::Auto,
             boot_timeout: Duration::from_secs(90),
@@ -114,11 +126,27 @@ pub fn prepare(config: &Config) -> anyhow::Result<GuestEnv> {
 /// Discovers the suites and runs the selected trials; the exit code is 0 when
 /// all passed, 1 on any conformance failure, 2 on infrastructure errors only.
 pub fn run(shared: Arc<Shared>, args: &libtest_mimic::Arguments) -> ExitCode {
+    ExitCode::from(execute(shared, args).code)
+}
+
+/// What a run gave: its exit code, every trial's result, and the guest.
+pub struct Outcome {
+    pub code: u8,
+    pub results: Vec<TrialResult>,
+    pub info: results::RunInfo,
+}
+
+/// [`run`], keeping the results for the caller.
+pub fn execute(shared: Arc<Shared>, args: &libtest_mimic::Arguments) -> Outcome {
     let trials = match crate::suite::discover(&shared.config.suites_dir()) {
         Ok(t) => t,
         Err(e) => {
             eprintln!("error: {e}");
-            return ExitCode::from(2);
+            return Outcome {
+                code: 2,
+                results: Vec::new(),
+                info: Default::default(),
+            };
         }
     };
     snapshot::quiet_snapshot_panics();
@@ -172,7 +200,11 @@ pub fn run(shared: Arc<Shared>, args: &libtest_mimic::Arguments) -> ExitCode {
     let tests = pairs.into_iter().map(|(t, _)| t).collect();
     let conclusion = libtest_mimic::run(&libtest_args, tests);
     if args.list {
-        return ExitCode::SUCCESS;
+        return Outcome {
+            code: 0,
+            results: Vec::new(),
+            info: Default::default(),
+        };
     }
     let mut results = shared.results.lock().map(|r| r.clone()).unwrap_or_default();
     if shared.progress.load(std::sync::atomic::Ordering::Relaxed) {
@@ -191,6 +223,7 @@ pub fn run(shared: Arc<Shared>, args: &libtest_mimic::Arguments) -> ExitCode {
             image_key: env.image.manifest.key.clone(),
             kernel: env.image.manifest.kernel_release.clone(),
             kernel_source: env.image.manifest.kernel_source.clone(),
+            ndctl_source: env.image.manifest.ndctl_source.clone(),
             accel: format!("{:?}", env.accel),
         },
         Err(_) => results::RunInfo::default(),
@@ -200,5 +233,9 @@ pub fn run(shared: Arc<Shared>, args: &libtest_mimic::Arguments) -> ExitCode {
         Ok((json, junit)) => println!("  results: {} {}", json.display(), junit.display()),
         Err(e) => eprintln!("warning: could not write results to {}: {e}", dir.display()),
     }
-    ExitCode::from(code)
+    Outcome {
+        code,
+        results,
+        info,
+    }
 }

@@ -16,7 +16,7 @@ pub enum Status {
 }
 
 impl Status {
-    fn word(self) -> &'static str {
+    pub fn word(self) -> &'static str {
         match self {
             Status::Pass => "pass",
             Status::Fail => "FAIL",

@@ -16,6 +16,7 @@ pub struct RunInfo {
     pub image_key: String,
     pub kernel: String,
     pub kernel_source: String,
+    pub ndctl_source: String,
     pub accel: String,
 }
 

@@ -3,7 +3,7 @@
 //! `.snap.new` for `cargo insta review`; nothing is overwritten unreviewed.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// insta reports a mismatch by panicking after printing its diff; the
 /// panic's own message and backtrace add nothing, so they are not printed.
@@ -49,6 +49,40 @@ pub fn compare(
             dir.join(format!("{name}.snap")).display()
         )
     })
+}
+
+/// Where snapshot `name` is read from: the first variant folder
+/// (`snapshots/VARIANT/`) that has it, else the shared folder. With
+/// `new_variant`, a snapshot the shared folder does not match goes to the
+/// first variant instead, so `cargo insta review` offers it there.
+pub fn locate(
+    shared: &Path,
+    variants: &[String],
+    new_variant: bool,
+    name: &str,
+    content: &str,
+) -> PathBuf {
+    let file = format!("{name}.snap");
+    if let Some(v) = variants
+        .iter()
+        .find(|v| shared.join(v).join(&file).exists())
+    {
+        return shared.join(v);
+    }
+    match variants.first() {
+        Some(v)
+            if new_variant && stored_body(shared, name).as_deref() != Some(content.trim_end()) =>
+        {
+            shared.join(v)
+        }
+        _ => shared.to_owned(),
+    }
+}
+
+/// The body of a stored snapshot, without insta's header, trailing space cut.
+pub fn stored_body(dir: &Path, name: &str) -> Option<String> {
+    let stored = std::fs::read_to_string(dir.join(format!("{name}.snap"))).ok()?;
+    Some(strip_header(&stored).trim_end().to_owned())
 }
 
 /// The unified diff of `content` against the stored snapshot `name`, for a
@@ -129,5 +163,43 @@ mod tests {
             diff_stored(dir.path(), "c@t.transcript", "$ a\nexit: 0\n\n$ b\nexit: 0").is_none()
         );
         assert!(diff_stored(dir.path(), "missing", "x").is_none());
+    }
+
+    #[test]
+    fn variants_are_read_first_and_written_only_when_the_shared_one_differs() {
+        let dir = tempfile::tempdir().unwrap();
+        let shared = dir.path();
+        std::fs::write(
+            shared.join("c@t.layout.snap"),
+            "---\nsource: x\n---\nsame\n",
+        )
+        .unwrap();
+        std::fs::write(
+            shared.join("c@u.layout.snap"),
+            "---\nsource: x\n---\nshared\n",
+        )
+        .unwrap();
+        std::fs::create_dir(shared.join("kernel-6.1")).unwrap();
+        std::fs::write(
+            shared.join("kernel-6.1/c@u.layout.snap"),
+            "---\n---\nother\n",
+        )
+        .unwrap();
+        let v = vec!["bookworm".to_owned(), "kernel-6.1".to_owned()];
+        // A variant that has the snapshot wins, whatever the content.
+        assert_eq!(
+            locate(shared, &v, false, "c@u.layout", "x"),
+            shared.join("kernel-6.1")
+        );
+        // None has it: the shared one, unless a new variant is being made
+        // and the shared one does not match.
+        assert_eq!(locate(shared, &v, false, "c@t.layout", "new"), shared);
+        assert_eq!(locate(shared, &v, true, "c@t.layout", "same\n"), shared);
+        assert_eq!(
+            locate(shared, &v, true, "c@t.layout", "new"),
+            shared.join("bookworm")
+        );
+        // The default image has no variants.
+        assert_eq!(locate(shared, &[], true, "c@t.layout", "new"), shared);
     }
 }

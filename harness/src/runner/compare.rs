@@ -1,0 +1,545 @@
+//! `ndharness compare`: the same trials on two guests (two kernels, or two
+//! ndctl versions), and per trial whether the transcript, each checkpoint's
+//! layout and its kernel log came out the same; the diff where not.
+//!
+//! Each side runs with `Config::collect` set: every trial writes its
+//! normalized snapshot bodies (the partial transcript when a step failed)
+//! to `OUT/SIDE/snapshots/TRIAL/KIND.txt` instead of judging them against
+//! the stored snapshots. Then the two folders are compared here.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use super::report::{Status, TrialResult};
+use super::results::RunInfo;
+
+/// A trial's folder name under a collect folder.
+pub fn trial_folder(name: &str) -> String {
+    name.replace("::", "__")
+}
+
+/// One side as it ran.
+#[derive(Debug, Serialize)]
+pub struct Side {
+    /// As given on the command line.
+    pub spec: String,
+    pub info: RunInfo,
+    pub exit_code: u8,
+    #[serde(skip)]
+    pub snapshots: PathBuf,
+    #[serde(skip)]
+    pub results: Vec<TrialResult>,
+}
+
+/// What was compared in a trial, and how it came out.
+#[derive(Debug, Serialize, PartialEq, Eq)]
+pub struct Aspect {
+    /// `status`, `transcript`, `NAME layout` or `NAME kernel log`.
+    pub what: String,
+    pub same: bool,
+    /// Unified diff, baseline to candidate.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub diff: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct TrialComparison {
+    pub name: String,
+    pub baseline: String,
+    pub candidate: String,
+    /// Either side hit an infrastructure error, or did not run it.
+    pub comparable: bool,
+    pub same: bool,
+    pub aspects: Vec<Aspect>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub baseline_message: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub candidate_message: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Comparison {
+    pub baseline: Side,
+    pub candidate: Side,
+    pub trials: Vec<TrialComparison>,
+}
+
+impl Comparison {
+    pub fn differing(&self) -> impl Iterator<Item = &TrialComparison> {
+        self.trials.iter().filter(|t| t.comparable && !t.same)
+    }
+    pub fn incomparable(&self) -> impl Iterator<Item = &TrialComparison> {
+        self.trials.iter().filter(|t| !t.comparable)
+    }
+
+    /// 0 the same everywhere, 1 some trial differs, 2 some trial could not
+    /// be compared (an infrastructure error on either side).
+    pub fn exit_code(&self) -> u8 {
+        if self.incomparable().next().is_some() {
+            2
+        } else if self.differing().next().is_some() {
+            1
+        } else {
+            0
+        }
+    }
+}
+
+const LOG_HEADER: &str = "\nkernel log since the last checkpoint:\n";
+
+/// A checkpoint body cut into its layout and its kernel log.
+fn split_checkpoint(body: &str) -> (&str, &str) {
+    match body.find(LOG_HEADER) {
+        Some(i) => (&body[..i], &body[i + LOG_HEADER.len()..]),
+        None => (body, ""),
+    }
+}
+
+fn read_bodies(dir: &Path) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if let Some(kind) = name.strip_suffix(".txt") {
+            if let Ok(text) = std::fs::read_to_string(e.path()) {
+                out.insert(kind.to_owned(), text);
+            }
+        }
+    }
+    out
+}
+
+/// The aspects of one trial: status, transcript, then each checkpoint's
+/// layout and kernel log, in the order the checkpoints were taken.
+pub fn compare_bodies(
+    base: &BTreeMap<String, String>,
+    cand: &BTreeMap<String, String>,
+) -> Vec<Aspect> {
+    let mut aspects = Vec::new();
+    let empty = String::new();
+    let aspect = |what: String, a: &str, b: &str| {
+        let same = a == b;
+        Aspect {
+            what: what.clone(),
+            same,
+            diff: (!same).then(|| {
+                similar::TextDiff::from_lines(a, b)
+                    .unified_diff()
+                    .context_radius(3)
+                    .header(&format!("baseline {what}"), &format!("candidate {what}"))
+                    .to_string()
+            }),
+        }
+    };
+    aspects.push(aspect(
+        "transcript".into(),
+        base.get("transcript").unwrap_or(&empty),
+        cand.get("transcript").unwrap_or(&empty),
+    ));
+    // `layout` is the last checkpoint; the others by name.
+    let kinds: BTreeSet<&String> = base
+        .keys()
+        .chain(cand.keys())
+        .filter(|k| *k != "transcript")
+        .collect();
+    let (mut named, last): (Vec<&String>, Vec<&String>) =
+        kinds.into_iter().partition(|k| *k != "layout");
+    named.extend(last);
+    for kind in named {
+        let (bl, bk) = split_checkpoint(base.get(kind).unwrap_or(&empty));
+        let (cl, ck) = split_checkpoint(cand.get(kind).unwrap_or(&empty));
+        aspects.push(aspect(format!("{kind} layout"), bl, cl));
+        aspects.push(aspect(format!("{kind} kernel log"), bk, ck));
+    }
+    aspects
+}
+
+/// Compares what the two sides collected, trial by trial.
+pub fn compare(baseline: Side, candidate: Side) -> Comparison {
+    let by_name = |s: &Side| -> BTreeMap<String, TrialResult> {
+        s.results
+            .iter()
+            .map(|r| (r.name.clone(), r.clone()))
+            .collect()
+    };
+    let (b, c) = (by_name(&baseline), by_name(&candidate));
+    let names: BTreeSet<&String> = b.keys().chain(c.keys()).collect();
+    let mut trials = Vec::new();
+    for name in names {
+        let (rb, rc) = (b.get(name), c.get(name));
+        let word = |r: Option<&TrialResult>| r.map_or("not run", |r| r.status.word()).to_owned();
+        let comparable = matches!(
+            (rb.map(|r| r.status), rc.map(|r| r.status)),
+            (
+                Some(Status::Pass | Status::Fail),
+                Some(Status::Pass | Status::Fail)
+            ) | (Some(Status::Ignored), Some(Status::Ignored))
+        );
+        let folder = trial_folder(name);
+        let mut aspects = vec![Aspect {
+            what: "status".into(),
+            same: word(rb) == word(rc),
+            diff: None,
+        }];
+        if comparable && rb.is_some_and(|r| r.status != Status::Ignored) {
+            aspects.extend(compare_bodies(
+                &read_bodies(&baseline.snapshots.join(&folder)),
+                &read_bodies(&candidate.snapshots.join(&folder)),
+            ));
+        }
+        let same = aspects.iter().all(|a| a.same);
+        let message = |r: Option<&TrialResult>| {
+            r.filter(|_| !same || !comparable)
+                .and_then(|r| r.message.clone())
+        };
+        trials.push(TrialComparison {
+            name: name.clone(),
+            baseline: word(rb),
+            candidate: word(rc),
+            comparable,
+            same,
+            aspects,
+            baseline_message: message(rb),
+            candidate_message: message(rc),
+        });
+    }
+    Comparison {
+        baseline,
+        candidate,
+        trials,
+    }
+}
+
+fn side_line(label: &str, s: &Side) -> String {
+    format!(
+        "{label:9} {} (image {}, kernel {}, {})\n",
+        s.spec, s.info.image, s.info.kernel, s.info.ndctl_source
+    )
+}
+
+/// The terminal report: every differing trial with its diffs, then a count.
+pub fn render_text(c: &Comparison) -> String {
+    let mut out = String::new();
+    out.push_str("\ncomparison\n");
+    out.push_str(&side_line("baseline", &c.baseline));
+    out.push_str(&side_line("candidate", &c.candidate));
+    for t in c.differing() {
+        let what: Vec<&str> = t
+            .aspects
+            .iter()
+            .filter(|a| !a.same)
+            .map(|a| a.what.as_str())
+            .collect();
+        let _ = writeln!(out, "\nDIFFERS {}: {}", t.name, what.join(", "));
+        if t.baseline != t.candidate {
+            let _ = writeln!(out, "  status: {} -> {}", t.baseline, t.candidate);
+        }
+        for a in t.aspects.iter().filter(|a| !a.same) {
+            if let Some(d) = &a.diff {
+                for line in d.lines() {
+                    let _ = writeln!(out, "  {line}");
+                }
+            }
+        }
+    }
+    for t in c.incomparable() {
+        let _ = writeln!(
+            out,
+            "\nNOT COMPARED {}: baseline {}, candidate {}",
+            t.name, t.baseline, t.candidate
+        );
+        for m in [&t.baseline_message, &t.candidate_message]
+            .into_iter()
+            .flatten()
+        {
+            let _ = writeln!(out, "  {}", m.lines().next().unwrap_or_default());
+        }
+    }
+    let total = c.trials.len();
+    let differ = c.differing().count();
+    let incomparable = c.incomparable().count();
+    let _ = writeln!(
+        out,
+        "\n{total} trials: {} the same, {differ} differ, {incomparable} not compared (infrastructure error or not run)",
+        total - differ - incomparable
+    );
+    let mut by_aspect: BTreeMap<String, usize> = BTreeMap::new();
+    for t in c.differing() {
+        for a in t.aspects.iter().filter(|a| !a.same) {
+            let key = if a.what.ends_with("kernel log") {
+                "kernel log"
+            } else if a.what.ends_with("layout") {
+                "layout"
+            } else {
+                a.what.as_str()
+            };
+            *by_aspect.entry(key.to_owned()).or_default() += 1;
+        }
+    }
+    if !by_aspect.is_empty() {
+        let parts: Vec<String> = by_aspect.iter().map(|(k, n)| format!("{k} {n}")).collect();
+        let _ = writeln!(out, "differences by kind: {}", parts.join(", "));
+    }
+    out
+}
+
+fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for ch in s.chars() {
+        match ch {
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '&' => out.push_str("&amp;"),
+            '"' => out.push_str("&quot;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// One page, no outside resources: sides, counts, then each differing
+/// trial as a folded section with its diffs coloured.
+pub fn render_html(c: &Comparison) -> String {
+    let mut h = String::new();
+    h.push_str("<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>ndharness compare</title>\n<style>\n");
+    h.push_str("body{font-family:sans-serif;margin:2em;max-width:110em}pre{background:#f6f6f6;padding:.6em;overflow-x:auto}\n");
+    h.push_str(
+        ".add{color:#064;background:#e6ffec}.del{color:#800;background:#ffebe9}.hunk{color:#555}\n",
+    );
+    h.push_str("table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.2em .6em;text-align:left}\n");
+    h.push_str(".same{color:#064}.differs{color:#800;font-weight:bold}.nc{color:#a60}\n</style></head><body>\n");
+    h.push_str("<h1>ndharness compare</h1>\n<table><tr><th></th><th>guest</th><th>image</th><th>kernel</th><th>ndctl</th><th>exit</th></tr>\n");
+    for (label, s) in [("baseline", &c.baseline), ("candidate", &c.candidate)] {
+        let _ = writeln!(
+            h,
+            "<tr><th>{label}</th><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            escape(&s.spec),
+            escape(&s.info.image),
+            escape(&s.info.kernel),
+            escape(&s.info.ndctl_source),
+            s.exit_code
+        );
+    }
+    let differ = c.differing().count();
+    let nc = c.incomparable().count();
+    let _ = writeln!(
+        h,
+        "</table>\n<p>{} trials: {} the same, <span class=\"differs\">{differ} differ</span>, <span class=\"nc\">{nc} not compared</span>.</p>",
+        c.trials.len(),
+        c.trials.len() - differ - nc
+    );
+    h.push_str(
+        "<table><tr><th>trial</th><th>baseline</th><th>candidate</th><th>result</th></tr>\n",
+    );
+    for t in &c.trials {
+        let (class, word) = match (t.comparable, t.same) {
+            (false, _) => ("nc", "not compared".to_owned()),
+            (true, true) => ("same", "same".to_owned()),
+            (true, false) => (
+                "differs",
+                t.aspects
+                    .iter()
+                    .filter(|a| !a.same)
+                    .map(|a| a.what.clone())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            ),
+        };
+        let link = if t.comparable && !t.same {
+            format!("<a href=\"#{0}\">{0}</a>", escape(&t.name))
+        } else {
+            escape(&t.name)
+        };
+        let _ = writeln!(
+            h,
+            "<tr><td>{link}</td><td>{}</td><td>{}</td><td class=\"{class}\">{}</td></tr>",
+            t.baseline,
+            t.candidate,
+            escape(&word)
+        );
+    }
+    h.push_str("</table>\n");
+    for t in c.differing() {
+        let _ = writeln!(
+            h,
+            "<details open id=\"{0}\"><summary><b>{0}</b>: baseline {1}, candidate {2}</summary>",
+            escape(&t.name),
+            t.baseline,
+            t.candidate
+        );
+        for m in [&t.baseline_message, &t.candidate_message]
+            .into_iter()
+            .flatten()
+        {
+            let _ = writeln!(h, "<pre>{}</pre>", escape(m));
+        }
+        for a in t.aspects.iter().filter(|a| !a.same) {
+            let _ = writeln!(h, "<h4>{}</h4>", escape(&a.what));
+            let Some(d) = &a.diff else { continue };
+            h.push_str("<pre>");
+            for line in d.lines() {
+                let class = if line.starts_with("+++") || line.starts_with("---") {
+                    "hunk"
+                } else if line.starts_with('+') {
+                    "add"
+                } else if line.starts_with('-') {
+                    "del"
+                } else if line.starts_with("@@") {
+                    "hunk"
+                } else {
+                    ""
+                };
+                let _ = writeln!(h, "<span class=\"{class}\">{}</span>", escape(line));
+            }
+            h.push_str("</pre>\n");
+        }
+        h.push_str("</details>\n");
+    }
+    h.push_str("</body></html>\n");
+    h
+}
+
+/// Writes `compare.json` and `compare.html` into `dir`.
+pub fn write(dir: &Path, c: &Comparison) -> std::io::Result<(PathBuf, PathBuf)> {
+    std::fs::create_dir_all(dir)?;
+    let json = dir.join("compare.json");
+    std::fs::write(
+        &json,
+        serde_json::to_string_pretty(c).expect("a comparison serializes"),
+    )?;
+    let html = dir.join("compare.html");
+    std::fs::write(&html, render_html(c))?;
+    Ok((json, html))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn bodies(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn layout_and_kernel_log_are_told_apart() {
+        let base = bodies(&[
+            ("transcript", "$ ndctl list\nexit: 0\n"),
+            (
+                "layout",
+                "{\"size\": 1}\n\nkernel log since the last checkpoint:\n  a\n",
+            ),
+            ("created", "{}\n\nkernel log since the last checkpoint:\n"),
+        ]);
+        let mut cand = base.clone();
+        cand.insert(
+            "layout".into(),
+            "{\"size\": 1}\n\nkernel log since the last checkpoint:\n  b\n".into(),
+        );
+        let a = compare_bodies(&base, &cand);
+        let whats: Vec<(&str, bool)> = a.iter().map(|a| (a.what.as_str(), a.same)).collect();
+        assert_eq!(
+            whats,
+            [
+                ("transcript", true),
+                ("created layout", true),
+                ("created kernel log", true),
+                ("layout layout", true),
+                ("layout kernel log", false),
+            ]
+        );
+        let d = a[4].diff.as_deref().unwrap();
+        assert!(d.contains("-  a") && d.contains("+  b"), "{d}");
+    }
+
+    fn result(name: &str, status: Status) -> TrialResult {
+        TrialResult {
+            name: name.into(),
+            topology: "nfit-1".into(),
+            modes: vec![],
+            note: None,
+            status,
+            duration: Duration::ZERO,
+            evidence: None,
+            message: Some(format!("{name} went {}", status.word())),
+        }
+    }
+
+    fn side(dir: &Path, results: Vec<TrialResult>) -> Side {
+        Side {
+            spec: "x".into(),
+            info: RunInfo::default(),
+            exit_code: 0,
+            snapshots: dir.to_owned(),
+            results,
+        }
+    }
+
+    #[test]
+    fn statuses_decide_what_is_compared_and_the_exit_code() {
+        let a = tempfile::tempdir().unwrap();
+        let b = tempfile::tempdir().unwrap();
+        for (dir, text) in [(a.path(), "one\n"), (b.path(), "two\n")] {
+            for t in ["s::same::t", "s::differs::t", "s::fails::t"] {
+                let f = dir.join(trial_folder(t));
+                std::fs::create_dir_all(&f).unwrap();
+                let body = if t.contains("differs") { text } else { "x\n" };
+                std::fs::write(f.join("transcript.txt"), body).unwrap();
+            }
+        }
+        let c = compare(
+            side(
+                a.path(),
+                vec![
+                    result("s::same::t", Status::Pass),
+                    result("s::differs::t", Status::Pass),
+                    result("s::fails::t", Status::Pass),
+                ],
+            ),
+            side(
+                b.path(),
+                vec![
+                    result("s::same::t", Status::Pass),
+                    result("s::differs::t", Status::Pass),
+                    result("s::fails::t", Status::Fail),
+                ],
+            ),
+        );
+        let differ: Vec<&str> = c.differing().map(|t| t.name.as_str()).collect();
+        assert_eq!(differ, ["s::differs::t", "s::fails::t"]);
+        assert_eq!(c.exit_code(), 1);
+        let text = render_text(&c);
+        assert!(
+            text.contains("3 trials: 1 the same, 2 differ, 0 not compared"),
+            "{text}"
+        );
+        assert!(text.contains("status: pass -> FAIL"), "{text}");
+        let html = render_html(&c);
+        assert!(html.contains("<span class=\"del\">-one</span>"), "{html}");
+        assert!(
+            !html.contains("src=") && !html.contains("href=\"http"),
+            "self-contained"
+        );
+
+        // An infrastructure error on one side: not compared, exit 2.
+        let c = compare(
+            side(a.path(), vec![result("s::same::t", Status::Error)]),
+            side(b.path(), vec![result("s::same::t", Status::Pass)]),
+        );
+        assert_eq!(c.incomparable().count(), 1);
+        assert_eq!(c.exit_code(), 2);
+    }
+
+    #[test]
+    fn html_escapes_what_the_guest_printed() {
+        assert_eq!(escape("<b>&\"x\""), "&lt;b&gt;&amp;&quot;x&quot;");
+    }
+}

@@ -1,0 +1,369 @@
+//! Which guest a run boots: `--kernel`, `--modules`, `--ndctl` and
+//! `--image` resolved to an image recipe plus the user's own builds.
+//!
+//! Names come from the recipes themselves (`provides:` in images/*.yaml),
+//! so a new kernel or ndctl version is a new recipe, not new code.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use crate::image::{ImageFiles, UserKernel};
+
+/// What the user asked for, before resolution.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Selection {
+    /// An image recipe by name (images/NAME.yaml).
+    pub image: Option<String>,
+    /// A kernel name (`debian-6.1`) or the path of a bzImage.
+    pub kernel: Option<String>,
+    /// `INSTALL_MOD_PATH` of the user's kernel.
+    pub modules: Option<PathBuf>,
+    /// An ndctl name (`76`, `bookworm`) or the DESTDIR of the user's build.
+    pub ndctl: Option<String>,
+    /// A kernel source tree to build (see [`crate::kbuild`]).
+    pub kernel_tree: Option<PathBuf>,
+}
+
+/// A selection resolved against images/.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Resolved {
+    pub image: String,
+    pub user_kernel: Option<UserKernel>,
+    pub user_ndctl: Option<PathBuf>,
+    /// Snapshot variants to read first, in order.
+    pub variants: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum Error {
+    #[error("--kernel {0} is a path, so it is your own bzImage: give its modules with --modules DIR (the INSTALL_MOD_PATH of `make modules_install`)")]
+    KernelWithoutModules(String),
+    #[error("--modules goes with --kernel BZIMAGE (your own kernel); --kernel {0} names a packaged kernel, which brings its own")]
+    ModulesWithoutKernelPath(String),
+    #[error("--image {image} and --{flag} {value} both choose the image: give one (--image names a recipe; --kernel and --ndctl pick the recipe that provides them)")]
+    Conflict {
+        image: String,
+        flag: &'static str,
+        value: String,
+    },
+    #[error("no image provides kernel `{kernel}` with ndctl `{ndctl}`; images/ has: {available}")]
+    NoImage {
+        kernel: String,
+        ndctl: String,
+        available: Available,
+    },
+    #[error(
+        "--kernel-tree builds the kernel; --kernel {0} would be a second one: give one of them"
+    )]
+    TreeAndKernel(String),
+    #[error("bad guest `{spec}`: {reason} (forms: KERNEL, image=NAME, kernel=NAME|BZIMAGE, modules=DIR, tree=DIR, ndctl=NAME|DIR, joined by commas)")]
+    BadSpec { spec: String, reason: String },
+    #[error("{0}")]
+    Recipe(String),
+}
+
+/// The (kernel, ndctl) pairs the recipes provide, for error messages.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Available(pub Vec<(String, String, String)>);
+
+impl fmt::Display for Available {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let items: Vec<String> = self
+            .0
+            .iter()
+            .map(|(image, k, n)| format!("{image} (--kernel {k} --ndctl {n})"))
+            .collect();
+        f.write_str(&items.join(", "))
+    }
+}
+
+/// The recipe `--kernel` and `--ndctl` fall back to.
+pub const DEFAULT_IMAGE: &str = "default";
+
+fn is_path(s: &str) -> bool {
+    s.contains('/') || Path::new(s).exists()
+}
+
+impl Selection {
+    /// Parses a guest as `compare` takes it: `debian-6.1` (a kernel or image
+    /// name), or `key=value` pairs joined by commas
+    /// (`kernel=debian-6.12,ndctl=76`, `kernel=PATH,modules=DIR`).
+    pub fn parse(spec: &str) -> Result<Selection, Error> {
+        let bad = |reason: String| Error::BadSpec {
+            spec: spec.to_owned(),
+            reason,
+        };
+        let mut sel = Selection::default();
+        if !spec.contains('=') {
+            if spec.is_empty() || spec.contains(',') {
+                return Err(bad("empty, or a list without keys".into()));
+            }
+            sel.kernel = Some(spec.to_owned());
+            return Ok(sel);
+        }
+        for part in spec.split(',') {
+            let (k, v) = part
+                .split_once('=')
+                .ok_or_else(|| bad(format!("`{part}` is not key=value")))?;
+            if v.is_empty() {
+                return Err(bad(format!("`{k}` has no value")));
+            }
+            let slot = match k {
+                "image" => &mut sel.image,
+                "kernel" => &mut sel.kernel,
+                "ndctl" => &mut sel.ndctl,
+                "modules" => {
+                    sel.modules = Some(PathBuf::from(v));
+                    continue;
+                }
+                "tree" => {
+                    sel.kernel_tree = Some(PathBuf::from(v));
+                    continue;
+                }
+                _ => return Err(bad(format!("unknown key `{k}`"))),
+            };
+            if slot.replace(v.to_owned()).is_some() {
+                return Err(bad(format!("`{k}` given twice")));
+            }
+        }
+        Ok(sel)
+    }
+
+    /// Builds `kernel_tree` (when given) and stands its kernel and modules
+    /// in for `--kernel BZIMAGE --modules DIR`.
+    pub fn build_tree(
+        &mut self,
+        images_dir: &Path,
+        cache: &Path,
+    ) -> anyhow::Result<Option<crate::kbuild::Built>> {
+        let Some(tree) = self.kernel_tree.take() else {
+            return Ok(None);
+        };
+        if let Some(k) = &self.kernel {
+            return Err(Error::TreeAndKernel(k.clone()).into());
+        }
+        let built = crate::kbuild::build(
+            &tree,
+            &images_dir.join(crate::kbuild::FRAGMENT),
+            cache,
+            &mut |line| eprintln!("kernel tree {}: {line}", tree.display()),
+        )?;
+        eprintln!(
+            "kernel tree {}: {} built in {:.0}s",
+            tree.display(),
+            built.release,
+            built.seconds
+        );
+        self.kernel = Some(built.kernel.bzimage.display().to_string());
+        self.modules = Some(built.kernel.modules.clone());
+        Ok(Some(built))
+    }
+
+    /// Picks the recipe and the user's builds. A bare kernel name that is no
+    /// recipe's kernel but is an image's name selects that image.
+    pub fn resolve(&self, images_dir: &Path) -> Result<Resolved, Error> {
+        if self.kernel_tree.is_some() {
+            panic!("build_tree() comes before resolve()");
+        }
+        let recipes = provided(images_dir)?;
+        let kernel_path = self.kernel.as_deref().filter(|k| is_path(k));
+        let ndctl_path = self.ndctl.as_deref().filter(|n| is_path(n));
+        let user_kernel = match (kernel_path, &self.modules) {
+            (Some(k), Some(m)) => Some(UserKernel {
+                bzimage: PathBuf::from(k),
+                modules: m.clone(),
+            }),
+            (Some(k), None) => return Err(Error::KernelWithoutModules(k.to_owned())),
+            (None, Some(_)) => {
+                return Err(Error::ModulesWithoutKernelPath(
+                    self.kernel.clone().unwrap_or_else(|| "(none)".into()),
+                ))
+            }
+            (None, None) => None,
+        };
+        let kernel_name = self.kernel.as_deref().filter(|k| !is_path(k));
+        let ndctl_name = self.ndctl.as_deref().filter(|n| !is_path(n));
+        // A bare name that is an image and no kernel: the image.
+        let mut image = self.image.clone();
+        let mut kernel_name = kernel_name.map(str::to_owned);
+        if let Some(k) = &kernel_name {
+            if image.is_none()
+                && ndctl_name.is_none()
+                && !recipes.iter().any(|r| r.1.kernel == *k)
+                && recipes.iter().any(|r| r.0 == *k)
+            {
+                image = kernel_name.take();
+            }
+        }
+        let variants_of = |name: &str| {
+            recipes
+                .iter()
+                .find(|r| r.0 == name)
+                .map(|r| r.1.variants.clone())
+                .unwrap_or_default()
+        };
+        if let Some(image) = image {
+            for (flag, value) in [
+                ("kernel", &kernel_name),
+                ("ndctl", &ndctl_name.map(str::to_owned)),
+            ] {
+                if let Some(value) = value {
+                    return Err(Error::Conflict {
+                        image: image.clone(),
+                        flag,
+                        value: value.clone(),
+                    });
+                }
+            }
+            return Ok(Resolved {
+                variants: variants_of(&image),
+                image,
+                user_kernel,
+                user_ndctl: ndctl_path.map(PathBuf::from),
+            });
+        }
+        let default = recipes.iter().find(|r| r.0 == DEFAULT_IMAGE);
+        let want_kernel = kernel_name
+            .or_else(|| default.map(|r| r.1.kernel.clone()))
+            .unwrap_or_default();
+        let want_ndctl = ndctl_name
+            .map(str::to_owned)
+            .or_else(|| default.map(|r| r.1.ndctl.clone()))
+            .unwrap_or_default();
+        let found = recipes.iter().find(|(_, p)| {
+            p.kernel == want_kernel
+                && (p.ndctl == want_ndctl || p.ndctl_aliases.contains(&want_ndctl))
+        });
+        match found {
+            Some((name, p)) => Ok(Resolved {
+                image: name.clone(),
+                user_kernel,
+                user_ndctl: ndctl_path.map(PathBuf::from),
+                variants: p.variants.clone(),
+            }),
+            None => Err(Error::NoImage {
+                kernel: want_kernel,
+                ndctl: want_ndctl,
+                available: Available(
+                    recipes
+                        .iter()
+                        .map(|(n, p)| (n.clone(), p.kernel.clone(), p.ndctl.clone()))
+                        .collect(),
+                ),
+            }),
+        }
+    }
+}
+
+/// Every recipe in `images_dir` that says what it provides, by name.
+fn provided(images_dir: &Path) -> Result<Vec<(String, crate::image::Provides)>, Error> {
+    let mut names: Vec<String> = std::fs::read_dir(images_dir)
+        .map_err(|e| Error::Recipe(format!("{}: {e}", images_dir.display())))?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.strip_suffix(".yaml").map(str::to_owned)
+        })
+        .collect();
+    names.sort();
+    let mut out = Vec::new();
+    for name in names {
+        let files =
+            ImageFiles::load(images_dir, &name).map_err(|e| Error::Recipe(e.to_string()))?;
+        if let Some(p) = files.recipe.provides {
+            out.push((name, p));
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn images() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../images")
+    }
+
+    fn pick(sel: Selection) -> Result<String, Error> {
+        sel.resolve(&images()).map(|r| r.image)
+    }
+
+    #[test]
+    fn names_pick_the_shipped_images() {
+        let k = |s: &str| Selection {
+            kernel: Some(s.into()),
+            ..Default::default()
+        };
+        assert_eq!(pick(Selection::default()).unwrap(), "default");
+        assert_eq!(pick(k("debian-6.12")).unwrap(), "default");
+        assert_eq!(pick(k("debian-6.1")).unwrap(), "debian-6.1");
+        // An image name where a kernel name goes.
+        assert_eq!(pick(k("ndctl-76")).unwrap(), "ndctl-76");
+        let n = |s: &str| Selection {
+            ndctl: Some(s.into()),
+            ..Default::default()
+        };
+        assert_eq!(pick(n("76")).unwrap(), "ndctl-76");
+        assert_eq!(pick(n("bookworm")).unwrap(), "ndctl-76");
+        assert_eq!(pick(n("trixie")).unwrap(), "default");
+        let both = Selection::parse("kernel=debian-6.1,ndctl=76").unwrap();
+        assert_eq!(pick(both).unwrap(), "bookworm");
+    }
+
+    #[test]
+    fn the_default_image_has_no_variant_and_others_do() {
+        let r = Selection::default().resolve(&images()).unwrap();
+        assert!(r.variants.is_empty());
+        let r = Selection::parse("debian-6.1")
+            .unwrap()
+            .resolve(&images())
+            .unwrap();
+        assert_eq!(r.variants, ["kernel-6.1"]);
+    }
+
+    #[test]
+    fn unknown_names_list_what_exists() {
+        let e = pick(Selection::parse("debian-5.10").unwrap()).unwrap_err();
+        let msg = e.to_string();
+        assert!(
+            msg.contains("no image provides kernel `debian-5.10` with ndctl `81`"),
+            "{msg}"
+        );
+        assert!(
+            msg.contains("debian-6.1 (--kernel debian-6.1 --ndctl 81)"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn user_builds_need_their_partners() {
+        let e = pick(Selection::parse("kernel=/tmp/bzImage").unwrap()).unwrap_err();
+        assert!(matches!(e, Error::KernelWithoutModules(_)), "{e}");
+        let e = pick(Selection::parse("kernel=debian-6.1,modules=/tmp/m").unwrap()).unwrap_err();
+        assert!(matches!(e, Error::ModulesWithoutKernelPath(_)), "{e}");
+        let r = Selection::parse("kernel=/tmp/bzImage,modules=/tmp/m,ndctl=/tmp/destdir")
+            .unwrap()
+            .resolve(&images())
+            .unwrap();
+        assert_eq!(r.image, "default");
+        assert_eq!(r.user_kernel.unwrap().bzimage, Path::new("/tmp/bzImage"));
+        assert_eq!(r.user_ndctl.unwrap(), Path::new("/tmp/destdir"));
+        let e = pick(Selection::parse("image=default,kernel=debian-6.1").unwrap()).unwrap_err();
+        assert!(matches!(e, Error::Conflict { .. }), "{e}");
+    }
+
+    #[test]
+    fn malformed_specs_say_why() {
+        for (spec, why) in [
+            ("kernel=", "has no value"),
+            ("colour=blue", "unknown key"),
+            ("kernel=a,kernel=b", "given twice"),
+            ("a,b", "without keys"),
+            ("kernel=a,b", "not key=value"),
+        ] {
+            let e = Selection::parse(spec).unwrap_err().to_string();
+            assert!(e.contains(why), "{spec}: {e}");
+        }
+    }
+}

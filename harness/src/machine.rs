@@ -1,6 +1,6 @@
 //! A guest's whole life in one place: start (QEMU, QMP, agent ready), steps,
-//! kernel log, stop. A later warm-start path (restore from a saved VM state)
-//! plugs in here as another way to reach "ready".
+//! kernel log, stop. A start is a cold boot, or a warm start: QEMU restores
+//! a VM state saved (`save`) from a guest that had just become ready.
 
 use std::future::Future;
 use std::path::Path;
@@ -96,10 +96,23 @@ pub struct StartSpec<'a> {
     pub accel: Accel,
     pub extra_append: &'a str,
     pub boot_timeout: Duration,
+    /// Start from this saved state (see [`Machine::save`]) instead of booting.
+    pub incoming: Option<&'a Path>,
+}
+
+impl StartSpec<'_> {
+    /// The same guest, booted cold (a reboot is a real boot).
+    pub fn cold(&self) -> StartSpec<'_> {
+        StartSpec {
+            incoming: None,
+            ..*self
+        }
+    }
 }
 
 impl Machine {
-    /// Cold boot: spawn QEMU and wait until the agent answers.
+    /// Spawns QEMU and waits until the agent answers: after a boot, or
+    /// after restoring `spec.incoming`.
     pub async fn start(spec: &StartSpec<'_>, run: RunDir) -> Result<Machine> {
         let launch = LaunchSpec {
             topology: spec.topology,
@@ -108,6 +121,7 @@ impl Machine {
             files: &run.files,
             accel: spec.accel,
             extra_append: spec.extra_append,
+            incoming: spec.incoming,
         };
         let argv = qemu::cmdline::argv(&launch);
         let _ = std::fs::write(
@@ -133,7 +147,10 @@ impl Machine {
             }
         };
         let qmp_ready = t0.elapsed();
-        let status = qmp.status().await?;
+        let status = match spec.incoming {
+            Some(_) => restored(&qmp, &mut process, &run, deadline).await?,
+            None => qmp.status().await?,
+        };
         if status != "running" {
             return Err(Error::Mismatch(format!(
                 "QEMU reports `{status}` right after start, not `running`"
@@ -157,11 +174,26 @@ impl Machine {
             nvdimms: spec.topology.nvdimms.len(),
             hotplugged: 0,
         };
-        machine.wait_agent(deadline).await?;
+        if spec.incoming.is_some() {
+            // The agent's port was open when the state was saved: no event
+            // comes; the agent answers as soon as the guest runs.
+            let remaining = deadline
+                .saturating_duration_since(Instant::now())
+                .max(Duration::from_secs(5));
+            let sync = machine.agent.sync(remaining);
+            machine.guard("after the restore", sync).await??;
+        } else {
+            machine.wait_agent(deadline).await?;
+        }
         machine.times.agent_ready = t0.elapsed();
         // Devices behind bridges show in query-pci only once the guest has
-        // given the bridges bus numbers.
-        check_pci(&machine.qmp, spec.topology).await?;
+        // given the bridges bus numbers. A restored guest was checked when
+        // its state was saved (query-pci then misses the devices behind
+        // CXL root ports: QEMU looks them up by bus number before the
+        // restored bridges are walked again).
+        if spec.incoming.is_none() {
+            check_pci(&machine.qmp, spec.topology).await?;
+        }
         Ok(machine)
     }
 
@@ -384,6 +416,82 @@ impl Machine {
     pub fn pid(&self) -> u32 {
         self.qemu.pid()
     }
+
+    /// Pauses the guest, writes its whole state (RAM, devices, and the
+    /// NVDIMM, label and CXL memory backends, which are RAM blocks too) to
+    /// `state` with QMP `migrate` to a `file:` URI, and ends QEMU.
+    pub async fn save(mut self, state: &Path) -> Result<RunDir> {
+        self.qmp.execute(qapi::qmp::stop {}).await?;
+        self.qmp
+            .execute(qapi::qmp::migrate {
+                uri: Some(format!("file:{}", state.display())),
+                channels: None,
+                detach: None,
+                resume: None,
+            })
+            .await?;
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let info = self.qmp.execute(qapi::qmp::query_migrate {}).await?;
+            use qapi::qmp::MigrationStatus as S;
+            match info.status {
+                Some(S::completed) => break,
+                Some(S::failed | S::cancelled) => {
+                    return Err(Error::Mismatch(format!(
+                        "saving the VM state failed: {}",
+                        info.error_desc.unwrap_or_default()
+                    )))
+                }
+                _ if Instant::now() > deadline => {
+                    return Err(Error::Mismatch(
+                        "saving the VM state took over 120 s".into(),
+                    ))
+                }
+                _ => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+        self.qemu.kill().await;
+        Ok(self.run)
+    }
+}
+
+/// Waits for QEMU to finish loading an incoming state (it ends paused, as
+/// it was saved), then resumes the guest; returns the status after that.
+async fn restored(
+    qmp: &Qmp,
+    process: &mut QemuProcess,
+    run: &RunDir,
+    deadline: Instant,
+) -> Result<String> {
+    loop {
+        let status = qmp.status().await?;
+        match status.as_str() {
+            "paused" | "postmigrate" | "prelaunch" => break,
+            "inmigrate" | "restore-vm" if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            "inmigrate" | "restore-vm" => {
+                return Err(Error::Mismatch(
+                    "the saved VM state did not load before the boot deadline".into(),
+                ))
+            }
+            "running" => return Ok(status),
+            other => {
+                if let Some(st) = process.wait(Duration::from_millis(200)).await {
+                    return Err(exited(
+                        run,
+                        "while restoring the saved state",
+                        st.to_string(),
+                    ));
+                }
+                return Err(Error::Mismatch(format!(
+                    "QEMU is `{other}` after loading the saved state"
+                )));
+            }
+        }
+    }
+    qmp.execute(qapi::qmp::cont {}).await?;
+    qmp.status().await.map_err(Into::into)
 }
 
 fn exited(run: &RunDir, during: &str, status: String) -> Error {

@@ -34,6 +34,9 @@ enum Command {
     Boot(BootArgs),
     /// Run suite cases as tests (libtest conventions).
     Run(RunArgs),
+    /// Measure cold boot, warm start, round trip, image build and suite
+    /// wall time (cold against warm), medians over --runs; also as JSON.
+    Bench(BenchArgs),
     /// Find the commit of a kernel tree that broke a case: `git bisect run`
     /// with a kernel build and the case at each step.
     Bisect(BisectArgs),
@@ -101,6 +104,7 @@ impl SelectArgs {
             modules: self.modules.clone(),
             ndctl: self.ndctl.clone(),
             kernel_tree: self.kernel_tree.clone(),
+            cold: false,
         }
     }
 }
@@ -142,6 +146,31 @@ struct MachineArgs {
     /// Seconds from QEMU start until the guest agent must answer.
     #[arg(long, default_value = "90")]
     boot_timeout: u64,
+    /// Boot every guest, instead of starting it from the saved state of a
+    /// ready guest (the default; see README, "Warm start").
+    #[arg(long)]
+    cold: bool,
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    /// Repetitions of each start and image build.
+    #[arg(long, default_value = "5")]
+    runs: usize,
+    /// Topologies to start (repeatable).
+    #[arg(long = "topology", default_values = ["nfit-1", "nfit-2", "cxl-x4"])]
+    topologies: Vec<String>,
+    /// Trials whose suite wall time is measured cold, then warm ("" for all).
+    #[arg(long)]
+    suite: Option<String>,
+    /// Guests at once for the suite [default: one per core]
+    #[arg(long)]
+    test_threads: Option<usize>,
+    /// Where the JSON goes [default: ROOT/target/ndharness/bench.json]
+    #[arg(long)]
+    json: Option<PathBuf>,
+    #[command(flatten)]
+    guest: GuestArgs,
 }
 
 #[derive(Args)]
@@ -170,7 +199,7 @@ struct BisectArgs {
 #[derive(Args)]
 struct CompareArgs {
     /// The reference guest: a kernel name (debian-6.1), an image name, or
-    /// key=value pairs: kernel=NAME|BZIMAGE, modules=DIR, tree=DIR, ndctl=NAME|DIR, image=NAME.
+    /// key=value pairs: kernel=NAME|BZIMAGE, modules=DIR, tree=DIR, ndctl=NAME|DIR, image=NAME, start=cold|warm.
     #[arg(long)]
     baseline: String,
     /// The guest under test, in the same forms.
@@ -207,6 +236,12 @@ struct BootArgs {
     /// Seconds COMMAND may run.
     #[arg(long, default_value = "300")]
     timeout: u64,
+    /// Save the ready (and assembled) guest's state to this file and stop.
+    #[arg(long, hide = true)]
+    save_state: Option<PathBuf>,
+    /// Start from this state (saved with --save-state, same topology).
+    #[arg(long, hide = true)]
+    from_state: Option<PathBuf>,
     /// Command to run in the guest.
     #[arg(last = true)]
     command: Vec<String>,
@@ -285,6 +320,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run(args) => run(args),
         Command::Compare(args) => compare(args),
         Command::Bisect(args) => bisect(args),
+        Command::Bench(args) => bench(args),
         Command::Topology {
             action: TopologyAction::Show { topology },
         } => {
@@ -302,6 +338,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 files: &files,
                 accel: ndharness::qemu::Accel::Tcg,
                 extra_append: "",
+                incoming: None,
             };
             println!(
                 "qemu-system-x86_64 {}",
@@ -405,6 +442,7 @@ fn config(g: &GuestArgs) -> anyhow::Result<Config> {
         variants: resolved.variants.clone(),
         new_variant: false,
         collect: None,
+        cold: g.machine.cold,
         build: build_options(&g.common, &resolved),
         accel: g.machine.accel,
         boot_timeout: Duration::from_secs(g.machine.boot_timeout),
@@ -442,6 +480,7 @@ fn compare(args: CompareArgs) -> anyhow::Result<ExitCode> {
             variants: Vec::new(),
             new_variant: false,
             collect: Some(dir.join("snapshots")),
+            cold: args.machine.cold || selection.cold,
             build: build_options(&args.common, &resolved),
             accel: args.machine.accel,
             boot_timeout: Duration::from_secs(args.machine.boot_timeout),
@@ -475,6 +514,36 @@ fn compare(args: CompareArgs) -> anyhow::Result<ExitCode> {
     let (json, html) = compare::write(&out, &c)?;
     println!("  report: {} {}", json.display(), html.display());
     Ok(ExitCode::from(c.exit_code()))
+}
+
+fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
+    let config = config(&args.guest)?;
+    let env = runner::prepare(&config)?;
+    let opts = runner::bench::Options {
+        runs: args.runs.max(1),
+        topologies: args.topologies.clone(),
+        suite_filter: args.suite.clone(),
+        test_threads: args.test_threads,
+    };
+    eprintln!(
+        "bench: image {}, kernel {}, {}, {} runs each",
+        env.image.manifest.image,
+        env.image.manifest.kernel_release,
+        env.accel.name(),
+        opts.runs
+    );
+    let measures = runner::bench::bench(&config, &env, &opts)?;
+    print!("{}", runner::bench::render(&measures));
+    let json = args
+        .json
+        .clone()
+        .unwrap_or_else(|| config.root.join("target/ndharness/bench.json"));
+    if let Some(dir) = json.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(&json, serde_json::to_string_pretty(&measures)?)?;
+    println!("  json: {}", json.display());
+    Ok(ExitCode::SUCCESS)
 }
 
 fn bisect(args: BisectArgs) -> anyhow::Result<ExitCode> {
@@ -548,6 +617,8 @@ fn bisect(args: BisectArgs) -> anyhow::Result<ExitCode> {
 
 fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     if args.bisect {
+        // A bisect step judges; it leaves no pending snapshots behind.
+        std::env::set_var("INSTA_UPDATE", "no");
         // A kernel that does not build is no verdict on the case.
         let code = match run_inner(args) {
             Ok(code) => code,
@@ -607,6 +678,15 @@ fn boot(args: BootArgs) -> anyhow::Result<ExitCode> {
     let config = config(&args.guest)?;
     let topology = ndharness::topology::load(&args.topology)?;
     let env = runner::prepare(&config)?;
+    let group = runner::warm::Group {
+        topology: &topology,
+        kernel_args: "",
+    };
+    let state = match &args.from_state {
+        Some(p) => Some(p.clone()),
+        None if args.save_state.is_some() => None,
+        None => runner::warm::state(&config, &env, group).map_err(anyhow::Error::msg)?,
+    };
     let run = ndharness::qemu::RunDir::create(
         &config.runs_dir,
         &format!("boot-{}", topology.name),
@@ -623,6 +703,7 @@ fn boot(args: BootArgs) -> anyhow::Result<ExitCode> {
             accel: env.accel,
             extra_append: "",
             boot_timeout: config.boot_timeout,
+            incoming: state.as_deref(),
         };
         let evidence = run.path.clone();
         let m = ndharness::machine::Machine::start(&spec, run)
@@ -634,11 +715,28 @@ fn boot(args: BootArgs) -> anyhow::Result<ExitCode> {
                     evidence.display()
                 )
             })?;
-        assemble_for_boot(&m, &topology.topology).await?;
+        if args.from_state.is_none() {
+            assemble_for_boot(&m, &topology.topology).await?;
+        }
+        if let Some(path) = &args.save_state {
+            let t0 = std::time::Instant::now();
+            m.save(path).await?.remove();
+            eprintln!(
+                "saved to {} in {:.2}s",
+                path.display(),
+                t0.elapsed().as_secs_f64()
+            );
+            return Ok(ExitCode::SUCCESS);
+        }
         eprintln!(
-            "guest ready in {:.2}s ({}, QEMU pid {})",
+            "guest ready in {:.2}s ({}, {}, QEMU pid {})",
             m.times.agent_ready.as_secs_f64(),
             env.accel.name(),
+            if state.is_some() {
+                "warm start"
+            } else {
+                "cold boot"
+            },
             m.pid()
         );
         if args.command.is_empty() {

@@ -22,6 +22,8 @@ pub struct Selection {
     pub ndctl: Option<String>,
     /// A kernel source tree to build (see [`crate::kbuild`]).
     pub kernel_tree: Option<PathBuf>,
+    /// `start=cold`: boot every guest instead of restoring a saved state.
+    pub cold: bool,
 }
 
 /// A selection resolved against images/.
@@ -56,7 +58,7 @@ pub enum Error {
         "--kernel-tree builds the kernel; --kernel {0} would be a second one: give one of them"
     )]
     TreeAndKernel(String),
-    #[error("bad guest `{spec}`: {reason} (forms: KERNEL, image=NAME, kernel=NAME|BZIMAGE, modules=DIR, tree=DIR, ndctl=NAME|DIR, joined by commas)")]
+    #[error("bad guest `{spec}`: {reason} (forms: KERNEL, image=NAME, kernel=NAME|BZIMAGE, modules=DIR, tree=DIR, ndctl=NAME|DIR, start=cold|warm, joined by commas)")]
     BadSpec { spec: String, reason: String },
     #[error("{0}")]
     Recipe(String),
@@ -118,6 +120,14 @@ impl Selection {
                 }
                 "tree" => {
                     sel.kernel_tree = Some(PathBuf::from(v));
+                    continue;
+                }
+                "start" => {
+                    sel.cold = match v {
+                        "cold" => true,
+                        "warm" => false,
+                        _ => return Err(bad(format!("start is cold or warm, not `{v}`"))),
+                    };
                     continue;
                 }
                 _ => return Err(bad(format!("unknown key `{k}`"))),
@@ -307,6 +317,9 @@ mod tests {
         assert_eq!(pick(n("76")).unwrap(), "ndctl-76");
         assert_eq!(pick(n("bookworm")).unwrap(), "ndctl-76");
         assert_eq!(pick(n("trixie")).unwrap(), "default");
+        let cold = Selection::parse("start=cold").unwrap();
+        assert!(cold.cold);
+        assert_eq!(pick(cold).unwrap(), "default");
         let both = Selection::parse("kernel=debian-6.1,ndctl=76").unwrap();
         assert_eq!(pick(both).unwrap(), "bookworm");
     }
@@ -361,6 +374,7 @@ mod tests {
             ("kernel=a,kernel=b", "given twice"),
             ("a,b", "without keys"),
             ("kernel=a,b", "not key=value"),
+            ("start=tepid", "cold or warm"),
         ] {
             let e = Selection::parse(spec).unwrap_err().to_string();
             assert!(e.contains(why), "{spec}: {e}");

@@ -69,6 +69,7 @@ fn check_width(topology: &str, ways: u64) {
             accel: env.accel,
             extra_append: "",
             boot_timeout: config.boot_timeout,
+            incoming: None,
         };
         // A boot that never reaches the agent is an infrastructure error;
         // like the suite runner, try once more before calling it a failure.

@@ -71,6 +71,9 @@ pub struct LaunchSpec<'a> {
     pub accel: Accel,
     /// Appended to the kernel command line after the harness's own options.
     pub extra_append: &'a str,
+    /// A saved VM state to start from (`-incoming file:PATH`) instead of
+    /// booting; the rest of the command line must be the one it was saved from.
+    pub incoming: Option<&'a Path>,
 }
 
 /// The QMP id of the guest agent's virtio-serial port; its VSERPORT_CHANGE
@@ -186,6 +189,9 @@ pub fn argv(spec: &LaunchSpec) -> Vec<String> {
 
     push(&["-kernel", &path(spec.kernel), "-initrd", &path(spec.initrd)]);
     push(&["-append", &kernel_append(spec)]);
+    if let Some(state) = spec.incoming {
+        push(&["-incoming", &format!("file:{}", path(state))]);
+    }
 
     let f = spec.files;
     push(&[
@@ -395,6 +401,7 @@ mod tests {
             files: &f,
             accel,
             extra_append: "",
+            incoming: None,
         };
         // One option and its value per line reads like a review diff should.
         let mut out = String::new();

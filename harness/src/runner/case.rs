@@ -56,7 +56,16 @@ pub fn run_case(config: &Config, env: &GuestEnv, trial: &Trial) -> CaseOutcome {
             }
         }
     };
-    let outcome = rt.block_on(drive(config, env, trial, run));
+    let state = match super::warm::state_for(config, env, trial) {
+        Ok(s) => s,
+        Err(e) => {
+            return CaseOutcome::Error {
+                message: format!("infrastructure error: {e}"),
+                evidence: Some(evidence),
+            }
+        }
+    };
+    let outcome = rt.block_on(drive(config, env, trial, run, state.as_deref()));
     match outcome {
         Ok(run) => {
             run.remove();
@@ -90,6 +99,7 @@ async fn drive(
     env: &GuestEnv,
     trial: &Trial,
     run: RunDir,
+    state: Option<&std::path::Path>,
 ) -> Result<RunDir, Verdict> {
     let evidence = run.path.clone();
     let spec = StartSpec {
@@ -99,6 +109,7 @@ async fn drive(
         accel: env.accel,
         extra_append: &trial.case.spec.kernel_args,
         boot_timeout: config.boot_timeout,
+        incoming: state,
     };
     let m = Machine::start(&spec, run).await?;
     let mut t = Trace {
@@ -381,7 +392,7 @@ impl Trace {
         let run = old.stop().await;
         run.keep_boot_logs(self.boot);
         self.boot += 1;
-        self.machine = Some(Machine::start(spec, run).await?);
+        self.machine = Some(Machine::start(&spec.cold(), run).await?);
         self.n += 1;
         self.records.push(StepRecord::marker(
             self.n,

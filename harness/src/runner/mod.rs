@@ -3,11 +3,13 @@
 //! the conventions (`--list`, filters, `--exact`, `--test-threads`,
 //! `--ignored`); listing parses the suites and boots nothing.
 
+pub mod bench;
 mod case;
 pub mod compare;
 mod report;
 pub mod results;
 mod snapshot;
+pub mod warm;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -33,6 +35,8 @@ pub struct Config {
     /// Keep each trial's snapshot bodies here instead of judging them
     /// (`ndharness compare`).
     pub collect: Option<PathBuf>,
+    /// Boot every guest instead of starting it from a saved state.
+    pub cold: bool,
     pub runs_dir: PathBuf,
     /// Where `results.json` and `junit.xml` go.
     pub results_dir: PathBuf,
@@ -53,6 +57,7 @@ impl Config {
             variants: Vec::new(),
             new_variant: false,
             collect: None,
+            cold: false,
             build: BuildOptions {
                 cache: image::cache_dir(),
                 mirror: None,
@@ -225,6 +230,7 @@ pub fn execute(shared: Arc<Shared>, args: &libtest_mimic::Arguments) -> Outcome 
             kernel_source: env.image.manifest.kernel_source.clone(),
             ndctl_source: env.image.manifest.ndctl_source.clone(),
             accel: format!("{:?}", env.accel),
+            start: if shared.config.cold { "cold" } else { "warm" }.into(),
         },
         Err(_) => results::RunInfo::default(),
     };

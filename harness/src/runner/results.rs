@@ -18,6 +18,9 @@ pub struct RunInfo {
     pub kernel_source: String,
     pub ndctl_source: String,
     pub accel: String,
+    /// `warm` (guests restored from saved states where the topology
+    /// allows) or `cold` (every guest booted).
+    pub start: String,
 }
 
 #[derive(Serialize)]

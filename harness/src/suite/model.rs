@@ -23,6 +23,10 @@ pub struct CaseSpec {
     /// Appended to the guest kernel's command line (e.g. `memhp_default_state=offline`).
     #[serde(default)]
     pub kernel_args: String,
+    /// Boot this case's guests cold instead of starting them from the
+    /// saved state of a ready guest (see README, "Warm start").
+    #[serde(default)]
+    pub cold: bool,
     /// The namespace modes the case exercises, for the summary per mode.
     #[serde(default)]
     pub modes: Vec<Mode>,

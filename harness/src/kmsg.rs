@@ -5,7 +5,7 @@
 use std::fmt;
 
 /// One /dev/kmsg record.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Record {
     pub level: u8,
     pub facility: u8,
@@ -79,7 +79,7 @@ fn unescape(s: &str) -> String {
 }
 
 /// Incremental reader state over the guest's kmsg log file.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct Cursor {
     /// Bytes of the log file consumed.
     pub offset: u64,

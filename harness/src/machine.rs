@@ -417,6 +417,17 @@ impl Machine {
         self.qemu.pid()
     }
 
+    /// Where the kernel log reader stands: saved with a VM state, so a
+    /// restored guest reads on from the same record.
+    pub fn kmsg_position(&self) -> (kmsg::Cursor, Vec<Record>) {
+        (self.cursor.clone(), self.pending.clone())
+    }
+
+    pub fn set_kmsg_position(&mut self, cursor: kmsg::Cursor, pending: Vec<Record>) {
+        self.cursor = cursor;
+        self.pending = pending;
+    }
+
     /// Pauses the guest, writes its whole state (RAM, devices, and the
     /// NVDIMM, label and CXL memory backends, which are RAM blocks too) to
     /// `state` with QMP `migrate` to a `file:` URI, and ends QEMU.

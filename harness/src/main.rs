@@ -681,11 +681,15 @@ fn boot(args: BootArgs) -> anyhow::Result<ExitCode> {
     let group = runner::warm::Group {
         topology: &topology,
         kernel_args: "",
+        assemble: true,
     };
+    // A warm start comes with its CXL regions assembled.
     let state = match &args.from_state {
         Some(p) => Some(p.clone()),
         None if args.save_state.is_some() => None,
-        None => runner::warm::state(&config, &env, group).map_err(anyhow::Error::msg)?,
+        None => runner::warm::state(&config, &env, group)
+            .map_err(anyhow::Error::msg)?
+            .map(|s| s.state),
     };
     let run = ndharness::qemu::RunDir::create(
         &config.runs_dir,

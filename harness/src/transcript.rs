@@ -9,7 +9,7 @@ use crate::names::Names;
 use crate::normalize;
 
 /// One step as it ran.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct StepRecord {
     pub n: usize,
     pub command: String,

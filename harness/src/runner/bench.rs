@@ -59,6 +59,7 @@ pub fn bench(config: &Config, env: &GuestEnv, opts: &Options) -> anyhow::Result<
         let group = super::warm::Group {
             topology: &topo,
             kernel_args: "",
+            assemble: true,
         };
         let mut cold = Vec::new();
         let mut trip = Vec::new();
@@ -72,7 +73,7 @@ pub fn bench(config: &Config, env: &GuestEnv, opts: &Options) -> anyhow::Result<
             cold,
             None,
         ));
-        if super::warm::restorable(&topo.topology) {
+        if super::warm::restorable(group) {
             let t0 = Instant::now();
             let state = super::warm::state(config, env, group)
                 .map_err(anyhow::Error::msg)?
@@ -80,11 +81,14 @@ pub fn bench(config: &Config, env: &GuestEnv, opts: &Options) -> anyhow::Result<
             let made = t0.elapsed().as_secs_f64();
             let mut warm = Vec::new();
             for _ in 0..opts.runs {
-                let (ready, rtt) = rt.block_on(start_once(config, env, &topo, Some(&state)))?;
+                let (ready, rtt) =
+                    rt.block_on(start_once(config, env, &topo, Some(&state.state)))?;
                 warm.push(ready);
                 trip.extend(rtt);
             }
-            let size = std::fs::metadata(&state).map(|m| m.len()).unwrap_or(0);
+            let size = std::fs::metadata(&state.state)
+                .map(|m| m.len())
+                .unwrap_or(0);
             out.push(Measure::new(
                 format!("{name}: warm start to agent ready"),
                 warm,

@@ -65,7 +65,7 @@ pub fn run_case(config: &Config, env: &GuestEnv, trial: &Trial) -> CaseOutcome {
             }
         }
     };
-    let outcome = rt.block_on(drive(config, env, trial, run, state.as_deref()));
+    let outcome = rt.block_on(drive(config, env, trial, run, state.as_ref()));
     match outcome {
         Ok(run) => {
             run.remove();
@@ -99,7 +99,7 @@ async fn drive(
     env: &GuestEnv,
     trial: &Trial,
     run: RunDir,
-    state: Option<&std::path::Path>,
+    state: Option<&super::warm::Saved>,
 ) -> Result<RunDir, Verdict> {
     let evidence = run.path.clone();
     let spec = StartSpec {
@@ -109,14 +109,17 @@ async fn drive(
         accel: env.accel,
         extra_append: &trial.case.spec.kernel_args,
         boot_timeout: config.boot_timeout,
-        incoming: state,
+        incoming: state.map(|s| s.state.as_path()),
     };
     let m = Machine::start(&spec, run).await?;
     let mut t = Trace {
         machine: Some(m),
         ..Trace::default()
     };
-    let mut result = t.run(&spec, trial).await;
+    if let Some(saved) = state {
+        t.adopt(saved.prelude.clone());
+    }
+    let mut result = t.run(&spec, trial, state.is_some()).await;
     let mut partial = None;
     let mut ids = normalize::Uuids::default();
     if let Err(Verdict::Fail(message)) = &mut result {
@@ -203,6 +206,68 @@ fn collect(
     Ok(())
 }
 
+/// What a warm-started trial inherits from its template guest: the setup
+/// steps as they ran (CXL region assembly), the kernel records since the
+/// boot that no checkpoint has taken yet, and where the kernel log reader
+/// stood when the state was saved.
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct Prelude {
+    records: Vec<StepRecord>,
+    since_checkpoint: Vec<kmsg::Record>,
+    n: usize,
+    cursor: kmsg::Cursor,
+    pending: Vec<kmsg::Record>,
+}
+
+/// How a template's boot and setup went.
+pub enum Template {
+    /// Ready to save: the guest and what trials inherit.
+    Ready(Box<Machine>, Prelude),
+    /// The boot or the setup fails the case (a kernel report, a failing
+    /// assembly step): trials boot cold and each gets that verdict itself.
+    Fails,
+}
+
+/// Boots nothing: takes a freshly started guest through the boot check
+/// and the setup every trial of its group starts with.
+pub async fn template(
+    m: Machine,
+    topology: &crate::topology::Topology,
+    assemble: bool,
+) -> Result<Template, String> {
+    let mut t = Trace {
+        machine: Some(m),
+        ..Trace::default()
+    };
+    match t.boot_and_setup_of(topology, assemble).await {
+        Ok(()) => {}
+        Err(Verdict::Fail(_)) => {
+            if let Some(m) = t.machine.take() {
+                m.stop().await.remove();
+            }
+            return Ok(Template::Fails);
+        }
+        Err(Verdict::Error(message)) => {
+            if let Some(m) = t.machine.take() {
+                m.stop().await.remove();
+            }
+            return Err(message);
+        }
+    }
+    let m = t.machine.take().expect("a running guest");
+    let (cursor, pending) = m.kmsg_position();
+    Ok(Template::Ready(
+        Box::new(m),
+        Prelude {
+            records: t.records,
+            since_checkpoint: t.since_checkpoint,
+            n: t.n,
+            cursor,
+            pending,
+        },
+    ))
+}
+
 /// What a trial has done so far, kept when a step fails.
 #[derive(Default)]
 struct Trace {
@@ -263,11 +328,17 @@ impl Trace {
     /// Runs every step (CXL region assembly first, when the topology asks
     /// for it), stopping at the first one that fails its expectations, then
     /// takes the final checkpoint, `layout`.
-    async fn run(&mut self, spec: &StartSpec<'_>, trial: &Trial) -> Result<(), Verdict> {
-        self.m().read_kernel_log().await?;
-        let boot_log = self.m().take_unattributed();
-        check_reports(&boot_log, &[], "during boot")?;
-        self.setup(trial, true).await?;
+    async fn run(
+        &mut self,
+        spec: &StartSpec<'_>,
+        trial: &Trial,
+        restored: bool,
+    ) -> Result<(), Verdict> {
+        // A restored guest's boot and setup ran (and were checked) in its
+        // template; their records came with the saved state.
+        if !restored {
+            self.boot_and_setup(trial).await?;
+        }
         for step in &trial.case.spec.steps {
             let timeout = step.timeout.unwrap_or(trial.case.spec.step_timeout);
             match &step.action {
@@ -281,12 +352,51 @@ impl Trace {
         self.unattributed(true, "after the last step").await
     }
 
+    /// The boot's kernel log, checked, then the setup steps.
+    async fn boot_and_setup(&mut self, trial: &Trial) -> Result<(), Verdict> {
+        self.boot_and_setup_of(&trial.topology.topology, trial.case.spec.assemble)
+            .await
+    }
+
+    async fn boot_and_setup_of(
+        &mut self,
+        topology: &crate::topology::Topology,
+        assemble: bool,
+    ) -> Result<(), Verdict> {
+        self.m().read_kernel_log().await?;
+        let boot_log = self.m().take_unattributed();
+        check_reports(&boot_log, &[], "during boot")?;
+        self.setup_of(topology, assemble, true).await
+    }
+
+    /// Takes over what a template guest did before its state was saved.
+    fn adopt(&mut self, p: Prelude) {
+        self.m().set_kmsg_position(p.cursor, p.pending);
+        self.records = p.records;
+        self.since_checkpoint = p.since_checkpoint;
+        self.n = p.n;
+    }
+
     /// The CXL region assembly, as steps of their own.
     async fn setup(&mut self, trial: &Trial, fresh_labels: bool) -> Result<(), Verdict> {
-        if !trial.case.spec.assemble {
+        self.setup_of(
+            &trial.topology.topology,
+            trial.case.spec.assemble,
+            fresh_labels,
+        )
+        .await
+    }
+
+    async fn setup_of(
+        &mut self,
+        topology: &crate::topology::Topology,
+        assemble: bool,
+        fresh_labels: bool,
+    ) -> Result<(), Verdict> {
+        if !assemble {
             return Ok(());
         }
-        let lines = crate::assemble::plan(self.m(), &trial.topology.topology, fresh_labels)
+        let lines = crate::assemble::plan(self.m(), topology, fresh_labels)
             .await
             .map_err(|e| Verdict::Fail(format!("CXL region assembly: {e}")))?;
         for line in lines {

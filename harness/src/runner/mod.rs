@@ -4,7 +4,7 @@
 //! `--ignored`); listing parses the suites and boots nothing.
 
 pub mod bench;
-mod case;
+pub(crate) mod case;
 pub mod compare;
 mod report;
 pub mod results;
@@ -19,7 +19,7 @@ use std::time::Duration;
 use crate::image::{self, BuildOptions, Image, ImageFiles};
 use crate::qemu::{accel::AccelChoice, Accel};
 
-pub use case::{run_case, CaseOutcome};
+pub use case::{run_case, CaseOutcome, Prelude};
 pub use report::{Status, TrialResult};
 
 /// Where things are and how guests run.

@@ -1,7 +1,9 @@
 //! Warm start: a guest of each (image, QEMU, accelerator, topology, kernel
-//! command line) boots once, is saved the moment its agent answers, and
-//! every trial of that group starts from a restore of the saved state into
-//! its own run folder, with its own fresh backing files.
+//! command line, setup) boots once, runs the boot check and the setup every
+//! trial of the group starts with (for CXL: the region assembly), and is
+//! saved; every trial of that group then starts from a restore of the saved
+//! state into its own run folder, with its own fresh backing files, and
+//! inherits the setup's records (see [`super::Prelude`]).
 //!
 //! Saved states live in the cache under a key of every input that shapes
 //! the guest: the image's content key, the QEMU binary (path, size,
@@ -19,11 +21,20 @@ use crate::machine::{Machine, StartSpec};
 use crate::qemu::{self, GuestFiles, LaunchSpec, RunDir};
 use crate::topology::{Loaded, Topology};
 
-/// What a guest is started as: a topology and extra kernel arguments.
+/// What a guest is started as: a topology, extra kernel arguments, and
+/// whether the harness assembles its CXL regions.
 #[derive(Clone, Copy)]
 pub struct Group<'a> {
     pub topology: &'a Loaded,
     pub kernel_args: &'a str,
+    pub assemble: bool,
+}
+
+/// A saved state and what a trial restored from it inherits.
+#[derive(Clone, Debug)]
+pub struct Saved {
+    pub state: PathBuf,
+    pub prelude: super::Prelude,
 }
 
 impl<'a> Group<'a> {
@@ -31,6 +42,7 @@ impl<'a> Group<'a> {
         Group {
             topology: &trial.topology,
             kernel_args: &trial.case.spec.kernel_args,
+            assemble: trial.case.spec.assemble,
         }
     }
     fn t(&self) -> &'a Topology {
@@ -56,9 +68,10 @@ pub fn key(env: &GuestEnv, g: Group<'_>) -> String {
         .map(|m| format!("{} {:?}", m.len(), m.modified().ok()))
         .unwrap_or_default();
     let material = format!(
-        "state 1\nimage {}\nqemu {} {qemu}\nargv {}\n",
+        "state 2\nimage {}\nqemu {} {qemu}\nassemble {}\nargv {}\n",
         env.image.manifest.key,
         env.qemu.display(),
+        g.assemble,
         argv.join(" ")
     );
     crate::image::sha256_hex(material.as_bytes())
@@ -80,50 +93,86 @@ pub fn state_for(
     config: &Config,
     env: &GuestEnv,
     trial: &crate::suite::Trial,
-) -> Result<Option<PathBuf>, String> {
+) -> Result<Option<Saved>, String> {
     if trial.case.spec.cold {
         return Ok(None);
     }
     state(config, env, Group::of(trial))
 }
 
-/// Whether a restored guest of this topology works; the others boot cold.
-/// Measured with QEMU 10.0.2 and kernel 6.12: a CXL guest restored before
-/// region assembly fails `cxl create-region` with "failed to commit
-/// decode: Connection timed out" (the decoder's committed bit never
-/// comes); on a restored virtio-pmem guest, `ndctl create-namespace -f -e
-/// namespace0.0 -m fsdax` never returns (its flush request is not
-/// answered).
-pub fn restorable(t: &Topology) -> bool {
+/// Whether a restored guest of this group works; the others boot cold.
+/// Measured with QEMU 10.0.2 and kernel 6.12:
+/// - CXL, saved before region assembly: `cxl create-region` then fails
+///   with "failed to commit decode: Connection timed out" (the decoder's
+///   committed bit never comes).
+/// - CXL, saved after assembly: the committed region works (namespaces,
+///   I/O), but the memdevs' label areas do not: `ndctl init-labels -f all`
+///   initializes 0 of 4 nmems on cxl-x4 (4 cold), and 22 of 26 cxl-x4
+///   trials fail at their first label step.
+/// - virtio-pmem: `ndctl create-namespace -f -e namespace0.0 -m fsdax`
+///   never returns (the device's flush request is not answered).
+pub fn restorable(g: Group<'_>) -> bool {
+    let t = g.t();
     t.cxl.is_none() && t.virtio_pmem.is_empty()
 }
 
+/// Groups whose template failed its boot check or setup in this process:
+/// their trials boot cold, each to its own verdict.
+fn cold_groups() -> &'static Mutex<std::collections::HashSet<String>> {
+    static COLD: OnceLock<Mutex<std::collections::HashSet<String>>> = OnceLock::new();
+    COLD.get_or_init(Default::default)
+}
+
 /// The saved state of a group, unless the run asks for cold boots.
-pub fn state(config: &Config, env: &GuestEnv, g: Group<'_>) -> Result<Option<PathBuf>, String> {
-    if config.cold || !restorable(g.t()) {
+pub fn state(config: &Config, env: &GuestEnv, g: Group<'_>) -> Result<Option<Saved>, String> {
+    if config.cold || !restorable(g) {
         return Ok(None);
     }
     let key = key(env, g);
     let dir = config.build.cache.join("states").join(&key[..16]);
-    let state = dir.join("state");
-    if state.exists() {
-        return Ok(Some(state));
+    let load = || -> Result<Option<Saved>, String> {
+        let state = dir.join("state");
+        let Ok(text) = std::fs::read_to_string(dir.join("prelude.json")) else {
+            return Ok(None);
+        };
+        let prelude = serde_json::from_str(&text)
+            .map_err(|e| format!("{}: {e}", dir.join("prelude.json").display()))?;
+        Ok(state.exists().then_some(Saved { state, prelude }))
+    };
+    if let Some(s) = load()? {
+        return Ok(Some(s));
     }
     let lock = lock_for(&key);
     let _held = lock.lock().unwrap_or_else(|e| e.into_inner());
-    if state.exists() {
-        return Ok(Some(state));
+    if cold_groups()
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .contains(&key)
+    {
+        return Ok(None);
     }
-    save_state(config, env, g, &dir).map_err(|e| {
+    if let Some(s) = load()? {
+        return Ok(Some(s));
+    }
+    let saved = save_state(config, env, g, &dir).map_err(|e| {
         format!(
             "saving the ready guest of {} for warm starts: {e}",
             g.topology.name
         )
     })?;
-    Ok(Some(state))
+    if !saved {
+        cold_groups()
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key);
+        return Ok(None);
+    }
+    load()
 }
 
-fn save_state(config: &Config, env: &GuestEnv, g: Group<'_>, dir: &Path) -> Result<(), String> {
+/// Boots the group's guest, runs its boot check and setup, and saves it;
+/// `false` when the boot or setup fails the case (nothing saved).
+fn save_state(config: &Config, env: &GuestEnv, g: Group<'_>, dir: &Path) -> Result<bool, String> {
     let t0 = Instant::now();
     let parent = dir.parent().expect("states folder");
     std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
@@ -148,11 +197,20 @@ fn save_state(config: &Config, env: &GuestEnv, g: Group<'_>, dir: &Path) -> Resu
             .await
             .map_err(|e| e.to_string())?;
         let ready = m.times.agent_ready;
+        let (m, prelude) = match super::case::template(m, g.t(), g.assemble).await? {
+            super::case::Template::Ready(m, p) => (*m, p),
+            super::case::Template::Fails => return Ok(None),
+        };
         let run = m.save(&tmp_state).await.map_err(|e| e.to_string())?;
         run.remove();
-        Ok::<_, String>(ready)
+        Ok::<_, String>(Some((ready, prelude)))
     });
-    let ready = result?;
+    let Some((ready, prelude)) = result? else {
+        return Ok(false);
+    };
+    let json = serde_json::to_string(&prelude).expect("a prelude serializes");
+    std::fs::write(staging.path().join("prelude.json"), json)
+        .map_err(|e| format!("{}: {e}", staging.path().display()))?;
     let meta = format!(
         "topology {}\nkernel_args {:?}\nboot to agent ready {:.2}s\nsaved in {:.2}s\n",
         g.topology.name,
@@ -172,5 +230,5 @@ fn save_state(config: &Config, env: &GuestEnv, g: Group<'_>, dir: &Path) -> Resu
         ));
     }
     let _ = std::fs::remove_dir_all(&staged);
-    Ok(())
+    Ok(true)
 }

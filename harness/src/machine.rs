@@ -417,6 +417,14 @@ impl Machine {
         self.qemu.pid()
     }
 
+    /// Ends QEMU at once, without the guest's shutdown: for a guest whose
+    /// trial is over (its backing files are on the host's page cache
+    /// already; a reboot step uses [`Machine::stop`]).
+    pub async fn kill(mut self) -> RunDir {
+        self.qemu.kill().await;
+        self.run
+    }
+
     /// Where the kernel log reader stands: saved with a VM state, so a
     /// restored guest reads on from the same record.
     pub fn kmsg_position(&self) -> (kmsg::Cursor, Vec<Record>) {

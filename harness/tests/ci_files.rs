@@ -61,8 +61,18 @@ fn github_nightly_workflow() {
     let paths: Vec<&str> = steps
         .iter()
         .filter_map(|s| s["with"]["path"].as_str())
+        .flat_map(str::lines)
         .collect();
-    assert!(paths.contains(&".cache/ndharness"), "{paths:?}");
+    // Packages and images are kept; saved VM states (gigabytes, keyed on
+    // the QEMU binary of each container) are not.
+    assert!(paths.contains(&".cache/ndharness/debs"), "{paths:?}");
+    assert!(paths.contains(&".cache/ndharness/images"), "{paths:?}");
+    assert!(
+        !paths
+            .iter()
+            .any(|p| p.trim_end_matches('/') == ".cache/ndharness"),
+        "{paths:?}"
+    );
     assert!(paths.iter().any(|p| p.starts_with(RESULTS)), "{paths:?}");
     assert!(paths.iter().any(|p| p.starts_with(RUNS)), "{paths:?}");
     assert!(job["env"]["XDG_CACHE_HOME"]
@@ -85,7 +95,8 @@ fn gitlab_nightly_job() {
         format!("{RESULTS}/junit.xml")
     );
     assert_eq!(job["artifacts"]["when"], "always");
-    assert_eq!(job["cache"]["paths"][0], ".cache/ndharness/");
+    assert_eq!(job["cache"]["paths"][0], ".cache/ndharness/debs/");
+    assert_eq!(job["cache"]["paths"][1], ".cache/ndharness/images/");
     assert!(job["variables"]["XDG_CACHE_HOME"]
         .as_str()
         .unwrap()

@@ -141,7 +141,7 @@ async fn drive(
         }
     }
     let run = match t.machine.take() {
-        Some(m) => Some(m.stop().await),
+        Some(m) => Some(m.kill().await),
         None => None,
     };
     // Written whatever happened: a failing case is when it is read.

@@ -213,7 +213,7 @@ struct CompareArgs {
     /// Skip trials whose name contains this.
     #[arg(long)]
     skip: Vec<String>,
-    /// Guests at once [default: one per core]
+    /// Guests at once [default: one per core, fewer when the available memory would not hold them]
     #[arg(long)]
     test_threads: Option<usize>,
     /// Folder for compare.json, compare.html and each side's results
@@ -266,7 +266,7 @@ struct RunArgs {
     /// Skip trials whose name contains this.
     #[arg(long)]
     skip: Vec<String>,
-    /// Guests at once [default: one per core]
+    /// Guests at once [default: one per core, fewer when the available memory would not hold them]
     #[arg(long)]
     test_threads: Option<usize>,
     /// Folder for results.json and junit.xml [default: ROOT/target/ndharness/results]

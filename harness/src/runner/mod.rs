@@ -128,6 +128,28 @@ pub fn prepare(config: &Config) -> anyhow::Result<GuestEnv> {
     Ok(GuestEnv { image, qemu, accel })
 }
 
+/// What one guest takes of the host's memory: its RAM (the NVDIMM and CXL
+/// backing files are sparse files in the page cache) and QEMU itself.
+pub fn guest_memory(t: &crate::topology::Topology) -> u64 {
+    t.machine.memory.bytes() + (256 << 20)
+}
+
+/// Guests at once: one per core, fewer when the memory available now
+/// would not hold that many guests of `guest_bytes` each.
+pub fn default_jobs(guest_bytes: u64) -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let available = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("MemAvailable:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map(|kb| kb * 1024);
+    let by_memory = available.map_or(cores, |a| (a / guest_bytes.max(1)) as usize);
+    cores.min(by_memory).max(1)
+}
+
 /// Discovers the suites and runs the selected trials; the exit code is 0 when
 /// all passed, 1 on any conformance failure, 2 on infrastructure errors only.
 pub fn run(shared: Arc<Shared>, args: &libtest_mimic::Arguments) -> ExitCode {
@@ -155,6 +177,10 @@ pub fn execute(shared: Arc<Shared>, args: &libtest_mimic::Arguments) -> Outcome 
         }
     };
     snapshot::quiet_snapshot_panics();
+    let memory_of: std::collections::HashMap<String, u64> = trials
+        .iter()
+        .map(|t| (t.name.clone(), guest_memory(&t.topology.topology)))
+        .collect();
     let t0 = std::time::Instant::now();
     // Each libtest trial beside the summary entry of an ignored case.
     let pairs: Vec<(libtest_mimic::Trial, Option<report::TrialResult>)> = trials
@@ -186,6 +212,15 @@ pub fn execute(shared: Arc<Shared>, args: &libtest_mimic::Arguments) -> Outcome 
     // Unless asked for libtest's own format, its lines (which carry no
     // time) go to a log file and each trial prints one line as it ends.
     let mut libtest_args = args.clone();
+    if libtest_args.test_threads.is_none() && !args.list {
+        // As many guests as the cores and the memory allow.
+        let guest = selected()
+            .filter_map(|(t, _)| memory_of.get(t.name()))
+            .copied()
+            .max()
+            .unwrap_or(1 << 30);
+        libtest_args.test_threads = Some(default_jobs(guest));
+    }
     if !args.list && args.format.is_none() && !args.quiet && args.logfile.is_none() {
         let _ = std::fs::create_dir_all(&shared.config.runs_dir);
         let log = shared.config.runs_dir.join("libtest.log");
@@ -193,10 +228,7 @@ pub fn execute(shared: Arc<Shared>, args: &libtest_mimic::Arguments) -> Outcome 
         let runs = selected()
             .filter(|(t, _)| !t.has_ignored_flag() || runs_ignored)
             .count();
-        let threads = args
-            .test_threads
-            .or_else(|| std::thread::available_parallelism().ok().map(|n| n.get()))
-            .unwrap_or(1);
+        let threads = libtest_args.test_threads.unwrap_or(1);
         println!("\nrunning {runs} trials, {threads} at a time");
         shared
             .progress
@@ -243,5 +275,21 @@ pub fn execute(shared: Arc<Shared>, args: &libtest_mimic::Arguments) -> Outcome 
         code,
         results,
         info,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jobs_follow_cores_and_memory() {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        // A guest bigger than any host's memory: one at a time, never zero.
+        assert_eq!(default_jobs(u64::MAX), 1);
+        // A tiny guest: the cores decide.
+        assert_eq!(default_jobs(1 << 20), cores);
+        let t = crate::topology::load("nfit-1").unwrap().topology;
+        assert_eq!(guest_memory(&t), t.machine.memory.bytes() + (256 << 20));
     }
 }

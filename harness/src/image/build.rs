@@ -325,20 +325,34 @@ fn overlay(dir: &Path, root: &Path) -> Result<()> {
             ),
         ));
     }
-    let mut src = dir.as_os_str().to_owned();
-    src.push("/.");
-    let out = Command::new("cp")
-        .arg("-a")
-        .arg("--no-preserve=ownership")
-        .arg(&src)
-        .arg(root)
-        .output()
-        .map_err(|e| tool_error("cp", e))?;
-    if !out.status.success() {
-        return Err(Error::Apt {
-            command: format!("cp -a {} {}", src.to_string_lossy(), root.display()),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        });
+    merge_tree(dir, root)
+}
+
+/// Copies `src` into `dest`, merging folders; a folder of `dest` that is a
+/// link (`lib` -> `usr/lib` in the usr-merged root) is followed, not replaced.
+fn merge_tree(src: &Path, dest: &Path) -> Result<()> {
+    for e in std::fs::read_dir(src).map_err(|e| Error::io(src, e))? {
+        let e = e.map_err(|e| Error::io(src, e))?;
+        let from = e.path();
+        let to = dest.join(e.file_name());
+        let md = std::fs::symlink_metadata(&from).map_err(|e| Error::io(&from, e))?;
+        if md.is_dir() {
+            if !to.is_dir() {
+                let _ = std::fs::remove_file(&to);
+                ensure_dir(&to)?;
+            }
+            merge_tree(&from, &to)?;
+            continue;
+        }
+        if std::fs::symlink_metadata(&to).is_ok() {
+            std::fs::remove_file(&to).map_err(|e| Error::io(&to, e))?;
+        }
+        if md.file_type().is_symlink() {
+            let target = std::fs::read_link(&from).map_err(|e| Error::io(&from, e))?;
+            std::os::unix::fs::symlink(&target, &to).map_err(|e| Error::io(&to, e))?;
+        } else {
+            std::fs::copy(&from, &to).map_err(|e| Error::io(&from, e))?;
+        }
     }
     Ok(())
 }

@@ -163,9 +163,13 @@ struct BenchArgs {
     /// Trials whose suite wall time is measured cold, then warm ("" for all).
     #[arg(long)]
     suite: Option<String>,
-    /// Guests at once for the suite [default: one per core]
-    #[arg(long)]
+    /// Guests at once for the suite [default: one per core, fewer when the available memory would not hold them]
+    #[arg(long, visible_alias = "jobs")]
     test_threads: Option<usize>,
+    /// Delete the saved VM states first, so the warm suite pays for making
+    /// its templates, as a first run after any change does.
+    #[arg(long)]
+    fresh_states: bool,
     /// Where the JSON goes [default: ROOT/target/ndharness/bench.json]
     #[arg(long)]
     json: Option<PathBuf>,
@@ -214,7 +218,7 @@ struct CompareArgs {
     #[arg(long)]
     skip: Vec<String>,
     /// Guests at once [default: one per core, fewer when the available memory would not hold them]
-    #[arg(long)]
+    #[arg(long, visible_alias = "jobs")]
     test_threads: Option<usize>,
     /// Folder for compare.json, compare.html and each side's results
     /// [default: ROOT/target/ndharness/compare]
@@ -267,7 +271,7 @@ struct RunArgs {
     #[arg(long)]
     skip: Vec<String>,
     /// Guests at once [default: one per core, fewer when the available memory would not hold them]
-    #[arg(long)]
+    #[arg(long, visible_alias = "jobs")]
     test_threads: Option<usize>,
     /// Folder for results.json and junit.xml [default: ROOT/target/ndharness/results]
     #[arg(long)]
@@ -519,6 +523,13 @@ fn compare(args: CompareArgs) -> anyhow::Result<ExitCode> {
 fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let config = config(&args.guest)?;
     let env = runner::prepare(&config)?;
+    if args.fresh_states {
+        let states = config.build.cache.join("states");
+        if states.exists() {
+            std::fs::remove_dir_all(&states)
+                .with_context(|| format!("removing {}", states.display()))?;
+        }
+    }
     let opts = runner::bench::Options {
         runs: args.runs.max(1),
         topologies: args.topologies.clone(),

@@ -43,6 +43,8 @@ pub enum Error {
     },
     #[error("QEMU built a different machine than the topology asks for: {0}")]
     Mismatch(String),
+    #[error("saved VM state: {0}")]
+    State(String),
 }
 
 impl Error {
@@ -456,15 +458,13 @@ impl Machine {
             match info.status {
                 Some(S::completed) => break,
                 Some(S::failed | S::cancelled) => {
-                    return Err(Error::Mismatch(format!(
-                        "saving the VM state failed: {}",
+                    return Err(Error::State(format!(
+                        "saving it failed: {}",
                         info.error_desc.unwrap_or_default()
                     )))
                 }
                 _ if Instant::now() > deadline => {
-                    return Err(Error::Mismatch(
-                        "saving the VM state took over 120 s".into(),
-                    ))
+                    return Err(Error::State("saving it took over 120 s".into()))
                 }
                 _ => tokio::time::sleep(Duration::from_millis(50)).await,
             }
@@ -490,8 +490,8 @@ async fn restored(
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
             "inmigrate" | "restore-vm" => {
-                return Err(Error::Mismatch(
-                    "the saved VM state did not load before the boot deadline".into(),
+                return Err(Error::State(
+                    "it did not load before the boot deadline".into(),
                 ))
             }
             "running" => return Ok(status),
@@ -503,9 +503,7 @@ async fn restored(
                         st.to_string(),
                     ));
                 }
-                return Err(Error::Mismatch(format!(
-                    "QEMU is `{other}` after loading the saved state"
-                )));
+                return Err(Error::State(format!("QEMU is `{other}` after loading it")));
             }
         }
     }

@@ -176,6 +176,23 @@ fn kernel_panic_in_a_step_fails_the_case_at_once() {
 }
 
 #[test]
+fn kernel_panicking_at_boot_is_a_verdict_with_warm_start_too() {
+    // The group's template guest panics before it can be saved: no state,
+    // the trial boots cold and gets the verdict itself.
+    let (dir, o, t, _) = run_scratch(
+        "bootpanic",
+        "nonexistent-init",
+        "topology: nfit-1\nkernel_args: rdinit=/nonexistent\nsteps:\n  - run: \"true\"\n",
+    );
+    assert_eq!(o.status.code(), Some(1), "{t}");
+    assert!(t.contains("the guest kernel panicked while booting"), "{t}");
+    let junit =
+        std::fs::read_to_string(dir.path().join("target/ndharness/results/junit.xml")).unwrap();
+    assert!(junit.contains("type=\"conformance\""), "{junit}");
+    assert!(!junit.contains("infrastructure"), "{junit}");
+}
+
+#[test]
 fn kernel_report_fails_its_step_unless_declared() {
     // sysrq `l` makes the kernel print a backtrace of every CPU: a real
     // Call Trace report, on demand. Step 2 declares it; step 3 does not.

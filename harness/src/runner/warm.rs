@@ -193,9 +193,13 @@ fn save_state(config: &Config, env: &GuestEnv, g: Group<'_>, dir: &Path) -> Resu
             boot_timeout: config.boot_timeout,
             incoming: None,
         };
-        let m = Machine::start(&spec, run)
-            .await
-            .map_err(|e| e.to_string())?;
+        let m = match Machine::start(&spec, run).await {
+            Ok(m) => m,
+            // A panic is a verdict on the kernel, not trouble of the host:
+            // the trials boot cold and each gets it.
+            Err(e) if !e.is_infrastructure() => return Ok(None),
+            Err(e) => return Err(e.to_string()),
+        };
         let ready = m.times.agent_ready;
         let (m, prelude) = match super::case::template(m, g.t(), g.assemble).await? {
             super::case::Template::Ready(m, p) => (*m, p),

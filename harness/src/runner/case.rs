@@ -239,20 +239,14 @@ pub async fn template(
         machine: Some(m),
         ..Trace::default()
     };
-    match t.boot_and_setup_of(topology, assemble).await {
-        Ok(()) => {}
-        Err(Verdict::Fail(_)) => {
-            if let Some(m) = t.machine.take() {
-                m.stop().await.remove();
-            }
-            return Ok(Template::Fails);
+    if let Err(verdict) = t.boot_and_setup_of(topology, assemble).await {
+        if let Some(m) = t.machine.take() {
+            m.stop().await.remove();
         }
-        Err(Verdict::Error(message)) => {
-            if let Some(m) = t.machine.take() {
-                m.stop().await.remove();
-            }
-            return Err(message);
-        }
+        return match verdict {
+            Verdict::Fail(_) => Ok(Template::Fails),
+            Verdict::Error(message) => Err(message),
+        };
     }
     let m = t.machine.take().expect("a running guest");
     let (cursor, pending) = m.kmsg_position();

@@ -383,17 +383,17 @@ pub fn render_html(c: &Comparison) -> String {
             let Some(d) = &a.diff else { continue };
             h.push_str("<pre>");
             for line in d.lines() {
-                let class = if line.starts_with("+++") || line.starts_with("---") {
-                    "hunk"
-                } else if line.starts_with('+') {
-                    "add"
-                } else if line.starts_with('-') {
-                    "del"
-                } else if line.starts_with("@@") {
-                    "hunk"
-                } else {
-                    ""
-                };
+                let class =
+                    if line.starts_with("+++") || line.starts_with("---") || line.starts_with("@@")
+                    {
+                        "hunk"
+                    } else if line.starts_with('+') {
+                        "add"
+                    } else if line.starts_with('-') {
+                        "del"
+                    } else {
+                        ""
+                    };
                 let _ = writeln!(h, "<span class=\"{class}\">{}</span>", escape(line));
             }
             h.push_str("</pre>\n");

@@ -266,9 +266,31 @@ impl Selection {
 }
 
 /// Every recipe in `images_dir` that says what it provides, by name.
-fn provided(images_dir: &Path) -> Result<Vec<(String, crate::image::Provides)>, Error> {
-    let mut names: Vec<String> = std::fs::read_dir(images_dir)
-        .map_err(|e| Error::Recipe(format!("{}: {e}", images_dir.display())))?
+/// The image trials on an `nfit_test` topology run on: the run's own image
+/// when its recipe builds nfit_test; for a run that named no guest
+/// (`asked_default`), the first recipe that builds it; otherwise none, and
+/// those trials are reported as skipped with the reason.
+pub fn nfit_test_image(images_dir: &Path, image: &str, asked_default: bool) -> Option<String> {
+    let builds = |name: &str| {
+        ImageFiles::load(images_dir, name)
+            .map(|f| f.recipe.kernel.nfit_test)
+            .unwrap_or(false)
+    };
+    if builds(image) {
+        return Some(image.to_owned());
+    }
+    if !asked_default {
+        return None;
+    }
+    recipe_names(images_dir)
+        .ok()?
+        .into_iter()
+        .find(|n| builds(n))
+}
+
+/// The recipes in images/, by name, sorted.
+fn recipe_names(images_dir: &Path) -> std::io::Result<Vec<String>> {
+    let mut names: Vec<String> = std::fs::read_dir(images_dir)?
         .filter_map(|e| e.ok())
         .filter_map(|e| {
             let name = e.file_name().to_string_lossy().into_owned();
@@ -276,6 +298,12 @@ fn provided(images_dir: &Path) -> Result<Vec<(String, crate::image::Provides)>, 
         })
         .collect();
     names.sort();
+    Ok(names)
+}
+
+fn provided(images_dir: &Path) -> Result<Vec<(String, crate::image::Provides)>, Error> {
+    let names = recipe_names(images_dir)
+        .map_err(|e| Error::Recipe(format!("{}: {e}", images_dir.display())))?;
     let mut out = Vec::new();
     for name in names {
         let files =
@@ -306,6 +334,17 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(pick(Selection::default()).unwrap(), "default");
+        // nfit_test trials: the image that builds it, unless the run asked
+        // for another guest, whose kernel they would not be testing.
+        assert_eq!(
+            nfit_test_image(&images(), "default", true).as_deref(),
+            Some("nfit-test")
+        );
+        assert_eq!(
+            nfit_test_image(&images(), "nfit-test", false).as_deref(),
+            Some("nfit-test")
+        );
+        assert_eq!(nfit_test_image(&images(), "debian-6.1", false), None);
         assert_eq!(pick(k("debian-6.12")).unwrap(), "default");
         assert_eq!(pick(k("debian-6.1")).unwrap(), "debian-6.1");
         // An image name where a kernel name goes.

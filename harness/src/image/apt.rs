@@ -242,6 +242,9 @@ impl PrivateApt {
 
     /// Downloads exact `name=version` specs into `dest`.
     pub fn download(&self, specs: &[String], dest: &Path, relock: &str) -> Result<()> {
+        if specs.is_empty() {
+            return Ok(());
+        }
         let mut args = vec!["-q", "download"];
         args.extend(specs.iter().map(String::as_str));
         self.apt("apt-get", &args, Some(dest))

@@ -9,7 +9,9 @@ use serde::{Deserialize, Serialize};
 
 use super::apt::{Archive, PrivateApt};
 use super::recipe::{ImageFiles, Lock, LockedPackage};
-use super::{initramfs, sha256_file, sha256_hex, CacheLock, Error, Result, BUILDER_VERSION};
+use super::{
+    initramfs, nfit_test, sha256_file, sha256_hex, CacheLock, Error, Result, BUILDER_VERSION,
+};
 
 /// A kernel the user built: `--kernel BZIMAGE --modules DIR`, where DIR is the
 /// `INSTALL_MOD_PATH` given to `make modules_install`.
@@ -92,10 +94,38 @@ pub fn lock(files: &ImageFiles, opts: &BuildOptions) -> Result<Lock> {
             .map(|p| format!("{}={}", p.name, p.version))
             .collect()
     };
+    // The nfit_test build packages at exactly the kernel's version.
+    let build_names = if r.kernel.nfit_test {
+        nfit_test::build_packages(&kernel_name)?
+    } else {
+        Vec::new()
+    };
+    let kernel_version = kernel_resolved
+        .first()
+        .map(|p| p.version.clone())
+        .unwrap_or_default();
+    let build_specs: Vec<String> = build_names
+        .iter()
+        .map(|n| format!("{n}={kernel_version}"))
+        .collect();
+    let build_resolved = if build_specs.is_empty() {
+        Vec::new()
+    } else {
+        kernel_from.resolve(&build_specs, false).map_err(|e| {
+            Error::Modules(format!(
+                "nfit_test needs {} at the kernel's version {kernel_version} in {}: {e}",
+                build_names.join(", "),
+                kernel_suite.as_deref().unwrap_or(&r.suite)
+            ))
+        })?
+    };
     apt.download(&specs(&resolved), dl.path(), "ndharness image lock")?;
     kernel_from.download(&specs(&kernel_resolved), dl.path(), "ndharness image lock")?;
+    kernel_from.download(&specs(&build_resolved), dl.path(), "ndharness image lock")?;
     resolved.extend(kernel_resolved);
+    resolved.extend(build_resolved);
     let mut kernel = None;
+    let mut kernel_build = Vec::new();
     let mut packages = Vec::new();
     for p in resolved {
         let path = dl.path().join(&p.filename);
@@ -113,11 +143,14 @@ pub fn lock(files: &ImageFiles, opts: &BuildOptions) -> Result<Lock> {
         };
         if p.name == kernel_name {
             kernel = Some(locked);
+        } else if build_names.contains(&p.name) {
+            kernel_build.push(locked);
         } else {
             packages.push(locked);
         }
     }
     packages.sort();
+    kernel_build.sort_by_key(|p| build_names.iter().position(|n| *n == p.name));
     let lock = Lock {
         recipe_sha256: files.recipe_sha256(),
         suite: r.suite.clone(),
@@ -126,8 +159,12 @@ pub fn lock(files: &ImageFiles, opts: &BuildOptions) -> Result<Lock> {
             suite: kernel_suite.clone().unwrap_or_else(|| r.suite.clone()),
         })?,
         kernel_suite,
+        kernel_build,
         packages,
     };
+    if r.kernel.nfit_test {
+        nfit_test::check_versions(&lock.kernel, &lock.kernel_build)?;
+    }
     files.write_lock(&lock)?;
     Ok(lock)
 }
@@ -178,6 +215,10 @@ pub fn build(files: &ImageFiles, opts: &BuildOptions) -> Result<Image> {
     let mut wanted: Vec<&LockedPackage> = lock.packages.iter().collect();
     if opts.user_kernel.is_none() {
         wanted.push(&lock.kernel);
+        if files.recipe.kernel.nfit_test {
+            nfit_test::check_versions(&lock.kernel, &lock.kernel_build)?;
+            wanted.extend(&lock.kernel_build);
+        }
     }
     fetch_missing(files, opts, &lock, &wanted)?;
 
@@ -215,6 +256,13 @@ pub fn build(files: &ImageFiles, opts: &BuildOptions) -> Result<Image> {
                 symlink("usr/lib", &kroot.join("lib"))?;
             }
             let release = single_release(&kroot.join("usr/lib/modules"))?;
+            if files.recipe.kernel.nfit_test {
+                let built =
+                    nfit_test::modules(&opts.cache, &lock.kernel, &lock.kernel_build, &|p| {
+                        deb_path(&opts.cache, &p.sha256)
+                    })?;
+                install_updates(&built, &kroot.join("usr/lib/modules").join(&release))?;
+            }
             depmod(&kroot, &release)?;
             let image = kroot.join(format!("boot/vmlinuz-{release}"));
             let src = format!("{} {}", lock.kernel.name, lock.kernel.version);
@@ -405,9 +453,12 @@ fn fetch_missing(
         .map_err(|e| Error::io(&opts.cache, e))?;
     let relock = format!("ndharness image lock {}", files.name);
     // The kernel may come from a suite of its own.
-    let (kernel, rest): (Vec<&&LockedPackage>, Vec<&&LockedPackage>) = missing
-        .iter()
-        .partition(|p| lock.kernel_suite.is_some() && p.sha256 == lock.kernel.sha256);
+    let (kernel, rest): (Vec<&&LockedPackage>, Vec<&&LockedPackage>) =
+        missing.iter().partition(|p| {
+            lock.kernel_suite.is_some()
+                && (p.sha256 == lock.kernel.sha256
+                    || lock.kernel_build.iter().any(|b| b.sha256 == p.sha256))
+        });
     for (suite, batch) in [
         (lock.suite.as_str(), rest),
         (lock.kernel_suite.as_deref().unwrap_or(&lock.suite), kernel),
@@ -458,6 +509,20 @@ fn fetch_missing(
     Ok(())
 }
 
+/// Places built modules in the kernel's `updates/`, which depmod prefers
+/// over the modules of the same name under `kernel/`.
+fn install_updates(built: &Path, release_dir: &Path) -> Result<()> {
+    let updates = release_dir.join("updates");
+    ensure_dir(&updates)?;
+    for entry in std::fs::read_dir(built).map_err(|e| Error::io(built, e))? {
+        let path = entry.map_err(|e| Error::io(built, e))?.path();
+        if path.extension().is_some_and(|e| e == "ko") {
+            copy(&path, &updates.join(path.file_name().expect("file")))?;
+        }
+    }
+    Ok(())
+}
+
 fn deb_path(cache: &Path, sha256: &str) -> PathBuf {
     cache.join("debs").join(format!("{sha256}.deb"))
 }
@@ -471,7 +536,7 @@ fn store_deb(cache: &Path, path: &Path, sha256: &str) -> Result<()> {
     Ok(())
 }
 
-fn dpkg_extract(deb: &Path, dest: &Path) -> Result<()> {
+pub(super) fn dpkg_extract(deb: &Path, dest: &Path) -> Result<()> {
     run_tool(
         Command::new("dpkg-deb").arg("-x").arg(deb).arg(dest),
         "dpkg-deb",

@@ -10,6 +10,7 @@
 mod apt;
 mod build;
 mod initramfs;
+mod nfit_test;
 mod recipe;
 
 use std::path::{Path, PathBuf};

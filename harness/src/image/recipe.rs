@@ -58,6 +58,11 @@ pub struct KernelSpec {
     /// bookworm's 6.1 under trixie's userland).
     #[serde(default)]
     pub suite: Option<String>,
+    /// Build the kernel's mock NVDIMM bus (tools/testing/nvdimm) from the
+    /// kernel's own headers and source, pinned beside it in the lock, and
+    /// ship nfit_test with the modules.
+    #[serde(default)]
+    pub nfit_test: bool,
 }
 
 /// Every package an image is built from, pinned by version and sha256.
@@ -71,6 +76,10 @@ pub struct Lock {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kernel_suite: Option<String>,
     pub kernel: LockedPackage,
+    /// What the nfit_test modules are built from: the kernel's headers,
+    /// kbuild tools and source, at the kernel's exact version.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kernel_build: Vec<LockedPackage>,
     pub packages: Vec<LockedPackage>,
 }
 

@@ -84,6 +84,10 @@ pub const AGENT_PORT_ID: &str = "agent0";
 /// the guest, so nothing else would load them).
 pub fn guest_modules(topology: &Topology) -> Vec<&'static str> {
     let mut m = vec!["virtio_pci", "virtio_console", "pvpanic_pci"];
+    if topology.nfit_test {
+        // Brings the mock libnvdimm and nfit it wraps.
+        m.push("nfit_test");
+    }
     if topology.has_nfit() {
         m.push("nfit");
     }
@@ -451,9 +455,19 @@ mod tests {
             cxl: None,
             e820: vec![],
             virtio_pmem: vec![],
+            nfit_test: false,
         };
         assert!(!guest_modules(&t).contains(&"nfit"));
+        assert!(!guest_modules(&t).contains(&"nd_pmem"));
         let t = crate::topology::load("nfit-1").unwrap().topology;
         assert!(guest_modules(&t).contains(&"nfit"));
+        assert!(!guest_modules(&t).contains(&"nfit_test"));
+        // The mock bus loads before the drivers that bind to its regions,
+        // and no QEMU NVDIMM (so no ACPI NFIT) comes with it.
+        let t = crate::topology::load("nfit-test").unwrap().topology;
+        let m = guest_modules(&t);
+        let pos = |n: &str| m.iter().position(|x| *x == n);
+        assert!(pos("nfit_test").unwrap() < pos("nd_pmem").unwrap(), "{m:?}");
+        assert!(!t.has_nfit());
     }
 }

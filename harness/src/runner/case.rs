@@ -640,7 +640,7 @@ async fn stable_names(m: &Machine, t: &crate::topology::Topology) -> Result<Name
 async fn layout(m: &Machine, trial: &Trial, names: &Names) -> Result<String, Verdict> {
     let t = &trial.topology.topology;
     let mut listings: Vec<&[&str]> = Vec::new();
-    if t.has_nfit() || t.cxl.is_some() {
+    if t.has_nfit() || t.cxl.is_some() || t.nfit_test {
         listings.push(&["ndctl", "list", "-RDNu"]);
     }
     if t.cxl.is_some() {

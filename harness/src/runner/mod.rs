@@ -28,6 +28,9 @@ pub struct Config {
     /// The repository root (holds suites/ and images/).
     pub root: PathBuf,
     pub image: String,
+    /// The image `nfit_test` trials run on (see
+    /// [`crate::select::nfit_test_image`]); none: they are skipped.
+    pub nfit_test_image: Option<String>,
     /// Snapshot variants read before the shared snapshots, in order.
     pub variants: Vec<String>,
     /// Put snapshots the shared ones do not match into the first variant.
@@ -52,6 +55,7 @@ impl Config {
         Config {
             runs_dir: root.join("target/ndharness/runs"),
             results_dir: root.join("target/ndharness/results"),
+            nfit_test_image: crate::select::nfit_test_image(&root.join("images"), "default", true),
             root,
             image: "default".into(),
             variants: Vec::new(),
@@ -81,6 +85,8 @@ impl Config {
 pub struct Shared {
     pub config: Config,
     env: OnceLock<Result<GuestEnv, String>>,
+    /// The nfit_test image's, when it is another.
+    nfit_test_env: OnceLock<Result<GuestEnv, String>>,
     pub results: Mutex<Vec<TrialResult>>,
     /// Print one line per trial as it ends.
     pub progress: std::sync::atomic::AtomicBool,
@@ -99,6 +105,7 @@ impl Shared {
         Arc::new(Shared {
             config,
             env: OnceLock::new(),
+            nfit_test_env: OnceLock::new(),
             results: Mutex::new(Vec::new()),
             progress: Default::default(),
         })
@@ -110,11 +117,39 @@ impl Shared {
             .get_or_init(|| prepare(&self.config).map_err(|e| format!("{e:#}")))
             .clone()
     }
+
+    /// The guest `trial` runs on: the run's, or for an nfit_test topology
+    /// the image that builds nfit_test.
+    pub fn env_for(&self, trial: &crate::suite::Trial) -> Result<GuestEnv, String> {
+        if !trial.topology.topology.nfit_test {
+            return self.env();
+        }
+        match &self.config.nfit_test_image {
+            Some(name) if *name != self.config.image => self
+                .nfit_test_env
+                .get_or_init(|| prepare_image(&self.config, name).map_err(|e| format!("{e:#}")))
+                .clone(),
+            Some(_) => self.env(),
+            None => Err(no_nfit_test(&self.config)),
+        }
+    }
+}
+
+/// Why an nfit_test trial cannot run with this configuration.
+pub fn no_nfit_test(config: &Config) -> String {
+    format!(
+        "needs the nfit_test modules: image `{}` does not build them; run it with --image nfit-test",
+        config.image
+    )
 }
 
 pub fn prepare(config: &Config) -> anyhow::Result<GuestEnv> {
+    prepare_image(config, &config.image)
+}
+
+fn prepare_image(config: &Config, name: &str) -> anyhow::Result<GuestEnv> {
     let qemu = crate::qemu::find_binary()?;
-    let files = ImageFiles::load(&config.images_dir(), &config.image)?;
+    let files = ImageFiles::load(&config.images_dir(), name)?;
     let image = image::build(&files, &config.build)?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -186,12 +221,11 @@ pub fn execute(shared: Arc<Shared>, args: &libtest_mimic::Arguments) -> Outcome 
     let pairs: Vec<(libtest_mimic::Trial, Option<report::TrialResult>)> = trials
         .into_iter()
         .map(|trial| {
-            let skip = trial
-                .case
-                .spec
-                .ignored
-                .is_some()
-                .then(|| report::ignored(&trial));
+            let cannot = (trial.topology.topology.nfit_test
+                && shared.config.nfit_test_image.is_none())
+            .then(|| no_nfit_test(&shared.config));
+            let skip = (trial.case.spec.ignored.is_some() || cannot.is_some())
+                .then(|| report::ignored(&trial, cannot.clone()));
             let kind = trial.topology.name.clone();
             let shared = shared.clone();
             let name = trial.name.clone();

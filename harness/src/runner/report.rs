@@ -44,7 +44,7 @@ pub struct TrialResult {
 pub fn run_one(shared: &Shared, trial: &Trial) -> Result<(), libtest_mimic::Failed> {
     let start = Instant::now();
     let mut retried = None;
-    let outcome = match shared.env() {
+    let outcome = match shared.env_for(trial) {
         Err(e) => CaseOutcome::Error {
             message: format!("infrastructure error: {e}"),
             evidence: None,
@@ -117,12 +117,14 @@ impl TrialResult {
 }
 
 /// An ignored trial the filter selected, for the summary.
-pub fn ignored(trial: &Trial) -> TrialResult {
+/// `why` overrides the case's own reason (the run cannot give the trial
+/// the guest it needs).
+pub fn ignored(trial: &Trial, why: Option<String>) -> TrialResult {
     TrialResult {
         name: trial.name.clone(),
         topology: trial.topology.name.clone(),
         modes: trial.case.spec.modes.clone(),
-        note: trial.case.spec.ignored.clone(),
+        note: why.or_else(|| trial.case.spec.ignored.clone()),
         status: Status::Ignored,
         duration: Duration::ZERO,
         evidence: None,

@@ -50,6 +50,12 @@ pub struct Topology {
     /// virtio-pmem devices, each with its own backing file.
     #[serde(default)]
     pub virtio_pmem: Vec<VirtioPmem>,
+    /// The kernel's mock NVDIMM bus (tools/testing/nvdimm): `modprobe
+    /// nfit_test` gives bus nfit_test.0 with a 2-way and a 4-way interleaved
+    /// region over nmem0-3, and nfit_test.1. Needs an image that builds it
+    /// (`kernel: { nfit_test: true }` in its recipe: images/nfit-test.yaml).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub nfit_test: bool,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
@@ -371,7 +377,7 @@ impl Topology {
 
     /// Whether any libnvdimm bus exists in the guest.
     pub fn has_pmem(&self) -> bool {
-        self.has_memory_devices() || self.cxl.is_some() || !self.e820.is_empty()
+        self.has_memory_devices() || self.cxl.is_some() || !self.e820.is_empty() || self.nfit_test
     }
 
     /// Whether QEMU needs ACPI NFIT (`nvdimm=on`): NVDIMMs now or later.

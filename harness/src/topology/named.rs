@@ -9,6 +9,7 @@ pub const NAMED: &[(&str, &str)] = &[
         include_str!("../../topologies/nfit-hotplug.yaml"),
     ),
     ("e820-1", include_str!("../../topologies/e820-1.yaml")),
+    ("nfit-test", include_str!("../../topologies/nfit-test.yaml")),
     (
         "virtio-pmem-1",
         include_str!("../../topologies/virtio-pmem-1.yaml"),

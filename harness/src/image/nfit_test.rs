@@ -1,0 +1,318 @@
+//! The kernel's mock NVDIMM bus (`tools/testing/nvdimm`: nfit_test and the
+//! libnvdimm, nfit, pmem and dax modules it wraps), built out of tree against
+//! a Debian kernel's own headers and source, so interleaved NFIT regions exist
+//! on a stock kernel.
+//!
+//! The four build packages are pinned beside the kernel in the lock and must
+//! carry the kernel's exact Debian version: modules built from other sources
+//! would load (the version magic matches within an ABI) and behave unlike the
+//! kernel they are meant to test.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use super::build::{copy, dpkg_extract, ensure_dir, run_tool};
+use super::recipe::LockedPackage;
+use super::{sha256_hex, Error, Result};
+
+/// Bumped when the way the modules are built changes.
+const RECIPE: &str = "nfit_test 1";
+
+/// Parts of the source tree the mock modules are built from.
+const SOURCE_PARTS: &[&str] = &[
+    "tools/testing/nvdimm",
+    "drivers/nvdimm",
+    "drivers/acpi/nfit",
+    "drivers/dax",
+];
+
+/// `linux-image-6.12.95+deb12-amd64-unsigned` -> (`6.12.95+deb12`, `amd64`).
+fn abi_and_flavour(kernel_package: &str) -> Option<(String, String)> {
+    let rest = kernel_package.strip_prefix("linux-image-")?;
+    let rest = rest.strip_suffix("-unsigned").unwrap_or(rest);
+    let (abi, flavour) = rest.rsplit_once('-')?;
+    // The ABI starts with the upstream version: MAJOR.MINOR...
+    let mut nums = abi.split('.');
+    let major = nums.next()?;
+    let minor = nums.next()?;
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    let minor_digits: String = minor.chars().take_while(char::is_ascii_digit).collect();
+    if !digits(major) || minor_digits.is_empty() {
+        return None;
+    }
+    Some((abi.to_owned(), flavour.to_owned()))
+}
+
+/// The packages the mock modules build from, for a kernel package: its
+/// headers (flavour and common), kbuild tools and the source.
+pub fn build_packages(kernel_package: &str) -> Result<Vec<String>> {
+    let (abi, flavour) = abi_and_flavour(kernel_package).ok_or_else(|| {
+        Error::Modules(format!(
+            "nfit_test: `{kernel_package}` is not a Debian kernel image package \
+             (linux-image-VERSION-FLAVOUR[-unsigned]); its headers and source cannot be named"
+        ))
+    })?;
+    let series: String = abi.split('.').take(2).collect::<Vec<_>>().join(".");
+    let series: String = series
+        .chars()
+        .take_while(|c| c.is_ascii_digit() || *c == '.')
+        .collect();
+    Ok(vec![
+        format!("linux-headers-{abi}-{flavour}"),
+        format!("linux-headers-{abi}-common"),
+        format!("linux-kbuild-{abi}"),
+        format!("linux-source-{series}"),
+    ])
+}
+
+/// Refuses build packages that are not exactly the kernel's version.
+pub fn check_versions(kernel: &LockedPackage, build: &[LockedPackage]) -> Result<()> {
+    let wanted = build_packages(&kernel.name)?;
+    for name in &wanted {
+        match build.iter().find(|p| &p.name == name) {
+            None => {
+                return Err(Error::Modules(format!(
+                    "nfit_test: the lock has no {name}; run `ndharness image lock` again"
+                )))
+            }
+            Some(p) if p.version != kernel.version => {
+                return Err(Error::Modules(format!(
+                    "nfit_test: {} is version {}, the kernel {} is {}: the mock modules \
+                     must be built from the kernel's own headers and source",
+                    p.name, p.version, kernel.name, kernel.version
+                )))
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(())
+}
+
+/// The mock modules for `kernel`, built once per kernel version and kept in
+/// the cache: a folder of `.ko` files (debug info stripped) to place in the
+/// kernel's `updates/`, where depmod prefers them over the real ones.
+pub fn modules(
+    cache: &Path,
+    kernel: &LockedPackage,
+    build: &[LockedPackage],
+    deb: &dyn Fn(&LockedPackage) -> PathBuf,
+) -> Result<PathBuf> {
+    check_versions(kernel, build)?;
+    let mut material = format!("{RECIPE}\n{}\n", kernel.sha256);
+    for p in build {
+        material.push_str(&format!("{}\n", p.sha256));
+    }
+    let key = sha256_hex(material.as_bytes());
+    let out = cache
+        .join("nfit_test")
+        .join(format!("{}-{}", kernel.version, &key[..12]));
+    if out.join("done").exists() {
+        return Ok(out);
+    }
+    let work =
+        tempfile::tempdir_in(ensure_dir(&cache.join("tmp"))?).map_err(|e| Error::io(cache, e))?;
+    let tree = work.path().join("tree");
+    for p in build {
+        dpkg_extract(&deb(p), &tree)?;
+    }
+    let headers = fix_headers(&tree, &build_packages(&kernel.name)?[0])?;
+    let src = unpack_source(&tree, work.path())?;
+    let m = src.join("tools/testing/nvdimm");
+    let include = |part: &str| format!("-I{}", src.join(part).display());
+    let jobs = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let started = std::time::Instant::now();
+    let made = Command::new("make")
+        .arg("-C")
+        .arg(&headers)
+        .arg(format!("M={}", m.display()))
+        .arg(format!(
+            "KCFLAGS={} {} {}",
+            include("drivers/nvdimm"),
+            include("drivers/acpi/nfit"),
+            include("drivers/dax")
+        ))
+        // No BTF for the mock modules: it needs pahole, and nothing reads it.
+        .arg("CONFIG_DEBUG_INFO_BTF_MODULES=")
+        .arg(format!("-j{jobs}"))
+        .arg("modules")
+        .output()
+        .map_err(|e| Error::Tool {
+            tool: "make".into(),
+            message: format!(
+                "{e}; the nfit_test modules need make and gcc: apt-get install make gcc"
+            ),
+        })?;
+    if !made.status.success() {
+        let text = [made.stdout, made.stderr].concat();
+        let tail: Vec<&str> = std::str::from_utf8(&text)
+            .unwrap_or("")
+            .lines()
+            .rev()
+            .take(15)
+            .collect();
+        let kept = cache.join("nfit_test/failed-build.log");
+        let _ = ensure_dir(kept.parent().expect("folder"));
+        let _ = std::fs::write(&kept, &text);
+        return Err(Error::Modules(format!(
+            "nfit_test: building tools/testing/nvdimm against {} failed ({}); the whole log is in {}:\n{}",
+            kernel.name,
+            made.status,
+            kept.display(),
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        )));
+    }
+    let built = work.path().join("out");
+    ensure_dir(&built)?;
+    let mut names = Vec::new();
+    collect_ko(&m, &mut |path| {
+        let name = path.file_name().expect("file").to_owned();
+        let to = built.join(&name);
+        copy(path, &to)?;
+        run_tool(Command::new("strip").arg("--strip-debug").arg(&to), "strip")?;
+        names.push(name.to_string_lossy().into_owned());
+        Ok(())
+    })?;
+    if !names.iter().any(|n| n == "nfit_test.ko") {
+        return Err(Error::Modules(format!(
+            "nfit_test: the build of {} made no nfit_test.ko (made: {names:?})",
+            m.display()
+        )));
+    }
+    names.sort();
+    let about = format!(
+        "tools/testing/nvdimm of {} {}, built in {:.1} s\n{}\n",
+        kernel.name,
+        kernel.version,
+        started.elapsed().as_secs_f64(),
+        names.join("\n")
+    );
+    std::fs::write(built.join("done"), about).map_err(|e| Error::io(&built, e))?;
+    ensure_dir(out.parent().expect("folder"))?;
+    if std::fs::rename(&built, &out).is_err() && !out.join("done").exists() {
+        return Err(Error::io(
+            &out,
+            std::io::Error::other("could not move the built modules into the cache"),
+        ));
+    }
+    Ok(out)
+}
+
+/// Points the flavour headers' Makefile, which includes the common headers'
+/// Makefile by its installed absolute path, at the extracted copy.
+fn fix_headers(tree: &Path, flavour_pkg: &str) -> Result<PathBuf> {
+    let headers = tree.join("usr/src").join(flavour_pkg);
+    let makefile = headers.join("Makefile");
+    let text = std::fs::read_to_string(&makefile).map_err(|e| Error::io(&makefile, e))?;
+    let fixed: String = text
+        .lines()
+        .map(|l| match l.strip_prefix("include /usr/src/") {
+            Some(rest) => format!("include {}/usr/src/{rest}", tree.display()),
+            None => l.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    std::fs::write(&makefile, fixed + "\n").map_err(|e| Error::io(&makefile, e))?;
+    Ok(headers)
+}
+
+/// Unpacks the parts of `linux-source-X.Y.tar.xz` the build reads.
+fn unpack_source(tree: &Path, work: &Path) -> Result<PathBuf> {
+    let usr_src = tree.join("usr/src");
+    let tarball = std::fs::read_dir(&usr_src)
+        .map_err(|e| Error::io(&usr_src, e))?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            let n = p.file_name().unwrap_or_default().to_string_lossy();
+            n.starts_with("linux-source-") && n.ends_with(".tar.xz")
+        })
+        .ok_or_else(|| {
+            Error::Modules(format!(
+                "nfit_test: no linux-source-*.tar.xz in {}",
+                usr_src.display()
+            ))
+        })?;
+    let top = tarball
+        .file_name()
+        .unwrap_or_default()
+        .to_string_lossy()
+        .trim_end_matches(".tar.xz")
+        .to_owned();
+    let mut tar = Command::new("tar");
+    tar.arg("-xJf").arg(&tarball).arg("-C").arg(work);
+    for part in SOURCE_PARTS {
+        tar.arg(format!("{top}/{part}"));
+    }
+    run_tool(&mut tar, "tar")?;
+    Ok(work.join(top))
+}
+
+fn collect_ko(dir: &Path, f: &mut dyn FnMut(&Path) -> Result<()>) -> Result<()> {
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| Error::io(dir, e))?
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    entries.sort();
+    for p in entries {
+        if p.is_dir() {
+            collect_ko(&p, f)?;
+        } else if p.extension().is_some_and(|e| e == "ko") {
+            f(&p)?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pkg(name: &str, version: &str) -> LockedPackage {
+        LockedPackage {
+            name: name.into(),
+            version: version.into(),
+            arch: "amd64".into(),
+            sha256: "0".repeat(64),
+            size: 1,
+        }
+    }
+
+    #[test]
+    fn names_follow_the_kernel_package() {
+        assert_eq!(
+            build_packages("linux-image-6.12.95+deb12-amd64-unsigned").unwrap(),
+            [
+                "linux-headers-6.12.95+deb12-amd64",
+                "linux-headers-6.12.95+deb12-common",
+                "linux-kbuild-6.12.95+deb12",
+                "linux-source-6.12",
+            ]
+        );
+        assert_eq!(
+            build_packages("linux-image-6.1.0-50-amd64").unwrap()[3],
+            "linux-source-6.1"
+        );
+        assert!(build_packages("busybox-static").is_err());
+    }
+
+    #[test]
+    fn a_version_mismatch_is_refused() {
+        let v = "6.12.95-1~bpo12+1";
+        let kernel = pkg("linux-image-6.12.95+deb12-amd64-unsigned", v);
+        let mut build: Vec<LockedPackage> = build_packages(&kernel.name)
+            .unwrap()
+            .iter()
+            .map(|n| pkg(n, v))
+            .collect();
+        check_versions(&kernel, &build).unwrap();
+        build[3].version = "6.12.117-1~deb12u1".into();
+        let e = check_versions(&kernel, &build).unwrap_err().to_string();
+        assert!(
+            e.contains("linux-source-6.12 is version 6.12.117-1~deb12u1"),
+            "{e}"
+        );
+        build.pop();
+        assert!(check_versions(&kernel, &build).is_err());
+    }
+}

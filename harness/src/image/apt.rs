@@ -120,7 +120,35 @@ impl PrivateApt {
         suite: &str,
         components: &[String],
     ) -> Result<PrivateApt> {
-        let root = cache.join("apt").join(suite);
+        Self::with_kind(cache, archive, suite, components, "deb", suite)
+    }
+
+    /// apt's state for the source packages of one suite (`deb-src`).
+    pub fn sources(
+        cache: &Path,
+        archive: &Archive,
+        suite: &str,
+        components: &[String],
+    ) -> Result<PrivateApt> {
+        Self::with_kind(
+            cache,
+            archive,
+            suite,
+            components,
+            "deb-src",
+            &format!("{suite}-src"),
+        )
+    }
+
+    fn with_kind(
+        cache: &Path,
+        archive: &Archive,
+        suite: &str,
+        components: &[String],
+        kind: &str,
+        folder: &str,
+    ) -> Result<PrivateApt> {
+        let root = cache.join("apt").join(folder);
         for d in [
             "lists/partial",
             "archives/partial",
@@ -140,7 +168,7 @@ impl PrivateApt {
             .map(|k| format!(" [signed-by={k}]"))
             .unwrap_or_default();
         let list = format!(
-            "deb{signed} {} {suite} {}\n",
+            "{kind}{signed} {} {suite} {}\n",
             archive.uri,
             components.join(" ")
         );
@@ -240,6 +268,50 @@ impl PrivateApt {
         Ok(out.lines().filter_map(parse_print_uri).collect())
     }
 
+    /// The upstream tarball of source package `name` at `version`, fetched
+    /// into `dest`: its file name, size and sha256.
+    pub fn fetch_orig(
+        &self,
+        name: &str,
+        version: &str,
+        dest: &Path,
+    ) -> Result<(String, u64, String)> {
+        let spec = format!("{name}={version}");
+        let out = self.apt(
+            "apt-get",
+            &["-q", "--print-uris", "source", &spec],
+            Some(dest),
+        )?;
+        let (uri, file, size, sha256) = out
+            .lines()
+            .filter_map(parse_source_uri)
+            .find(|(_, f, ..)| f.contains(".orig.tar."))
+            .ok_or_else(|| Error::Apt {
+                command: format!("apt-get --print-uris source {spec}"),
+                stderr: "no upstream tarball (.orig.tar.*) listed".into(),
+            })?;
+        let target = dest.join(&file);
+        let helper = "/usr/lib/apt/apt-helper";
+        let got = Command::new(helper)
+            .args(self.options())
+            .arg("download-file")
+            .arg(&uri)
+            .arg(&target)
+            .arg(format!("SHA256:{sha256}"))
+            .output()
+            .map_err(|e| Error::Tool {
+                tool: helper.into(),
+                message: e.to_string(),
+            })?;
+        if !got.status.success() {
+            return Err(Error::Apt {
+                command: format!("apt-helper download-file {uri}"),
+                stderr: String::from_utf8_lossy(&got.stderr).trim().to_owned(),
+            });
+        }
+        Ok((file, size, sha256))
+    }
+
     /// Downloads exact `name=version` specs into `dest`.
     pub fn download(&self, specs: &[String], dest: &Path, relock: &str) -> Result<()> {
         if specs.is_empty() {
@@ -277,6 +349,16 @@ pub fn parse_print_uri(line: &str) -> Option<Resolved> {
     })
 }
 
+/// `'URI' FILE SIZE SHA256:HASH` lines of `apt-get --print-uris source`.
+pub fn parse_source_uri(line: &str) -> Option<(String, String, u64, String)> {
+    let mut w = line.split_whitespace();
+    let uri = w.next()?.strip_prefix('\'')?.strip_suffix('\'')?.to_owned();
+    let file = w.next()?.to_owned();
+    let size = w.next()?.parse().ok()?;
+    let sha256 = w.next()?.strip_prefix("SHA256:")?.to_owned();
+    Some((uri, file, size, sha256))
+}
+
 /// `name_version_arch.deb`, with the epoch's `:` written `%3a`.
 pub fn parse_deb_filename(filename: &str) -> Option<(String, String, String)> {
     let stem = filename.strip_suffix(".deb")?;
@@ -305,6 +387,23 @@ mod tests {
         let a = parse_one_line("# c\ndeb [arch=amd64] http://a.example/debian bookworm main\n")
             .unwrap();
         assert_eq!(a.uri, "http://a.example/debian");
+    }
+
+    #[test]
+    fn source_uri_line() {
+        let (uri, file, size, sha) = parse_source_uri(
+            "'http://a.example/debian/pool/main/n/ndctl/ndctl_81.orig.tar.gz' ndctl_81.orig.tar.gz 436889 SHA256:e407",
+        )
+        .unwrap();
+        assert_eq!(
+            uri,
+            "http://a.example/debian/pool/main/n/ndctl/ndctl_81.orig.tar.gz"
+        );
+        assert_eq!(
+            (file.as_str(), size, sha.as_str()),
+            ("ndctl_81.orig.tar.gz", 436889, "e407")
+        );
+        assert!(parse_source_uri("Need to get 452 kB of source archives.").is_none());
     }
 
     #[test]

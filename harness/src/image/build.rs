@@ -8,9 +8,10 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 
 use super::apt::{Archive, PrivateApt};
-use super::recipe::{ImageFiles, Lock, LockedPackage};
+use super::recipe::{ImageFiles, Lock, LockedPackage, LockedSource, NdctlTestsLock};
 use super::{
-    initramfs, nfit_test, sha256_file, sha256_hex, CacheLock, Error, Result, BUILDER_VERSION,
+    initramfs, ndctl_tests, nfit_test, sha256_file, sha256_hex, CacheLock, Error, Result,
+    BUILDER_VERSION,
 };
 
 /// A kernel the user built: `--kernel BZIMAGE --modules DIR`, where DIR is the
@@ -89,11 +90,6 @@ pub fn lock(files: &ImageFiles, opts: &BuildOptions) -> Result<Lock> {
     let kernel_resolved = kernel_from.resolve(std::slice::from_ref(&kernel_name), false)?;
     let dl = tempfile::tempdir_in(ensure_dir(&opts.cache.join("tmp"))?)
         .map_err(|e| Error::io(&opts.cache, e))?;
-    let specs = |v: &[super::apt::Resolved]| -> Vec<String> {
-        v.iter()
-            .map(|p| format!("{}={}", p.name, p.version))
-            .collect()
-    };
     // The nfit_test build packages at exactly the kernel's version.
     let build_names = if r.kernel.nfit_test {
         nfit_test::build_packages(&kernel_name)?
@@ -119,31 +115,39 @@ pub fn lock(files: &ImageFiles, opts: &BuildOptions) -> Result<Lock> {
             ))
         })?
     };
-    apt.download(&specs(&resolved), dl.path(), "ndharness image lock")?;
-    kernel_from.download(&specs(&kernel_resolved), dl.path(), "ndharness image lock")?;
-    kernel_from.download(&specs(&build_resolved), dl.path(), "ndharness image lock")?;
+    let ndctl_tests = match &r.ndctl_tests {
+        Some(t) => Some(lock_ndctl_tests(
+            opts,
+            &archive,
+            r,
+            &apt,
+            &resolved,
+            &t.build_root,
+        )?),
+        None => None,
+    };
+    apt.download(&specs_of(&resolved), dl.path(), "ndharness image lock")?;
+    kernel_from.download(
+        &specs_of(&kernel_resolved),
+        dl.path(),
+        "ndharness image lock",
+    )?;
+    kernel_from.download(
+        &specs_of(&build_resolved),
+        dl.path(),
+        "ndharness image lock",
+    )?;
     resolved.extend(kernel_resolved);
     resolved.extend(build_resolved);
     let mut kernel = None;
     let mut kernel_build = Vec::new();
     let mut packages = Vec::new();
     for p in resolved {
-        let path = dl.path().join(&p.filename);
-        let sha256 = sha256_file(&path)?;
-        let size = std::fs::metadata(&path)
-            .map_err(|e| Error::io(&path, e))?
-            .len();
-        store_deb(&opts.cache, &path, &sha256)?;
-        let locked = LockedPackage {
-            name: p.name.clone(),
-            version: p.version,
-            arch: p.arch,
-            sha256,
-            size,
-        };
-        if p.name == kernel_name {
+        let name = p.name.clone();
+        let locked = pin(&opts.cache, dl.path(), p)?;
+        if name == kernel_name {
             kernel = Some(locked);
-        } else if build_names.contains(&p.name) {
+        } else if build_names.contains(&name) {
             kernel_build.push(locked);
         } else {
             packages.push(locked);
@@ -161,12 +165,107 @@ pub fn lock(files: &ImageFiles, opts: &BuildOptions) -> Result<Lock> {
         kernel_suite,
         kernel_build,
         packages,
+        ndctl_tests,
     };
     if r.kernel.nfit_test {
         nfit_test::check_versions(&lock.kernel, &lock.kernel_build)?;
     }
     files.write_lock(&lock)?;
     Ok(lock)
+}
+
+/// Pins what ndctl's tests build from: the upstream tarball of the
+/// image's ndctl version and the build root's package closure.
+fn lock_ndctl_tests(
+    opts: &BuildOptions,
+    archive: &Archive,
+    r: &super::recipe::Recipe,
+    apt: &PrivateApt,
+    resolved: &[super::apt::Resolved],
+    build_root: &[String],
+) -> Result<NdctlTestsLock> {
+    let ndctl = resolved.iter().find(|p| p.name == "ndctl").ok_or_else(|| {
+        Error::Modules("ndctl_tests: the image's packages must include ndctl".into())
+    })?;
+    let version = ndctl_tests::source_version(&ndctl.version);
+    let dl = tempfile::tempdir_in(ensure_dir(&opts.cache.join("tmp"))?)
+        .map_err(|e| Error::io(&opts.cache, e))?;
+    let src = PrivateApt::sources(&opts.cache, archive, &r.suite, &r.components)?;
+    src.update()?;
+    let (file, size, sha256) = src.fetch_orig("ndctl", &version, dl.path())?;
+    let kept = ndctl_tests::source_path(&opts.cache, &sha256, &file);
+    ensure_dir(kept.parent().expect("folder"))?;
+    copy(&dl.path().join(&file), &kept)?;
+    let closure = apt.resolve(build_root, true)?;
+    apt.download(&specs_of(&closure), dl.path(), "ndharness image lock")?;
+    let mut locked = closure
+        .into_iter()
+        .map(|p| pin(&opts.cache, dl.path(), p))
+        .collect::<Result<Vec<_>>>()?;
+    locked.sort();
+    Ok(NdctlTestsLock {
+        source: LockedSource {
+            file,
+            version,
+            sha256,
+            size,
+        },
+        build_root: locked,
+    })
+}
+
+/// `name=version` of each resolved package, as apt downloads them.
+fn specs_of(v: &[super::apt::Resolved]) -> Vec<String> {
+    v.iter()
+        .map(|p| format!("{}={}", p.name, p.version))
+        .collect()
+}
+
+/// Hashes a package downloaded into `dir`, keeps it in the cache, and pins it.
+fn pin(cache: &Path, dir: &Path, p: super::apt::Resolved) -> Result<LockedPackage> {
+    let path = dir.join(&p.filename);
+    let sha256 = sha256_file(&path)?;
+    let size = std::fs::metadata(&path)
+        .map_err(|e| Error::io(&path, e))?
+        .len();
+    store_deb(cache, &path, &sha256)?;
+    Ok(LockedPackage {
+        name: p.name,
+        version: p.version,
+        arch: p.arch,
+        sha256,
+        size,
+    })
+}
+
+/// Fetches the ndctl source tarball the lock pins, when not in the cache.
+fn fetch_ndctl_source(files: &ImageFiles, opts: &BuildOptions, t: &NdctlTestsLock) -> Result<()> {
+    let kept = ndctl_tests::source_path(&opts.cache, &t.source.sha256, &t.source.file);
+    if kept.exists() {
+        return Ok(());
+    }
+    let r = &files.recipe;
+    let archive = Archive::discover(opts.mirror.as_deref())?;
+    let dl = tempfile::tempdir_in(ensure_dir(&opts.cache.join("tmp"))?)
+        .map_err(|e| Error::io(&opts.cache, e))?;
+    let src = PrivateApt::sources(&opts.cache, &archive, &r.suite, &r.components)?;
+    src.update()?;
+    let (file, _, sha256) = src
+        .fetch_orig("ndctl", &t.source.version, dl.path())
+        .map_err(|e| Error::Unavailable {
+            detail: format!("ndctl source {}: {e}", t.source.version),
+            relock: format!("ndharness image lock {}", files.name),
+        })?;
+    if sha256 != t.source.sha256 {
+        return Err(Error::Checksum {
+            name: file,
+            version: t.source.version.clone(),
+            expected: t.source.sha256.clone(),
+            actual: sha256,
+        });
+    }
+    ensure_dir(kept.parent().expect("folder"))?;
+    copy(&dl.path().join(&file), &kept)
 }
 
 fn newest_match(apt: &PrivateApt, glob: &str, suite: &str) -> Result<String> {
@@ -220,6 +319,15 @@ pub fn build(files: &ImageFiles, opts: &BuildOptions) -> Result<Image> {
             wanted.extend(&lock.kernel_build);
         }
     }
+    if files.recipe.ndctl_tests.is_some() {
+        let t = lock.ndctl_tests.as_ref().ok_or_else(|| Error::StaleLock {
+            recipe: files.recipe_path.clone(),
+            lock: files.lock_path.clone(),
+            relock: format!("ndharness image lock {}", files.name),
+        })?;
+        wanted.extend(&t.build_root);
+        fetch_ndctl_source(files, opts, t)?;
+    }
     fetch_missing(files, opts, &lock, &wanted)?;
 
     let staging = tempfile::tempdir_in(ensure_dir(&opts.cache.join("tmp"))?)
@@ -232,6 +340,10 @@ pub fn build(files: &ImageFiles, opts: &BuildOptions) -> Result<Image> {
     initramfs::merge_usr(&root)?;
     if let Some(dir) = &opts.user_ndctl {
         overlay(dir, &root)?;
+    }
+    if let Some(t) = &lock.ndctl_tests {
+        let built = ndctl_tests::build(&opts.cache, t, &|p| deb_path(&opts.cache, &p.sha256))?;
+        ndctl_tests::install(&built, &root)?;
     }
 
     let (kernel_image, modules_src, release, kernel_source) = match &opts.user_kernel {
@@ -278,8 +390,10 @@ pub fn build(files: &ImageFiles, opts: &BuildOptions) -> Result<Image> {
     depmod(&root, &release)?;
     for s in &files.recipe.strip {
         let p = root.join(s);
-        if p.exists() {
+        if p.is_dir() {
             std::fs::remove_dir_all(&p).map_err(|e| Error::io(&p, e))?;
+        } else if p.exists() {
+            std::fs::remove_file(&p).map_err(|e| Error::io(&p, e))?;
         }
     }
     initramfs::install_busybox_applets(&root)?;
@@ -351,6 +465,14 @@ fn content_key(files: &ImageFiles, lock_text: &str, opts: &BuildOptions) -> Resu
         "builder {BUILDER_VERSION}\n--recipe\n{}\n--lock\n{lock_text}\n--init\n{INIT}\n--step\n{STEP}\n",
         files.recipe_text
     );
+    if files.recipe.ndctl_tests.is_some() {
+        material.push_str(&format!(
+            "--tests\n{}\n{}\n{}\n",
+            ndctl_tests::RUN,
+            ndctl_tests::JOURNALCTL,
+            ndctl_tests::UUIDGEN
+        ));
+    }
     if let Some(k) = &opts.user_kernel {
         material.push_str(&format!("--kernel\n{}\n", sha256_file(&k.bzimage)?));
         material.push_str(&format!("--modules\n{}\n", tree_fingerprint(&k.modules)?));

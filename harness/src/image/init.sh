@@ -6,6 +6,8 @@ mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
 mkdir -p /dev/pts /run /tmp
+# What udev would make: bash's process substitution reads /dev/fd/N.
+ln -sf /proc/self/fd /dev/fd
 mount -t tmpfs tmpfs /run
 mount -t tmpfs tmpfs /tmp
 mount -t configfs configfs /sys/kernel/config 2>/dev/null

@@ -10,6 +10,7 @@
 mod apt;
 mod build;
 mod initramfs;
+mod ndctl_tests;
 mod nfit_test;
 mod recipe;
 

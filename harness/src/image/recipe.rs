@@ -26,6 +26,18 @@ pub struct Recipe {
     /// The names `--kernel` and `--ndctl` select this image by.
     #[serde(default)]
     pub provides: Option<Provides>,
+    /// Ship ndctl's own test suite, built from the source of the image's
+    /// ndctl package in a build root of the guest's suite.
+    #[serde(default)]
+    pub ndctl_tests: Option<NdctlTestsSpec>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NdctlTestsSpec {
+    /// Packages of the build root (with their dependencies): the compiler,
+    /// meson and ndctl's build dependencies, from the guest's suite.
+    pub build_root: Vec<String>,
 }
 
 /// What an image stands for on the command line: `--kernel debian-6.1`
@@ -81,6 +93,27 @@ pub struct Lock {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub kernel_build: Vec<LockedPackage>,
     pub packages: Vec<LockedPackage>,
+    /// What ndctl's tests are built from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ndctl_tests: Option<NdctlTestsLock>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct NdctlTestsLock {
+    pub source: LockedSource,
+    pub build_root: Vec<LockedPackage>,
+}
+
+/// An upstream tarball of a Debian source package.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct LockedSource {
+    pub file: String,
+    /// The Debian source version it belongs to.
+    pub version: String,
+    pub sha256: String,
+    pub size: u64,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq, PartialOrd, Ord)]

@@ -84,7 +84,7 @@ pub const AGENT_PORT_ID: &str = "agent0";
 /// the guest, so nothing else would load them).
 pub fn guest_modules(topology: &Topology) -> Vec<&'static str> {
     let mut m = vec!["virtio_pci", "virtio_console", "pvpanic_pci"];
-    if topology.nfit_test {
+    if topology.nfit_test == Some(crate::topology::NfitTest::Loaded) {
         // Brings the mock libnvdimm and nfit it wraps.
         m.push("nfit_test");
     }
@@ -455,7 +455,7 @@ mod tests {
             cxl: None,
             e820: vec![],
             virtio_pmem: vec![],
-            nfit_test: false,
+            nfit_test: None,
         };
         assert!(!guest_modules(&t).contains(&"nfit"));
         assert!(!guest_modules(&t).contains(&"nd_pmem"));

@@ -26,6 +26,11 @@ pub enum CaseOutcome {
         message: String,
         evidence: Option<PathBuf>,
     },
+    /// A step exited with the case's `skip_exit` code: not run, for the
+    /// reason the step gave.
+    Skip {
+        reason: String,
+    },
 }
 
 /// Boots the trial's guest, runs its steps, and judges the result.
@@ -72,6 +77,7 @@ pub fn run_case(config: &Config, env: &GuestEnv, trial: &Trial) -> CaseOutcome {
             CaseOutcome::Pass
         }
         Err(Verdict::Fail(message)) => CaseOutcome::Fail { message, evidence },
+        Err(Verdict::Skip(reason)) => CaseOutcome::Skip { reason },
         Err(Verdict::Error(message)) => CaseOutcome::Error {
             message: format!("infrastructure error: {message}"),
             evidence: Some(evidence),
@@ -82,6 +88,7 @@ pub fn run_case(config: &Config, env: &GuestEnv, trial: &Trial) -> CaseOutcome {
 enum Verdict {
     Fail(String),
     Error(String),
+    Skip(String),
 }
 
 impl From<machine::Error> for Verdict {
@@ -114,6 +121,7 @@ async fn drive(
     let m = Machine::start(&spec, run).await?;
     let mut t = Trace {
         machine: Some(m),
+        skip_exit: trial.case.spec.skip_exit,
         ..Trace::default()
     };
     if let Some(saved) = state {
@@ -164,7 +172,7 @@ async fn drive(
     }
     result?;
     let run = run.ok_or_else(|| Verdict::Error("the guest is gone".into()))?;
-    if config.collect.is_some() {
+    if config.collect.is_some() || !trial.case.spec.snapshots {
         return Ok(run);
     }
     let case = &trial.case;
@@ -244,7 +252,7 @@ pub async fn template(
             m.stop().await.remove();
         }
         return match verdict {
-            Verdict::Fail(_) => Ok(Template::Fails),
+            Verdict::Fail(_) | Verdict::Skip(_) => Ok(Template::Fails),
             Verdict::Error(message) => Err(message),
         };
     }
@@ -277,6 +285,8 @@ struct Trace {
     boot: usize,
     /// Number of the next step (setup steps count too).
     n: usize,
+    /// The exit code that skips the trial.
+    skip_exit: Option<i32>,
 }
 
 impl Trace {
@@ -435,6 +445,9 @@ impl Trace {
         let rec = self.records.last().expect("just pushed");
         let context = format!("in step {n} (`{}`)", rec.command);
         check_reports(&rec.kernel, &step.expect.kernel_reports, &context)?;
+        if self.skip_exit.is_some() && rec.exit_code == self.skip_exit {
+            return Err(Verdict::Skip(skip_reason(&rec.stdout, &rec.stderr)));
+        }
         check_expect(step, rec)?;
         // Already read while waiting for the step's end marker.
         self.unattributed(false, &format!("after step {n}")).await
@@ -510,6 +523,26 @@ impl Trace {
         check_reports(&boot_log, &step.expect.kernel_reports, &context)?;
         self.setup(trial, false).await
     }
+}
+
+/// Why a step skipped: the last line that says so (ndctl's tests print
+/// "kernel VERSION: ... skipping"), else its last line of output.
+fn skip_reason(stdout: &str, stderr: &str) -> String {
+    let lines: Vec<&str> = stdout
+        .lines()
+        .chain(stderr.lines())
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('+'))
+        .collect();
+    lines
+        .iter()
+        .rev()
+        .find(|l| l.to_lowercase().contains("skip"))
+        .or(lines.last())
+        .map_or_else(
+            || "skipped (no reason printed)".to_owned(),
+            |l| l.to_string(),
+        )
 }
 
 /// One step: a guest command, or a host-side action followed by a guest
@@ -640,7 +673,7 @@ async fn stable_names(m: &Machine, t: &crate::topology::Topology) -> Result<Name
 async fn layout(m: &Machine, trial: &Trial, names: &Names) -> Result<String, Verdict> {
     let t = &trial.topology.topology;
     let mut listings: Vec<&[&str]> = Vec::new();
-    if t.has_nfit() || t.cxl.is_some() || t.nfit_test {
+    if t.has_nfit() || t.cxl.is_some() || t.nfit_test.is_some() {
         listings.push(&["ndctl", "list", "-RDNu"]);
     }
     if t.cxl.is_some() {
@@ -658,4 +691,28 @@ async fn layout(m: &Machine, trial: &Trial, names: &Names) -> Result<String, Ver
         text.push_str(&format!("$ {}\n{body}\n", argv.join(" ")));
     }
     Ok(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::skip_reason;
+
+    #[test]
+    fn skip_reason_is_the_line_that_says_so() {
+        let out = "+ modprobe cxl_test\nkernel 6.12.95: missing fio, skipping...\n";
+        assert_eq!(
+            skip_reason(out, ""),
+            "kernel 6.12.95: missing fio, skipping..."
+        );
+        // C tests say it on stderr; shell traces (`+ ...`) are not reasons.
+        assert_eq!(
+            skip_reason(
+                "",
+                "nfit_test unavailable skipping tests\nattempted: 1 skipped: 1\n+ exit 77\n"
+            ),
+            "attempted: 1 skipped: 1"
+        );
+        assert_eq!(skip_reason("last words\n", ""), "last words");
+        assert_eq!(skip_reason("", ""), "skipped (no reason printed)");
+    }
 }

@@ -121,7 +121,7 @@ impl Shared {
     /// The guest `trial` runs on: the run's, or for an nfit_test topology
     /// the image that builds nfit_test.
     pub fn env_for(&self, trial: &crate::suite::Trial) -> Result<GuestEnv, String> {
-        if !trial.topology.topology.nfit_test {
+        if !trial.needs_test_image() {
             return self.env();
         }
         match &self.config.nfit_test_image {
@@ -138,7 +138,7 @@ impl Shared {
 /// Why an nfit_test trial cannot run with this configuration.
 pub fn no_nfit_test(config: &Config) -> String {
     format!(
-        "needs the nfit_test modules: image `{}` does not build them; run it with --image nfit-test",
+        "needs the nfit_test modules and ndctl's tests: image `{}` has neither; run it with --image nfit-test",
         config.image
     )
 }
@@ -221,9 +221,8 @@ pub fn execute(shared: Arc<Shared>, args: &libtest_mimic::Arguments) -> Outcome 
     let pairs: Vec<(libtest_mimic::Trial, Option<report::TrialResult>)> = trials
         .into_iter()
         .map(|trial| {
-            let cannot = (trial.topology.topology.nfit_test
-                && shared.config.nfit_test_image.is_none())
-            .then(|| no_nfit_test(&shared.config));
+            let cannot = (trial.needs_test_image() && shared.config.nfit_test_image.is_none())
+                .then(|| no_nfit_test(&shared.config));
             let skip = (trial.case.spec.ignored.is_some() || cannot.is_some())
                 .then(|| report::ignored(&trial, cannot.clone()));
             let kind = trial.topology.name.clone();

@@ -44,6 +44,7 @@ pub struct TrialResult {
 pub fn run_one(shared: &Shared, trial: &Trial) -> Result<(), libtest_mimic::Failed> {
     let start = Instant::now();
     let mut retried = None;
+    let mut skipped = None;
     let outcome = match shared.env_for(trial) {
         Err(e) => CaseOutcome::Error {
             message: format!("infrastructure error: {e}"),
@@ -75,12 +76,16 @@ pub fn run_one(shared: &Shared, trial: &Trial) -> Result<(), libtest_mimic::Fail
             evidence.clone(),
             Err(with_evidence(message, evidence)),
         ),
+        CaseOutcome::Skip { reason } => {
+            skipped = Some(reason);
+            (Status::Ignored, None, Ok(()))
+        }
     };
     let result = TrialResult {
         name: trial.name.clone(),
         topology: trial.topology.name.clone(),
         modes: trial.case.spec.modes.clone(),
-        note: retried,
+        note: skipped.or(retried),
         status,
         duration: start.elapsed(),
         evidence,

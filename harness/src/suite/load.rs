@@ -33,6 +33,14 @@ pub struct Trial {
     pub topology: topology::Loaded,
 }
 
+impl Trial {
+    /// Whether the trial runs on the image with nfit_test and ndctl's own
+    /// tests rather than the run's (see `runner::Config::nfit_test_image`).
+    pub fn needs_test_image(&self) -> bool {
+        self.topology.topology.nfit_test.is_some() || self.case.spec.ndctl_tests
+    }
+}
+
 /// Parses every case under `root` (one folder per suite) into trials, sorted
 /// by name. Any malformed file fails the whole discovery: a suite that
 /// silently lost a case would pass for the wrong reason.
@@ -47,33 +55,47 @@ pub fn discover(root: &Path) -> Result<Vec<Trial>, Error> {
             if path.extension().is_none_or(|e| e != "yaml") {
                 continue;
             }
-            let spec: CaseSpec = crate::yaml::load(&path)?;
-            let case = Arc::new(Case {
-                suite: suite.clone(),
-                name: path
+            let specs: Vec<(String, CaseSpec)> = if file_name(&path) == "upstream.yaml" {
+                let up: super::UpstreamSpec = crate::yaml::load(&path)?;
+                up.cases()
+            } else {
+                let name = path
                     .file_stem()
                     .map(|s| s.to_string_lossy().into_owned())
-                    .unwrap_or_default(),
-                path: path.clone(),
-                spec,
-            });
-            for t in &case.spec.topology.0 {
-                let spec = if t.contains('/') || t.ends_with(".yaml") {
-                    suite_dir.join(t).display().to_string()
-                } else {
-                    t.clone()
-                };
-                let topology = topology::load(&spec)?;
-                trials.push(Trial {
-                    name: format!("{}::{}::{}", case.suite, case.name, topology.name),
-                    case: case.clone(),
-                    topology,
+                    .unwrap_or_default();
+                vec![(name, crate::yaml::load(&path)?)]
+            };
+            for (name, spec) in specs {
+                let case = Arc::new(Case {
+                    suite: suite.clone(),
+                    name,
+                    path: path.clone(),
+                    spec,
                 });
+                expand(&suite_dir, case, &mut trials)?;
             }
         }
     }
     trials.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(trials)
+}
+
+/// One trial per topology of the case.
+fn expand(suite_dir: &Path, case: Arc<Case>, trials: &mut Vec<Trial>) -> Result<(), Error> {
+    for t in &case.spec.topology.0 {
+        let spec = if t.contains('/') || t.ends_with(".yaml") {
+            suite_dir.join(t).display().to_string()
+        } else {
+            t.clone()
+        };
+        let topology = topology::load(&spec)?;
+        trials.push(Trial {
+            name: format!("{}::{}::{}", case.suite, case.name, topology.name),
+            case: case.clone(),
+            topology,
+        });
+    }
+    Ok(())
 }
 
 fn sorted_entries(dir: &Path) -> Result<Vec<PathBuf>, Error> {

@@ -3,9 +3,11 @@
 
 mod load;
 mod model;
+mod upstream;
 
 pub use load::{discover, Case, Trial};
 pub use model::{Action, CaseSpec, ExitExpect, Expect, Mode, Step, TopologyRef};
+pub use upstream::{UpstreamSpec, UpstreamTest};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

@@ -34,6 +34,19 @@ pub struct CaseSpec {
     /// own steps (default: assembled, labels initialized).
     #[serde(default = "yes")]
     pub assemble: bool,
+    /// The steps run ndctl's own tests: the trial needs the image that
+    /// ships them.
+    #[serde(default)]
+    pub ndctl_tests: bool,
+    /// A step exiting with this code skips the trial (shown as ignored with
+    /// the step's last output line as the reason, never as a pass): 77 for
+    /// ndctl's tests, as for meson and automake.
+    #[serde(default)]
+    pub skip_exit: Option<i32>,
+    /// `false`: judged by its steps' exit codes and the kernel log alone, no
+    /// snapshots (upstream tests whose output is theirs, not ours).
+    #[serde(default = "yes")]
+    pub snapshots: bool,
     /// Default timeout of each step.
     #[serde(default = "default_step_timeout", with = "humantime_serde_compat")]
     pub step_timeout: Duration,
@@ -413,7 +426,7 @@ impl TryFrom<RawStep> for Step {
 }
 
 /// Durations written as `5s`, `2m`, `500ms`.
-mod humantime_serde_compat {
+pub(super) mod humantime_serde_compat {
     use std::time::Duration;
 
     use serde::{Deserialize, Deserializer};

@@ -54,8 +54,18 @@ pub struct Topology {
     /// nfit_test` gives bus nfit_test.0 with a 2-way and a 4-way interleaved
     /// region over nmem0-3, and nfit_test.1. Needs an image that builds it
     /// (`kernel: { nfit_test: true }` in its recipe: images/nfit-test.yaml).
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub nfit_test: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nfit_test: Option<NfitTest>,
+}
+
+/// Whether the guest loads nfit_test at boot.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum NfitTest {
+    /// Loaded before the pmem drivers: the buses are there when a case starts.
+    Loaded,
+    /// Shipped, not loaded: for ndctl's own tests, which load and unload it.
+    Available,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
@@ -265,11 +275,18 @@ impl Topology {
                     ),
                 ));
             }
-            if d.size.bytes() % (2 << 20) != 0 || d.size.bytes() < 128 << 20 {
+            // QEMU carves the label area from the end of the file; a size of
+            // 2M multiples plus the label size leaves a region of whole 2M
+            // units (one whose available size can equal its size).
+            let whole = |b: u64| b % (2 << 20) == 0;
+            let aligned = whole(d.size.bytes())
+                || (d.size.bytes() > d.label_size.bytes()
+                    && whole(d.size.bytes() - d.label_size.bytes()));
+            if !aligned || d.size.bytes() < 128 << 20 {
                 return Err(invalid(
                     at("size"),
                     format!(
-                        "an NVDIMM must be a multiple of 2M and at least 128M; got {}",
+                        "an NVDIMM is a multiple of 2M (or that plus its label size) and at least 128M; got {}",
                         d.size
                     ),
                 ));
@@ -377,7 +394,10 @@ impl Topology {
 
     /// Whether any libnvdimm bus exists in the guest.
     pub fn has_pmem(&self) -> bool {
-        self.has_memory_devices() || self.cxl.is_some() || !self.e820.is_empty() || self.nfit_test
+        self.has_memory_devices()
+            || self.cxl.is_some()
+            || !self.e820.is_empty()
+            || self.nfit_test.is_some()
     }
 
     /// Whether QEMU needs ACPI NFIT (`nvdimm=on`): NVDIMMs now or later.

@@ -9,7 +9,13 @@ pub const NAMED: &[(&str, &str)] = &[
         include_str!("../../topologies/nfit-hotplug.yaml"),
     ),
     ("e820-1", include_str!("../../topologies/e820-1.yaml")),
+    ("e820-2g", include_str!("../../topologies/e820-2g.yaml")),
     ("nfit-test", include_str!("../../topologies/nfit-test.yaml")),
+    (
+        "nfit-test-modules",
+        include_str!("../../topologies/nfit-test-modules.yaml"),
+    ),
+    ("nfit-6g", include_str!("../../topologies/nfit-6g.yaml")),
     (
         "virtio-pmem-1",
         include_str!("../../topologies/virtio-pmem-1.yaml"),

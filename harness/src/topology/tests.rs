@@ -36,6 +36,26 @@ fn label_area_too_small() {
 fn dimm_size_misaligned() {
     let err = invalid("nvdimms:\n  - size: 129M\n");
     assert!(err.contains("multiple of 2M"), "{err}");
+    // 2M multiples plus the label area: a region of whole 2M units.
+    let t: Topology = crate::yaml::parse(
+        "t.yaml",
+        "nvdimms:\n  - size: 1048704K\n    label_size: 128K\n",
+    )
+    .unwrap();
+    t.validate("t.yaml").unwrap();
+    let err = invalid("nvdimms:\n  - size: 1048640K\n    label_size: 128K\n");
+    assert!(err.contains("or that plus its label size"), "{err}");
+}
+
+#[test]
+fn nfit_test_is_loaded_or_available() {
+    let t: Topology = crate::yaml::parse("t.yaml", "nfit_test: available\n").unwrap();
+    assert_eq!(t.nfit_test, Some(NfitTest::Available));
+    assert!(t.has_pmem() && !t.has_nfit());
+    let err = crate::yaml::parse::<Topology>("t.yaml", "nfit_test: yes\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("loaded") && err.contains("available"), "{err}");
 }
 
 #[test]

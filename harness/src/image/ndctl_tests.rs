@@ -1,0 +1,254 @@
+//! ndctl's own test suite (`test/` of its source), built for the guest's
+//! userland and shipped in the image under [`DIR`].
+//!
+//! The host is bookworm and the guest trixie, so the tests are not built
+//! with the host's compiler and libraries: the build root is the closure of
+//! the recipe's `ndctl_tests.build_root` packages from the guest's suite,
+//! pinned in the lock and unpacked with dpkg-deb (no maintainer scripts run,
+//! none are needed to compile), and meson runs in it under chroot. The
+//! source is the upstream tarball of the image's own ndctl version.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use super::build::{dpkg_extract, ensure_dir, run_tool};
+use super::recipe::{LockedPackage, NdctlTestsLock};
+use super::{sha256_file, sha256_hex, Error, Result};
+
+/// Where the tests live in the guest.
+pub const DIR: &str = "usr/lib/ndctl-tests";
+
+/// Runs one upstream test as `meson test` would (installed as DIR/run).
+pub const RUN: &str = include_str!("ndctl-test.sh");
+
+/// `journalctl -k` for the tests' check_dmesg: the guest has no journal.
+pub const JOURNALCTL: &str = include_str!("journalctl.sh");
+
+/// `uuidgen` for track-uuid.sh, from the kernel's random UUIDs.
+pub const UUIDGEN: &str = include_str!("uuidgen.sh");
+
+/// How ndctl is configured: its tests, the destructive ones too (the guest
+/// is disposable), no documentation, no systemd units.
+const MESON_OPTIONS: &[&str] = &[
+    "-Dtest=enabled",
+    "-Ddestructive=enabled",
+    "-Dkeyutils=enabled",
+    "-Ddocs=disabled",
+    "-Dasciidoctor=disabled",
+    "-Dsystemd=disabled",
+];
+
+/// Bumped when the way the tests are built changes.
+const RECIPE: &str = "ndctl tests 1";
+
+/// The ndctl source version of a binary package version: a binNMU
+/// (`81-1+b1`) is built from source `81-1`.
+pub fn source_version(binary: &str) -> String {
+    match binary.rsplit_once("+b") {
+        Some((base, n)) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => {
+            base.to_owned()
+        }
+        _ => binary.to_owned(),
+    }
+}
+
+/// Where a locked source tarball is kept.
+pub fn source_path(cache: &Path, sha256: &str, file: &str) -> PathBuf {
+    cache.join("sources").join(format!("{sha256}-{file}"))
+}
+
+/// The built tests: `build/` (test programs and the libraries they run
+/// against) and `test/` (the scripts and their data), cached by inputs.
+pub fn build(
+    cache: &Path,
+    lock: &NdctlTestsLock,
+    deb: &dyn Fn(&LockedPackage) -> PathBuf,
+) -> Result<PathBuf> {
+    let mut material = format!(
+        "{RECIPE}\n{}\n{}\n",
+        MESON_OPTIONS.join(" "),
+        lock.source.sha256
+    );
+    for p in &lock.build_root {
+        material.push_str(&format!("{}\n", p.sha256));
+    }
+    let key = sha256_hex(material.as_bytes());
+    let out = cache
+        .join("ndctl-tests")
+        .join(format!("{}-{}", lock.source.version, &key[..12]));
+    if out.join("done").exists() {
+        return Ok(out);
+    }
+    let tarball = source_path(cache, &lock.source.sha256, &lock.source.file);
+    if sha256_file(&tarball)? != lock.source.sha256 {
+        return Err(Error::Checksum {
+            name: lock.source.file.clone(),
+            version: lock.source.version.clone(),
+            expected: lock.source.sha256.clone(),
+            actual: sha256_file(&tarball)?,
+        });
+    }
+    let started = std::time::Instant::now();
+    let work =
+        tempfile::tempdir_in(ensure_dir(&cache.join("tmp"))?).map_err(|e| Error::io(cache, e))?;
+    let root = work.path().join("root");
+    for p in &lock.build_root {
+        dpkg_extract(&deb(p), &root)?;
+    }
+    let null = root.join("dev/null");
+    if !null.exists() {
+        ensure_dir(&root.join("dev"))?;
+        run_tool(
+            Command::new("mknod")
+                .args(["-m", "666"])
+                .arg(&null)
+                .args(["c", "1", "3"]),
+            "mknod",
+        )?;
+    }
+    let src_parent = ensure_dir(&root.join("src"))?.to_owned();
+    run_tool(
+        Command::new("tar")
+            .arg("-xf")
+            .arg(&tarball)
+            .arg("-C")
+            .arg(&src_parent),
+        "tar",
+    )?;
+    let top = single_dir(&src_parent)?;
+    let script = format!(
+        "set -e; cd /src/{top}; meson setup /build {} -Dversion-tag={} >/build.log 2>&1 \
+         || {{ cat /build.log; exit 1; }}; ninja -C /build >>/build.log 2>&1 || {{ tail -40 /build.log; exit 1; }}",
+        MESON_OPTIONS.join(" "),
+        upstream_version(&lock.source.version)
+    );
+    let made = Command::new("chroot")
+        .arg(&root)
+        .args(["/bin/sh", "-c", &script])
+        .env_clear()
+        .env("PATH", "/usr/bin:/usr/sbin")
+        .env("HOME", "/tmp")
+        .env("LC_ALL", "C.UTF-8")
+        .output()
+        .map_err(|e| Error::Tool {
+            tool: "chroot".into(),
+            message: e.to_string(),
+        })?;
+    if !made.status.success() {
+        let mut text = String::from_utf8_lossy(&made.stdout).into_owned();
+        text.push_str(&String::from_utf8_lossy(&made.stderr));
+        let hint = if text.contains("Operation not permitted") {
+            " (chroot needs root)"
+        } else {
+            ""
+        };
+        return Err(Error::Tool {
+            tool: "meson in the ndctl build root".into(),
+            message: format!("{}{hint}:\n{}", made.status, text.trim()),
+        });
+    }
+    let staged = work.path().join("out");
+    let build = root.join("build");
+    // The programs and the in-tree libraries their RUNPATH names.
+    for sub in ["test", "ndctl/lib", "daxctl/lib", "cxl/lib"] {
+        copy_files(&build.join(sub), &staged.join("build").join(sub), &|p| {
+            is_executable(p) || p.to_string_lossy().contains(".so")
+        })?;
+    }
+    copy_tree(
+        &root.join("src").join(&top).join("test"),
+        &staged.join("test"),
+    )?;
+    let about = format!(
+        "ndctl {} tests (test/ of {}), built in {:.1} s\n",
+        lock.source.version,
+        lock.source.file,
+        started.elapsed().as_secs_f64()
+    );
+    std::fs::write(staged.join("done"), about).map_err(|e| Error::io(&staged, e))?;
+    ensure_dir(out.parent().expect("folder"))?;
+    if std::fs::rename(&staged, &out).is_err() && !out.join("done").exists() {
+        return Err(Error::io(
+            &out,
+            std::io::Error::other("could not move the built tests into the cache"),
+        ));
+    }
+    Ok(out)
+}
+
+/// `81-1` -> `81`: what ndctl reports as its version.
+fn upstream_version(debian: &str) -> &str {
+    let v = debian.rsplit_once('-').map_or(debian, |(u, _)| u);
+    v.split_once(':').map_or(v, |(_, u)| u)
+}
+
+fn single_dir(dir: &Path) -> Result<String> {
+    let dirs: Vec<String> = std::fs::read_dir(dir)
+        .map_err(|e| Error::io(dir, e))?
+        .flatten()
+        .filter(|e| e.path().is_dir())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    match dirs.as_slice() {
+        [one] => Ok(one.clone()),
+        _ => Err(Error::Tool {
+            tool: "tar".into(),
+            message: format!(
+                "expected one folder in the ndctl tarball, found {dirs:?} in {}",
+                dir.display()
+            ),
+        }),
+    }
+}
+
+fn is_executable(p: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+/// Copies the files (not folders, symlinks kept as links) of `from` that
+/// `keep` accepts.
+fn copy_files(from: &Path, to: &Path, keep: &dyn Fn(&Path) -> bool) -> Result<()> {
+    ensure_dir(to)?;
+    for entry in std::fs::read_dir(from).map_err(|e| Error::io(from, e))? {
+        let p = entry.map_err(|e| Error::io(from, e))?.path();
+        let name = p.file_name().expect("entry");
+        let meta = std::fs::symlink_metadata(&p).map_err(|e| Error::io(&p, e))?;
+        if meta.file_type().is_symlink() {
+            let target = std::fs::read_link(&p).map_err(|e| Error::io(&p, e))?;
+            std::os::unix::fs::symlink(&target, to.join(name)).map_err(|e| Error::io(to, e))?;
+        } else if meta.is_file() && keep(&p) {
+            std::fs::copy(&p, to.join(name)).map_err(|e| Error::io(&p, e))?;
+        }
+    }
+    Ok(())
+}
+
+fn copy_tree(from: &Path, to: &Path) -> Result<()> {
+    run_tool(Command::new("cp").arg("-a").arg(from).arg(to), "cp")
+}
+
+/// Places the built tests, the runner and the stand-ins for journalctl and
+/// uuidgen in an image root.
+pub fn install(built: &Path, root: &Path) -> Result<()> {
+    let dest = root.join(DIR);
+    ensure_dir(dest.parent().expect("folder"))?;
+    copy_tree(built, &dest)?;
+    super::initramfs::write_file(&dest.join("run"), RUN, 0o755)?;
+    super::initramfs::write_file(&root.join("usr/bin/journalctl"), JOURNALCTL, 0o755)?;
+    super::initramfs::write_file(&root.join("usr/bin/uuidgen"), UUIDGEN, 0o755)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions() {
+        assert_eq!(source_version("81-1"), "81-1");
+        assert_eq!(source_version("81-1+b2"), "81-1");
+        assert_eq!(source_version("1.0+bar-1"), "1.0+bar-1");
+        assert_eq!(upstream_version("81-1"), "81");
+        assert_eq!(upstream_version("1:2.3-4"), "2.3");
+    }
+}

@@ -265,27 +265,40 @@ impl Selection {
     }
 }
 
-/// Every recipe in `images_dir` that says what it provides, by name.
-/// The image trials on an `nfit_test` topology run on: the run's own image
-/// when its recipe builds nfit_test; for a run that named no guest
-/// (`asked_default`), the first recipe that builds it; otherwise none, and
-/// those trials are reported as skipped with the reason.
+/// The image trials on an `nfit_test` topology (and ndctl's own tests) run
+/// on: the run's own image when its recipe builds nfit_test; else the
+/// recipe that builds it for the same kernel package (`--kernel debian-6.1`
+/// finds nfit-test-6.1); for a run that named no guest (`asked_default`),
+/// the first recipe that builds it; otherwise none, and those trials are
+/// reported as skipped with the reason.
 pub fn nfit_test_image(images_dir: &Path, image: &str, asked_default: bool) -> Option<String> {
-    let builds = |name: &str| {
-        ImageFiles::load(images_dir, name)
-            .map(|f| f.recipe.kernel.nfit_test)
-            .unwrap_or(false)
-    };
-    if builds(image) {
+    let recipe = |name: &str| ImageFiles::load(images_dir, name).ok().map(|f| f.recipe);
+    let own = recipe(image)?;
+    if own.kernel.nfit_test {
         return Some(image.to_owned());
+    }
+    let builders: Vec<(String, crate::image::Recipe)> = recipe_names(images_dir)
+        .ok()?
+        .into_iter()
+        .filter_map(|n| recipe(&n).map(|r| (n, r)))
+        .filter(|(_, r)| r.kernel.nfit_test)
+        .collect();
+    let kernel_of = |r: &crate::image::Recipe| {
+        (
+            r.kernel.package.clone(),
+            r.kernel.suite.clone().unwrap_or_else(|| r.suite.clone()),
+        )
+    };
+    if let Some((name, _)) = builders
+        .iter()
+        .find(|(_, r)| kernel_of(r) == kernel_of(&own))
+    {
+        return Some(name.clone());
     }
     if !asked_default {
         return None;
     }
-    recipe_names(images_dir)
-        .ok()?
-        .into_iter()
-        .find(|n| builds(n))
+    builders.into_iter().next().map(|(n, _)| n)
 }
 
 /// The recipes in images/, by name, sorted.
@@ -301,6 +314,7 @@ fn recipe_names(images_dir: &Path) -> std::io::Result<Vec<String>> {
     Ok(names)
 }
 
+/// Every recipe in `images_dir` that says what it provides, by name.
 fn provided(images_dir: &Path) -> Result<Vec<(String, crate::image::Provides)>, Error> {
     let names = recipe_names(images_dir)
         .map_err(|e| Error::Recipe(format!("{}: {e}", images_dir.display())))?;
@@ -344,7 +358,11 @@ mod tests {
             nfit_test_image(&images(), "nfit-test", false).as_deref(),
             Some("nfit-test")
         );
-        assert_eq!(nfit_test_image(&images(), "debian-6.1", false), None);
+        assert_eq!(
+            nfit_test_image(&images(), "debian-6.1", false).as_deref(),
+            Some("nfit-test-6.1")
+        );
+        assert_eq!(nfit_test_image(&images(), "ndctl-76", false), None);
         assert_eq!(pick(k("debian-6.12")).unwrap(), "default");
         assert_eq!(pick(k("debian-6.1")).unwrap(), "debian-6.1");
         // An image name where a kernel name goes.

@@ -57,10 +57,17 @@ pub fn build_packages(kernel_package: &str) -> Result<Vec<String>> {
         .chars()
         .take_while(|c| c.is_ascii_digit() || *c == '.')
         .collect();
+    // Kernels named by version (6.12.95+deb12) have kbuild tools of their
+    // own; those named by ABI (6.1.0-50) share one per series.
+    let kbuild = if abi.contains('+') {
+        format!("linux-kbuild-{abi}")
+    } else {
+        format!("linux-kbuild-{series}")
+    };
     Ok(vec![
         format!("linux-headers-{abi}-{flavour}"),
         format!("linux-headers-{abi}-common"),
-        format!("linux-kbuild-{abi}"),
+        kbuild,
         format!("linux-source-{series}"),
     ])
 }
@@ -290,8 +297,13 @@ mod tests {
             ]
         );
         assert_eq!(
-            build_packages("linux-image-6.1.0-50-amd64").unwrap()[3],
-            "linux-source-6.1"
+            build_packages("linux-image-6.1.0-50-amd64-unsigned").unwrap(),
+            [
+                "linux-headers-6.1.0-50-amd64",
+                "linux-headers-6.1.0-50-common",
+                "linux-kbuild-6.1",
+                "linux-source-6.1",
+            ]
         );
         assert!(build_packages("busybox-static").is_err());
     }

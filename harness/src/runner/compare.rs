@@ -470,6 +470,7 @@ mod tests {
             duration: Duration::ZERO,
             evidence: None,
             message: Some(format!("{name} went {}", status.word())),
+            guest: None,
         }
     }
 

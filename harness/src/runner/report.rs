@@ -38,6 +38,10 @@ pub struct TrialResult {
     pub evidence: Option<PathBuf>,
     /// Why it failed or errored, with its evidence folder.
     pub message: Option<String>,
+    /// The kernel release and image key it ran on, when not the run's
+    /// (nfit_test trials and ndctl's own tests run on the image that builds
+    /// nfit_test).
+    pub guest: Option<(String, String)>,
 }
 
 /// The libtest-mimic runner of one trial.
@@ -45,7 +49,15 @@ pub fn run_one(shared: &Shared, trial: &Trial) -> Result<(), libtest_mimic::Fail
     let start = Instant::now();
     let mut retried = None;
     let mut skipped = None;
-    let outcome = match shared.env_for(trial) {
+    let env = shared.env_for(trial);
+    let guest = match (&env, trial.needs_test_image()) {
+        (Ok(e), true) => Some((
+            e.image.manifest.kernel_release.clone(),
+            e.image.manifest.key.clone(),
+        )),
+        _ => None,
+    };
+    let outcome = match env {
         Err(e) => CaseOutcome::Error {
             message: format!("infrastructure error: {e}"),
             evidence: None,
@@ -90,6 +102,7 @@ pub fn run_one(shared: &Shared, trial: &Trial) -> Result<(), libtest_mimic::Fail
         duration: start.elapsed(),
         evidence,
         message: verdict.as_ref().err().cloned(),
+        guest,
     };
     // One line per trial as it ends (libtest's own lines go to a log file).
     if shared.progress.load(std::sync::atomic::Ordering::Relaxed) {
@@ -134,6 +147,7 @@ pub fn ignored(trial: &Trial, why: Option<String>) -> TrialResult {
         duration: Duration::ZERO,
         evidence: None,
         message: None,
+        guest: None,
     }
 }
 

@@ -78,8 +78,8 @@ pub fn json(results: &[TrialResult], info: &RunInfo, wall: Duration, exit_code: 
                 topology: &r.topology,
                 status: word(r.status),
                 duration_seconds: r.duration.as_secs_f64(),
-                kernel: &info.kernel,
-                image: &info.image_key,
+                kernel: r.guest.as_ref().map_or(&info.kernel, |g| &g.0),
+                image: r.guest.as_ref().map_or(&info.image_key, |g| &g.1),
                 evidence: r.evidence.as_deref(),
                 message: r.message.as_deref(),
                 retried_after: r.retried_after(),
@@ -194,6 +194,7 @@ mod tests {
             duration: Duration::from_millis(1500),
             evidence: message.map(|_| PathBuf::from("/runs/x")),
             message: message.map(str::to_owned),
+            guest: None,
         }
     }
 
@@ -268,5 +269,25 @@ mod tests {
             .as_str()
             .unwrap()
             .contains("QEMU exited"));
+    }
+
+    #[test]
+    fn a_trial_on_the_nfit_test_image_names_its_own_kernel() {
+        let mut t = trial(
+            "ndctl::create.sh::nfit-test-modules",
+            Status::Pass,
+            None,
+            None,
+        );
+        t.guest = Some(("6.12.95+deb12-amd64".into(), "k2".into()));
+        let info = RunInfo {
+            kernel: "6.12.117+deb13-amd64".into(),
+            image_key: "k1".into(),
+            ..Default::default()
+        };
+        let j: serde_json::Value =
+            serde_json::from_str(&json(&[t], &info, Duration::from_secs(1), 0)).unwrap();
+        assert_eq!(j["trials"][0]["kernel"], "6.12.95+deb12-amd64");
+        assert_eq!(j["trials"][0]["image"], "k2");
     }
 }

@@ -267,8 +267,8 @@ impl Selection {
 
 /// The image trials on an `nfit_test` topology (and ndctl's own tests) run
 /// on: the run's own image when its recipe builds nfit_test; else the
-/// recipe that builds it for the same kernel package (`--kernel debian-6.1`
-/// finds nfit-test-6.1); for a run that named no guest (`asked_default`),
+/// recipe that builds it for the same kernel package under the same
+/// userland (`--kernel debian-6.1` finds nfit-test-6.1); for a run that named no guest (`asked_default`),
 /// the first recipe that builds it; otherwise none, and those trials are
 /// reported as skipped with the reason.
 pub fn nfit_test_image(images_dir: &Path, image: &str, asked_default: bool) -> Option<String> {
@@ -283,10 +283,12 @@ pub fn nfit_test_image(images_dir: &Path, image: &str, asked_default: bool) -> O
         .filter_map(|n| recipe(&n).map(|r| (n, r)))
         .filter(|(_, r)| r.kernel.nfit_test)
         .collect();
+    // The same kernel under the same userland (and so the same ndctl).
     let kernel_of = |r: &crate::image::Recipe| {
         (
             r.kernel.package.clone(),
             r.kernel.suite.clone().unwrap_or_else(|| r.suite.clone()),
+            r.suite.clone(),
         )
     };
     if let Some((name, _)) = builders
@@ -356,6 +358,10 @@ mod tests {
         );
         assert_eq!(
             nfit_test_image(&images(), "nfit-test", false).as_deref(),
+            Some("nfit-test")
+        );
+        assert_eq!(
+            nfit_test_image(&images(), "default", false).as_deref(),
             Some("nfit-test")
         );
         assert_eq!(

@@ -369,10 +369,27 @@ pub fn build(files: &ImageFiles, opts: &BuildOptions) -> Result<Image> {
             }
             let release = single_release(&kroot.join("usr/lib/modules"))?;
             if files.recipe.kernel.nfit_test {
-                let built =
-                    nfit_test::modules(&opts.cache, &lock.kernel, &lock.kernel_build, &|p| {
-                        deb_path(&opts.cache, &p.sha256)
-                    })?;
+                // A kernel of the guest's suite builds in the guest suite's
+                // build root; one of the host's release on the host.
+                let root = match (&lock.kernel_suite, &lock.ndctl_tests) {
+                    (Some(_), _) => None,
+                    (None, Some(t)) => Some(t.build_root.as_slice()),
+                    (None, None) => {
+                        return Err(Error::Modules(format!(
+                            "nfit_test: the kernel comes from {}, whose kbuild tools do not run on \
+                             the host; give the recipe a build root (`ndctl_tests.build_root`, with \
+                             make and libelf1t64) to build in",
+                            lock.suite
+                        )))
+                    }
+                };
+                let built = nfit_test::modules(
+                    &opts.cache,
+                    &lock.kernel,
+                    &lock.kernel_build,
+                    root,
+                    &|p| deb_path(&opts.cache, &p.sha256),
+                )?;
                 install_updates(&built, &kroot.join("usr/lib/modules").join(&release))?;
             }
             depmod(&kroot, &release)?;

@@ -9,6 +9,7 @@
 
 mod apt;
 mod build;
+mod build_root;
 mod initramfs;
 mod ndctl_tests;
 mod nfit_test;

@@ -11,7 +11,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use super::build::{dpkg_extract, ensure_dir, run_tool};
+use super::build::{ensure_dir, run_tool};
 use super::recipe::{LockedPackage, NdctlTestsLock};
 use super::{sha256_file, sha256_hex, Error, Result};
 
@@ -92,20 +92,8 @@ pub fn build(
     let work =
         tempfile::tempdir_in(ensure_dir(&cache.join("tmp"))?).map_err(|e| Error::io(cache, e))?;
     let root = work.path().join("root");
-    for p in &lock.build_root {
-        dpkg_extract(&deb(p), &root)?;
-    }
-    let null = root.join("dev/null");
-    if !null.exists() {
-        ensure_dir(&root.join("dev"))?;
-        run_tool(
-            Command::new("mknod")
-                .args(["-m", "666"])
-                .arg(&null)
-                .args(["c", "1", "3"]),
-            "mknod",
-        )?;
-    }
+    let packages: Vec<&LockedPackage> = lock.build_root.iter().collect();
+    super::build_root::prepare(&root, &packages, deb)?;
     let src_parent = ensure_dir(&root.join("src"))?.to_owned();
     run_tool(
         Command::new("tar")
@@ -122,31 +110,7 @@ pub fn build(
         MESON_OPTIONS.join(" "),
         upstream_version(&lock.source.version)
     );
-    let made = Command::new("chroot")
-        .arg(&root)
-        .args(["/bin/sh", "-c", &script])
-        .env_clear()
-        .env("PATH", "/usr/bin:/usr/sbin")
-        .env("HOME", "/tmp")
-        .env("LC_ALL", "C.UTF-8")
-        .output()
-        .map_err(|e| Error::Tool {
-            tool: "chroot".into(),
-            message: e.to_string(),
-        })?;
-    if !made.status.success() {
-        let mut text = String::from_utf8_lossy(&made.stdout).into_owned();
-        text.push_str(&String::from_utf8_lossy(&made.stderr));
-        let hint = if text.contains("Operation not permitted") {
-            " (chroot needs root)"
-        } else {
-            ""
-        };
-        return Err(Error::Tool {
-            tool: "meson in the ndctl build root".into(),
-            message: format!("{}{hint}:\n{}", made.status, text.trim()),
-        });
-    }
+    super::build_root::run(Some(&root), &script, "meson in the ndctl build root")?;
     let staged = work.path().join("out");
     let build = root.join("build");
     // The programs and the in-tree libraries their RUNPATH names.

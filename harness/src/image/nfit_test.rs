@@ -98,15 +98,21 @@ pub fn check_versions(kernel: &LockedPackage, build: &[LockedPackage]) -> Result
 /// The mock modules for `kernel`, built once per kernel version and kept in
 /// the cache: a folder of `.ko` files (debug info stripped) to place in the
 /// kernel's `updates/`, where depmod prefers them over the real ones.
+///
+/// With `root` (the guest suite's build root, for a kernel of that suite)
+/// the build runs there under chroot, with the compiler the kernel was
+/// built with and kbuild tools linked against that suite's libc; without,
+/// on the host (a kernel of the host's own release).
 pub fn modules(
     cache: &Path,
     kernel: &LockedPackage,
     build: &[LockedPackage],
+    root: Option<&[LockedPackage]>,
     deb: &dyn Fn(&LockedPackage) -> PathBuf,
 ) -> Result<PathBuf> {
     check_versions(kernel, build)?;
     let mut material = format!("{RECIPE}\n{}\n", kernel.sha256);
-    for p in build {
+    for p in build.iter().chain(root.unwrap_or_default()) {
         material.push_str(&format!("{}\n", p.sha256));
     }
     let key = sha256_hex(material.as_bytes());
@@ -118,56 +124,51 @@ pub fn modules(
     }
     let work =
         tempfile::tempdir_in(ensure_dir(&cache.join("tmp"))?).map_err(|e| Error::io(cache, e))?;
-    let tree = work.path().join("tree");
-    for p in build {
-        dpkg_extract(&deb(p), &tree)?;
-    }
-    let headers = fix_headers(&tree, &build_packages(&kernel.name)?[0])?;
-    let src = unpack_source(&tree, work.path())?;
-    let m = src.join("tools/testing/nvdimm");
-    let include = |part: &str| format!("-I{}", src.join(part).display());
-    let jobs = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let flavour_headers = &build_packages(&kernel.name)?[0];
     let started = std::time::Instant::now();
-    let made = Command::new("make")
-        .arg("-C")
-        .arg(&headers)
-        .arg(format!("M={}", m.display()))
-        .arg(format!(
-            "KCFLAGS={} {} {}",
-            include("drivers/nvdimm"),
-            include("drivers/acpi/nfit"),
-            include("drivers/dax")
-        ))
-        // No BTF for the mock modules: it needs pahole, and nothing reads it.
-        .arg("CONFIG_DEBUG_INFO_BTF_MODULES=")
-        .arg(format!("-j{jobs}"))
-        .arg("modules")
-        .output()
-        .map_err(|e| Error::Tool {
-            tool: "make".into(),
-            message: format!(
-                "{e}; the nfit_test modules need make and gcc: apt-get install make gcc"
-            ),
-        })?;
-    if !made.status.success() {
-        let text = [made.stdout, made.stderr].concat();
-        let tail: Vec<&str> = std::str::from_utf8(&text)
-            .unwrap_or("")
-            .lines()
-            .rev()
-            .take(15)
-            .collect();
-        let kept = cache.join("nfit_test/failed-build.log");
-        let _ = ensure_dir(kept.parent().expect("folder"));
-        let _ = std::fs::write(&kept, &text);
-        return Err(Error::Modules(format!(
-            "nfit_test: building tools/testing/nvdimm against {} failed ({}); the whole log is in {}:\n{}",
-            kernel.name,
-            made.status,
-            kept.display(),
-            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-        )));
-    }
+    // Where the build happens, and the paths as the build sees them.
+    let (tree, chroot) = match root {
+        Some(pkgs) => {
+            let r = work.path().join("root");
+            let all: Vec<&LockedPackage> = pkgs.iter().chain(build).collect();
+            super::build_root::prepare(&r, &all, deb)?;
+            (r, true)
+        }
+        None => {
+            let t = work.path().join("tree");
+            for p in build {
+                dpkg_extract(&deb(p), &t)?;
+            }
+            fix_headers(&t, flavour_headers)?;
+            (t, false)
+        }
+    };
+    let src = unpack_source(&tree, ensure_dir(&tree.join("src"))?)?;
+    let seen = |p: &Path| -> String {
+        if chroot {
+            format!("/{}", p.strip_prefix(&tree).unwrap_or(p).display())
+        } else {
+            p.display().to_string()
+        }
+    };
+    let headers = seen(&tree.join("usr/src").join(flavour_headers));
+    let m = src.join("tools/testing/nvdimm");
+    let include = |part: &str| format!("-I{}", seen(&src.join(part)));
+    let jobs = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // No BTF for the mock modules: it needs pahole, and nothing reads it.
+    let script = format!(
+        "make -C {headers} M={} KCFLAGS='{} {} {}' CONFIG_DEBUG_INFO_BTF_MODULES= -j{jobs} modules",
+        seen(&m),
+        include("drivers/nvdimm"),
+        include("drivers/acpi/nfit"),
+        include("drivers/dax")
+    );
+    super::build_root::run(
+        chroot.then_some(tree.as_path()),
+        &script,
+        &format!("building tools/testing/nvdimm against {}", kernel.name),
+    )
+    .map_err(|e| Error::Modules(format!("nfit_test: {e}")))?;
     let built = work.path().join("out");
     ensure_dir(&built)?;
     let mut names = Vec::new();

@@ -144,6 +144,7 @@ pub fn modules(
         }
     };
     let src = unpack_source(&tree, ensure_dir(&tree.join("src"))?)?;
+    // A path as the build sees it.
     let seen = |p: &Path| -> String {
         if chroot {
             format!("/{}", p.strip_prefix(&tree).unwrap_or(p).display())
@@ -151,17 +152,23 @@ pub fn modules(
             p.display().to_string()
         }
     };
+    let quote = |s: &str| format!("'{}'", s.replace('\'', r"'\''"));
     let headers = seen(&tree.join("usr/src").join(flavour_headers));
     let m = src.join("tools/testing/nvdimm");
     let include = |part: &str| format!("-I{}", seen(&src.join(part)));
     let jobs = std::thread::available_parallelism().map_or(1, |n| n.get());
     // No BTF for the mock modules: it needs pahole, and nothing reads it.
-    let script = format!(
-        "make -C {headers} M={} KCFLAGS='{} {} {}' CONFIG_DEBUG_INFO_BTF_MODULES= -j{jobs} modules",
-        seen(&m),
+    let kcflags = format!(
+        "{} {} {}",
         include("drivers/nvdimm"),
         include("drivers/acpi/nfit"),
         include("drivers/dax")
+    );
+    let script = format!(
+        "make -C {} M={} KCFLAGS={} CONFIG_DEBUG_INFO_BTF_MODULES= -j{jobs} modules",
+        quote(&headers),
+        quote(&seen(&m)),
+        quote(&kcflags)
     );
     super::build_root::run(
         chroot.then_some(tree.as_path()),

@@ -431,11 +431,6 @@ fn image_cmd(action: ImageAction) -> anyhow::Result<ExitCode> {
 fn config(g: &GuestArgs) -> anyhow::Result<Config> {
     let root = find_root(g.common.root.as_deref())?;
     let mut selection = g.select.selection(g.image.clone());
-    let asked_default = selection
-        == ndharness::select::Selection {
-            cold: selection.cold,
-            ..Default::default()
-        };
     selection.build_tree(&root.join("images"), &image::cache_dir())?;
     let resolved = selection.resolve(&root.join("images"))?;
     // insta resolves snapshot paths against the workspace; tell it which.
@@ -446,11 +441,7 @@ fn config(g: &GuestArgs) -> anyhow::Result<Config> {
             .clone()
             .unwrap_or_else(|| root.join("target/ndharness/runs")),
         results_dir: root.join("target/ndharness/results"),
-        nfit_test_image: ndharness::select::nfit_test_image(
-            &root.join("images"),
-            &resolved.image,
-            asked_default,
-        ),
+        nfit_test_image: ndharness::select::nfit_test_image(&root.join("images"), &resolved),
         root,
         image: resolved.image.clone(),
         variants: resolved.variants.clone(),
@@ -490,11 +481,7 @@ fn compare(args: CompareArgs) -> anyhow::Result<ExitCode> {
             runs_dir: dir.join("runs"),
             results_dir: dir.clone(),
             root: root.clone(),
-            nfit_test_image: ndharness::select::nfit_test_image(
-                &root.join("images"),
-                &resolved.image,
-                false,
-            ),
+            nfit_test_image: ndharness::select::nfit_test_image(&root.join("images"), &resolved),
             image: resolved.image.clone(),
             variants: Vec::new(),
             new_variant: false,

@@ -266,23 +266,22 @@ impl Selection {
 }
 
 /// The image trials on an `nfit_test` topology (and ndctl's own tests) run
-/// on: the run's own image when its recipe builds nfit_test; else the
-/// recipe that builds it for the same kernel package under the same
-/// userland (`--kernel debian-6.1` finds nfit-test-6.1); for a run that named no guest (`asked_default`),
-/// the first recipe that builds it; otherwise none, and those trials are
-/// reported as skipped with the reason.
-pub fn nfit_test_image(images_dir: &Path, image: &str, asked_default: bool) -> Option<String> {
+/// on: the run's own image when its recipe builds nfit_test, else the recipe
+/// that builds it for the same kernel package under the same userland
+/// (`default` finds nfit-test, `debian-6.1` nfit-test-6.1). None when the
+/// run brings its own kernel or ndctl (their trials would test the
+/// packaged ones instead) or no recipe matches: those trials are reported
+/// as skipped with the reason.
+pub fn nfit_test_image(images_dir: &Path, resolved: &Resolved) -> Option<String> {
+    if resolved.user_kernel.is_some() || resolved.user_ndctl.is_some() {
+        return None;
+    }
+    let image = resolved.image.as_str();
     let recipe = |name: &str| ImageFiles::load(images_dir, name).ok().map(|f| f.recipe);
     let own = recipe(image)?;
     if own.kernel.nfit_test {
         return Some(image.to_owned());
     }
-    let builders: Vec<(String, crate::image::Recipe)> = recipe_names(images_dir)
-        .ok()?
-        .into_iter()
-        .filter_map(|n| recipe(&n).map(|r| (n, r)))
-        .filter(|(_, r)| r.kernel.nfit_test)
-        .collect();
     // The same kernel under the same userland (and so the same ndctl).
     let kernel_of = |r: &crate::image::Recipe| {
         (
@@ -291,16 +290,10 @@ pub fn nfit_test_image(images_dir: &Path, image: &str, asked_default: bool) -> O
             r.suite.clone(),
         )
     };
-    if let Some((name, _)) = builders
-        .iter()
-        .find(|(_, r)| kernel_of(r) == kernel_of(&own))
-    {
-        return Some(name.clone());
-    }
-    if !asked_default {
-        return None;
-    }
-    builders.into_iter().next().map(|(n, _)| n)
+    recipe_names(images_dir)
+        .ok()?
+        .into_iter()
+        .find(|n| recipe(n).is_some_and(|r| r.kernel.nfit_test && kernel_of(&r) == kernel_of(&own)))
 }
 
 /// The recipes in images/, by name, sorted.
@@ -350,25 +343,35 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(pick(Selection::default()).unwrap(), "default");
-        // nfit_test trials: the image that builds it, unless the run asked
-        // for another guest, whose kernel they would not be testing.
+        // nfit_test trials: the image that builds nfit_test for the run's
+        // kernel and userland, none for a kernel or ndctl of the user's.
+        let on = |image: &str| Resolved {
+            image: image.into(),
+            user_kernel: None,
+            user_ndctl: None,
+            variants: Vec::new(),
+        };
+        let test_image = |r: &Resolved| nfit_test_image(&images(), r);
+        assert_eq!(test_image(&on("default")).as_deref(), Some("nfit-test"));
+        assert_eq!(test_image(&on("nfit-test")).as_deref(), Some("nfit-test"));
         assert_eq!(
-            nfit_test_image(&images(), "default", true).as_deref(),
-            Some("nfit-test")
-        );
-        assert_eq!(
-            nfit_test_image(&images(), "nfit-test", false).as_deref(),
-            Some("nfit-test")
-        );
-        assert_eq!(
-            nfit_test_image(&images(), "default", false).as_deref(),
-            Some("nfit-test")
-        );
-        assert_eq!(
-            nfit_test_image(&images(), "debian-6.1", false).as_deref(),
+            test_image(&on("debian-6.1")).as_deref(),
             Some("nfit-test-6.1")
         );
-        assert_eq!(nfit_test_image(&images(), "ndctl-76", false), None);
+        assert_eq!(test_image(&on("ndctl-76")), None);
+        let own_kernel = Resolved {
+            user_kernel: Some(UserKernel {
+                bzimage: "/k/bzImage".into(),
+                modules: "/k/mods".into(),
+            }),
+            ..on("default")
+        };
+        assert_eq!(test_image(&own_kernel), None);
+        let own_ndctl = Resolved {
+            user_ndctl: Some("/ndctl/destdir".into()),
+            ..on("default")
+        };
+        assert_eq!(test_image(&own_ndctl), None);
         assert_eq!(pick(k("debian-6.12")).unwrap(), "default");
         assert_eq!(pick(k("debian-6.1")).unwrap(), "debian-6.1");
         // An image name where a kernel name goes.

@@ -55,7 +55,15 @@ impl Config {
         Config {
             runs_dir: root.join("target/ndharness/runs"),
             results_dir: root.join("target/ndharness/results"),
-            nfit_test_image: crate::select::nfit_test_image(&root.join("images"), "default", true),
+            nfit_test_image: crate::select::nfit_test_image(
+                &root.join("images"),
+                &crate::select::Resolved {
+                    image: "default".into(),
+                    user_kernel: None,
+                    user_ndctl: None,
+                    variants: Vec::new(),
+                },
+            ),
             root,
             image: "default".into(),
             variants: Vec::new(),
@@ -137,10 +145,15 @@ impl Shared {
 
 /// Why an nfit_test trial cannot run with this configuration.
 pub fn no_nfit_test(config: &Config) -> String {
-    format!(
-        "needs the nfit_test modules and ndctl's tests: image `{}` has neither; run it with --image nfit-test",
-        config.image
-    )
+    let needs = "needs the nfit_test modules and ndctl's tests";
+    if config.build.user_kernel.is_some() || config.build.user_ndctl.is_some() {
+        format!("{needs}, which are built for packaged kernels and ndctl only, not your own")
+    } else {
+        format!(
+            "{needs}, which no image builds for image `{}`'s kernel and ndctl; run it with --image nfit-test",
+            config.image
+        )
+    }
 }
 
 pub fn prepare(config: &Config) -> anyhow::Result<GuestEnv> {

@@ -188,14 +188,9 @@ fn lock_ndctl_tests(
         Error::Modules("ndctl_tests: the image's packages must include ndctl".into())
     })?;
     let version = ndctl_tests::source_version(&ndctl.version);
+    let (file, size, sha256) = keep_ndctl_orig(opts, archive, r, &version, &|e| e)?;
     let dl = tempfile::tempdir_in(ensure_dir(&opts.cache.join("tmp"))?)
         .map_err(|e| Error::io(&opts.cache, e))?;
-    let src = PrivateApt::sources(&opts.cache, archive, &r.suite, &r.components)?;
-    src.update()?;
-    let (file, size, sha256) = src.fetch_orig("ndctl", &version, dl.path())?;
-    let kept = ndctl_tests::source_path(&opts.cache, &sha256, &file);
-    ensure_dir(kept.parent().expect("folder"))?;
-    copy(&dl.path().join(&file), &kept)?;
     let closure = apt.resolve(build_root, true)?;
     apt.download(&specs_of(&closure), dl.path(), "ndharness image lock")?;
     let mut locked = closure
@@ -244,17 +239,13 @@ fn fetch_ndctl_source(files: &ImageFiles, opts: &BuildOptions, t: &NdctlTestsLoc
     if kept.exists() {
         return Ok(());
     }
-    let r = &files.recipe;
     let archive = Archive::discover(opts.mirror.as_deref())?;
-    let dl = tempfile::tempdir_in(ensure_dir(&opts.cache.join("tmp"))?)
-        .map_err(|e| Error::io(&opts.cache, e))?;
-    let src = PrivateApt::sources(&opts.cache, &archive, &r.suite, &r.components)?;
-    src.update()?;
-    let (file, _, sha256) = src
-        .fetch_orig("ndctl", &t.source.version, dl.path())
-        .map_err(|e| Error::Unavailable {
-            detail: format!("ndctl source {}: {e}", t.source.version),
-            relock: format!("ndharness image lock {}", files.name),
+    let (file, _, sha256) =
+        keep_ndctl_orig(opts, &archive, &files.recipe, &t.source.version, &|e| {
+            Error::Unavailable {
+                detail: format!("ndctl source {}: {e}", t.source.version),
+                relock: format!("ndharness image lock {}", files.name),
+            }
         })?;
     if sha256 != t.source.sha256 {
         return Err(Error::Checksum {
@@ -264,8 +255,30 @@ fn fetch_ndctl_source(files: &ImageFiles, opts: &BuildOptions, t: &NdctlTestsLoc
             actual: sha256,
         });
     }
+    Ok(())
+}
+
+/// Fetches ndctl's upstream tarball at source `version` through the guest
+/// suite's deb-src index and keeps it in the cache under its sha256:
+/// (file name, size, sha256). `on_fetch` maps a failed fetch.
+fn keep_ndctl_orig(
+    opts: &BuildOptions,
+    archive: &Archive,
+    r: &super::recipe::Recipe,
+    version: &str,
+    on_fetch: &dyn Fn(Error) -> Error,
+) -> Result<(String, u64, String)> {
+    let dl = tempfile::tempdir_in(ensure_dir(&opts.cache.join("tmp"))?)
+        .map_err(|e| Error::io(&opts.cache, e))?;
+    let src = PrivateApt::sources(&opts.cache, archive, &r.suite, &r.components)?;
+    src.update()?;
+    let (file, size, sha256) = src
+        .fetch_orig("ndctl", version, dl.path())
+        .map_err(on_fetch)?;
+    let kept = ndctl_tests::source_path(&opts.cache, &sha256, &file);
     ensure_dir(kept.parent().expect("folder"))?;
-    copy(&dl.path().join(&file), &kept)
+    copy(&dl.path().join(&file), &kept)?;
+    Ok((file, size, sha256))
 }
 
 fn newest_match(apt: &PrivateApt, glob: &str, suite: &str) -> Result<String> {
@@ -444,14 +457,7 @@ pub fn build(files: &ImageFiles, opts: &BuildOptions) -> Result<Image> {
     let mpath = tmp_out.join("manifest.json");
     let json = serde_json::to_string_pretty(&manifest).expect("manifest serializes");
     std::fs::write(&mpath, json).map_err(|e| Error::io(&mpath, e))?;
-    ensure_dir(out.parent().expect("images folder"))?;
-    // Another process may have finished the same build first; either copy is good.
-    if std::fs::rename(&tmp_out, &out).is_err() && !out.join("manifest.json").exists() {
-        return Err(Error::io(
-            &out,
-            std::io::Error::other("could not move the built image into the cache"),
-        ));
-    }
+    publish(&tmp_out, &out, "manifest.json", "image")?;
     let mut image = load_built(&out)?.expect("image was just written");
     image.built = true;
     Ok(image)
@@ -517,7 +523,7 @@ fn overlay(dir: &Path, root: &Path) -> Result<()> {
 
 /// Copies `src` into `dest`, merging folders; a folder of `dest` that is a
 /// link (`lib` -> `usr/lib` in the usr-merged root) is followed, not replaced.
-fn merge_tree(src: &Path, dest: &Path) -> Result<()> {
+pub(super) fn merge_tree(src: &Path, dest: &Path) -> Result<()> {
     for e in std::fs::read_dir(src).map_err(|e| Error::io(src, e))? {
         let e = e.map_err(|e| Error::io(src, e))?;
         let from = e.path();
@@ -559,7 +565,7 @@ fn tree_fingerprint(dir: &Path) -> Result<String> {
     Ok(sha256_hex(lines.join("\n").as_bytes()))
 }
 
-fn walk(dir: &Path, f: &mut dyn FnMut(&Path, &std::fs::Metadata)) -> Result<()> {
+pub(super) fn walk(dir: &Path, f: &mut dyn FnMut(&Path, &std::fs::Metadata)) -> Result<()> {
     for e in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
         let e = e.map_err(|e| Error::io(dir, e))?;
         let p = e.path();
@@ -644,6 +650,20 @@ fn fetch_missing(
             detail: format!("{} was not downloaded", p.spec()),
             relock: format!("ndharness image lock {}", files.name),
         });
+    }
+    Ok(())
+}
+
+/// Moves a finished build from its staging folder to `out` in the cache.
+/// Another process may have finished the same build first (its `marker`
+/// file is there); either copy is good.
+pub(super) fn publish(staged: &Path, out: &Path, marker: &str, what: &str) -> Result<()> {
+    ensure_dir(out.parent().expect("cache folder"))?;
+    if std::fs::rename(staged, out).is_err() && !out.join(marker).exists() {
+        return Err(Error::io(
+            out,
+            std::io::Error::other(format!("could not move the built {what} into the cache")),
+        ));
     }
     Ok(())
 }

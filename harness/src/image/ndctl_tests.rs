@@ -11,7 +11,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use super::build::{ensure_dir, run_tool};
+use super::build::{ensure_dir, merge_tree, publish, run_tool};
 use super::recipe::{LockedPackage, NdctlTestsLock};
 use super::{sha256_file, sha256_hex, Error, Result};
 
@@ -80,12 +80,13 @@ pub fn build(
         return Ok(out);
     }
     let tarball = source_path(cache, &lock.source.sha256, &lock.source.file);
-    if sha256_file(&tarball)? != lock.source.sha256 {
+    let actual = sha256_file(&tarball)?;
+    if actual != lock.source.sha256 {
         return Err(Error::Checksum {
             name: lock.source.file.clone(),
             version: lock.source.version.clone(),
             expected: lock.source.sha256.clone(),
-            actual: sha256_file(&tarball)?,
+            actual,
         });
     }
     let started = std::time::Instant::now();
@@ -119,9 +120,10 @@ pub fn build(
             is_executable(p) || p.to_string_lossy().contains(".so")
         })?;
     }
-    copy_tree(
+    let test_dir = staged.join("test");
+    merge_tree(
         &root.join("src").join(&top).join("test"),
-        &staged.join("test"),
+        ensure_dir(&test_dir)?,
     )?;
     let about = format!(
         "ndctl {} tests (test/ of {}), built in {:.1} s\n",
@@ -130,13 +132,7 @@ pub fn build(
         started.elapsed().as_secs_f64()
     );
     std::fs::write(staged.join("done"), about).map_err(|e| Error::io(&staged, e))?;
-    ensure_dir(out.parent().expect("folder"))?;
-    if std::fs::rename(&staged, &out).is_err() && !out.join("done").exists() {
-        return Err(Error::io(
-            &out,
-            std::io::Error::other("could not move the built tests into the cache"),
-        ));
-    }
+    publish(&staged, &out, "done", "tests")?;
     Ok(out)
 }
 
@@ -188,16 +184,11 @@ fn copy_files(from: &Path, to: &Path, keep: &dyn Fn(&Path) -> bool) -> Result<()
     Ok(())
 }
 
-fn copy_tree(from: &Path, to: &Path) -> Result<()> {
-    run_tool(Command::new("cp").arg("-a").arg(from).arg(to), "cp")
-}
-
 /// Places the built tests, the runner and the stand-ins for journalctl and
 /// uuidgen in an image root.
 pub fn install(built: &Path, root: &Path) -> Result<()> {
     let dest = root.join(DIR);
-    ensure_dir(dest.parent().expect("folder"))?;
-    copy_tree(built, &dest)?;
+    merge_tree(built, ensure_dir(&dest)?)?;
     super::initramfs::write_file(&dest.join("run"), RUN, 0o755)?;
     super::initramfs::write_file(&root.join("usr/bin/journalctl"), JOURNALCTL, 0o755)?;
     super::initramfs::write_file(&root.join("usr/bin/uuidgen"), UUIDGEN, 0o755)

@@ -11,7 +11,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use super::build::{copy, dpkg_extract, ensure_dir, run_tool};
+use super::build::{copy, dpkg_extract, ensure_dir, publish, run_tool, walk};
 use super::recipe::LockedPackage;
 use super::{sha256_hex, Error, Result};
 
@@ -178,15 +178,20 @@ pub fn modules(
     .map_err(|e| Error::Modules(format!("nfit_test: {e}")))?;
     let built = work.path().join("out");
     ensure_dir(&built)?;
+    let mut modules = Vec::new();
+    walk(&m, &mut |p, _| {
+        if p.extension().is_some_and(|e| e == "ko") {
+            modules.push(p.to_owned());
+        }
+    })?;
     let mut names = Vec::new();
-    collect_ko(&m, &mut |path| {
+    for path in modules {
         let name = path.file_name().expect("file").to_owned();
         let to = built.join(&name);
-        copy(path, &to)?;
+        copy(&path, &to)?;
         run_tool(Command::new("strip").arg("--strip-debug").arg(&to), "strip")?;
         names.push(name.to_string_lossy().into_owned());
-        Ok(())
-    })?;
+    }
     if !names.iter().any(|n| n == "nfit_test.ko") {
         return Err(Error::Modules(format!(
             "nfit_test: the build of {} made no nfit_test.ko (made: {names:?})",
@@ -202,21 +207,14 @@ pub fn modules(
         names.join("\n")
     );
     std::fs::write(built.join("done"), about).map_err(|e| Error::io(&built, e))?;
-    ensure_dir(out.parent().expect("folder"))?;
-    if std::fs::rename(&built, &out).is_err() && !out.join("done").exists() {
-        return Err(Error::io(
-            &out,
-            std::io::Error::other("could not move the built modules into the cache"),
-        ));
-    }
+    publish(&built, &out, "done", "modules")?;
     Ok(out)
 }
 
 /// Points the flavour headers' Makefile, which includes the common headers'
 /// Makefile by its installed absolute path, at the extracted copy.
-fn fix_headers(tree: &Path, flavour_pkg: &str) -> Result<PathBuf> {
-    let headers = tree.join("usr/src").join(flavour_pkg);
-    let makefile = headers.join("Makefile");
+fn fix_headers(tree: &Path, flavour_pkg: &str) -> Result<()> {
+    let makefile = tree.join("usr/src").join(flavour_pkg).join("Makefile");
     let text = std::fs::read_to_string(&makefile).map_err(|e| Error::io(&makefile, e))?;
     let fixed: String = text
         .lines()
@@ -226,8 +224,7 @@ fn fix_headers(tree: &Path, flavour_pkg: &str) -> Result<PathBuf> {
         })
         .collect::<Vec<_>>()
         .join("\n");
-    std::fs::write(&makefile, fixed + "\n").map_err(|e| Error::io(&makefile, e))?;
-    Ok(headers)
+    std::fs::write(&makefile, fixed + "\n").map_err(|e| Error::io(&makefile, e))
 }
 
 /// Unpacks the parts of `linux-source-X.Y.tar.xz` the build reads.
@@ -260,23 +257,6 @@ fn unpack_source(tree: &Path, work: &Path) -> Result<PathBuf> {
     }
     run_tool(&mut tar, "tar")?;
     Ok(work.join(top))
-}
-
-fn collect_ko(dir: &Path, f: &mut dyn FnMut(&Path) -> Result<()>) -> Result<()> {
-    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(|e| Error::io(dir, e))?
-        .flatten()
-        .map(|e| e.path())
-        .collect();
-    entries.sort();
-    for p in entries {
-        if p.is_dir() {
-            collect_ko(&p, f)?;
-        } else if p.extension().is_some_and(|e| e == "ko") {
-            f(&p)?;
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]

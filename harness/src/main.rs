@@ -163,6 +163,10 @@ struct BenchArgs {
     /// Trials whose suite wall time is measured cold, then warm ("" for all).
     #[arg(long)]
     suite: Option<String>,
+    /// Leave out of the suite the trials whose name contains this
+    /// (repeatable), e.g. `ndctl::` for ndctl's own test scripts.
+    #[arg(long)]
+    suite_skip: Vec<String>,
     /// Guests at once for the suite [default: one per core, fewer when the available memory would not hold them]
     #[arg(long, visible_alias = "jobs")]
     test_threads: Option<usize>,
@@ -240,7 +244,8 @@ struct BootArgs {
     /// Seconds COMMAND may run.
     #[arg(long, default_value = "300")]
     timeout: u64,
-    /// Save the ready (and assembled) guest's state to this file and stop.
+    /// Save the ready guest's state (before the drivers of the topology's
+    /// CXL and virtio-pmem devices load) to this file and stop.
     #[arg(long, hide = true)]
     save_state: Option<PathBuf>,
     /// Start from this state (saved with --save-state, same topology).
@@ -536,6 +541,7 @@ fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
         runs: args.runs.max(1),
         topologies: args.topologies.clone(),
         suite_filter: args.suite.clone(),
+        suite_skip: args.suite_skip.clone(),
         test_threads: args.test_threads,
     };
     eprintln!(
@@ -696,7 +702,8 @@ fn boot(args: BootArgs) -> anyhow::Result<ExitCode> {
         kernel_args: "",
         assemble: true,
     };
-    // A warm start comes with its CXL regions assembled.
+    // A warm start, like a cold boot, loads the topology's drivers and
+    // assembles its CXL regions after the agent answers.
     let state = match &args.from_state {
         Some(p) => Some(p.clone()),
         None if args.save_state.is_some() => None,
@@ -723,7 +730,7 @@ fn boot(args: BootArgs) -> anyhow::Result<ExitCode> {
             incoming: state.as_deref(),
         };
         let evidence = run.path.clone();
-        let m = ndharness::machine::Machine::start(&spec, run)
+        let mut m = ndharness::machine::Machine::start(&spec, run)
             .await
             .with_context(|| {
                 format!(
@@ -732,11 +739,13 @@ fn boot(args: BootArgs) -> anyhow::Result<ExitCode> {
                     evidence.display()
                 )
             })?;
-        if args.from_state.is_none() {
-            assemble_for_boot(&m, &topology.topology).await?;
-        }
+        // The topologies whose devices QEMU does not restore.
+        let unsaved = !ndharness::qemu::cmdline::driver_modules(&topology.topology).is_empty();
         if let Some(path) = &args.save_state {
             let t0 = std::time::Instant::now();
+            if unsaved {
+                m.save_pci_config().await?;
+            }
             m.save(path).await?.remove();
             eprintln!(
                 "saved to {} in {:.2}s",
@@ -745,9 +754,35 @@ fn boot(args: BootArgs) -> anyhow::Result<ExitCode> {
             );
             return Ok(ExitCode::SUCCESS);
         }
+        let t_drivers = std::time::Instant::now();
+        if unsaved && state.is_some() {
+            let out = m.restore_pci_config().await?;
+            if !out.success() {
+                anyhow::bail!("pci-state restore: {}", out.stderr_text().trim());
+            }
+        }
+        let drivers = m.load_drivers(&topology.topology).await?;
+        if let Some(out) = drivers.filter(|o| !o.success()) {
+            let run = m.stop().await;
+            anyhow::bail!(
+                "loading the topology's drivers failed (evidence kept in {}): {}",
+                run.path.display(),
+                out.stderr_text().trim()
+            );
+        }
+        assemble_for_boot(&m, &topology.topology).await?;
+        let prepared = t_drivers.elapsed();
         eprintln!(
-            "guest ready in {:.2}s ({}, {}, QEMU pid {})",
+            "guest ready in {:.2}s{} ({}, {}, QEMU pid {})",
             m.times.agent_ready.as_secs_f64(),
+            if unsaved {
+                format!(
+                    ", drivers and regions in {:.2}s more",
+                    prepared.as_secs_f64()
+                )
+            } else {
+                String::new()
+            },
             env.accel.name(),
             if state.is_some() {
                 "warm start"

@@ -62,6 +62,7 @@ pub struct Image {
 
 const INIT: &str = include_str!("init.sh");
 const STEP: &str = include_str!("step.sh");
+const PCI_STATE: &str = include_str!("pci-state.sh");
 
 /// Resolves the recipe's closure with a private apt, downloads every package
 /// into the cache, and writes the lock beside the recipe.
@@ -429,6 +430,11 @@ pub fn build(files: &ImageFiles, opts: &BuildOptions) -> Result<Image> {
     initramfs::install_busybox_applets(&root)?;
     initramfs::write_file(&root.join("init"), INIT, 0o755)?;
     initramfs::write_file(&root.join("usr/libexec/ndharness/step"), STEP, 0o755)?;
+    initramfs::write_file(
+        &root.join("usr/libexec/ndharness/pci-state"),
+        PCI_STATE,
+        0o755,
+    )?;
 
     let tmp_out = staging.path().join("out");
     ensure_dir(&tmp_out)?;
@@ -485,7 +491,7 @@ fn load_built(out: &Path) -> Result<Option<Image>> {
 
 fn content_key(files: &ImageFiles, lock_text: &str, opts: &BuildOptions) -> Result<String> {
     let mut material = format!(
-        "builder {BUILDER_VERSION}\n--recipe\n{}\n--lock\n{lock_text}\n--init\n{INIT}\n--step\n{STEP}\n",
+        "builder {BUILDER_VERSION}\n--recipe\n{}\n--lock\n{lock_text}\n--init\n{INIT}\n--step\n{STEP}\n--pci-state\n{PCI_STATE}\n",
         files.recipe_text
     );
     if files.recipe.ndctl_tests.is_some() {

@@ -59,6 +59,19 @@ impl GuestFiles {
                 .collect(),
         }
     }
+
+    /// Every backing file QEMU maps shared (NVDIMMs, CXL memory and label
+    /// areas, virtio-pmem): what a saved state leaves out and keeps beside
+    /// it instead.
+    pub fn backing(&self) -> Vec<&Path> {
+        let mut v: Vec<&Path> = self.nvdimm_backing.iter().map(PathBuf::as_path).collect();
+        for (mem, lsa) in &self.cxl_backing {
+            v.push(mem);
+            v.push(lsa);
+        }
+        v.extend(self.virtio_pmem_backing.iter().map(PathBuf::as_path));
+        v
+    }
 }
 
 /// Everything the command line depends on.
@@ -71,7 +84,8 @@ pub struct LaunchSpec<'a> {
     pub accel: Accel,
     /// Appended to the kernel command line after the harness's own options.
     pub extra_append: &'a str,
-    /// A saved VM state to start from (`-incoming file:PATH`) instead of
+    /// A saved VM state to start from (`-incoming defer`, then QMP
+    /// `migrate-incoming file:PATH`) instead of
     /// booting; the rest of the command line must be the one it was saved from.
     pub incoming: Option<&'a Path>,
 }
@@ -80,10 +94,15 @@ pub struct LaunchSpec<'a> {
 /// event tells the harness that the agent opened it.
 pub const AGENT_PORT_ID: &str = "agent0";
 
-/// Kernel modules the guest's init loads for this topology (no udev runs in
-/// the guest, so nothing else would load them).
-pub fn guest_modules(topology: &Topology) -> Vec<&'static str> {
+/// Every module the topology needs, in load order (no udev runs in the
+/// guest, so nothing else would load them), and where the ones the harness
+/// loads begin: the driver of the first device QEMU cannot restore and
+/// everything after it, so that the probe order is the same whoever loads
+/// them (loading virtio_pmem alone after nd_btt made the btt seed
+/// `btt0.1` instead of `btt0.0` in one run out of five).
+fn modules(topology: &Topology) -> (Vec<&'static str>, usize) {
     let mut m = vec!["virtio_pci", "virtio_console", "pvpanic_pci"];
+    let mut late = None;
     if topology.nfit_test == Some(crate::topology::NfitTest::Loaded) {
         // Brings the mock libnvdimm and nfit it wraps.
         m.push("nfit_test");
@@ -92,6 +111,7 @@ pub fn guest_modules(topology: &Topology) -> Vec<&'static str> {
         m.push("nfit");
     }
     if topology.cxl.is_some() {
+        late.get_or_insert(m.len());
         m.extend([
             "cxl_acpi", "cxl_pci", "cxl_port", "cxl_mem", "cxl_pmem", "dax_cxl",
         ]);
@@ -100,6 +120,7 @@ pub fn guest_modules(topology: &Topology) -> Vec<&'static str> {
         m.push("nd_e820");
     }
     if !topology.virtio_pmem.is_empty() {
+        late.get_or_insert(m.len());
         m.push("virtio_pmem");
     }
     if topology.has_pmem() {
@@ -115,7 +136,26 @@ pub fn guest_modules(topology: &Topology) -> Vec<&'static str> {
             "ext4",
         ]);
     }
+    let split = late.unwrap_or(m.len());
+    (m, split)
+}
+
+/// The modules the guest's init loads (`ndharness.modules=`).
+pub fn guest_modules(topology: &Topology) -> Vec<&'static str> {
+    let (mut m, split) = modules(topology);
+    m.truncate(split);
     m
+}
+
+/// Drivers the harness loads once the agent answers, after the point a warm
+/// start restores: the kernel has not touched these devices when the state
+/// is saved, so what the drivers find is the restored QEMU's freshly reset
+/// devices (QEMU 10.0.2 saves no state for CXL ports and memory devices,
+/// nor for virtio-pmem). A cold boot loads them at the same point, so both
+/// give the same records.
+pub fn driver_modules(topology: &Topology) -> Vec<&'static str> {
+    let (m, split) = modules(topology);
+    m[split..].to_vec()
 }
 
 /// The kernel command line.
@@ -193,8 +233,10 @@ pub fn argv(spec: &LaunchSpec) -> Vec<String> {
 
     push(&["-kernel", &path(spec.kernel), "-initrd", &path(spec.initrd)]);
     push(&["-append", &kernel_append(spec)]);
-    if let Some(state) = spec.incoming {
-        push(&["-incoming", &format!("file:{}", path(state))]);
+    if spec.incoming.is_some() {
+        // The harness sets the migration capabilities the state was saved
+        // with, then sends `migrate-incoming` (see machine.rs).
+        push(&["-incoming", "defer"]);
     }
 
     let f = spec.files;
@@ -469,5 +511,32 @@ mod tests {
         let pos = |n: &str| m.iter().position(|x| *x == n);
         assert!(pos("nfit_test").unwrap() < pos("nd_pmem").unwrap(), "{m:?}");
         assert!(!t.has_nfit());
+    }
+
+    #[test]
+    fn cxl_and_virtio_pmem_drivers_wait_for_the_harness() {
+        // Not loaded by init: a saved state must predate their probe.
+        for name in ["cxl-x4", "virtio-pmem-1"] {
+            let t = crate::topology::load(name).unwrap().topology;
+            let append = kernel_append(&LaunchSpec {
+                topology: &t,
+                kernel: Path::new("k"),
+                initrd: Path::new("i"),
+                files: &GuestFiles::under(Path::new("r"), Path::new("r"), &t),
+                accel: Accel::Tcg,
+                extra_append: "",
+                incoming: None,
+            });
+            let drivers = driver_modules(&t);
+            for d in &drivers {
+                assert!(!append.contains(d), "{name}: {d} in {append}");
+            }
+            // The pmem drivers follow the device's, as at boot.
+            let pos = |n: &str| drivers.iter().position(|x| *x == n);
+            assert!(pos("nd_pmem").unwrap() > 0, "{name}: {drivers:?}");
+            assert!(guest_modules(&t).contains(&"virtio_console"), "{name}");
+        }
+        let t = crate::topology::load("nfit-2").unwrap().topology;
+        assert!(driver_modules(&t).is_empty());
     }
 }

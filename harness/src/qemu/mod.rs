@@ -11,7 +11,7 @@ use std::path::PathBuf;
 
 pub use cmdline::{Accel, GuestFiles, LaunchSpec};
 pub use process::{kill_all, QemuProcess};
-pub use rundir::{tail as rundir_tail, RunDir};
+pub use rundir::{copy_sparse, tail as rundir_tail, RunDir};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

@@ -44,6 +44,8 @@ pub struct Options {
     pub topologies: Vec<String>,
     /// Trials for the suite-wall comparison (a libtest filter); `None` skips it.
     pub suite_filter: Option<String>,
+    /// Trials left out of it (libtest `--skip`).
+    pub suite_skip: Vec<String>,
     pub test_threads: Option<usize>,
 }
 
@@ -61,47 +63,59 @@ pub fn bench(config: &Config, env: &GuestEnv, opts: &Options) -> anyhow::Result<
             kernel_args: "",
             assemble: true,
         };
-        let mut cold = Vec::new();
+        let drivers = crate::qemu::cmdline::driver_modules(&topo.topology);
         let mut trip = Vec::new();
+        let mut cold = Starts::default();
         for _ in 0..opts.runs {
-            let (ready, rtt) = rt.block_on(start_once(config, env, &topo, None))?;
-            cold.push(ready);
-            trip.extend(rtt);
+            cold.push(
+                rt.block_on(start_once(config, env, &topo, None))?,
+                &mut trip,
+            );
         }
+        let t0 = Instant::now();
+        let state = super::warm::state(config, env, group)
+            .map_err(anyhow::Error::msg)?
+            .ok_or_else(|| anyhow::anyhow!("{name}: no saved state (its template failed)"))?;
+        let made = t0.elapsed().as_secs_f64();
+        let mut warm = Starts::default();
+        for _ in 0..opts.runs {
+            warm.push(
+                rt.block_on(start_once(config, env, &topo, Some(&state.state)))?,
+                &mut trip,
+            );
+        }
+        let size = std::fs::metadata(&state.state)
+            .map(|m| m.len())
+            .unwrap_or(0);
+        let note = format!(
+            "state {} MB; found or saved in {made:.2}s",
+            size / 1_000_000
+        );
         out.push(Measure::new(
             format!("{name}: cold boot to agent ready"),
-            cold,
+            cold.agent,
             None,
         ));
-        if super::warm::restorable(group) {
-            let t0 = Instant::now();
-            let state = super::warm::state(config, env, group)
-                .map_err(anyhow::Error::msg)?
-                .expect("a restorable topology has a state");
-            let made = t0.elapsed().as_secs_f64();
-            let mut warm = Vec::new();
-            for _ in 0..opts.runs {
-                let (ready, rtt) =
-                    rt.block_on(start_once(config, env, &topo, Some(&state.state)))?;
-                warm.push(ready);
-                trip.extend(rtt);
-            }
-            let size = std::fs::metadata(&state.state)
-                .map(|m| m.len())
-                .unwrap_or(0);
+        out.push(Measure::new(
+            format!("{name}: warm start to agent ready"),
+            warm.agent,
+            Some(note),
+        ));
+        if !drivers.is_empty() {
+            let what = if topo.topology.cxl.is_some() {
+                "CXL drivers probed"
+            } else {
+                "drivers probed"
+            };
             out.push(Measure::new(
-                format!("{name}: warm start to agent ready"),
-                warm,
-                Some(format!(
-                    "state {} MB; found or saved in {made:.2}s",
-                    size / 1_000_000
-                )),
+                format!("{name}: cold boot to {what}"),
+                cold.drivers,
+                None,
             ));
-        } else {
             out.push(Measure::new(
-                format!("{name}: warm start to agent ready"),
-                Vec::new(),
-                Some("boots cold: see warm::restorable for the measured reason".into()),
+                format!("{name}: warm start to {what}"),
+                warm.drivers,
+                Some("PCI config written back, then modprobe".into()),
             ));
         }
         out.push(Measure::new(
@@ -119,6 +133,7 @@ pub fn bench(config: &Config, env: &GuestEnv, opts: &Options) -> anyhow::Result<
                 .join(if cold { "bench-cold" } else { "bench-warm" });
             let args = libtest_mimic::Arguments {
                 filter: Some(filter.clone()).filter(|f| !f.is_empty()),
+                skip: opts.suite_skip.clone(),
                 test_threads: opts.test_threads,
                 quiet: true,
                 ..Default::default()
@@ -133,7 +148,11 @@ pub fn bench(config: &Config, env: &GuestEnv, opts: &Options) -> anyhow::Result<
                 .count();
             out.push(Measure::new(
                 format!(
-                    "suite `{filter}` wall, {}",
+                    "suite `{filter}`{} wall, {}",
+                    opts.suite_skip
+                        .iter()
+                        .map(|s| format!(" --skip {s}"))
+                        .collect::<String>(),
                     if cold { "cold" } else { "warm" }
                 ),
                 vec![wall],
@@ -148,13 +167,30 @@ pub fn bench(config: &Config, env: &GuestEnv, opts: &Options) -> anyhow::Result<
     Ok(out)
 }
 
-/// One start (cold, or from `state`), then ten round trips and a stop.
+/// Seconds from QEMU start, per start.
+#[derive(Default)]
+struct Starts {
+    agent: Vec<f64>,
+    drivers: Vec<f64>,
+}
+
+impl Starts {
+    fn push(&mut self, (agent, drivers, rtt): (f64, f64, Vec<f64>), trip: &mut Vec<f64>) {
+        self.agent.push(agent);
+        self.drivers.push(drivers);
+        trip.extend(rtt);
+    }
+}
+
+/// One start (cold, or from `state`) to a ready agent, then to the
+/// topology's drivers loaded (as a trial does it), then ten round trips
+/// and a stop.
 async fn start_once(
     config: &Config,
     env: &GuestEnv,
     topo: &crate::topology::Loaded,
     state: Option<&std::path::Path>,
-) -> anyhow::Result<(f64, Vec<f64>)> {
+) -> anyhow::Result<(f64, f64, Vec<f64>)> {
     let run = RunDir::create(
         &config.runs_dir,
         &format!("bench-{}", topo.name),
@@ -169,8 +205,18 @@ async fn start_once(
         boot_timeout: config.boot_timeout,
         incoming: state,
     };
-    let m = Machine::start(&spec, run).await?;
+    let mut m = Machine::start(&spec, run).await?;
+    let since_ready = Instant::now();
     let ready = m.times.agent_ready.as_secs_f64();
+    let unsaved = !crate::qemu::cmdline::driver_modules(&topo.topology).is_empty();
+    if unsaved && state.is_some() {
+        let out = m.restore_pci_config().await?;
+        anyhow::ensure!(out.success(), "pci-state restore: {}", out.stderr_text());
+    }
+    if let Some(out) = m.load_drivers(&topo.topology).await? {
+        anyhow::ensure!(out.success(), "loading drivers: {}", out.stderr_text());
+    }
+    let drivers = ready + since_ready.elapsed().as_secs_f64();
     let mut rtt = Vec::new();
     for _ in 0..10 {
         let t0 = Instant::now();
@@ -179,7 +225,7 @@ async fn start_once(
         rtt.push(t0.elapsed().as_secs_f64());
     }
     m.stop().await.remove();
-    Ok((ready, rtt))
+    Ok((ready, drivers, rtt))
 }
 
 /// Image build into an empty image folder (packages already downloaded:

@@ -225,6 +225,14 @@ pub struct Prelude {
     n: usize,
     cursor: kmsg::Cursor,
     pending: Vec<kmsg::Record>,
+    /// Saved before the topology's drivers loaded (CXL, virtio-pmem): the
+    /// restored trial loads them and runs the setup itself.
+    #[serde(default)]
+    drivers_pending: bool,
+    /// The guest holds a copy of its PCI configuration space to write back
+    /// after the restore (see [`Machine::save_pci_config`]).
+    #[serde(default)]
+    pci_saved: bool,
 }
 
 /// How a template's boot and setup went.
@@ -247,7 +255,16 @@ pub async fn template(
         machine: Some(m),
         ..Trace::default()
     };
-    if let Err(verdict) = t.boot_and_setup_of(topology, assemble).await {
+    // Devices QEMU cannot restore must not have met their drivers yet: the
+    // state is saved right after the boot check, and each trial loads the
+    // drivers and runs the setup after its restore.
+    let drivers_pending = !crate::qemu::cmdline::driver_modules(topology).is_empty();
+    let prepared = if drivers_pending {
+        t.boot_check().await
+    } else {
+        t.boot_and_setup_of(topology, assemble).await
+    };
+    if let Err(verdict) = prepared {
         if let Some(m) = t.machine.take() {
             m.stop().await.remove();
         }
@@ -257,6 +274,14 @@ pub async fn template(
         };
     }
     let m = t.machine.take().expect("a running guest");
+    let pci_saved = drivers_pending;
+    if pci_saved {
+        let out = m.save_pci_config().await.map_err(|e| e.to_string())?;
+        if !out.success() {
+            m.stop().await.remove();
+            return Err(format!("pci-state save: {}", out.stderr_text().trim()));
+        }
+    }
     let (cursor, pending) = m.kmsg_position();
     Ok(Template::Ready(
         Box::new(m),
@@ -266,6 +291,8 @@ pub async fn template(
             n: t.n,
             cursor,
             pending,
+            drivers_pending,
+            pci_saved,
         },
     ))
 }
@@ -287,6 +314,10 @@ struct Trace {
     n: usize,
     /// The exit code that skips the trial.
     skip_exit: Option<i32>,
+    /// Restored from a state saved before the topology's drivers loaded.
+    drivers_pending: bool,
+    /// Restored from a state that holds its PCI configuration space.
+    pci_saved: bool,
 }
 
 impl Trace {
@@ -338,10 +369,18 @@ impl Trace {
         trial: &Trial,
         restored: bool,
     ) -> Result<(), Verdict> {
-        // A restored guest's boot and setup ran (and were checked) in its
-        // template; their records came with the saved state.
+        // A restored guest's boot (and setup, unless its drivers were left
+        // to load after the restore) ran and were checked in its template;
+        // their records came with the saved state.
         if !restored {
             self.boot_and_setup(trial).await?;
+        } else if self.drivers_pending {
+            let t = &trial.topology.topology;
+            if self.pci_saved {
+                self.restore_pci().await?;
+            }
+            self.drivers(t, &[]).await?;
+            self.setup(trial, true).await?;
         }
         for step in &trial.case.spec.steps {
             let timeout = step.timeout.unwrap_or(trial.case.spec.step_timeout);
@@ -367,10 +406,49 @@ impl Trace {
         topology: &crate::topology::Topology,
         assemble: bool,
     ) -> Result<(), Verdict> {
+        self.boot_check().await?;
+        self.drivers(topology, &[]).await?;
+        self.setup_of(topology, assemble, true).await
+    }
+
+    /// Writes back the PCI configuration space QEMU did not restore.
+    async fn restore_pci(&mut self) -> Result<(), Verdict> {
+        let out = self.m().restore_pci_config().await?;
+        if !out.success() {
+            return Err(Verdict::Error(format!(
+                "pci-state restore: {}",
+                out.stderr_text().trim()
+            )));
+        }
+        Ok(())
+    }
+
+    /// The boot's kernel log, checked for reports.
+    async fn boot_check(&mut self) -> Result<(), Verdict> {
         self.m().read_kernel_log().await?;
         let boot_log = self.m().take_unattributed();
-        check_reports(&boot_log, &[], "during boot")?;
-        self.setup_of(topology, assemble, true).await
+        check_reports(&boot_log, &[], "during boot")
+    }
+
+    /// Loads the drivers init leaves to the harness; their kernel log is
+    /// checked like the boot's.
+    async fn drivers(
+        &mut self,
+        topology: &crate::topology::Topology,
+        expected: &[String],
+    ) -> Result<(), Verdict> {
+        match self.m().load_drivers(topology).await? {
+            None => return Ok(()),
+            Some(out) if !out.success() => {
+                return Err(Verdict::Fail(format!(
+                    "loading the topology's drivers: {}",
+                    out.stderr_text().trim()
+                )))
+            }
+            Some(_) => {}
+        }
+        let log = self.m().take_unattributed();
+        check_reports(&log, expected, "while loading the topology's drivers")
     }
 
     /// Takes over what a template guest did before its state was saved.
@@ -379,6 +457,8 @@ impl Trace {
         self.records = p.records;
         self.since_checkpoint = p.since_checkpoint;
         self.n = p.n;
+        self.drivers_pending = p.drivers_pending;
+        self.pci_saved = p.pci_saved;
     }
 
     /// The CXL region assembly, as steps of their own.
@@ -521,6 +601,8 @@ impl Trace {
         let boot_log = self.m().take_unattributed();
         let context = format!("while booting again (step {})", self.n);
         check_reports(&boot_log, &step.expect.kernel_reports, &context)?;
+        self.drivers(&trial.topology.topology, &step.expect.kernel_reports)
+            .await?;
         self.setup(trial, false).await
     }
 }

@@ -1,9 +1,22 @@
 //! Warm start: a guest of each (image, QEMU, accelerator, topology, kernel
 //! command line, setup) boots once, runs the boot check and the setup every
-//! trial of the group starts with (for CXL: the region assembly), and is
-//! saved; every trial of that group then starts from a restore of the saved
-//! state into its own run folder, with its own fresh backing files, and
-//! inherits the setup's records (see [`super::Prelude`]).
+//! trial of the group starts with, and is saved; every trial of that group
+//! then starts from a restore of the saved state into its own run folder,
+//! with its own fresh backing files, and inherits the setup's records (see
+//! [`super::Prelude`]).
+//!
+//! Devices QEMU 10.0.2 does not save (CXL ports and memory devices,
+//! virtio-pmem: no migration description) are saved before their drivers
+//! load: the template keeps a copy of their PCI configuration space in
+//! guest memory, and each restored trial writes it back, loads the drivers
+//! and runs the setup (CXL region assembly) itself, as a cold boot does
+//! after its agent answers. Saved after the drivers had probed, such a
+//! guest failed: restored before assembly, `cxl create-region` timed out
+//! committing a decoder; restored after it, every label read through the
+//! memdev mailbox failed with EIO; a restored virtio-pmem guest never
+//! answered a flush. The cause, measured: the root ports' configuration
+//! space came back as after a reset (secondary bus 0, command 0), so
+//! nothing behind them was reachable.
 //!
 //! Saved states live in the cache under a key of every input that shapes
 //! the guest: the image's content key, the QEMU binary (path, size,
@@ -68,7 +81,7 @@ pub fn key(env: &GuestEnv, g: Group<'_>) -> String {
         .map(|m| format!("{} {:?}", m.len(), m.modified().ok()))
         .unwrap_or_default();
     let material = format!(
-        "state 2\nimage {}\nqemu {} {qemu}\nassemble {}\nargv {}\n",
+        "state 4\nimage {}\nqemu {} {qemu}\nassemble {}\nargv {}\n",
         env.image.manifest.key,
         env.qemu.display(),
         g.assemble,
@@ -100,22 +113,6 @@ pub fn state_for(
     state(config, env, Group::of(trial))
 }
 
-/// Whether a restored guest of this group works; the others boot cold.
-/// Measured with QEMU 10.0.2 and kernel 6.12:
-/// - CXL, saved before region assembly: `cxl create-region` then fails
-///   with "failed to commit decode: Connection timed out" (the decoder's
-///   committed bit never comes).
-/// - CXL, saved after assembly: the committed region works (namespaces,
-///   I/O), but the memdevs' label areas do not: `ndctl init-labels -f all`
-///   initializes 0 of 4 nmems on cxl-x4 (4 cold), and 22 of 26 cxl-x4
-///   trials fail at their first label step.
-/// - virtio-pmem: `ndctl create-namespace -f -e namespace0.0 -m fsdax`
-///   never returns (the device's flush request is not answered).
-pub fn restorable(g: Group<'_>) -> bool {
-    let t = g.t();
-    t.cxl.is_none() && t.virtio_pmem.is_empty()
-}
-
 /// Groups whose template failed its boot check or setup in this process:
 /// their trials boot cold, each to its own verdict.
 fn cold_groups() -> &'static Mutex<std::collections::HashSet<String>> {
@@ -125,7 +122,7 @@ fn cold_groups() -> &'static Mutex<std::collections::HashSet<String>> {
 
 /// The saved state of a group, unless the run asks for cold boots.
 pub fn state(config: &Config, env: &GuestEnv, g: Group<'_>) -> Result<Option<Saved>, String> {
-    if config.cold || !restorable(g) {
+    if config.cold {
         return Ok(None);
     }
     let key = key(env, g);

@@ -362,7 +362,7 @@ impl Machine {
         // started while they run found `btt0.1` where a settled guest has
         // `btt0.0`.
         let script = format!(
-            "for m in {}; do modprobe $m || {{ echo \"modprobe $m failed\" >&2; exit 1; }}; done; \
+            "modprobe -a {} || exit; \
              for f in /sys/bus/nd/devices/ndbus*/wait_probe; do [ ! -e \"$f\" ] || cat \"$f\" >/dev/null; done",
             drivers.join(" ")
         );

@@ -95,56 +95,64 @@ pub struct LaunchSpec<'a> {
 pub const AGENT_PORT_ID: &str = "agent0";
 
 /// Every module the topology needs, in load order (no udev runs in the
-/// guest, so nothing else would load them), and where the ones the harness
-/// loads begin: the driver of the first device QEMU cannot restore and
-/// everything after it, so that the probe order is the same whoever loads
-/// them (loading virtio_pmem alone after nd_btt made the btt seed
-/// `btt0.1` instead of `btt0.0` in one run out of five).
-fn modules(topology: &Topology) -> (Vec<&'static str>, usize) {
-    let mut m = vec!["virtio_pci", "virtio_console", "pvpanic_pci"];
-    let mut late = None;
+/// guest, so nothing else would load them), each marked when the harness
+/// loads it after the agent answers rather than init at boot: the drivers
+/// of devices QEMU cannot restore, and for virtio-pmem the pmem stack
+/// after its driver too, so that the probe order is the one of a boot
+/// (loading virtio_pmem alone after nd_btt made the btt seed `btt0.1`
+/// instead of `btt0.0` in one run out of five). A CXL region appears only
+/// when the harness assembles it, so the pmem stack stays at boot there.
+fn modules(topology: &Topology) -> Vec<(&'static str, bool)> {
+    let mut m: Vec<(&str, bool)> = ["virtio_pci", "virtio_console", "pvpanic_pci"]
+        .map(|n| (n, false))
+        .to_vec();
     if topology.nfit_test == Some(crate::topology::NfitTest::Loaded) {
         // Brings the mock libnvdimm and nfit it wraps.
-        m.push("nfit_test");
+        m.push(("nfit_test", false));
     }
     if topology.has_nfit() {
-        m.push("nfit");
+        m.push(("nfit", false));
     }
     if topology.cxl.is_some() {
-        late.get_or_insert(m.len());
-        m.extend([
-            "cxl_acpi", "cxl_pci", "cxl_port", "cxl_mem", "cxl_pmem", "dax_cxl",
-        ]);
+        m.extend(
+            [
+                "cxl_acpi", "cxl_pci", "cxl_port", "cxl_mem", "cxl_pmem", "dax_cxl",
+            ]
+            .map(|n| (n, true)),
+        );
     }
     if !topology.e820.is_empty() {
-        m.push("nd_e820");
+        m.push(("nd_e820", false));
     }
-    if !topology.virtio_pmem.is_empty() {
-        late.get_or_insert(m.len());
-        m.push("virtio_pmem");
+    let virtio_pmem = !topology.virtio_pmem.is_empty();
+    if virtio_pmem {
+        m.push(("virtio_pmem", true));
     }
     if topology.has_pmem() {
         // ext4 (and the checksum it asks the crypto API for) for
         // filesystems on fsdax: busybox mount does not load modules.
-        m.extend([
-            "nd_pmem",
-            "nd_btt",
-            "dax_pmem",
-            "device_dax",
-            "kmem",
-            "crc32c_generic",
-            "ext4",
-        ]);
+        m.extend(
+            [
+                "nd_pmem",
+                "nd_btt",
+                "dax_pmem",
+                "device_dax",
+                "kmem",
+                "crc32c_generic",
+                "ext4",
+            ]
+            .map(|n| (n, virtio_pmem)),
+        );
     }
-    let split = late.unwrap_or(m.len());
-    (m, split)
+    m
 }
 
 /// The modules the guest's init loads (`ndharness.modules=`).
 pub fn guest_modules(topology: &Topology) -> Vec<&'static str> {
-    let (mut m, split) = modules(topology);
-    m.truncate(split);
-    m
+    modules(topology)
+        .into_iter()
+        .filter_map(|(n, late)| (!late).then_some(n))
+        .collect()
 }
 
 /// Drivers the harness loads once the agent answers, after the point a warm
@@ -154,8 +162,10 @@ pub fn guest_modules(topology: &Topology) -> Vec<&'static str> {
 /// nor for virtio-pmem). A cold boot loads them at the same point, so both
 /// give the same records.
 pub fn driver_modules(topology: &Topology) -> Vec<&'static str> {
-    let (m, split) = modules(topology);
-    m[split..].to_vec()
+    modules(topology)
+        .into_iter()
+        .filter_map(|(n, late)| late.then_some(n))
+        .collect()
 }
 
 /// The kernel command line.
@@ -531,11 +541,15 @@ mod tests {
             for d in &drivers {
                 assert!(!append.contains(d), "{name}: {d} in {append}");
             }
-            // The pmem drivers follow the device's, as at boot.
-            let pos = |n: &str| drivers.iter().position(|x| *x == n);
-            assert!(pos("nd_pmem").unwrap() > 0, "{name}: {drivers:?}");
             assert!(guest_modules(&t).contains(&"virtio_console"), "{name}");
         }
+        // virtio-pmem's region appears with its driver: the pmem drivers
+        // follow it, as at boot. A CXL region appears only when assembled.
+        let t = crate::topology::load("virtio-pmem-1").unwrap().topology;
+        assert_eq!(driver_modules(&t)[..2], ["virtio_pmem", "nd_pmem"]);
+        let t = crate::topology::load("cxl-x2").unwrap().topology;
+        assert!(guest_modules(&t).contains(&"nd_pmem"));
+        assert_eq!(driver_modules(&t).last(), Some(&"dax_cxl"));
         let t = crate::topology::load("nfit-2").unwrap().topology;
         assert!(driver_modules(&t).is_empty());
     }

@@ -15,12 +15,20 @@ fn repo() -> PathBuf {
 #[test]
 fn warm_and_cold_starts_give_the_same_snapshots() {
     let out = tempfile::tempdir().unwrap();
-    // The mode cases (create, fill, reconfigure, destroy in each mode), a
-    // label case that reboots (cold) after a warm start, and hotplug.
-    for filter in [
-        "modes::",
-        "labels::reboot-keeps-namespaces::nfit-1",
-        "hotplug::",
+    // The mode cases on NFIT (create, reconfigure, destroy in each mode),
+    // label cases that reboot (cold) after a warm start, hotplug, and the
+    // topologies whose devices QEMU does not save (their PCI headers written
+    // back, drivers loaded after the restore): CXL at widths 3 and 6 (cli
+    // and sysfs assembly), poison injected through QMP into a restored
+    // guest, and virtio-pmem.
+    for (filter, skip) in [
+        ("modes::", &["cxl", "fill"][..]),
+        ("labels::reboot-keeps-namespaces::", &[][..]),
+        ("hotplug::", &[][..]),
+        ("modes::sector-lifecycle::cxl-x3", &[][..]),
+        ("cxl::sysfs-assembled-region::", &[][..]),
+        ("media-errors::cxl-poison::cxl-x2", &[][..]),
+        ("basic::label-less-reconfigure::virtio-pmem-1", &[][..]),
     ] {
         let o = Command::new(env!("CARGO_BIN_EXE_ndharness"))
             .args([
@@ -30,7 +38,8 @@ fn warm_and_cold_starts_give_the_same_snapshots() {
                 "--candidate",
                 "start=warm",
             ])
-            .args(["--skip", "cxl", "--skip", "fill", "--out"])
+            .args(skip.iter().flat_map(|s| ["--skip", s]))
+            .arg("--out")
             .arg(out.path())
             .arg("--root")
             .arg(repo())

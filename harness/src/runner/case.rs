@@ -274,6 +274,12 @@ pub async fn template(
         };
     }
     let m = t.machine.take().expect("a running guest");
+    if drivers_pending && !drivers_unbound(&m).await {
+        // A kernel with these drivers built in (your own --kernel) has
+        // probed the devices already: a restore would find them forgotten.
+        m.stop().await.remove();
+        return Ok(Template::Fails);
+    }
     let pci_saved = drivers_pending;
     if pci_saved {
         let out = m.save_pci_config().await.map_err(|e| e.to_string())?;
@@ -295,6 +301,14 @@ pub async fn template(
             pci_saved,
         },
     ))
+}
+
+/// Whether no driver of a device QEMU does not save has bound yet.
+async fn drivers_unbound(m: &Machine) -> bool {
+    let test =
+        "[ ! -e /sys/bus/pci/drivers/cxl_pci ] && [ ! -e /sys/bus/virtio/drivers/virtio_pmem ]";
+    let argv = ["/bin/sh".to_owned(), "-c".to_owned(), test.to_owned()];
+    matches!(m.exec(&argv, Duration::from_secs(30)).await, Ok(out) if out.success())
 }
 
 /// What a trial has done so far, kept when a step fails.

@@ -172,8 +172,14 @@ pub async fn plan(
     if !wanted(t) {
         return Ok(Vec::new());
     }
+    let memdev = memdevs_by_serial(&list(m, &["cxl", "list", "-M"]).await?)?;
+    if memdev.is_empty() {
+        return Err("the guest has no CXL memdev (`cxl list -M` is empty): \
+                    were the topology's drivers loaded (Machine::load_drivers)?"
+            .into());
+    }
     let guest = GuestDevices {
-        memdev: memdevs_by_serial(&list(m, &["cxl", "list", "-M"]).await?)?,
+        memdev,
         endpoint_decoder: endpoint_decoders(&list(m, &["cxl", "list", "-E"]).await?)?,
     };
     let mut cmds = commands(cxl, &guest)?;

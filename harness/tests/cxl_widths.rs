@@ -73,7 +73,7 @@ fn check_width(topology: &str, ways: u64) {
         };
         // A boot that never reaches the agent is an infrastructure error;
         // like the suite runner, try once more before calling it a failure.
-        let m = match Machine::start(&spec, run).await {
+        let mut m = match Machine::start(&spec, run).await {
             Ok(m) => m,
             Err(e) if e.is_infrastructure() => {
                 eprintln!("{topology}: retrying after: {e}");
@@ -84,6 +84,10 @@ fn check_width(topology: &str, ways: u64) {
             }
             Err(e) => panic!("{e}"),
         };
+        // The CXL drivers load after the agent answers, as for a trial.
+        if let Some(out) = m.load_drivers(&t.topology).await.unwrap() {
+            assert!(out.success(), "loading drivers: {}", out.stderr_text());
+        }
         for line in ndharness::assemble::plan(&m, &t.topology, true)
             .await
             .unwrap()

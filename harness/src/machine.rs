@@ -90,6 +90,12 @@ pub struct Machine {
     /// NVDIMMs the guest has (boot + hotplugged).
     nvdimms: usize,
     hotplugged: usize,
+    /// The drivers init leaves to the harness
+    /// ([`qemu::cmdline::driver_modules`]): their devices' PCI headers go
+    /// with a saved state and come back before the drivers load.
+    drivers: Vec<&'static str>,
+    /// Started from a saved state.
+    restored: bool,
 }
 
 pub struct StartSpec<'a> {
@@ -188,6 +194,8 @@ impl Machine {
             memory_devices,
             nvdimms: spec.topology.nvdimms.len(),
             hotplugged: 0,
+            drivers: qemu::cmdline::driver_modules(spec.topology),
+            restored: spec.incoming.is_some(),
         };
         if spec.incoming.is_some() {
             // The agent's port was open when the state was saved: no event
@@ -332,31 +340,34 @@ impl Machine {
         }
     }
 
-    /// Copies every PCI device's configuration space into the guest's
-    /// memory (`pci-state save`), to be saved with its state: QEMU 10.0.2
-    /// saves none for CXL ports and devices.
-    pub async fn save_pci_config(&self) -> Result<ExecOutput> {
-        let argv = [PCI_STATE.to_owned(), "save".to_owned()];
-        self.exec(&argv, Duration::from_secs(30)).await
-    }
-
-    /// After a restore: writes back the configuration space of every PCI
-    /// device whose header differs from the one saved (`pci-state
-    /// restore`); its output names them.
-    pub async fn restore_pci_config(&self) -> Result<ExecOutput> {
-        let argv = [PCI_STATE.to_owned(), "restore".to_owned()];
-        self.exec(&argv, Duration::from_secs(30)).await
+    /// `pci-state save|restore` in the guest: the PCI headers QEMU 10.0.2
+    /// saves none of (CXL ports and devices, virtio-pmem), kept in guest
+    /// memory so they go with the state.
+    async fn pci_state(&self, action: &str) -> Result<()> {
+        let argv = [PCI_STATE.to_owned(), action.to_owned()];
+        let out = self.exec(&argv, Duration::from_secs(30)).await?;
+        if !out.success() {
+            return Err(Error::State(format!(
+                "pci-state {action}: {}",
+                out.stderr_text().trim()
+            )));
+        }
+        Ok(())
     }
 
     /// Loads the drivers the guest's init leaves to the harness
-    /// ([`qemu::cmdline::driver_modules`]); their kernel records stay for
+    /// ([`qemu::cmdline::driver_modules`]), after writing back the PCI
+    /// headers of a restored guest; their kernel records stay for
     /// [`Self::take_unattributed`]. `Ok(None)` when the topology has none;
     /// the output of a failing `modprobe` otherwise.
-    pub async fn load_drivers(&mut self, topology: &Topology) -> Result<Option<ExecOutput>> {
-        let drivers = qemu::cmdline::driver_modules(topology);
-        if drivers.is_empty() {
+    pub async fn load_drivers(&mut self) -> Result<Option<ExecOutput>> {
+        if self.drivers.is_empty() {
             return Ok(None);
         }
+        if self.restored {
+            self.pci_state("restore").await?;
+        }
+        let drivers = &self.drivers;
         // Then flush the nd bus's asynchronous probes (regions, namespaces
         // and their seed devices) as a boot's idle moments would: a step
         // started while they run found `btt0.1` where a settled guest has
@@ -491,10 +502,14 @@ impl Machine {
         self.pending = pending;
     }
 
-    /// Pauses the guest, writes its whole state (RAM, devices, and the
+    /// Pauses the guest (first copying into its memory the PCI headers QEMU
+    /// does not save, when the topology has such devices), writes its whole state (RAM, devices, and the
     /// NVDIMM, label and CXL memory backends, which are RAM blocks too) to
     /// `state` with QMP `migrate` to a `file:` URI, and ends QEMU.
     pub async fn save(mut self, state: &Path) -> Result<RunDir> {
+        if !self.drivers.is_empty() {
+            self.pci_state("save").await?;
+        }
         self.qmp.execute(qapi::qmp::stop {}).await?;
         set_capabilities(&self.qmp).await?;
         self.qmp

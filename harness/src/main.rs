@@ -743,9 +743,6 @@ fn boot(args: BootArgs) -> anyhow::Result<ExitCode> {
         let unsaved = !ndharness::qemu::cmdline::driver_modules(&topology.topology).is_empty();
         if let Some(path) = &args.save_state {
             let t0 = std::time::Instant::now();
-            if unsaved {
-                m.save_pci_config().await?;
-            }
             m.save(path).await?.remove();
             eprintln!(
                 "saved to {} in {:.2}s",
@@ -755,13 +752,7 @@ fn boot(args: BootArgs) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::SUCCESS);
         }
         let t_drivers = std::time::Instant::now();
-        if unsaved && state.is_some() {
-            let out = m.restore_pci_config().await?;
-            if !out.success() {
-                anyhow::bail!("pci-state restore: {}", out.stderr_text().trim());
-            }
-        }
-        let drivers = m.load_drivers(&topology.topology).await?;
+        let drivers = m.load_drivers().await?;
         if let Some(out) = drivers.filter(|o| !o.success()) {
             let run = m.stop().await;
             anyhow::bail!(

@@ -85,7 +85,7 @@ fn check_width(topology: &str, ways: u64) {
             Err(e) => panic!("{e}"),
         };
         // The CXL drivers load after the agent answers, as for a trial.
-        if let Some(out) = m.load_drivers(&t.topology).await.unwrap() {
+        if let Some(out) = m.load_drivers().await.unwrap() {
             assert!(out.success(), "loading drivers: {}", out.stderr_text());
         }
         for line in ndharness::assemble::plan(&m, &t.topology, true)

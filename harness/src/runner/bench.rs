@@ -208,12 +208,7 @@ async fn start_once(
     let mut m = Machine::start(&spec, run).await?;
     let since_ready = Instant::now();
     let ready = m.times.agent_ready.as_secs_f64();
-    let unsaved = !crate::qemu::cmdline::driver_modules(&topo.topology).is_empty();
-    if unsaved && state.is_some() {
-        let out = m.restore_pci_config().await?;
-        anyhow::ensure!(out.success(), "pci-state restore: {}", out.stderr_text());
-    }
-    if let Some(out) = m.load_drivers(&topo.topology).await? {
+    if let Some(out) = m.load_drivers().await? {
         anyhow::ensure!(out.success(), "loading drivers: {}", out.stderr_text());
     }
     let drivers = ready + since_ready.elapsed().as_secs_f64();

@@ -225,14 +225,6 @@ pub struct Prelude {
     n: usize,
     cursor: kmsg::Cursor,
     pending: Vec<kmsg::Record>,
-    /// Saved before the topology's drivers loaded (CXL, virtio-pmem): the
-    /// restored trial loads them and runs the setup itself.
-    #[serde(default)]
-    drivers_pending: bool,
-    /// The guest holds a copy of its PCI configuration space to write back
-    /// after the restore (see [`Machine::save_pci_config`]).
-    #[serde(default)]
-    pci_saved: bool,
 }
 
 /// How a template's boot and setup went.
@@ -280,14 +272,6 @@ pub async fn template(
         m.stop().await.remove();
         return Ok(Template::Fails);
     }
-    let pci_saved = drivers_pending;
-    if pci_saved {
-        let out = m.save_pci_config().await.map_err(|e| e.to_string())?;
-        if !out.success() {
-            m.stop().await.remove();
-            return Err(format!("pci-state save: {}", out.stderr_text().trim()));
-        }
-    }
     let (cursor, pending) = m.kmsg_position();
     Ok(Template::Ready(
         Box::new(m),
@@ -297,8 +281,6 @@ pub async fn template(
             n: t.n,
             cursor,
             pending,
-            drivers_pending,
-            pci_saved,
         },
     ))
 }
@@ -328,10 +310,6 @@ struct Trace {
     n: usize,
     /// The exit code that skips the trial.
     skip_exit: Option<i32>,
-    /// Restored from a state saved before the topology's drivers loaded.
-    drivers_pending: bool,
-    /// Restored from a state that holds its PCI configuration space.
-    pci_saved: bool,
 }
 
 impl Trace {
@@ -388,12 +366,9 @@ impl Trace {
         // their records came with the saved state.
         if !restored {
             self.boot_and_setup(trial).await?;
-        } else if self.drivers_pending {
-            let t = &trial.topology.topology;
-            if self.pci_saved {
-                self.restore_pci().await?;
-            }
-            self.drivers(t, &[]).await?;
+        } else if !crate::qemu::cmdline::driver_modules(&trial.topology.topology).is_empty() {
+            // Saved before these drivers loaded (see `template`).
+            self.drivers(&[]).await?;
             self.setup(trial, true).await?;
         }
         for step in &trial.case.spec.steps {
@@ -421,20 +396,8 @@ impl Trace {
         assemble: bool,
     ) -> Result<(), Verdict> {
         self.boot_check().await?;
-        self.drivers(topology, &[]).await?;
+        self.drivers(&[]).await?;
         self.setup_of(topology, assemble, true).await
-    }
-
-    /// Writes back the PCI configuration space QEMU did not restore.
-    async fn restore_pci(&mut self) -> Result<(), Verdict> {
-        let out = self.m().restore_pci_config().await?;
-        if !out.success() {
-            return Err(Verdict::Error(format!(
-                "pci-state restore: {}",
-                out.stderr_text().trim()
-            )));
-        }
-        Ok(())
     }
 
     /// The boot's kernel log, checked for reports.
@@ -446,12 +409,8 @@ impl Trace {
 
     /// Loads the drivers init leaves to the harness; their kernel log is
     /// checked like the boot's.
-    async fn drivers(
-        &mut self,
-        topology: &crate::topology::Topology,
-        expected: &[String],
-    ) -> Result<(), Verdict> {
-        match self.m().load_drivers(topology).await? {
+    async fn drivers(&mut self, expected: &[String]) -> Result<(), Verdict> {
+        match self.m().load_drivers().await? {
             None => return Ok(()),
             Some(out) if !out.success() => {
                 return Err(Verdict::Fail(format!(
@@ -471,8 +430,6 @@ impl Trace {
         self.records = p.records;
         self.since_checkpoint = p.since_checkpoint;
         self.n = p.n;
-        self.drivers_pending = p.drivers_pending;
-        self.pci_saved = p.pci_saved;
     }
 
     /// The CXL region assembly, as steps of their own.
@@ -615,8 +572,7 @@ impl Trace {
         let boot_log = self.m().take_unattributed();
         let context = format!("while booting again (step {})", self.n);
         check_reports(&boot_log, &step.expect.kernel_reports, &context)?;
-        self.drivers(&trial.topology.topology, &step.expect.kernel_reports)
-            .await?;
+        self.drivers(&step.expect.kernel_reports).await?;
         self.setup(trial, false).await
     }
 }

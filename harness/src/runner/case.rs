@@ -33,8 +33,11 @@ pub enum CaseOutcome {
     },
 }
 
+/// Where a trial's wall time went: (phase, seconds), in first-seen order.
+pub type Phases = Vec<(&'static str, Duration)>;
+
 /// Boots the trial's guest, runs its steps, and judges the result.
-pub fn run_case(config: &Config, env: &GuestEnv, trial: &Trial) -> CaseOutcome {
+pub fn run_case(config: &Config, env: &GuestEnv, trial: &Trial) -> (CaseOutcome, Phases) {
     let run = match RunDir::create(
         &config.runs_dir,
         &trial.name.replace("::", "-"),
@@ -42,36 +45,35 @@ pub fn run_case(config: &Config, env: &GuestEnv, trial: &Trial) -> CaseOutcome {
     ) {
         Ok(r) => r,
         Err(e) => {
-            return CaseOutcome::Error {
-                message: format!("infrastructure error: {e}"),
-                evidence: None,
-            }
+            let message = format!("infrastructure error: {e}");
+            let evidence = None;
+            return (CaseOutcome::Error { message, evidence }, Phases::new());
         }
     };
     let evidence = run.path.clone();
+    let error = |message: String| {
+        let evidence = Some(evidence.clone());
+        (CaseOutcome::Error { message, evidence }, Phases::new())
+    };
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
         Ok(rt) => rt,
         Err(e) => {
-            return CaseOutcome::Error {
-                message: format!("infrastructure error: failed to start a runtime: {e}"),
-                evidence: Some(evidence),
-            }
+            return error(format!(
+                "infrastructure error: failed to start a runtime: {e}"
+            ))
         }
     };
+    let mut clock = Laps::default();
     let state = match super::warm::state_for(config, env, trial) {
         Ok(s) => s,
-        Err(e) => {
-            return CaseOutcome::Error {
-                message: format!("infrastructure error: {e}"),
-                evidence: Some(evidence),
-            }
-        }
+        Err(e) => return error(format!("infrastructure error: {e}")),
     };
-    let outcome = rt.block_on(drive(config, env, trial, run, state.as_ref()));
-    match outcome {
+    clock.lap("state");
+    let (outcome, clock) = rt.block_on(drive(config, env, trial, run, state.as_ref(), clock));
+    let outcome = match outcome {
         Ok(run) => {
             run.remove();
             CaseOutcome::Pass
@@ -82,7 +84,8 @@ pub fn run_case(config: &Config, env: &GuestEnv, trial: &Trial) -> CaseOutcome {
             message: format!("infrastructure error: {message}"),
             evidence: Some(evidence),
         },
-    }
+    };
+    (outcome, clock.laps)
 }
 
 enum Verdict {
@@ -107,6 +110,25 @@ async fn drive(
     trial: &Trial,
     run: RunDir,
     state: Option<&super::warm::Saved>,
+    mut clock: Laps,
+) -> (Result<RunDir, Verdict>, Laps) {
+    let mut t = Trace {
+        skip_exit: trial.case.spec.skip_exit,
+        ..Trace::default()
+    };
+    std::mem::swap(&mut t.clock, &mut clock);
+    let result = drive_trace(config, env, trial, run, state, &mut t).await;
+    (result, t.clock)
+}
+
+/// `drive`, with what the trial did (and its clock) kept in `t`.
+async fn drive_trace(
+    config: &Config,
+    env: &GuestEnv,
+    trial: &Trial,
+    run: RunDir,
+    state: Option<&super::warm::Saved>,
+    t: &mut Trace,
 ) -> Result<RunDir, Verdict> {
     let evidence = run.path.clone();
     let spec = StartSpec {
@@ -118,12 +140,10 @@ async fn drive(
         boot_timeout: config.boot_timeout,
         incoming: state.map(|s| s.state.as_path()),
     };
-    let m = Machine::start(&spec, run).await?;
-    let mut t = Trace {
-        machine: Some(m),
-        skip_exit: trial.case.spec.skip_exit,
-        ..Trace::default()
-    };
+    let m = Machine::start(&spec, run).await;
+    t.clock
+        .lap(if state.is_some() { "restore" } else { "boot" });
+    t.machine = Some(m?);
     if let Some(saved) = state {
         t.adopt(saved.prelude.clone());
     }
@@ -148,15 +168,18 @@ async fn drive(
             partial = Some(text);
         }
     }
+    t.clock.lap("steps");
     let run = match t.machine.take() {
         Some(m) => Some(m.kill().await),
         None => None,
     };
+    t.clock.lap("stop");
     // Written whatever happened: a failing case is when it is read.
     let _ = std::fs::write(
         evidence.join("transcript.txt"),
         transcript::render_evidence(&t.records),
     );
+    let _ = std::fs::write(evidence.join("timing.txt"), t.clock.render());
     let mut snapshots = vec![(
         "transcript".to_owned(),
         partial.unwrap_or_else(|| ids.apply(&transcript::render(&t.records, &t.names))),
@@ -310,6 +333,46 @@ struct Trace {
     n: usize,
     /// The exit code that skips the trial.
     skip_exit: Option<i32>,
+    /// Where the trial's time went, written to its evidence.
+    clock: Laps,
+}
+
+/// Wall time per phase of a trial, summed by name in first-seen order.
+struct Laps {
+    last: std::time::Instant,
+    laps: Vec<(&'static str, Duration)>,
+}
+
+impl Default for Laps {
+    fn default() -> Laps {
+        Laps {
+            last: std::time::Instant::now(),
+            laps: Vec::new(),
+        }
+    }
+}
+
+impl Laps {
+    /// Charges the time since the last lap to `name`.
+    fn lap(&mut self, name: &'static str) {
+        let now = std::time::Instant::now();
+        let d = now - self.last;
+        self.last = now;
+        match self.laps.iter_mut().find(|(n, _)| *n == name) {
+            Some((_, total)) => *total += d,
+            None => self.laps.push((name, d)),
+        }
+    }
+
+    fn render(&self) -> String {
+        let total: Duration = self.laps.iter().map(|(_, d)| *d).sum();
+        let mut s = String::new();
+        for (name, d) in &self.laps {
+            s.push_str(&format!("{name:<12} {:>8.3} s\n", d.as_secs_f64()));
+        }
+        s.push_str(&format!("{:<12} {:>8.3} s\n", "total", total.as_secs_f64()));
+        s
+    }
 }
 
 impl Trace {
@@ -381,7 +444,9 @@ impl Trace {
         }
         // The last checkpoint also records this boot's names.
         self.checkpoint(trial, "layout").await?;
-        self.unattributed(true, "after the last step").await
+        self.unattributed(true, "after the last step").await?;
+        self.clock.lap("steps");
+        Ok(())
     }
 
     /// The boot's kernel log, checked, then the setup steps.
@@ -410,7 +475,10 @@ impl Trace {
     /// Loads the drivers init leaves to the harness; their kernel log is
     /// checked like the boot's.
     async fn drivers(&mut self, expected: &[String]) -> Result<(), Verdict> {
-        match self.m().load_drivers().await? {
+        self.clock.lap("steps");
+        let loaded = self.m().load_drivers().await;
+        self.clock.lap("drivers");
+        match loaded? {
             None => return Ok(()),
             Some(out) if !out.success() => {
                 return Err(Verdict::Fail(format!(
@@ -451,9 +519,11 @@ impl Trace {
         if !assemble {
             return Ok(());
         }
+        self.clock.lap("steps");
         let lines = crate::assemble::plan(self.m(), topology, fresh_labels)
             .await
             .map_err(|e| Verdict::Fail(format!("CXL region assembly: {e}")))?;
+        self.clock.lap("plan");
         for line in lines {
             let step = Step {
                 action: Action::Run(line),
@@ -462,6 +532,7 @@ impl Trace {
             };
             self.step(&step, Duration::from_secs(120)).await?;
         }
+        self.clock.lap("setup");
         Ok(())
     }
 
@@ -511,11 +582,15 @@ impl Trace {
                 "checkpoint `{name}` is taken twice (`layout` is the implicit last one)"
             )));
         }
+        self.clock.lap("steps");
         let t0 = std::time::Instant::now();
         let names = stable_names(self.m(), &trial.topology.topology).await?;
+        self.clock.lap("names");
         let mut body = layout(self.m(), trial, &names).await?;
+        self.clock.lap("layout");
         self.unattributed(true, &format!("before checkpoint `{name}`"))
             .await?;
+        self.clock.lap("kernel log");
         body.push_str("\nkernel log since the last checkpoint:\n");
         for r in std::mem::take(&mut self.since_checkpoint) {
             body.push_str(&format!(
@@ -560,7 +635,9 @@ impl Trace {
         let run = old.stop().await;
         run.keep_boot_logs(self.boot);
         self.boot += 1;
+        self.clock.lap("steps");
         self.machine = Some(Machine::start(&spec.cold(), run).await?);
+        self.clock.lap("boot");
         self.n += 1;
         self.records.push(StepRecord::marker(
             self.n,

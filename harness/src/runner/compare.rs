@@ -468,6 +468,7 @@ mod tests {
             note: None,
             status,
             duration: Duration::ZERO,
+            phases: Vec::new(),
             evidence: None,
             message: Some(format!("{name} went {}", status.word())),
             guest: None,

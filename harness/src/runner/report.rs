@@ -38,6 +38,8 @@ pub struct TrialResult {
     pub evidence: Option<PathBuf>,
     /// Why it failed or errored, with its evidence folder.
     pub message: Option<String>,
+    /// Where the (last attempt's) time went, phase by phase.
+    pub phases: super::case::Phases,
     /// The kernel release and image key it ran on, when not the run's
     /// (nfit_test trials and ndctl's own tests run on the image that builds
     /// nfit_test).
@@ -57,15 +59,18 @@ pub fn run_one(shared: &Shared, trial: &Trial) -> Result<(), libtest_mimic::Fail
         )),
         _ => None,
     };
-    let outcome = match env {
-        Err(e) => CaseOutcome::Error {
-            message: format!("infrastructure error: {e}"),
-            evidence: None,
-        },
+    let (outcome, phases) = match env {
+        Err(e) => (
+            CaseOutcome::Error {
+                message: format!("infrastructure error: {e}"),
+                evidence: None,
+            },
+            Vec::new(),
+        ),
         Ok(env) => match run_case(&shared.config, &env, trial) {
             // QEMU or the host failed, not the kernel: once more, and the
             // first attempt stays on record.
-            CaseOutcome::Error { message, evidence } => {
+            (CaseOutcome::Error { message, evidence }, _) => {
                 let first = message.lines().next().unwrap_or_default().to_owned();
                 let at = evidence
                     .map(|p| format!(" ({})", p.display()))
@@ -100,6 +105,7 @@ pub fn run_one(shared: &Shared, trial: &Trial) -> Result<(), libtest_mimic::Fail
         note: skipped.or(retried),
         status,
         duration: start.elapsed(),
+        phases,
         evidence,
         message: verdict.as_ref().err().cloned(),
         guest,
@@ -145,6 +151,7 @@ pub fn ignored(trial: &Trial, why: Option<String>) -> TrialResult {
         note: why.or_else(|| trial.case.spec.ignored.clone()),
         status: Status::Ignored,
         duration: Duration::ZERO,
+        phases: Vec::new(),
         evidence: None,
         message: None,
         guest: None,
@@ -242,6 +249,7 @@ pub fn summary(results: &[TrialResult], wall: Duration) -> String {
             let _ = writeln!(out, "  {:>6.1}s  {}", r.duration.as_secs_f64(), r.name);
         }
     }
+    out.push_str(&by_phase(results));
     let count = |s| results.iter().filter(|r| r.status == s).count();
     let total: f64 = results.iter().map(|r| r.duration.as_secs_f64()).sum();
     let _ = writeln!(
@@ -254,6 +262,31 @@ pub fn summary(results: &[TrialResult], wall: Duration) -> String {
         wall.as_secs_f64(),
         total
     );
+    out
+}
+
+/// Where the trials' time went, summed over trials by phase (boot or
+/// restore, drivers, CXL assembly, the steps, the harness's own queries at
+/// checkpoints), largest first.
+fn by_phase(results: &[TrialResult]) -> String {
+    use std::fmt::Write;
+    let mut sums: Vec<(&str, f64)> = Vec::new();
+    for (name, d) in results.iter().flat_map(|r| &r.phases) {
+        match sums.iter_mut().find(|(n, _)| n == name) {
+            Some((_, s)) => *s += d.as_secs_f64(),
+            None => sums.push((name, d.as_secs_f64())),
+        }
+    }
+    let total: f64 = sums.iter().map(|(_, s)| s).sum();
+    let mut out = String::new();
+    if total <= 0.0 {
+        return out;
+    }
+    sums.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let _ = writeln!(out, "\n  time by phase (all trials)");
+    for (name, s) in sums.iter().filter(|(_, s)| *s >= 0.05) {
+        let _ = writeln!(out, "  {s:>7.1}s {:>4.0}%  {name}", 100.0 * s / total);
+    }
     out
 }
 

@@ -31,6 +31,10 @@ struct JsonTrial<'a> {
     topology: &'a str,
     status: &'static str,
     duration_seconds: f64,
+    /// Seconds per phase of the trial (state, boot or restore, drivers,
+    /// plan, setup, steps, names, layout, kernel log, stop).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    phases: Vec<(&'a str, f64)>,
     kernel: &'a str,
     image: &'a str,
     evidence: Option<&'a Path>,
@@ -78,6 +82,11 @@ pub fn json(results: &[TrialResult], info: &RunInfo, wall: Duration, exit_code: 
                 topology: &r.topology,
                 status: word(r.status),
                 duration_seconds: r.duration.as_secs_f64(),
+                phases: r
+                    .phases
+                    .iter()
+                    .map(|(n, d)| (*n, d.as_secs_f64()))
+                    .collect(),
                 kernel: r.guest.as_ref().map_or(&info.kernel, |g| &g.0),
                 image: r.guest.as_ref().map_or(&info.image_key, |g| &g.1),
                 evidence: r.evidence.as_deref(),
@@ -192,6 +201,7 @@ mod tests {
             note: note.map(str::to_owned),
             status,
             duration: Duration::from_millis(1500),
+            phases: Vec::new(),
             evidence: message.map(|_| PathBuf::from("/runs/x")),
             message: message.map(str::to_owned),
             guest: None,
@@ -289,5 +299,58 @@ mod tests {
             serde_json::from_str(&json(&[t], &info, Duration::from_secs(1), 0)).unwrap();
         assert_eq!(j["trials"][0]["kernel"], "6.12.95+deb12-amd64");
         assert_eq!(j["trials"][0]["image"], "k2");
+    }
+}
+
+#[cfg(test)]
+mod phase_tests {
+    use super::*;
+    use crate::runner::report::summary;
+
+    #[test]
+    fn phases_reach_the_json_and_the_summary_sums_them() {
+        let a = TrialResult {
+            name: "s::c::cxl-x2".into(),
+            topology: "cxl-x2".into(),
+            modes: vec![],
+            note: None,
+            status: Status::Pass,
+            duration: Duration::from_secs(4),
+            phases: vec![
+                ("restore", Duration::from_millis(250)),
+                ("steps", Duration::from_millis(3750)),
+            ],
+            evidence: None,
+            message: None,
+            guest: None,
+        };
+        let mut b = a.clone();
+        b.name = "s::d::cxl-x2".into();
+        b.phases = vec![
+            ("boot", Duration::from_secs(5)),
+            ("steps", Duration::from_secs(1)),
+        ];
+        b.duration = Duration::from_secs(6);
+        let results = [a, b];
+        let info = RunInfo {
+            image: "default".into(),
+            image_key: "k".into(),
+            kernel: "6.12".into(),
+            kernel_source: String::new(),
+            ndctl_source: String::new(),
+            accel: "Tcg".into(),
+            start: "warm".into(),
+        };
+        let j: serde_json::Value =
+            serde_json::from_str(&json(&results, &info, Duration::from_secs(9), 0)).unwrap();
+        assert_eq!(j["trials"][0]["phases"][0][0], "restore");
+        assert_eq!(j["trials"][0]["phases"][1][1], 3.75);
+        let s = summary(&results, Duration::from_secs(9));
+        let table = s.split("time by phase").nth(1).expect("a phase table");
+        let lines: Vec<&str> = table.lines().skip(1).take(3).collect();
+        // Summed over trials, largest first, with their share.
+        assert!(lines[0].ends_with("5.0s   50%  boot"), "{table}");
+        assert!(lines[1].ends_with("4.8s   48%  steps"), "{table}");
+        assert!(lines[2].ends_with("0.2s    2%  restore"), "{table}");
     }
 }

@@ -43,6 +43,12 @@ enum Command {
     /// Run the same cases on two guests (kernels or ndctl versions) and
     /// report, per trial, whether transcript, layout and kernel log differ.
     Compare(CompareArgs),
+    /// The saved guest states of warm starts in the cache: list them, or
+    /// remove the unused ones (`run` removes those unused for 7 days).
+    States {
+        #[command(subcommand)]
+        action: Option<StatesAction>,
+    },
     /// Show a topology and its QEMU command line.
     Topology {
         #[command(subcommand)]
@@ -58,6 +64,17 @@ enum ImageAction {
     Lock(ImageArgs),
     /// Print what a built image holds.
     Show(ImageArgs),
+}
+
+#[derive(Subcommand)]
+enum StatesAction {
+    /// Each state: last use, size, topology, folder (the default).
+    List,
+    /// Remove the states unused for DAYS days (0: all of them).
+    Prune {
+        #[arg(long, value_name = "DAYS", default_value_t = ndharness::runner::states::KEEP_DAYS as f64)]
+        older_than: f64,
+    },
 }
 
 #[derive(Subcommand)]
@@ -330,6 +347,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Compare(args) => compare(args),
         Command::Bisect(args) => bisect(args),
         Command::Bench(args) => bench(args),
+        Command::States { action } => states_cmd(action.unwrap_or(StatesAction::List)),
         Command::Topology {
             action: TopologyAction::Show { topology },
         } => {
@@ -632,6 +650,46 @@ fn bisect(args: BisectArgs) -> anyhow::Result<ExitCode> {
     git(&["bisect", "log"])?;
     git(&["bisect", "reset"])?;
     Ok(ExitCode::from(if status.success() { 0 } else { 1 }))
+}
+
+fn states_cmd(action: StatesAction) -> anyhow::Result<ExitCode> {
+    use ndharness::runner::states;
+    let dir = ndharness::image::cache_dir().join("states");
+    match action {
+        StatesAction::List => {
+            let all = states::list(&dir);
+            let now = std::time::SystemTime::now();
+            for s in &all {
+                let age = now.duration_since(s.last_used).unwrap_or_default();
+                println!(
+                    "{:>6.1} days ago  {:>6.0} MB  {:<16} {}",
+                    age.as_secs_f64() / 86400.0,
+                    s.bytes as f64 / 1e6,
+                    s.topology,
+                    s.dir.display()
+                );
+            }
+            let total: u64 = all.iter().map(|s| s.bytes).sum();
+            println!(
+                "{} saved states, {:.1} GB in {} (most recently used last)",
+                all.len(),
+                total as f64 / 1e9,
+                dir.display()
+            );
+        }
+        StatesAction::Prune { older_than } => {
+            let Ok(age) = std::time::Duration::try_from_secs_f64(older_than * 86400.0) else {
+                anyhow::bail!("--older-than {older_than}: not a number of days");
+            };
+            let (n, freed) = states::prune(&dir, age);
+            println!(
+                "removed {n} saved states unused for {older_than} days ({:.1} GB) from {}",
+                freed as f64 / 1e9,
+                dir.display()
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn run(args: RunArgs) -> anyhow::Result<ExitCode> {

@@ -208,3 +208,34 @@ fn kernel_report_fails_its_step_unless_declared() {
     );
     assert!(!t.contains("in step 2"), "{t}");
 }
+
+#[test]
+fn states_lists_and_prunes_the_cache_it_is_given() {
+    let cache = tempfile::tempdir().unwrap();
+    let dir = cache.path().join("states/0123456789abcdef");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("about.txt"), "topology cxl-x3\n").unwrap();
+    std::fs::write(dir.join("state"), [0u8; 4096]).unwrap();
+    let states = |args: &[&str]| {
+        let mut c = ndharness(args);
+        c.env("NDHARNESS_CACHE_DIR", cache.path());
+        c.output().unwrap()
+    };
+    let o = states(&["states"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("cxl-x3") && text(&o).contains("1 saved states"),
+        "{}",
+        text(&o)
+    );
+    // Saved just now: kept by the default age.
+    let o = states(&["states", "prune"]);
+    assert!(text(&o).contains("removed 0 saved states"), "{}", text(&o));
+    assert!(dir.exists());
+    let o = states(&["states", "prune", "--older-than", "nan"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("not a number of days"), "{}", text(&o));
+    let o = states(&["states", "prune", "--older-than", "0"]);
+    assert!(text(&o).contains("removed 1 saved states"), "{}", text(&o));
+    assert!(!dir.exists());
+}

@@ -9,6 +9,7 @@ pub mod compare;
 mod report;
 pub mod results;
 mod snapshot;
+pub mod states;
 pub mod warm;
 
 use std::path::PathBuf;
@@ -225,6 +226,17 @@ pub fn execute(shared: Arc<Shared>, args: &libtest_mimic::Arguments) -> Outcome 
         }
     };
     snapshot::quiet_snapshot_panics();
+    if !args.list {
+        let keep = std::time::Duration::from_secs(states::KEEP_DAYS * 86400);
+        let (n, freed) = states::prune(&shared.config.build.cache.join("states"), keep);
+        if n > 0 {
+            eprintln!(
+                "removed {n} saved states unused for {} days ({:.1} GB)",
+                states::KEEP_DAYS,
+                freed as f64 / 1e9
+            );
+        }
+    }
     let memory_of: std::collections::HashMap<String, u64> = trials
         .iter()
         .map(|t| (t.name.clone(), guest_memory(&t.topology.topology)))

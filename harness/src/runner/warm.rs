@@ -134,7 +134,11 @@ pub fn state(config: &Config, env: &GuestEnv, g: Group<'_>) -> Result<Option<Sav
         };
         let prelude = serde_json::from_str(&text)
             .map_err(|e| format!("{}: {e}", dir.join("prelude.json").display()))?;
-        Ok(state.exists().then_some(Saved { state, prelude }))
+        if !state.exists() {
+            return Ok(None);
+        }
+        super::states::touch(&dir);
+        Ok(Some(Saved { state, prelude }))
     };
     if let Some(s) = load()? {
         return Ok(Some(s));

@@ -3,6 +3,7 @@
 //! guest-file-*. Every call has a deadline.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use qapi::futures::{QapiService, QgaStreamTokio};
@@ -61,35 +62,144 @@ impl ExecOutput {
     }
 }
 
-/// A connection to the guest agent.
+/// A connection to the guest agent, replaced when an answer is lost.
 pub struct Agent {
-    service: Service,
+    socket: PathBuf,
+    /// `None` after a failed reconnection; the next call tries again.
+    link: std::sync::Mutex<Option<Link>>,
+}
+
+/// One connection: qapi's client and the task reading its answers.
+struct Link {
+    service: Arc<Service>,
+    reader: tokio::task::JoinHandle<()>,
+}
+
+impl Link {
+    fn over(stream: UnixStream) -> Link {
+        let (service, events) = QgaStreamTokio::open(stream).into_parts();
+        Link {
+            service: Arc::new(service),
+            reader: events.spawn_tokio(),
+        }
+    }
+
+    /// Closes the connection: both halves of the socket, since QEMU takes
+    /// the next client only once this one is gone.
+    async fn close(self) {
+        self.reader.abort();
+        let _ = self.reader.await;
+    }
+}
+
+/// A fresh id for each sync: an answer to an older one must not pass.
+fn sync_id() -> i32 {
+    static SYNCS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
+    let n = SYNCS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    ((std::process::id() << 12) ^ n.wrapping_mul(2_654_435_761)) as i32 & i32::MAX
+}
+
+/// Connects and brings the stream to a clean point: requests sent on an
+/// older connection that the agent has not answered yet are answered on
+/// this one first (it answers in order, to whoever is connected). A 0xFF
+/// byte resets the agent's parser (a request may have been cut off), then
+/// `guest-sync-delimited` with a fresh id; everything up to the 0xFF the
+/// agent puts before that answer, and the answer, is read and dropped.
+async fn resync(socket: &Path, timeout: Duration) -> Result<UnixStream> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let connect = |source| Error::Connect {
+        path: socket.to_owned(),
+        source,
+    };
+    let mut stream = UnixStream::connect(socket).await.map_err(connect)?;
+    let id = sync_id();
+    // The reset byte, then the request.
+    let mut bytes = vec![0xffu8];
+    bytes.extend_from_slice(
+        format!("{{\"execute\":\"guest-sync-delimited\",\"arguments\":{{\"id\":{id}}}}}\n")
+            .as_bytes(),
+    );
+    stream.write_all(&bytes).await.map_err(connect)?;
+    let mut seen: Vec<u8> = Vec::new();
+    let read = async {
+        let mut chunk = [0u8; 4096];
+        loop {
+            let n = stream.read(&mut chunk).await?;
+            if n == 0 {
+                return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof));
+            }
+            seen.extend_from_slice(&chunk[..n]);
+            while let Some(p) = seen.iter().position(|&b| b == 0xff) {
+                let Some(nl) = seen[p..].iter().position(|&b| b == b'\n') else {
+                    break;
+                };
+                let answer: Option<serde_json::Value> =
+                    serde_json::from_slice(&seen[p + 1..p + nl]).ok();
+                seen.drain(..p + nl + 1);
+                if answer.and_then(|a| a.get("return").and_then(|r| r.as_i64())) == Some(id.into())
+                {
+                    return Ok(());
+                }
+            }
+        }
+    };
+    match tokio::time::timeout(timeout, read).await {
+        Ok(Ok(())) => Ok(stream),
+        Ok(Err(source)) => Err(connect(source)),
+        Err(_) => Err(Error::CallTimeout {
+            command: "guest-sync-delimited",
+            timeout,
+        }),
+    }
 }
 
 impl Agent {
     /// Connects to the host end of the agent's port. QEMU accepts at once;
     /// whether the agent listens is only known from [`Agent::sync`].
     pub async fn connect(socket: &Path) -> Result<Agent> {
-        let stream = QgaStreamTokio::open_uds(socket)
+        let stream = UnixStream::connect(socket)
             .await
             .map_err(|source| Error::Connect {
                 path: socket.to_owned(),
                 source,
             })?;
-        let (service, events) = stream.into_parts();
-        events.spawn_tokio();
-        Ok(Agent { service })
+        Ok(Agent {
+            socket: socket.to_owned(),
+            link: std::sync::Mutex::new(Some(Link::over(stream))),
+        })
+    }
+
+    fn service(&self) -> Option<Arc<Service>> {
+        let link = self.link.lock().unwrap_or_else(|e| e.into_inner());
+        link.as_ref().map(|l| l.service.clone())
     }
 
     async fn call<C>(&self, command: C, timeout: Duration) -> Result<C::Ok>
     where
         C: qapi::Command + qga::QgaCommand,
     {
-        match tokio::time::timeout(timeout, self.service.execute(command)).await {
-            Err(_) => Err(Error::CallTimeout {
-                command: C::NAME,
-                timeout,
-            }),
+        let service = match self.service() {
+            Some(s) => s,
+            None => {
+                self.reconnect().await?;
+                self.service().expect("just connected")
+            }
+        };
+        match tokio::time::timeout(timeout, service.execute(command)).await {
+            Err(_) => {
+                drop(service);
+                // The agent protocol has no request ids: qapi's client takes
+                // the next answer for the pending call, so after a lost one
+                // the late answer would be taken for the next call's (and
+                // the client refuses further calls). A new connection,
+                // synchronized, starts clean; if that fails, the next call
+                // tries again.
+                let _ = self.reconnect().await;
+                Err(Error::CallTimeout {
+                    command: C::NAME,
+                    timeout,
+                })
+            }
             Ok(Err(e)) => Err(Error::Call {
                 command: C::NAME,
                 message: e.to_string(),
@@ -98,10 +208,24 @@ impl Agent {
         }
     }
 
+    /// Replaces the connection with a synchronized one ([`resync`]).
+    async fn reconnect(&self) -> Result<()> {
+        let old = self.link.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(old) = old {
+            old.close().await;
+        }
+        let stream = resync(&self.socket, 3 * CALL_TIMEOUT).await?;
+        *self.link.lock().unwrap_or_else(|e| e.into_inner()) = Some(Link::over(stream));
+        Ok(())
+    }
+
     /// guest-sync with a fresh id: the agent answers only when it runs.
     pub async fn sync(&self, timeout: Duration) -> Result<()> {
-        let id = std::process::id() as i64 ^ Instant::now().elapsed().as_nanos() as i64;
-        match tokio::time::timeout(timeout, self.service.guest_sync(id as i32)).await {
+        let id = sync_id();
+        let Some(service) = self.service() else {
+            return self.reconnect().await;
+        };
+        match tokio::time::timeout(timeout, service.guest_sync(id)).await {
             Err(_) => Err(Error::CallTimeout {
                 command: "guest-sync",
                 timeout,
@@ -143,10 +267,32 @@ impl Agent {
         // interval keeps the wait after the end short (a 50 ms cap cost
         // ~25 ms per command), at one cheap status call per 20 ms.
         let mut poll = Duration::from_millis(2);
+        let mut lost = 0;
         loop {
-            let status = self
+            let status = match self
                 .call(qga::guest_exec_status { pid: started.pid }, CALL_TIMEOUT)
-                .await?;
+                .await
+            {
+                Ok(s) => s,
+                // A guest that froze for a moment (firmware activation
+                // quiesces user space and devices) can lose a request or its
+                // answer; the connection is new now and the command still
+                // runs, unless that answer was its end (the agent forgets a
+                // command once it has reported its end).
+                Err(Error::CallTimeout { .. }) if lost < 3 => {
+                    lost += 1;
+                    continue;
+                }
+                Err(Error::Call { command, message }) if lost > 0 => {
+                    return Err(Error::Call {
+                        command,
+                        message: format!(
+                            "{message} (after {lost} lost answer(s): the lost one may have been the command's end)"
+                        ),
+                    })
+                }
+                Err(e) => return Err(e),
+            };
             if status.exited {
                 return Ok(ExecOutput {
                     exit_code: status.exitcode.map(|c| c as i32),
@@ -217,9 +363,12 @@ impl Agent {
 
     /// Asks the guest to power off; the agent does not answer this one.
     pub async fn poweroff(&self) {
+        let Some(service) = self.service() else {
+            return;
+        };
         let _ = tokio::time::timeout(
             Duration::from_millis(500),
-            self.service.execute(qga::guest_exec {
+            service.execute(qga::guest_exec {
                 path: "/usr/libexec/busybox/poweroff".into(),
                 arg: Some(vec!["-f".into()]),
                 env: None,

@@ -2,26 +2,15 @@
 //! assembled by the harness, and `ndctl list` / `cxl list` show that many
 //! mappings, the expected size and the expected align.
 
-use std::path::Path;
+mod common;
+
 use std::time::Duration;
 
-use ndharness::machine::{Machine, StartSpec};
-use ndharness::qemu::RunDir;
-use ndharness::runner::{self, Config};
+use common::{runtime, Guest};
+use ndharness::machine::Machine;
 use serde_json::Value;
 
 const MIB: u64 = 1 << 20;
-
-fn config() -> Config {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .canonicalize()
-        .unwrap();
-    Config {
-        boot_timeout: Duration::from_secs(120),
-        ..Config::for_repo(root)
-    }
-}
 
 /// Linux aligns a pmem region to 16 MiB, multiplied by the width when 16 MiB
 /// does not divide by it (48 MiB at 3, 96 MiB at 6, 192 MiB at 12).
@@ -53,42 +42,14 @@ fn one(v: &Value) -> &Value {
 }
 
 fn check_width(topology: &str, ways: u64) {
-    let config = config();
-    let env = runner::prepare(&config).expect("image, QEMU and accelerator");
-    let t = ndharness::topology::load(topology).unwrap();
-    let run = RunDir::create(&config.runs_dir, &format!("width-{topology}"), &t.topology).unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let spec = StartSpec {
-            qemu_binary: &env.qemu,
-            image: &env.image,
-            topology: &t.topology,
-            accel: env.accel,
-            extra_append: "",
-            boot_timeout: config.boot_timeout,
-            incoming: None,
-        };
-        // A boot that never reaches the agent is an infrastructure error;
-        // like the suite runner, try once more before calling it a failure.
-        let mut m = match Machine::start(&spec, run).await {
-            Ok(m) => m,
-            Err(e) if e.is_infrastructure() => {
-                eprintln!("{topology}: retrying after: {e}");
-                let again =
-                    RunDir::create(&config.runs_dir, &format!("width-{topology}"), &t.topology)
-                        .unwrap();
-                Machine::start(&spec, again).await.unwrap()
-            }
-            Err(e) => panic!("{e}"),
-        };
+    let g = Guest::new(topology);
+    runtime().block_on(async {
+        let mut m = g.start(&format!("width-{topology}")).await;
         // The CXL drivers load after the agent answers, as for a trial.
         if let Some(out) = m.load_drivers().await.unwrap() {
             assert!(out.success(), "loading drivers: {}", out.stderr_text());
         }
-        for line in ndharness::assemble::plan(&m, &t.topology, true)
+        for line in ndharness::assemble::plan(&m, &g.t.topology, true)
             .await
             .unwrap()
         {

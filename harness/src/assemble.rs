@@ -172,7 +172,8 @@ pub async fn plan(
     if !wanted(t) {
         return Ok(Vec::new());
     }
-    let memdev = memdevs_by_serial(&list(m, &["cxl", "list", "-M"]).await?)?;
+    let listed = list(m, &[&["cxl", "list", "-M"], &["cxl", "list", "-E"]]).await?;
+    let memdev = memdevs_by_serial(&listed[0])?;
     if memdev.is_empty() {
         return Err("the guest has no CXL memdev (`cxl list -M` is empty): \
                     were the topology's drivers loaded (Machine::load_drivers)?"
@@ -180,7 +181,7 @@ pub async fn plan(
     }
     let guest = GuestDevices {
         memdev,
-        endpoint_decoder: endpoint_decoders(&list(m, &["cxl", "list", "-E"]).await?)?,
+        endpoint_decoder: endpoint_decoders(&listed[1])?,
     };
     let mut cmds = commands(cxl, &guest)?;
     if !fresh_labels {
@@ -193,20 +194,21 @@ pub async fn plan(
     Ok(cmds)
 }
 
-async fn list(m: &crate::machine::Machine, argv: &[&str]) -> Result<String, String> {
-    let argv: Vec<String> = argv.iter().map(|s| s.to_string()).collect();
-    let out = m
-        .exec(&argv, Duration::from_secs(60))
+/// The outputs of `commands`, run in one guest round trip; an error names
+/// the first that failed.
+async fn list(m: &crate::machine::Machine, commands: &[&[&str]]) -> Result<Vec<String>, String> {
+    let (outs, stderr) = m
+        .exec_each(commands, Duration::from_secs(60))
         .await
         .map_err(|e| e.to_string())?;
-    if !out.success() {
-        return Err(format!(
-            "`{}` failed: {}",
-            argv.join(" "),
-            out.stderr_text()
-        ));
+    let mut texts = Vec::new();
+    for (argv, (code, stdout)) in commands.iter().zip(outs) {
+        if code != 0 {
+            return Err(format!("`{}` failed: {stderr}", argv.join(" ")));
+        }
+        texts.push(stdout);
     }
-    Ok(out.stdout_text())
+    Ok(texts)
 }
 
 #[cfg(test)]

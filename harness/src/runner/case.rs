@@ -584,9 +584,7 @@ impl Trace {
         }
         self.clock.lap("steps");
         let t0 = std::time::Instant::now();
-        let names = stable_names(self.m(), &trial.topology.topology).await?;
-        self.clock.lap("names");
-        let mut body = layout(self.m(), trial, &names).await?;
+        let (names, mut body) = names_and_layout(self.m(), trial).await?;
         self.clock.lap("layout");
         self.unattributed(true, &format!("before checkpoint `{name}`"))
             .await?;
@@ -780,27 +778,25 @@ fn check_reports(records: &[Record], expected: &[String], context: &str) -> Resu
     Ok(())
 }
 
-/// The guest's probe-order names and their stable replacements (CXL only:
-/// NFIT devices are named in ACPI order).
+/// What the stable names are made from (CXL only: NFIT devices are named
+/// in ACPI order).
+const NAME_LISTINGS: [&[&str]; 3] = [
+    &["cxl", "list", "-M"],
+    &["cxl", "list", "-P", "-E"],
+    &["ndctl", "list", "-D"],
+];
+
+/// The guest's probe-order names and their stable replacements.
 async fn stable_names(m: &Machine, t: &crate::topology::Topology) -> Result<Names, Verdict> {
     if t.cxl.is_none() {
         return Ok(Names::default());
     }
-    let mut texts = Vec::new();
-    for argv in [
-        &["cxl", "list", "-M"][..],
-        &["cxl", "list", "-P", "-E"],
-        &["ndctl", "list", "-D"],
-    ] {
-        let argv: Vec<String> = argv.iter().map(|s| s.to_string()).collect();
-        texts.push(m.exec(&argv, Duration::from_secs(60)).await?.stdout_text());
-    }
-    Ok(Names::from_listings(&texts[0], &texts[1], &texts[2]))
+    let (outs, _) = m.exec_each(&NAME_LISTINGS, Duration::from_secs(60)).await?;
+    Ok(Names::from_listings(&outs[0].1, &outs[1].1, &outs[2].1))
 }
 
-/// The layout a snapshot holds: what ndctl (and cxl) list, normalized.
-async fn layout(m: &Machine, trial: &Trial, names: &Names) -> Result<String, Verdict> {
-    let t = &trial.topology.topology;
+/// The listings a layout snapshot holds.
+fn layout_listings(t: &crate::topology::Topology) -> Vec<&'static [&'static str]> {
     let mut listings: Vec<&[&str]> = Vec::new();
     if t.has_nfit() || t.cxl.is_some() || t.nfit_test.is_some() {
         listings.push(&["ndctl", "list", "-RDNu"]);
@@ -808,18 +804,39 @@ async fn layout(m: &Machine, trial: &Trial, names: &Names) -> Result<String, Ver
     if t.cxl.is_some() {
         listings.push(&["cxl", "list", "-RDMu"]);
     }
-    let mut text = String::new();
-    for argv in listings {
-        let argv: Vec<String> = argv.iter().map(|s| s.to_string()).collect();
-        let out = m.exec(&argv, Duration::from_secs(60)).await?;
-        if !out.success() {
-            let msg = format!("`{}` failed: {}", argv.join(" "), out.stderr_text());
-            return Err(Verdict::Fail(msg));
-        }
-        let body = crate::normalize::output(&names.apply(&out.stdout_text()));
-        text.push_str(&format!("$ {}\n{body}\n", argv.join(" ")));
+    listings
+}
+
+/// The stable names and the layout a snapshot holds (what ndctl and cxl
+/// list, names replaced, normalized), from one guest round trip.
+async fn names_and_layout(m: &Machine, trial: &Trial) -> Result<(Names, String), Verdict> {
+    let t = &trial.topology.topology;
+    let mut commands: Vec<&[&str]> = Vec::new();
+    if t.cxl.is_some() {
+        commands.extend(NAME_LISTINGS);
     }
-    Ok(text)
+    let n_names = commands.len();
+    let listings = layout_listings(t);
+    commands.extend(&listings);
+    if commands.is_empty() {
+        return Ok((Names::default(), String::new()));
+    }
+    let (outs, stderr) = m.exec_each(&commands, Duration::from_secs(60)).await?;
+    let names = if n_names == 0 {
+        Names::default()
+    } else {
+        Names::from_listings(&outs[0].1, &outs[1].1, &outs[2].1)
+    };
+    let mut text = String::new();
+    for (argv, (code, stdout)) in listings.iter().zip(&outs[n_names..]) {
+        let shown = argv.join(" ");
+        if *code != 0 {
+            return Err(Verdict::Fail(format!("`{shown}` failed: {stderr}")));
+        }
+        let body = crate::normalize::output(&names.apply(stdout));
+        text.push_str(&format!("$ {shown}\n{body}\n"));
+    }
+    Ok((names, text))
 }
 
 #[cfg(test)]

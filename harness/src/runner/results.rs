@@ -32,7 +32,7 @@ struct JsonTrial<'a> {
     status: &'static str,
     duration_seconds: f64,
     /// Seconds per phase of the trial (state, boot or restore, drivers,
-    /// plan, setup, steps, names, layout, kernel log, stop).
+    /// plan, setup, steps, layout, kernel log, stop).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     phases: Vec<(&'a str, f64)>,
     kernel: &'a str,

@@ -214,7 +214,7 @@ impl Agent {
         if let Some(old) = old {
             old.close().await;
         }
-        let stream = resync(&self.socket, 3 * CALL_TIMEOUT).await?;
+        let stream = resync(&self.socket, CALL_TIMEOUT).await?;
         *self.link.lock().unwrap_or_else(|e| e.into_inner()) = Some(Link::over(stream));
         Ok(())
     }
@@ -279,7 +279,7 @@ impl Agent {
                 // answer; the connection is new now and the command still
                 // runs, unless that answer was its end (the agent forgets a
                 // command once it has reported its end).
-                Err(Error::CallTimeout { .. }) if lost < 3 => {
+                Err(Error::CallTimeout { .. }) if lost < 3 && start.elapsed() < timeout => {
                     lost += 1;
                     continue;
                 }

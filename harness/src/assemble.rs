@@ -201,14 +201,10 @@ async fn list(m: &crate::machine::Machine, commands: &[&[&str]]) -> Result<Vec<S
         .exec_each(commands, Duration::from_secs(60))
         .await
         .map_err(|e| e.to_string())?;
-    let mut texts = Vec::new();
-    for (argv, (code, stdout)) in commands.iter().zip(outs) {
-        if code != 0 {
-            return Err(format!("`{}` failed: {stderr}", argv.join(" ")));
-        }
-        texts.push(stdout);
+    if let Some(failed) = crate::machine::first_failure(commands, &outs, &stderr) {
+        return Err(failed);
     }
-    Ok(texts)
+    Ok(outs.into_iter().map(|(_, stdout)| stdout).collect())
 }
 
 #[cfg(test)]

@@ -92,6 +92,16 @@ impl Link {
     }
 }
 
+/// Connects to the host end of the agent's port.
+async fn open(socket: &Path) -> Result<UnixStream> {
+    UnixStream::connect(socket)
+        .await
+        .map_err(|source| Error::Connect {
+            path: socket.to_owned(),
+            source,
+        })
+}
+
 /// A fresh id for each sync: an answer to an older one must not pass.
 fn sync_id() -> i32 {
     static SYNCS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
@@ -111,7 +121,7 @@ async fn resync(socket: &Path, timeout: Duration) -> Result<UnixStream> {
         path: socket.to_owned(),
         source,
     };
-    let mut stream = UnixStream::connect(socket).await.map_err(connect)?;
+    let mut stream = open(socket).await?;
     let id = sync_id();
     // The reset byte, then the request.
     let mut bytes = vec![0xffu8];
@@ -157,12 +167,7 @@ impl Agent {
     /// Connects to the host end of the agent's port. QEMU accepts at once;
     /// whether the agent listens is only known from [`Agent::sync`].
     pub async fn connect(socket: &Path) -> Result<Agent> {
-        let stream = UnixStream::connect(socket)
-            .await
-            .map_err(|source| Error::Connect {
-                path: socket.to_owned(),
-                source,
-            })?;
+        let stream = open(socket).await?;
         Ok(Agent {
             socket: socket.to_owned(),
             link: std::sync::Mutex::new(Some(Link::over(stream))),

@@ -376,13 +376,19 @@ impl Machine {
         Ok(())
     }
 
+    /// Whether the guest's init leaves drivers to the harness (devices QEMU
+    /// does not save: CXL, virtio-pmem), loaded by [`Self::load_drivers`].
+    pub fn defers_drivers(&self) -> bool {
+        !self.drivers.is_empty()
+    }
+
     /// Loads the drivers the guest's init leaves to the harness
     /// ([`qemu::cmdline::driver_modules`]), after writing back the PCI
     /// headers of a restored guest; their kernel records stay for
     /// [`Self::take_unattributed`]. `Ok(None)` when the topology has none;
     /// the output of a failing `modprobe` otherwise.
     pub async fn load_drivers(&mut self) -> Result<Option<ExecOutput>> {
-        if self.drivers.is_empty() {
+        if !self.defers_drivers() {
             return Ok(None);
         }
         if self.restored {
@@ -528,7 +534,7 @@ impl Machine {
     /// NVDIMM, label and CXL memory backends, which are RAM blocks too) to
     /// `state` with QMP `migrate` to a `file:` URI, and ends QEMU.
     pub async fn save(mut self, state: &Path) -> Result<RunDir> {
-        if !self.drivers.is_empty() {
+        if self.defers_drivers() {
             self.pci_state("save").await?;
         }
         self.qmp.execute(qapi::qmp::stop {}).await?;
@@ -616,6 +622,16 @@ fn split_each(stdout: &str, n: usize) -> Option<Vec<(i32, String)>> {
         rest = &tail[nl + 1..];
     }
     rest.is_empty().then_some(out)
+}
+
+/// The first of `commands` whose exit code in `outs` (from
+/// [`Machine::exec_each`]) is not 0, as "`COMMAND` failed: STDERR".
+pub fn first_failure(commands: &[&[&str]], outs: &[(i32, String)], stderr: &str) -> Option<String> {
+    commands
+        .iter()
+        .zip(outs)
+        .find(|(_, (code, _))| *code != 0)
+        .map(|(argv, _)| format!("`{}` failed: {stderr}", argv.join(" ")))
 }
 
 /// Where [`Machine::save`] keeps the guest's shared backing files: QEMU
@@ -797,5 +813,13 @@ mod each_tests {
         // A missing or an extra mark is not taken for output.
         assert!(split_each(stdout, 3).is_none());
         assert!(split_each(stdout, 1).is_none());
+        // The first command that failed is named, with the stderr of all.
+        let cmds: [&[&str]; 2] = [&["cxl", "list", "-M"], &["ndctl", "list", "-D"]];
+        let outs = split_each(stdout, 2).unwrap();
+        assert_eq!(
+            first_failure(&cmds, &outs, "no bus"),
+            Some("`ndctl list -D` failed: no bus".to_owned())
+        );
+        assert_eq!(first_failure(&cmds[..1], &outs[..1], ""), None);
     }
 }

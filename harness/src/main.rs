@@ -798,7 +798,7 @@ fn boot(args: BootArgs) -> anyhow::Result<ExitCode> {
                 )
             })?;
         // The topologies whose devices QEMU does not restore.
-        let unsaved = !ndharness::qemu::cmdline::driver_modules(&topology.topology).is_empty();
+        let unsaved = m.defers_drivers();
         if let Some(path) = &args.save_state {
             let t0 = std::time::Instant::now();
             m.save(path).await?.remove();

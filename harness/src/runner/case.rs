@@ -110,13 +110,13 @@ async fn drive(
     trial: &Trial,
     run: RunDir,
     state: Option<&super::warm::Saved>,
-    mut clock: Laps,
+    clock: Laps,
 ) -> (Result<RunDir, Verdict>, Laps) {
     let mut t = Trace {
         skip_exit: trial.case.spec.skip_exit,
+        clock,
         ..Trace::default()
     };
-    std::mem::swap(&mut t.clock, &mut clock);
     let result = drive_trace(config, env, trial, run, state, &mut t).await;
     (result, t.clock)
 }
@@ -273,7 +273,7 @@ pub async fn template(
     // Devices QEMU cannot restore must not have met their drivers yet: the
     // state is saved right after the boot check, and each trial loads the
     // drivers and runs the setup after its restore.
-    let drivers_pending = !crate::qemu::cmdline::driver_modules(topology).is_empty();
+    let drivers_pending = t.m().defers_drivers();
     let prepared = if drivers_pending {
         t.boot_check().await
     } else {
@@ -429,7 +429,7 @@ impl Trace {
         // their records came with the saved state.
         if !restored {
             self.boot_and_setup(trial).await?;
-        } else if !crate::qemu::cmdline::driver_modules(&trial.topology.topology).is_empty() {
+        } else if self.m().defers_drivers() {
             // Saved before these drivers loaded (see `template`).
             self.drivers(&[]).await?;
             self.setup(trial, true).await?;
@@ -792,7 +792,12 @@ async fn stable_names(m: &Machine, t: &crate::topology::Topology) -> Result<Name
         return Ok(Names::default());
     }
     let (outs, _) = m.exec_each(&NAME_LISTINGS, Duration::from_secs(60)).await?;
-    Ok(Names::from_listings(&outs[0].1, &outs[1].1, &outs[2].1))
+    Ok(names_from(&outs))
+}
+
+/// The names from the outputs of [`NAME_LISTINGS`], in that order.
+fn names_from(outs: &[(i32, String)]) -> Names {
+    Names::from_listings(&outs[0].1, &outs[1].1, &outs[2].1)
 }
 
 /// The listings a layout snapshot holds.
@@ -825,16 +830,16 @@ async fn names_and_layout(m: &Machine, trial: &Trial) -> Result<(Names, String),
     let names = if n_names == 0 {
         Names::default()
     } else {
-        Names::from_listings(&outs[0].1, &outs[1].1, &outs[2].1)
+        names_from(&outs)
     };
+    let outs = &outs[n_names..];
+    if let Some(failed) = machine::first_failure(&listings, outs, &stderr) {
+        return Err(Verdict::Fail(failed));
+    }
     let mut text = String::new();
-    for (argv, (code, stdout)) in listings.iter().zip(&outs[n_names..]) {
-        let shown = argv.join(" ");
-        if *code != 0 {
-            return Err(Verdict::Fail(format!("`{shown}` failed: {stderr}")));
-        }
+    for (argv, (_, stdout)) in listings.iter().zip(outs) {
         let body = crate::normalize::output(&names.apply(stdout));
-        text.push_str(&format!("$ {shown}\n{body}\n"));
+        text.push_str(&format!("$ {}\n{body}\n", argv.join(" ")));
     }
     Ok((names, text))
 }

@@ -194,6 +194,26 @@ pub async fn plan(
     Ok(cmds)
 }
 
+/// Plans and runs the assembly outside a case (`boot`, `bench`): each
+/// command must succeed.
+pub async fn run(m: &crate::machine::Machine, t: &Topology) -> Result<(), String> {
+    for line in plan(m, t, true).await? {
+        let argv = vec!["/bin/sh".to_owned(), "-c".to_owned(), line.clone()];
+        let out = m
+            .exec(&argv, Duration::from_secs(120))
+            .await
+            .map_err(|e| e.to_string())?;
+        if !out.success() {
+            return Err(format!(
+                "`{line}` failed: {}{}",
+                out.stdout_text(),
+                out.stderr_text()
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// The outputs of `commands`, run in one guest round trip; an error names
 /// the first that failed.
 async fn list(m: &crate::machine::Machine, commands: &[&[&str]]) -> Result<Vec<String>, String> {

@@ -20,6 +20,15 @@ pub const BOOT_TIMEOUT: Duration = Duration::from_secs(90);
 const KMSG_LOG: &str = "/run/kmsg.log";
 const STEP_WRAPPER: &str = "/usr/libexec/ndharness/step";
 const PCI_STATE: &str = "/usr/libexec/ndharness/pci-state";
+/// Decommits and commits every committed CXL region (the kernel's own
+/// sysfs path: decommitting releases the region's driver), binds it again,
+/// then waits for the nd bus's probes.
+const RECOMMIT_REGIONS: &str = "for r in /sys/bus/cxl/devices/region*; do \
+     [ \"$(cat \"$r/commit\" 2>/dev/null)\" = 1 ] || continue; \
+     echo 0 >\"$r/commit\" && echo 1 >\"$r/commit\" && \
+     echo \"${r##*/}\" >/sys/bus/cxl/drivers/cxl_region/bind || exit; \
+     done; \
+     for f in /sys/bus/nd/devices/ndbus*/wait_probe; do [ ! -e \"$f\" ] || cat \"$f\" >/dev/null; done";
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -404,6 +413,26 @@ impl Machine {
              for f in /sys/bus/nd/devices/ndbus*/wait_probe; do [ ! -e \"$f\" ] || cat \"$f\" >/dev/null; done",
             drivers.join(" ")
         );
+        let argv = ["/bin/sh".to_owned(), "-c".to_owned(), script];
+        let out = self.exec(&argv, Duration::from_secs(120)).await?;
+        self.read_kernel_log().await?;
+        Ok(Some(out))
+    }
+
+    /// Reconnects a guest restored with its drivers bound (and its CXL
+    /// regions assembled) to the devices QEMU 10.0.2 restores as if reset:
+    /// writes their PCI headers back, then commits every committed CXL
+    /// region again, so that the kernel programs the HDM decoders anew (the
+    /// restore leaves them uncommitted: the region's memory would read as
+    /// nothing and writes would be lost), binds it again and flushes the nd
+    /// bus's probes as [`Self::load_drivers`] does. Their kernel records
+    /// stay for [`Self::take_unattributed`]. `Ok(None)` unless the guest
+    /// was restored and has such devices.
+    pub async fn reattach_devices(&mut self) -> Result<Option<ExecOutput>> {
+        if !self.restored || !self.defers_drivers() {
+            return Ok(None);
+        }
+        let script = format!("{PCI_STATE} restore >/dev/null || exit; {RECOMMIT_REGIONS}");
         let argv = ["/bin/sh".to_owned(), "-c".to_owned(), script];
         let out = self.exec(&argv, Duration::from_secs(120)).await?;
         self.read_kernel_log().await?;

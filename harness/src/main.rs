@@ -759,15 +759,20 @@ fn boot(args: BootArgs) -> anyhow::Result<ExitCode> {
         topology: &topology,
         kernel_args: "",
         assemble: true,
+        device_model: false,
     };
-    // A warm start, like a cold boot, loads the topology's drivers and
-    // assembles its CXL regions after the agent answers.
-    let state = match &args.from_state {
-        Some(p) => Some(p.clone()),
-        None if args.save_state.is_some() => None,
-        None => runner::warm::state(&config, &env, group)
-            .map_err(anyhow::Error::msg)?
-            .map(|s| s.state),
+    // A cold boot loads the topology's drivers and assembles its CXL
+    // regions after the agent answers; so does a start from a state saved
+    // with --save-state (before the drivers); a warm start from the cache
+    // has them and reattaches its devices.
+    use runner::warm::SavePoint;
+    let (state, point) = match &args.from_state {
+        Some(p) => (Some(p.clone()), Some(SavePoint::BeforeDrivers)),
+        None if args.save_state.is_some() => (None, None),
+        None => match runner::warm::state(&config, &env, group).map_err(anyhow::Error::msg)? {
+            Some(s) => (Some(s.state), Some(s.point)),
+            None => (None, None),
+        },
     };
     let run = ndharness::qemu::RunDir::create(
         &config.runs_dir,
@@ -810,23 +815,40 @@ fn boot(args: BootArgs) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::SUCCESS);
         }
         let t_drivers = std::time::Instant::now();
-        let drivers = m.load_drivers().await?;
+        let (drivers, what) = if point == Some(SavePoint::Ready) {
+            (m.reattach_devices().await?, "reattaching the devices")
+        } else {
+            (m.load_drivers().await?, "loading the topology's drivers")
+        };
         if let Some(out) = drivers.filter(|o| !o.success()) {
             let run = m.stop().await;
             anyhow::bail!(
-                "loading the topology's drivers failed (evidence kept in {}): {}",
+                "{what} failed (evidence kept in {}): {}",
                 run.path.display(),
                 out.stderr_text().trim()
             );
         }
-        assemble_for_boot(&m, &topology.topology).await?;
+        if point != Some(SavePoint::Ready) {
+            if let Err(e) = ndharness::assemble::run(&m, &topology.topology).await {
+                let run = m.stop().await;
+                anyhow::bail!(
+                    "CXL region assembly (evidence kept in {}): {e}",
+                    run.path.display()
+                );
+            }
+        }
         let prepared = t_drivers.elapsed();
         eprintln!(
             "guest ready in {:.2}s{} ({}, {}, QEMU pid {})",
             m.times.agent_ready.as_secs_f64(),
             if unsaved {
                 format!(
-                    ", drivers and regions in {:.2}s more",
+                    ", {} in {:.2}s more",
+                    if point == Some(SavePoint::Ready) {
+                        "devices reattached"
+                    } else {
+                        "drivers and regions"
+                    },
                     prepared.as_secs_f64()
                 )
             } else {
@@ -869,26 +891,4 @@ fn boot(args: BootArgs) -> anyhow::Result<ExitCode> {
             out.exit_code.map(|c| c as u8).unwrap_or(128),
         ))
     })
-}
-
-/// Assembles the topology's CXL regions before handing the guest over.
-async fn assemble_for_boot(
-    m: &ndharness::machine::Machine,
-    t: &ndharness::topology::Topology,
-) -> anyhow::Result<()> {
-    let commands = ndharness::assemble::plan(m, t, true)
-        .await
-        .map_err(|e| anyhow::anyhow!("CXL region assembly: {e}"))?;
-    for line in commands {
-        let argv = vec!["/bin/sh".to_owned(), "-c".to_owned(), line.clone()];
-        let out = m.exec(&argv, Duration::from_secs(120)).await?;
-        if !out.success() {
-            anyhow::bail!(
-                "CXL region assembly: `{line}` failed: {}{}",
-                out.stdout_text(),
-                out.stderr_text()
-            );
-        }
-    }
-    Ok(())
 }

@@ -62,6 +62,7 @@ pub fn bench(config: &Config, env: &GuestEnv, opts: &Options) -> anyhow::Result<
             topology: &topo,
             kernel_args: "",
             assemble: true,
+            device_model: false,
         };
         let drivers = crate::qemu::cmdline::driver_modules(&topo.topology);
         let mut trip = Vec::new();
@@ -80,7 +81,7 @@ pub fn bench(config: &Config, env: &GuestEnv, opts: &Options) -> anyhow::Result<
         let mut warm = Starts::default();
         for _ in 0..opts.runs {
             warm.push(
-                rt.block_on(start_once(config, env, &topo, Some(&state.state)))?,
+                rt.block_on(start_once(config, env, &topo, Some(&state)))?,
                 &mut trip,
             );
         }
@@ -102,10 +103,16 @@ pub fn bench(config: &Config, env: &GuestEnv, opts: &Options) -> anyhow::Result<
             Some(note),
         ));
         if !drivers.is_empty() {
-            let what = if topo.topology.cxl.is_some() {
-                "CXL drivers probed"
+            let what = if crate::assemble::wanted(&topo.topology) {
+                "CXL regions assembled"
             } else {
                 "drivers probed"
+            };
+            let how = match state.point {
+                super::warm::SavePoint::Ready => {
+                    "saved with them; PCI config written back, regions committed again"
+                }
+                super::warm::SavePoint::BeforeDrivers => "PCI config written back, then modprobe",
             };
             out.push(Measure::new(
                 format!("{name}: cold boot to {what}"),
@@ -115,7 +122,7 @@ pub fn bench(config: &Config, env: &GuestEnv, opts: &Options) -> anyhow::Result<
             out.push(Measure::new(
                 format!("{name}: warm start to {what}"),
                 warm.drivers,
-                Some("PCI config written back, then modprobe".into()),
+                Some(how.into()),
             ));
         }
         out.push(Measure::new(
@@ -183,14 +190,15 @@ impl Starts {
 }
 
 /// One start (cold, or from `state`) to a ready agent, then to the
-/// topology's drivers loaded (as a trial does it), then ten round trips
-/// and a stop.
+/// topology's drivers loaded and CXL regions assembled (as a trial starts
+/// its steps), then ten round trips and a stop.
 async fn start_once(
     config: &Config,
     env: &GuestEnv,
     topo: &crate::topology::Loaded,
-    state: Option<&std::path::Path>,
+    saved: Option<&super::warm::Saved>,
 ) -> anyhow::Result<(f64, f64, Vec<f64>)> {
+    let state = saved.map(|s| s.state.as_path());
     let run = RunDir::create(
         &config.runs_dir,
         &format!("bench-{}", topo.name),
@@ -208,8 +216,17 @@ async fn start_once(
     let mut m = Machine::start(&spec, run).await?;
     let since_ready = Instant::now();
     let ready = m.times.agent_ready.as_secs_f64();
-    if let Some(out) = m.load_drivers().await? {
-        anyhow::ensure!(out.success(), "loading drivers: {}", out.stderr_text());
+    if saved.is_some_and(|s| s.point == super::warm::SavePoint::Ready) {
+        if let Some(out) = m.reattach_devices().await? {
+            anyhow::ensure!(out.success(), "reattaching devices: {}", out.stderr_text());
+        }
+    } else {
+        if let Some(out) = m.load_drivers().await? {
+            anyhow::ensure!(out.success(), "loading drivers: {}", out.stderr_text());
+        }
+        crate::assemble::run(&m, &topo.topology)
+            .await
+            .map_err(|e| anyhow::anyhow!("CXL region assembly: {e}"))?;
     }
     let drivers = ready + since_ready.elapsed().as_secs_f64();
     let mut rtt = Vec::new();

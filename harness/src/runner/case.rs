@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::warm::SavePoint;
 use super::{snapshot, Config, GuestEnv};
 use crate::kmsg::{self, Record};
 use crate::machine::{self, Machine, StartSpec, StepRun};
@@ -147,7 +148,7 @@ async fn drive_trace(
     if let Some(saved) = state {
         t.adopt(saved.prelude.clone());
     }
-    let mut result = t.run(&spec, trial, state.is_some()).await;
+    let mut result = t.run(&spec, trial, state.map(|s| s.point)).await;
     let mut partial = None;
     let mut ids = normalize::Uuids::default();
     if let Err(Verdict::Fail(message)) = &mut result {
@@ -265,15 +266,15 @@ pub async fn template(
     m: Machine,
     topology: &crate::topology::Topology,
     assemble: bool,
+    point: SavePoint,
 ) -> Result<Template, String> {
     let mut t = Trace {
         machine: Some(m),
         ..Trace::default()
     };
-    // Devices QEMU cannot restore must not have met their drivers yet: the
-    // state is saved right after the boot check, and each trial loads the
-    // drivers and runs the setup after its restore.
-    let drivers_pending = t.m().defers_drivers();
+    // Saved before the drivers: right after the boot check, and each trial
+    // loads the drivers and runs the setup after its restore.
+    let drivers_pending = t.m().defers_drivers() && point == SavePoint::BeforeDrivers;
     let prepared = if drivers_pending {
         t.boot_check().await
     } else {
@@ -422,17 +423,18 @@ impl Trace {
         &mut self,
         spec: &StartSpec<'_>,
         trial: &Trial,
-        restored: bool,
+        restored: Option<SavePoint>,
     ) -> Result<(), Verdict> {
         // A restored guest's boot (and setup, unless its drivers were left
         // to load after the restore) ran and were checked in its template;
         // their records came with the saved state.
-        if !restored {
-            self.boot_and_setup(trial).await?;
-        } else if self.m().defers_drivers() {
-            // Saved before these drivers loaded (see `template`).
-            self.drivers(&[]).await?;
-            self.setup(trial, true).await?;
+        match restored {
+            None => self.boot_and_setup(trial).await?,
+            Some(SavePoint::BeforeDrivers) if self.m().defers_drivers() => {
+                self.drivers(&[]).await?;
+                self.setup(trial, true).await?;
+            }
+            Some(_) => self.reattach().await?,
         }
         for step in &trial.case.spec.steps {
             let timeout = step.timeout.unwrap_or(trial.case.spec.step_timeout);
@@ -478,18 +480,38 @@ impl Trace {
         self.clock.lap("steps");
         let loaded = self.m().load_drivers().await;
         self.clock.lap("drivers");
-        match loaded? {
-            None => return Ok(()),
-            Some(out) if !out.success() => {
-                return Err(Verdict::Fail(format!(
-                    "loading the topology's drivers: {}",
-                    out.stderr_text().trim()
-                )))
-            }
-            Some(_) => {}
+        self.prepared(loaded?, expected, "loading the topology's drivers")
+    }
+
+    /// Gives the devices of a guest restored with its drivers bound what
+    /// the restore lost; the kernel log meanwhile is checked like a boot's.
+    async fn reattach(&mut self) -> Result<(), Verdict> {
+        self.clock.lap("steps");
+        let out = self.m().reattach_devices().await;
+        self.clock.lap("reattach");
+        self.prepared(out?, &[], "reattaching the devices after the restore")
+    }
+
+    /// The verdict on a guest's preparation (`what`, `None` when there was
+    /// nothing to do): its command's failure, else the kernel reports it
+    /// caused beyond `expected`.
+    fn prepared(
+        &mut self,
+        out: Option<crate::guest::ExecOutput>,
+        expected: &[String],
+        what: &str,
+    ) -> Result<(), Verdict> {
+        let Some(out) = out else {
+            return Ok(());
+        };
+        if !out.success() {
+            return Err(Verdict::Fail(format!(
+                "{what}: {}",
+                out.stderr_text().trim()
+            )));
         }
         let log = self.m().take_unattributed();
-        check_reports(&log, expected, "while loading the topology's drivers")
+        check_reports(&log, expected, &format!("while {what}"))
     }
 
     /// Takes over what a template guest did before its state was saved.

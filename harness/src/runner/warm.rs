@@ -6,22 +6,35 @@
 //! [`super::Prelude`]).
 //!
 //! Devices QEMU 10.0.2 does not save (CXL ports and memory devices,
-//! virtio-pmem: no migration description) are saved before their drivers
-//! load: the template keeps a copy of their PCI configuration space in
-//! guest memory, and each restored trial writes it back, loads the drivers
-//! and runs the setup (CXL region assembly) itself, as a cold boot does
-//! after its agent answers. Saved after the drivers had probed, such a
-//! guest failed: restored before assembly, `cxl create-region` timed out
-//! committing a decoder; restored after it, every label read through the
-//! memdev mailbox failed with EIO; a restored virtio-pmem guest never
-//! answered a flush. The cause, measured: the root ports' configuration
-//! space came back as after a reset (secondary bus 0, command 0), so
-//! nothing behind them was reachable.
+//! virtio-pmem: no migration description) come back from a restore as
+//! after a reset. The template keeps a copy of their PCI configuration
+//! space in guest memory (`pci-state save`), and every restored trial
+//! writes it back first: without it the root ports come back with
+//! secondary bus 0 and command 0, nothing behind them is reachable, and
+//! `cxl create-region` timed out committing a decoder.
+//!
+//! A CXL guest is saved as a ready guest is ([`SavePoint::Ready`]): drivers
+//! probed, regions assembled, labels initialized. Besides the PCI headers,
+//! the restore loses the HDM decoders the region committed: the kernel
+//! still shows the region, but its memory reads as nothing and writes are
+//! lost (measured: a pattern written to a raw namespace on a restored
+//! cxl-x2 and cxl-x4 did not read back). Each trial therefore commits every
+//! region again through the kernel's own sysfs path (decommit, commit,
+//! bind; [`Machine::reattach_devices`]); `cxl::data-round-trip` proves the
+//! data path at every width. What the drivers set up in the device models
+//! beyond that (MSI-X table, event and mailbox interrupts, RAS masks) stays
+//! lost, so a case that drives the device models through QMP (poison,
+//! events, errors) is saved before its drivers load
+//! ([`SavePoint::BeforeDrivers`]) and each of its trials loads them and
+//! assembles the regions itself, as a cold boot does. So is every
+//! virtio-pmem guest: a restored virtio-pmem device never answered a flush,
+//! headers written back or not.
 //!
 //! Saved states live in the cache under a key of every input that shapes
 //! the guest: the image's content key, the QEMU binary (path, size,
-//! mtime), the accelerator and QEMU's whole command line with the run
-//! folder's paths replaced by placeholders. Any change makes a new key; an
+//! mtime), the accelerator, QEMU's whole command line with the run
+//! folder's paths replaced by placeholders, the save point, and the CXL
+//! regions the setup assembles (their method is not on the command line). Any change makes a new key; an
 //! old state is never loaded into a different machine.
 
 use std::collections::HashMap;
@@ -34,28 +47,66 @@ use crate::machine::{Machine, StartSpec};
 use crate::qemu::{self, GuestFiles, LaunchSpec, RunDir};
 use crate::topology::{Loaded, Topology};
 
-/// What a guest is started as: a topology, extra kernel arguments, and
-/// whether the harness assembles its CXL regions.
+/// What a guest is started as: a topology, extra kernel arguments, whether
+/// the harness assembles its CXL regions, and whether the case drives
+/// QEMU's device models itself (QMP steps).
 #[derive(Clone, Copy)]
 pub struct Group<'a> {
     pub topology: &'a Loaded,
     pub kernel_args: &'a str,
     pub assemble: bool,
+    pub device_model: bool,
 }
 
-/// A saved state and what a trial restored from it inherits.
+/// A saved state, what a trial restored from it inherits, and the point
+/// of the guest's life it was saved at.
 #[derive(Clone, Debug)]
 pub struct Saved {
     pub state: PathBuf,
     pub prelude: super::Prelude,
+    pub point: SavePoint,
+}
+
+/// Where a group's guest is saved.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SavePoint {
+    /// After the boot check, the drivers and the setup (CXL regions
+    /// assembled): a trial starts at its first step, once
+    /// [`Machine::reattach_devices`] has given the CXL devices back what
+    /// the restore lost.
+    Ready,
+    /// After the boot check, before the drivers init leaves to the harness:
+    /// each trial loads them and runs the setup itself.
+    BeforeDrivers,
+}
+
+/// Where the group's guest is saved: before its drivers when the restore
+/// would lose device state its case depends on. A virtio-pmem device comes
+/// back unable to answer a flush whatever is written back; a CXL device
+/// comes back without what its drivers set up through its registers and
+/// mailbox beyond the PCI headers and the HDM decoders (MSI-X table, event
+/// interrupt policy, mailbox interrupt, RAS masks), which a case that
+/// drives the device model through QMP (poison, events, errors) can reach.
+pub fn save_point(g: Group<'_>) -> SavePoint {
+    let t = g.t();
+    if !t.virtio_pmem.is_empty() || (t.cxl.is_some() && g.device_model) {
+        SavePoint::BeforeDrivers
+    } else {
+        SavePoint::Ready
+    }
 }
 
 impl<'a> Group<'a> {
     pub fn of(trial: &'a crate::suite::Trial) -> Group<'a> {
+        let spec = &trial.case.spec;
         Group {
             topology: &trial.topology,
-            kernel_args: &trial.case.spec.kernel_args,
-            assemble: trial.case.spec.assemble,
+            kernel_args: &spec.kernel_args,
+            assemble: spec.assemble,
+            device_model: spec
+                .steps
+                .iter()
+                .any(|s| matches!(s.action, crate::suite::Action::Qmp { .. })),
         }
     }
     fn t(&self) -> &'a Topology {
@@ -81,13 +132,25 @@ pub fn key(env: &GuestEnv, g: Group<'_>) -> String {
         .map(|m| format!("{} {:?}", m.len(), m.modified().ok()))
         .unwrap_or_default();
     let material = format!(
-        "state 4\nimage {}\nqemu {} {qemu}\nassemble {}\nargv {}\n",
+        "state 5\nimage {}\nqemu {} {qemu}\n{}argv {}\n",
         env.image.manifest.key,
         env.qemu.display(),
-        g.assemble,
+        setup_material(g),
         argv.join(" ")
     );
     crate::image::sha256_hex(material.as_bytes())
+}
+
+/// The part of the key QEMU's arguments do not show: whether and how the
+/// setup assembles regions (a guest saved ready has them: their method,
+/// members and granularity are inputs too) and the save point.
+fn setup_material(g: Group<'_>) -> String {
+    let regions = g.t().cxl.as_ref().map(|c| format!("{:?}", c.regions));
+    format!(
+        "assemble {}\npoint {:?}\nregions {regions:?}\n",
+        g.assemble,
+        save_point(g)
+    )
 }
 
 /// One lock per key: the first trial of a group saves the state, the others
@@ -138,7 +201,11 @@ pub fn state(config: &Config, env: &GuestEnv, g: Group<'_>) -> Result<Option<Sav
             return Ok(None);
         }
         super::states::touch(&dir);
-        Ok(Some(Saved { state, prelude }))
+        Ok(Some(Saved {
+            state,
+            prelude,
+            point: save_point(g),
+        }))
     };
     if let Some(s) = load()? {
         return Ok(Some(s));
@@ -202,7 +269,7 @@ fn save_state(config: &Config, env: &GuestEnv, g: Group<'_>, dir: &Path) -> Resu
             Err(e) => return Err(e.to_string()),
         };
         let ready = m.times.agent_ready;
-        let (m, prelude) = match super::case::template(m, g.t(), g.assemble).await? {
+        let (m, prelude) = match super::case::template(m, g.t(), g.assemble, save_point(g)).await? {
             super::case::Template::Ready(m, p) => (*m, p),
             super::case::Template::Fails => return Ok(None),
         };
@@ -236,4 +303,41 @@ fn save_state(config: &Config, env: &GuestEnv, g: Group<'_>, dir: &Path) -> Resu
     }
     let _ = std::fs::remove_dir_all(&staged);
     Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn group(t: &Loaded, device_model: bool) -> Group<'_> {
+        Group {
+            topology: t,
+            kernel_args: "",
+            assemble: true,
+            device_model,
+        }
+    }
+
+    #[test]
+    fn cxl_guests_are_saved_ready_unless_the_case_drives_the_device_model() {
+        let cxl = crate::topology::load("cxl-x4").unwrap();
+        let nfit = crate::topology::load("nfit-1").unwrap();
+        let vpmem = crate::topology::load("virtio-pmem-1").unwrap();
+        assert_eq!(save_point(group(&cxl, false)), SavePoint::Ready);
+        assert_eq!(save_point(group(&cxl, true)), SavePoint::BeforeDrivers);
+        // NFIT devices are restored whole: QMP steps change nothing.
+        assert_eq!(save_point(group(&nfit, true)), SavePoint::Ready);
+        assert_eq!(save_point(group(&vpmem, false)), SavePoint::BeforeDrivers);
+    }
+
+    #[test]
+    fn the_assembly_method_and_the_save_point_are_in_the_key() {
+        // Same QEMU arguments, regions made by cxl-cli or through sysfs.
+        let cli = crate::topology::load("cxl-x6").unwrap();
+        let sysfs = crate::topology::load("cxl-x6-sysfs").unwrap();
+        let (a, b) = (group(&cli, false), group(&sysfs, false));
+        assert_ne!(setup_material(a), setup_material(b));
+        assert_ne!(setup_material(a), setup_material(group(&cli, true)));
+        assert_eq!(setup_material(a), setup_material(group(&cli, false)));
+    }
 }

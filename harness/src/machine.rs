@@ -403,17 +403,11 @@ impl Machine {
         if self.restored {
             self.pci_state("restore").await?;
         }
-        let drivers = &self.drivers;
-        // Then flush the nd bus's asynchronous probes (regions, namespaces
-        // and their seed devices) as a boot's idle moments would: a step
-        // started while they run found `btt0.1` where a settled guest has
-        // `btt0.0`.
-        let script = format!(
-            "modprobe -a {} || exit; \
-             for f in /sys/bus/nd/devices/ndbus*/wait_probe; do [ ! -e \"$f\" ] || cat \"$f\" >/dev/null; done",
-            drivers.join(" ")
-        );
-        let argv = ["/bin/sh".to_owned(), "-c".to_owned(), script];
+        let argv = [
+            "/bin/sh".to_owned(),
+            "-c".to_owned(),
+            drivers_script(&self.drivers),
+        ];
         let out = self.exec(&argv, Duration::from_secs(120)).await?;
         self.read_kernel_log().await?;
         Ok(Some(out))
@@ -618,6 +612,25 @@ impl Machine {
 /// The end mark [`Machine::exec_each`] prints after each command's output.
 const EACH_MARK: &str = "\n@@ndharness-exit=";
 
+/// Loads `drivers` in order (an optional one only when the kernel has it,
+/// [`qemu::cmdline::OPTIONAL_DRIVERS`]), then flushes the nd bus's
+/// asynchronous probes (regions, namespaces and their seed devices) as a
+/// boot's idle moments would: a step started while they run found `btt0.1`
+/// where a settled guest has `btt0.0`.
+fn drivers_script(drivers: &[&str]) -> String {
+    let (optional, required): (Vec<&str>, Vec<&str>) = drivers
+        .iter()
+        .partition(|d| qemu::cmdline::OPTIONAL_DRIVERS.contains(d));
+    let mut s = format!("modprobe -a {} || exit; ", required.join(" "));
+    for m in optional {
+        s.push_str(&format!("! modprobe -n -q {m} || modprobe {m} || exit; "));
+    }
+    s.push_str(
+        "for f in /sys/bus/nd/devices/ndbus*/wait_probe; do [ ! -e \"$f\" ] || cat \"$f\" >/dev/null; done",
+    );
+    s
+}
+
 /// A shell script running `commands` in turn, each followed by its exit
 /// code on a line of its own.
 fn each_script(commands: &[&[&str]]) -> String {
@@ -820,6 +833,20 @@ fn shell_words(binary: &Path, argv: &[String]) -> String {
 #[cfg(test)]
 mod each_tests {
     use super::*;
+
+    #[test]
+    fn an_optional_driver_is_loaded_only_where_the_kernel_has_it() {
+        let s = drivers_script(&["cxl_acpi", "cxl_pci", "dax_cxl"]);
+        assert!(
+            s.starts_with("modprobe -a cxl_acpi cxl_pci || exit; "),
+            "{s}"
+        );
+        assert!(
+            s.contains("! modprobe -n -q dax_cxl || modprobe dax_cxl || exit; "),
+            "{s}"
+        );
+        assert!(s.ends_with("done"), "{s}");
+    }
 
     #[test]
     fn each_command_gets_its_own_output_and_exit_code() {

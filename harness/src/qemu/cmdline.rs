@@ -147,6 +147,11 @@ fn modules(topology: &Topology) -> Vec<(&'static str, bool)> {
     m
 }
 
+/// Drivers loaded only when the kernel has them: `dax_cxl` (CXL RAM
+/// regions as dax devices) came with Linux 6.3; the pmem regions the
+/// harness assembles do not need it, and Debian's 6.1 has none.
+pub const OPTIONAL_DRIVERS: &[&str] = &["dax_cxl"];
+
 /// The modules the guest's init loads (`ndharness.modules=`).
 pub fn guest_modules(topology: &Topology) -> Vec<&'static str> {
     modules(topology)

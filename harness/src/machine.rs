@@ -21,14 +21,18 @@ const KMSG_LOG: &str = "/run/kmsg.log";
 const STEP_WRAPPER: &str = "/usr/libexec/ndharness/step";
 const PCI_STATE: &str = "/usr/libexec/ndharness/pci-state";
 /// Decommits and commits every committed CXL region (the kernel's own
-/// sysfs path: decommitting releases the region's driver), binds it again,
-/// then waits for the nd bus's probes.
+/// sysfs path: decommitting releases the region's driver), and binds it
+/// again.
 const RECOMMIT_REGIONS: &str = "for r in /sys/bus/cxl/devices/region*; do \
      [ \"$(cat \"$r/commit\" 2>/dev/null)\" = 1 ] || continue; \
      echo 0 >\"$r/commit\" && echo 1 >\"$r/commit\" && \
      echo \"${r##*/}\" >/sys/bus/cxl/drivers/cxl_region/bind || exit; \
-     done; \
-     for f in /sys/bus/nd/devices/ndbus*/wait_probe; do [ ! -e \"$f\" ] || cat \"$f\" >/dev/null; done";
+     done";
+/// Flushes the nd bus's asynchronous probes (regions, namespaces and their
+/// seed devices) as a boot's idle moments would: a step started while they
+/// run found `btt0.1` where a settled guest has `btt0.0`.
+const FLUSH_ND_PROBES: &str = "for f in /sys/bus/nd/devices/ndbus*/wait_probe; do \
+     [ ! -e \"$f\" ] || cat \"$f\" >/dev/null; done";
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -426,7 +430,9 @@ impl Machine {
         if !self.restored || !self.defers_drivers() {
             return Ok(None);
         }
-        let script = format!("{PCI_STATE} restore >/dev/null || exit; {RECOMMIT_REGIONS}");
+        let script = format!(
+            "{PCI_STATE} restore >/dev/null || exit; {RECOMMIT_REGIONS}; {FLUSH_ND_PROBES}"
+        );
         let argv = ["/bin/sh".to_owned(), "-c".to_owned(), script];
         let out = self.exec(&argv, Duration::from_secs(120)).await?;
         self.read_kernel_log().await?;
@@ -613,10 +619,8 @@ impl Machine {
 const EACH_MARK: &str = "\n@@ndharness-exit=";
 
 /// Loads `drivers` in order (an optional one only when the kernel has it,
-/// [`qemu::cmdline::OPTIONAL_DRIVERS`]), then flushes the nd bus's
-/// asynchronous probes (regions, namespaces and their seed devices) as a
-/// boot's idle moments would: a step started while they run found `btt0.1`
-/// where a settled guest has `btt0.0`.
+/// [`qemu::cmdline::OPTIONAL_DRIVERS`]), then flushes the nd bus's probes
+/// ([`FLUSH_ND_PROBES`]).
 fn drivers_script(drivers: &[&str]) -> String {
     let (optional, required): (Vec<&str>, Vec<&str>) = drivers
         .iter()
@@ -625,9 +629,7 @@ fn drivers_script(drivers: &[&str]) -> String {
     for m in optional {
         s.push_str(&format!("! modprobe -n -q {m} || modprobe {m} || exit; "));
     }
-    s.push_str(
-        "for f in /sys/bus/nd/devices/ndbus*/wait_probe; do [ ! -e \"$f\" ] || cat \"$f\" >/dev/null; done",
-    );
+    s.push_str(FLUSH_ND_PROBES);
     s
 }
 

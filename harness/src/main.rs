@@ -815,27 +815,9 @@ fn boot(args: BootArgs) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::SUCCESS);
         }
         let t_drivers = std::time::Instant::now();
-        let (drivers, what) = if point == Some(SavePoint::Ready) {
-            (m.reattach_devices().await?, "reattaching the devices")
-        } else {
-            (m.load_drivers().await?, "loading the topology's drivers")
-        };
-        if let Some(out) = drivers.filter(|o| !o.success()) {
+        if let Err(e) = runner::warm::ready_devices(&mut m, &topology.topology, point).await {
             let run = m.stop().await;
-            anyhow::bail!(
-                "{what} failed (evidence kept in {}): {}",
-                run.path.display(),
-                out.stderr_text().trim()
-            );
-        }
-        if point != Some(SavePoint::Ready) {
-            if let Err(e) = ndharness::assemble::run(&m, &topology.topology).await {
-                let run = m.stop().await;
-                anyhow::bail!(
-                    "CXL region assembly (evidence kept in {}): {e}",
-                    run.path.display()
-                );
-            }
+            anyhow::bail!("{e} (evidence kept in {})", run.path.display());
         }
         let prepared = t_drivers.elapsed();
         eprintln!(

@@ -216,18 +216,9 @@ async fn start_once(
     let mut m = Machine::start(&spec, run).await?;
     let since_ready = Instant::now();
     let ready = m.times.agent_ready.as_secs_f64();
-    if saved.is_some_and(|s| s.point == super::warm::SavePoint::Ready) {
-        if let Some(out) = m.reattach_devices().await? {
-            anyhow::ensure!(out.success(), "reattaching devices: {}", out.stderr_text());
-        }
-    } else {
-        if let Some(out) = m.load_drivers().await? {
-            anyhow::ensure!(out.success(), "loading drivers: {}", out.stderr_text());
-        }
-        crate::assemble::run(&m, &topo.topology)
-            .await
-            .map_err(|e| anyhow::anyhow!("CXL region assembly: {e}"))?;
-    }
+    super::warm::ready_devices(&mut m, &topo.topology, saved.map(|s| s.point))
+        .await
+        .map_err(anyhow::Error::msg)?;
     let drivers = ready + since_ready.elapsed().as_secs_f64();
     let mut rtt = Vec::new();
     for _ in 0..10 {

@@ -96,6 +96,36 @@ pub fn save_point(g: Group<'_>) -> SavePoint {
     }
 }
 
+/// Brings a started guest's devices to where a trial's first step finds
+/// them, outside a case (`boot`, `bench`): a guest restored from a
+/// [`SavePoint::Ready`] state has its devices reattached; any other (cold,
+/// or saved before its drivers) loads the drivers and assembles the CXL
+/// regions. The error names the part that failed.
+pub async fn ready_devices(
+    m: &mut Machine,
+    t: &Topology,
+    point: Option<SavePoint>,
+) -> Result<(), String> {
+    let (out, what) = if point == Some(SavePoint::Ready) {
+        (m.reattach_devices().await, "reattaching the devices")
+    } else {
+        (m.load_drivers().await, "loading the topology's drivers")
+    };
+    match out {
+        Err(e) => return Err(format!("{what}: {e}")),
+        Ok(Some(out)) if !out.success() => {
+            return Err(format!("{what} failed: {}", out.stderr_text().trim()))
+        }
+        Ok(_) => {}
+    }
+    if point == Some(SavePoint::Ready) {
+        return Ok(());
+    }
+    crate::assemble::run(m, t)
+        .await
+        .map_err(|e| format!("CXL region assembly: {e}"))
+}
+
 impl<'a> Group<'a> {
     pub fn of(trial: &'a crate::suite::Trial) -> Group<'a> {
         let spec = &trial.case.spec;

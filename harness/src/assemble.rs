@@ -162,7 +162,7 @@ pub fn wanted(t: &Topology) -> bool {
 /// (`fresh_labels` false) only the regions are created again: the labels
 /// already on the devices must survive.
 pub async fn plan(
-    m: &crate::machine::Machine,
+    m: &crate::vm::machine::Machine,
     t: &Topology,
     fresh_labels: bool,
 ) -> Result<Vec<String>, String> {
@@ -196,7 +196,7 @@ pub async fn plan(
 
 /// Plans and runs the assembly outside a case (`boot`, `bench`): each
 /// command must succeed.
-pub async fn run(m: &crate::machine::Machine, t: &Topology) -> Result<(), String> {
+pub async fn run(m: &crate::vm::machine::Machine, t: &Topology) -> Result<(), String> {
     for line in plan(m, t, true).await? {
         let argv = vec!["/bin/sh".to_owned(), "-c".to_owned(), line.clone()];
         let out = m
@@ -216,12 +216,15 @@ pub async fn run(m: &crate::machine::Machine, t: &Topology) -> Result<(), String
 
 /// The outputs of `commands`, run in one guest round trip; an error names
 /// the first that failed.
-async fn list(m: &crate::machine::Machine, commands: &[&[&str]]) -> Result<Vec<String>, String> {
+async fn list(
+    m: &crate::vm::machine::Machine,
+    commands: &[&[&str]],
+) -> Result<Vec<String>, String> {
     let (outs, stderr) = m
         .exec_each(commands, Duration::from_secs(60))
         .await
         .map_err(|e| e.to_string())?;
-    if let Some(failed) = crate::machine::first_failure(commands, &outs, &stderr) {
+    if let Some(failed) = crate::vm::machine::first_failure(commands, &outs, &stderr) {
         return Err(failed);
     }
     Ok(outs.into_iter().map(|(_, stdout)| stdout).collect())

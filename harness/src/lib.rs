@@ -8,19 +8,16 @@
 //! [`transcript`] → snapshot ([`runner`]).
 
 pub mod assemble;
-pub mod guest;
 pub mod image;
 pub mod kbuild;
 pub mod kmsg;
-pub mod machine;
 pub mod names;
 pub mod normalize;
-pub mod qemu;
-pub mod qmp;
 pub mod runner;
 pub mod select;
 pub mod size;
 pub mod suite;
 pub mod topology;
 pub mod transcript;
+pub mod vm;
 pub mod yaml;

@@ -7,9 +7,9 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use ndharness::image::{self, BuildOptions, ImageFiles};
-use ndharness::qemu::accel::AccelChoice;
 use ndharness::runner::{self, Config};
 use ndharness::select::Resolved;
+use ndharness::vm::accel::AccelChoice;
 
 #[derive(Parser)]
 #[command(
@@ -331,7 +331,7 @@ fn main() -> ExitCode {
 
 fn install_ctrl_c() {
     let _ = ctrlc::set_handler(|| {
-        ndharness::qemu::kill_all();
+        ndharness::vm::kill_all();
         eprintln!("\ninterrupted: every guest this run started has been stopped");
         // exit() skips destructors; the guests are already dead, and their
         // run folders are kept as evidence.
@@ -357,19 +357,19 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             let yaml = serde_yaml_ng::to_string(&t.topology)?;
             println!("# topology {}, written out\n{yaml}", t.name);
             let run = Path::new("RUN");
-            let files = ndharness::qemu::GuestFiles::under(run, run, &t.topology);
-            let spec = ndharness::qemu::LaunchSpec {
+            let files = ndharness::vm::GuestFiles::under(run, run, &t.topology);
+            let spec = ndharness::vm::LaunchSpec {
                 topology: &t.topology,
                 kernel: Path::new("IMAGE/vmlinuz"),
                 initrd: Path::new("IMAGE/initramfs.cpio"),
                 files: &files,
-                accel: ndharness::qemu::Accel::Tcg,
+                accel: ndharness::vm::Accel::Tcg,
                 extra_append: "",
                 incoming: None,
             };
             println!(
                 "qemu-system-x86_64 {}",
-                ndharness::qemu::cmdline::argv(&spec).join(" ")
+                ndharness::vm::cmdline::argv(&spec).join(" ")
             );
             Ok(ExitCode::SUCCESS)
         }
@@ -774,7 +774,7 @@ fn boot(args: BootArgs) -> anyhow::Result<ExitCode> {
             None => (None, None),
         },
     };
-    let run = ndharness::qemu::RunDir::create(
+    let run = ndharness::vm::RunDir::create(
         &config.runs_dir,
         &format!("boot-{}", topology.name),
         &topology.topology,
@@ -783,7 +783,7 @@ fn boot(args: BootArgs) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()?;
     rt.block_on(async {
-        let spec = ndharness::machine::StartSpec {
+        let spec = ndharness::vm::StartSpec {
             qemu_binary: &env.qemu,
             image: &env.image,
             topology: &topology.topology,
@@ -793,7 +793,7 @@ fn boot(args: BootArgs) -> anyhow::Result<ExitCode> {
             incoming: state.as_deref(),
         };
         let evidence = run.path.clone();
-        let mut m = ndharness::machine::Machine::start(&spec, run)
+        let mut m = ndharness::vm::Machine::start(&spec, run)
             .await
             .with_context(|| {
                 format!(

@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::{runtime, Guest};
-use ndharness::machine::Machine;
+use ndharness::vm::Machine;
 use serde_json::Value;
 
 const MIB: u64 = 1 << 20;

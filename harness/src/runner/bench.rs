@@ -9,8 +9,8 @@ use serde::Serialize;
 
 use super::{Config, GuestEnv};
 use crate::image::{self, ImageFiles};
-use crate::machine::{Machine, StartSpec};
-use crate::qemu::RunDir;
+use crate::vm::RunDir;
+use crate::vm::{Machine, StartSpec};
 
 #[derive(Debug, Serialize)]
 pub struct Measure {
@@ -64,7 +64,7 @@ pub fn bench(config: &Config, env: &GuestEnv, opts: &Options) -> anyhow::Result<
             assemble: true,
             device_model: false,
         };
-        let drivers = crate::qemu::cmdline::driver_modules(&topo.topology);
+        let drivers = crate::vm::cmdline::driver_modules(&topo.topology);
         let mut trip = Vec::new();
         let mut cold = Starts::default();
         for _ in 0..opts.runs {

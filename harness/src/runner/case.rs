@@ -6,12 +6,12 @@ use std::time::Duration;
 use super::warm::SavePoint;
 use super::{snapshot, Config, GuestEnv};
 use crate::kmsg::{self, Record};
-use crate::machine::{self, Machine, StartSpec, StepRun};
 use crate::names::Names;
 use crate::normalize;
-use crate::qemu::RunDir;
 use crate::suite::{Action, Step, Trial};
 use crate::transcript::{self, StepRecord};
+use crate::vm::machine::{self, Machine, StartSpec, StepRun};
+use crate::vm::RunDir;
 
 /// How a trial ended.
 #[derive(Debug)]
@@ -497,7 +497,7 @@ impl Trace {
     /// caused beyond `expected`.
     fn prepared(
         &mut self,
-        out: Option<crate::guest::ExecOutput>,
+        out: Option<crate::vm::agent::ExecOutput>,
         expected: &[String],
         what: &str,
     ) -> Result<(), Verdict> {
@@ -563,7 +563,9 @@ impl Trace {
         let n = self.n;
         let out = match run_step(self.m(), n, step, timeout).await {
             Ok(out) => out,
-            Err(machine::Error::Agent(crate::guest::Error::CommandTimeout { timeout, .. })) => {
+            Err(machine::Error::Agent(crate::vm::agent::Error::CommandTimeout {
+                timeout, ..
+            })) => {
                 return Err(Verdict::Fail(format!(
                     "step {n} (`{}`) did not finish within {timeout:?}",
                     step.action.display()

@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use crate::image::{self, BuildOptions, Image, ImageFiles};
-use crate::qemu::{accel::AccelChoice, Accel};
+use crate::vm::{accel::AccelChoice, Accel};
 
 pub use case::{run_case, CaseOutcome, Prelude};
 pub use report::{Status, TrialResult};
@@ -162,13 +162,13 @@ pub fn prepare(config: &Config) -> anyhow::Result<GuestEnv> {
 }
 
 fn prepare_image(config: &Config, name: &str) -> anyhow::Result<GuestEnv> {
-    let qemu = crate::qemu::find_binary()?;
+    let qemu = crate::vm::find_binary()?;
     let files = ImageFiles::load(&config.images_dir(), name)?;
     let image = image::build(&files, &config.build)?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let accel = rt.block_on(crate::qemu::accel::resolve(
+    let accel = rt.block_on(crate::vm::accel::resolve(
         config.accel,
         &qemu,
         &image.kernel,

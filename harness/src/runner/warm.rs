@@ -43,9 +43,9 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
 use super::{Config, GuestEnv};
-use crate::machine::{Machine, StartSpec};
-use crate::qemu::{self, GuestFiles, LaunchSpec, RunDir};
 use crate::topology::{Loaded, Topology};
+use crate::vm::{cmdline, GuestFiles, LaunchSpec, RunDir};
+use crate::vm::{Machine, StartSpec};
 
 /// What a guest is started as: a topology, extra kernel arguments, whether
 /// the harness assembles its CXL regions, and whether the case drives
@@ -149,7 +149,7 @@ pub fn key(env: &GuestEnv, g: Group<'_>) -> String {
     let placeholder = Path::new("RUN");
     let t = g.t();
     let files = GuestFiles::under(placeholder, placeholder, t);
-    let argv = qemu::cmdline::argv(&LaunchSpec {
+    let argv = cmdline::argv(&LaunchSpec {
         topology: t,
         kernel: Path::new("IMAGE/vmlinuz"),
         initrd: Path::new("IMAGE/initramfs.cpio"),

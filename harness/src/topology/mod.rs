@@ -2,7 +2,7 @@
 //!
 //! A topology is plain data, loaded from YAML (a shipped name such as `nfit-1`,
 //! or a file), validated before anything boots, and turned into a QEMU command
-//! line by [`crate::qemu::cmdline`].
+//! line by [`crate::vm::cmdline`].
 
 pub mod cxl;
 pub mod named;

@@ -5,10 +5,10 @@
 use std::path::Path;
 use std::time::Duration;
 
-use ndharness::machine::{Machine, StartSpec};
-use ndharness::qemu::RunDir;
 use ndharness::runner::{self, Config, GuestEnv};
 use ndharness::topology::Loaded;
+use ndharness::vm::RunDir;
+use ndharness::vm::{Machine, StartSpec};
 
 pub struct Guest {
     pub config: Config,

@@ -7,7 +7,8 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use super::{Accel, Error, QemuProcess, Result};
+use super::qemu::{Error, Result};
+use super::{Accel, QemuProcess};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum AccelChoice {

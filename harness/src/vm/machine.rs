@@ -8,11 +8,11 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
-use crate::guest::{self, Agent, ExecOutput};
+use super::agent::{self, Agent, ExecOutput};
+use super::qmp::{self, GuestEvents, Qmp};
+use super::{cmdline, qemu, Accel, LaunchSpec, QemuProcess, RunDir};
 use crate::image::Image;
 use crate::kmsg::{self, Marker, Record};
-use crate::qemu::{self, Accel, LaunchSpec, QemuProcess, RunDir};
-use crate::qmp::{self, GuestEvents, Qmp};
 use crate::size::Size;
 use crate::topology::Topology;
 
@@ -41,7 +41,7 @@ pub enum Error {
     #[error(transparent)]
     Qmp(#[from] qmp::Error),
     #[error(transparent)]
-    Agent(#[from] guest::Error),
+    Agent(#[from] agent::Error),
     #[error("the guest was not ready within {timeout:?} (no agent on its virtio port)\n--- serial console (last lines) ---\n{serial}")]
     BootTimeout { timeout: Duration, serial: String },
     #[error(
@@ -67,7 +67,7 @@ impl Error {
     pub fn is_infrastructure(&self) -> bool {
         !matches!(
             self,
-            Error::Panicked { .. } | Error::Agent(guest::Error::CommandTimeout { .. })
+            Error::Panicked { .. } | Error::Agent(agent::Error::CommandTimeout { .. })
         )
     }
 }
@@ -104,7 +104,7 @@ pub struct Machine {
     nvdimms: usize,
     hotplugged: usize,
     /// The drivers init leaves to the harness
-    /// ([`qemu::cmdline::driver_modules`]): their devices' PCI headers go
+    /// ([`cmdline::driver_modules`]): their devices' PCI headers go
     /// with a saved state and come back before the drivers load.
     drivers: Vec<&'static str>,
     /// Started from a saved state.
@@ -148,7 +148,7 @@ impl Machine {
         if let Some(state) = spec.incoming {
             restore_backing(state, &run)?;
         }
-        let argv = qemu::cmdline::argv(&launch);
+        let argv = cmdline::argv(&launch);
         let _ = std::fs::write(
             run.path.join("qemu.argv"),
             shell_words(spec.qemu_binary, &argv),
@@ -207,7 +207,7 @@ impl Machine {
             memory_devices,
             nvdimms: spec.topology.nvdimms.len(),
             hotplugged: 0,
-            drivers: qemu::cmdline::driver_modules(spec.topology),
+            drivers: cmdline::driver_modules(spec.topology),
             restored: spec.incoming.is_some(),
         };
         if spec.incoming.is_some() {
@@ -234,7 +234,7 @@ impl Machine {
     }
 
     async fn wait_agent(&mut self, deadline: Instant) -> Result<()> {
-        let port = qemu::cmdline::AGENT_PORT_ID.to_owned();
+        let port = cmdline::AGENT_PORT_ID.to_owned();
         let mut events = self.events.clone();
         let opened = async {
             let _ = events.wait_for(|e| e.open_ports.contains(&port)).await;
@@ -396,7 +396,7 @@ impl Machine {
     }
 
     /// Loads the drivers the guest's init leaves to the harness
-    /// ([`qemu::cmdline::driver_modules`]), after writing back the PCI
+    /// ([`cmdline::driver_modules`]), after writing back the PCI
     /// headers of a restored guest; their kernel records stay for
     /// [`Self::take_unattributed`]. `Ok(None)` when the topology has none;
     /// the output of a failing `modprobe` otherwise.
@@ -609,7 +609,7 @@ impl Machine {
         std::fs::create_dir_all(&dir).map_err(io(&dir))?;
         for f in self.run.files.backing() {
             let to = dir.join(f.file_name().expect("a backing file has a name"));
-            qemu::copy_sparse(f, &to).map_err(io(&to))?;
+            super::copy_sparse(f, &to).map_err(io(&to))?;
         }
         Ok(self.run)
     }
@@ -619,12 +619,12 @@ impl Machine {
 const EACH_MARK: &str = "\n@@ndharness-exit=";
 
 /// Loads `drivers` in order (an optional one only when the kernel has it,
-/// [`qemu::cmdline::OPTIONAL_DRIVERS`]), then flushes the nd bus's probes
+/// [`cmdline::OPTIONAL_DRIVERS`]), then flushes the nd bus's probes
 /// ([`FLUSH_ND_PROBES`]).
 fn drivers_script(drivers: &[&str]) -> String {
     let (optional, required): (Vec<&str>, Vec<&str>) = drivers
         .iter()
-        .partition(|d| qemu::cmdline::OPTIONAL_DRIVERS.contains(d));
+        .partition(|d| cmdline::OPTIONAL_DRIVERS.contains(d));
     let mut s = format!("modprobe -a {} || exit; ", required.join(" "));
     for m in optional {
         s.push_str(&format!("! modprobe -n -q {m} || modprobe {m} || exit; "));
@@ -713,7 +713,7 @@ fn restore_backing(state: &Path, run: &RunDir) -> Result<()> {
                 from.display()
             )));
         }
-        qemu::copy_sparse(&from, f).map_err(|source| qemu::Error::RunDir {
+        super::copy_sparse(&from, f).map_err(|source| qemu::Error::RunDir {
             path: f.to_owned(),
             source,
         })?;
@@ -762,7 +762,7 @@ fn exited(run: &RunDir, during: &str, status: String) -> Error {
     Error::Exited {
         during: during.to_owned(),
         status,
-        qemu_log: qemu::rundir_tail(&run.qemu_log(), 20),
+        qemu_log: super::rundir_tail(&run.qemu_log(), 20),
         serial: run.serial_tail(30),
     }
 }
@@ -770,7 +770,7 @@ fn exited(run: &RunDir, during: &str, status: String) -> Error {
 /// Every PCI device the topology implies must be in QEMU's own PCI tree.
 async fn check_pci(qmp: &Qmp, topology: &Topology) -> Result<()> {
     let present = qmp.pci_ids().await?;
-    let missing: Vec<String> = qemu::cmdline::pci_ids(topology)
+    let missing: Vec<String> = cmdline::pci_ids(topology)
         .into_iter()
         .filter(|id| !present.contains(id))
         .collect();

@@ -1,17 +1,8 @@
-//! QEMU: its command line ([`cmdline`]), the accelerator choice ([`accel`]),
-//! the run folder a guest lives in, and the process itself, which never
-//! outlives its owner (dropped, panicking, or Ctrl-C'd).
-
-pub mod accel;
-pub mod cmdline;
-mod process;
-mod rundir;
+//! The QEMU binary (found on `$NDHARNESS_QEMU` or `$PATH`) and the errors
+//! of starting it: no binary, a spawn that failed, a run folder that could
+//! not be made, KVM asked for and unusable.
 
 use std::path::PathBuf;
-
-pub use cmdline::{Accel, GuestFiles, LaunchSpec};
-pub use process::{kill_all, QemuProcess};
-pub use rundir::{copy_sparse, tail as rundir_tail, RunDir};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

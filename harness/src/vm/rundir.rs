@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use super::cmdline::GuestFiles;
-use super::{Error, Result};
+use super::qemu::{Error, Result};
 use crate::size::Size;
 use crate::topology::Topology;
 

@@ -1,0 +1,28 @@
+//! A guest's life, one module per part: the QEMU command line a topology
+//! makes ([`cmdline`], pure), the accelerator ([`accel`]), the QEMU binary
+//! ([`qemu`]) and its process ([`process`], never outliving its owner), the
+//! run folder a guest lives in ([`rundir`]), QMP ([`qmp`]), the guest agent
+//! ([`agent`]), and [`Machine`], which ties them into start → steps → stop.
+
+pub mod accel;
+pub mod agent;
+pub mod cmdline;
+pub mod machine;
+mod process;
+pub mod qemu;
+pub mod qmp;
+mod rundir;
+
+pub use cmdline::{Accel, GuestFiles, LaunchSpec};
+pub use machine::{Machine, StartSpec, StepRun};
+pub use process::{kill_all, QemuProcess};
+pub use qemu::find_binary;
+pub use rundir::{copy_sparse, tail as rundir_tail, RunDir};
+
+/// The single-threaded tokio runtime every guest is driven on: one per
+/// thread that drives guests (a trial, a template, a command).
+pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+}

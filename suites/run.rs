@@ -15,5 +15,5 @@ fn main() -> ExitCode {
         .expect("repository root");
     let args = libtest_mimic::Arguments::from_args();
     let config = Config::for_repo(root);
-    runner::run(runner::Shared::new(config), &args)
+    runner::run(config, &args)
 }

@@ -8,6 +8,44 @@ use std::time::Duration;
 
 use crate::topology::cxl::{AssembleMethod, Cxl, Region};
 use crate::topology::Topology;
+use crate::vm::machine::{self, Machine};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("no memdev with serial {0} in the guest (cxl list -M)")]
+    NoMemdev(u64),
+    #[error("no endpoint for {0} in the guest (cxl list -E)")]
+    NoEndpoint(String),
+    #[error("`{command}` is not JSON: {source}")]
+    NotJson {
+        command: &'static str,
+        source: serde_json::Error,
+    },
+    #[error("`cxl list -M` gave neither a list nor an object")]
+    NotAList,
+    #[error("memdev without serial or name in `cxl list -M`: {0}")]
+    Unnamed(serde_json::Value),
+    #[error("the guest has no CXL memdev (`cxl list -M` is empty): were the topology's drivers loaded (Machine::load_drivers)?")]
+    NoMemdevs,
+    #[error("{0}")]
+    Order(String),
+    /// A listing or an assembly command failed: what it printed.
+    #[error("{0}")]
+    Failed(String),
+    #[error(transparent)]
+    Guest(#[from] machine::Error),
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// What an assembly does with the label areas.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Labels {
+    /// New devices: initialize them, so the regions are divisible.
+    Initialize,
+    /// After a reboot: the labels on the devices must survive.
+    Keep,
+}
 
 /// What the guest calls each device: memdev name, and the endpoint decoder
 /// the sysfs method programs.
@@ -19,21 +57,22 @@ pub struct GuestDevices {
 }
 
 /// The guest commands that assemble every region marked `assemble`.
-pub fn commands(cxl: &Cxl, guest: &GuestDevices) -> Result<Vec<String>, String> {
+pub fn commands(cxl: &Cxl, guest: &GuestDevices) -> Result<Vec<String>> {
     let mut out = Vec::new();
     for region in cxl.regions.iter().filter(|r| r.assemble) {
-        let order = cxl.position_order(region)?;
+        let order = cxl
+            .position_order(region)
+            .map_err(|e| Error::Order(e.to_string()))?;
         let names = order
             .iter()
             .map(|d| {
-                guest.memdev.get(&d.serial()).cloned().ok_or_else(|| {
-                    format!(
-                        "no memdev with serial {} in the guest (cxl list -M)",
-                        d.serial()
-                    )
-                })
+                guest
+                    .memdev
+                    .get(&d.serial())
+                    .cloned()
+                    .ok_or(Error::NoMemdev(d.serial()))
             })
-            .collect::<Result<Vec<_>, _>>()?;
+            .collect::<Result<Vec<_>>>()?;
         out.push(match region.method {
             AssembleMethod::Cli => format!(
                 "cxl create-region -m -t pmem -d decoder0.{} -w {} -g {} {}",
@@ -68,7 +107,7 @@ fn sysfs_script(
     memdevs: &[String],
     guest: &GuestDevices,
     per_device: u64,
-) -> Result<String, String> {
+) -> Result<String> {
     let d = "/sys/bus/cxl/devices";
     let root = format!("{d}/decoder0.{}", region.window);
     let mut s = vec![
@@ -87,7 +126,7 @@ fn sysfs_script(
         let dec = guest
             .endpoint_decoder
             .get(m)
-            .ok_or_else(|| format!("no endpoint for {m} in the guest (cxl list -E)"))?;
+            .ok_or_else(|| Error::NoEndpoint(m.clone()))?;
         s.push(format!("echo pmem > {d}/{dec}/mode"));
         s.push(format!("echo {per_device} > {d}/{dec}/dpa_size"));
         decoders.push(dec.clone());
@@ -105,9 +144,11 @@ fn sysfs_script(
 }
 
 /// `cxl list -E` JSON to memdev -> endpoint decoder `decoderK.0`.
-pub fn endpoint_decoders(json: &str) -> Result<BTreeMap<String, String>, String> {
-    let v: serde_json::Value =
-        serde_json::from_str(json).map_err(|e| format!("`cxl list -E` is not JSON: {e}"))?;
+pub fn endpoint_decoders(json: &str) -> Result<BTreeMap<String, String>> {
+    let v: serde_json::Value = serde_json::from_str(json).map_err(|source| Error::NotJson {
+        command: "cxl list -E",
+        source,
+    })?;
     let mut out = BTreeMap::new();
     let mut stack = vec![&v];
     while let Some(x) = stack.pop() {
@@ -129,13 +170,15 @@ pub fn endpoint_decoders(json: &str) -> Result<BTreeMap<String, String>, String>
 }
 
 /// `cxl list -M` JSON to serial -> memdev name.
-pub fn memdevs_by_serial(json: &str) -> Result<BTreeMap<u64, String>, String> {
-    let v: serde_json::Value =
-        serde_json::from_str(json).map_err(|e| format!("`cxl list -M` is not JSON: {e}"))?;
+pub fn memdevs_by_serial(json: &str) -> Result<BTreeMap<u64, String>> {
+    let v: serde_json::Value = serde_json::from_str(json).map_err(|source| Error::NotJson {
+        command: "cxl list -M",
+        source,
+    })?;
     let list = match v {
         serde_json::Value::Array(a) => a,
         serde_json::Value::Object(_) => vec![v],
-        _ => return Err("`cxl list -M` gave neither a list nor an object".into()),
+        _ => return Err(Error::NotAList),
     };
     list.iter()
         .map(|m| {
@@ -143,9 +186,7 @@ pub fn memdevs_by_serial(json: &str) -> Result<BTreeMap<u64, String>, String> {
             let name = m.get("memdev").and_then(serde_json::Value::as_str);
             match (serial, name) {
                 (Some(s), Some(n)) => Ok((s, n.to_owned())),
-                _ => Err(format!(
-                    "memdev without serial or name in `cxl list -M`: {m}"
-                )),
+                _ => Err(Error::Unnamed(m.clone())),
             }
         })
         .collect()
@@ -159,13 +200,9 @@ pub fn wanted(t: &Topology) -> bool {
 }
 
 /// Queries the guest and returns the assembly commands. After a reboot
-/// (`fresh_labels` false) only the regions are created again: the labels
+/// ([`Labels::Keep`]) only the regions are created again: the labels
 /// already on the devices must survive.
-pub async fn plan(
-    m: &crate::vm::machine::Machine,
-    t: &Topology,
-    fresh_labels: bool,
-) -> Result<Vec<String>, String> {
+pub async fn plan(m: &Machine, t: &Topology, labels: Labels) -> Result<Vec<String>> {
     let Some(cxl) = &t.cxl else {
         return Ok(Vec::new());
     };
@@ -175,16 +212,14 @@ pub async fn plan(
     let listed = list(m, &[&["cxl", "list", "-M"], &["cxl", "list", "-E"]]).await?;
     let memdev = memdevs_by_serial(&listed[0])?;
     if memdev.is_empty() {
-        return Err("the guest has no CXL memdev (`cxl list -M` is empty): \
-                    were the topology's drivers loaded (Machine::load_drivers)?"
-            .into());
+        return Err(Error::NoMemdevs);
     }
     let guest = GuestDevices {
         memdev,
         endpoint_decoder: endpoint_decoders(&listed[1])?,
     };
     let mut cmds = commands(cxl, &guest)?;
-    if !fresh_labels {
+    if labels == Labels::Keep {
         cmds.retain(|c| !c.starts_with("ndctl "));
         // The namespaces the labels describe probe asynchronously after the
         // region binds; reading wait_probe flushes the nd bus's probe queue,
@@ -196,19 +231,16 @@ pub async fn plan(
 
 /// Plans and runs the assembly outside a case (`boot`, `bench`): each
 /// command must succeed.
-pub async fn run(m: &crate::vm::machine::Machine, t: &Topology) -> Result<(), String> {
-    for line in plan(m, t, true).await? {
+pub async fn run(m: &Machine, t: &Topology) -> Result<()> {
+    for line in plan(m, t, Labels::Initialize).await? {
         let argv = vec!["/bin/sh".to_owned(), "-c".to_owned(), line.clone()];
-        let out = m
-            .exec(&argv, Duration::from_secs(120))
-            .await
-            .map_err(|e| e.to_string())?;
+        let out = m.exec(&argv, Duration::from_secs(120)).await?;
         if !out.success() {
-            return Err(format!(
+            return Err(Error::Failed(format!(
                 "`{line}` failed: {}{}",
                 out.stdout_text(),
                 out.stderr_text()
-            ));
+            )));
         }
     }
     Ok(())
@@ -216,16 +248,10 @@ pub async fn run(m: &crate::vm::machine::Machine, t: &Topology) -> Result<(), St
 
 /// The outputs of `commands`, run in one guest round trip; an error names
 /// the first that failed.
-async fn list(
-    m: &crate::vm::machine::Machine,
-    commands: &[&[&str]],
-) -> Result<Vec<String>, String> {
-    let (outs, stderr) = m
-        .exec_each(commands, Duration::from_secs(60))
-        .await
-        .map_err(|e| e.to_string())?;
-    if let Some(failed) = crate::vm::machine::first_failure(commands, &outs, &stderr) {
-        return Err(failed);
+async fn list(m: &Machine, commands: &[&[&str]]) -> Result<Vec<String>> {
+    let (outs, stderr) = m.exec_each(commands, Duration::from_secs(60)).await?;
+    if let Some(failed) = machine::first_failure(commands, &outs, &stderr) {
+        return Err(Error::Failed(failed));
     }
     Ok(outs.into_iter().map(|(_, stdout)| stdout).collect())
 }
@@ -274,7 +300,7 @@ mod tests {
     #[test]
     fn missing_memdev_is_named() {
         let err = commands(&cxl(2), &GuestDevices::default()).unwrap_err();
-        assert!(err.contains("serial 1"), "{err}");
+        assert!(err.to_string().contains("serial 1"), "{err}");
     }
 
     #[test]

@@ -72,7 +72,7 @@ enum StatesAction {
     List,
     /// Remove the states unused for DAYS days (0: all of them).
     Prune {
-        #[arg(long, value_name = "DAYS", default_value_t = ndharness::runner::states::KEEP_DAYS as f64)]
+        #[arg(long, value_name = "DAYS", default_value_t = ndharness::runner::warm::states::KEEP_DAYS as f64)]
         older_than: f64,
     },
 }
@@ -527,11 +527,11 @@ fn compare(args: CompareArgs) -> anyhow::Result<ExitCode> {
     for (label, spec, config) in sides {
         println!("\n== {label}: {spec} (image {})", config.image);
         let snapshots = config.collect.clone().expect("set above");
-        let o = runner::execute(runner::Shared::new(config), &targs);
+        let o = runner::execute(config, &targs);
         ran.push(compare::Side {
             spec,
             info: o.info,
-            exit_code: o.code,
+            exit_code: o.exit_code,
             snapshots,
             results: o.results,
         });
@@ -653,7 +653,7 @@ fn bisect(args: BisectArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn states_cmd(action: StatesAction) -> anyhow::Result<ExitCode> {
-    use ndharness::runner::states;
+    use ndharness::runner::warm::states;
     let dir = ndharness::image::cache_dir().join("states");
     match action {
         StatesAction::List => {
@@ -737,11 +737,11 @@ fn run_inner(args: RunArgs) -> anyhow::Result<u8> {
     if targs.list {
         targs.test_threads = None;
     }
-    let o = runner::execute(runner::Shared::new(config), &targs);
+    let o = runner::execute(config, &targs);
     if !bisect {
-        return Ok(o.code);
+        return Ok(o.exit_code);
     }
-    Ok(match o.code {
+    Ok(match o.exit_code {
         _ if o.results.is_empty() => {
             eprintln!("error: no trial matches; stopping the bisection");
             128
@@ -755,21 +755,16 @@ fn boot(args: BootArgs) -> anyhow::Result<ExitCode> {
     let config = config(&args.guest)?;
     let topology = ndharness::topology::load(&args.topology)?;
     let env = runner::prepare(&config)?;
-    let group = runner::warm::Group {
-        topology: &topology,
-        kernel_args: "",
-        assemble: true,
-        device_model: false,
-    };
+    let group = runner::warm::TemplateSpec::plain(&topology);
     // A cold boot loads the topology's drivers and assembles its CXL
     // regions after the agent answers; so does a start from a state saved
     // with --save-state (before the drivers); a warm start from the cache
     // has them and reattaches its devices.
-    use runner::warm::SavePoint;
+    use runner::start::SavePoint;
     let (state, point) = match &args.from_state {
         Some(p) => (Some(p.clone()), Some(SavePoint::BeforeDrivers)),
         None if args.save_state.is_some() => (None, None),
-        None => match runner::warm::state(&config, &env, group).map_err(anyhow::Error::msg)? {
+        None => match runner::warm::state(&config, &env, group)? {
             Some(s) => (Some(s.state), Some(s.point)),
             None => (None, None),
         },

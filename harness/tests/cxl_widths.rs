@@ -49,9 +49,10 @@ fn check_width(topology: &str, ways: u64) {
         if let Some(out) = m.load_drivers().await.unwrap() {
             assert!(out.success(), "loading drivers: {}", out.stderr_text());
         }
-        for line in ndharness::assemble::plan(&m, &g.t.topology, true)
-            .await
-            .unwrap()
+        for line in
+            ndharness::assemble::plan(&m, &g.t.topology, ndharness::assemble::Labels::Initialize)
+                .await
+                .unwrap()
         {
             let out = m
                 .exec(

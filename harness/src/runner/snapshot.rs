@@ -25,15 +25,22 @@ pub fn quiet_snapshot_panics() {
     });
 }
 
-/// Compares `content` with snapshot `name`; Err carries a short reason
-/// (insta has already printed the diff).
+/// A snapshot that did not match (insta has printed the diff).
+#[derive(Debug, thiserror::Error)]
+#[error("snapshot `{name}` does not match {} (diff above); review with `cargo insta review`", .file.display())]
+pub struct Mismatch {
+    pub name: String,
+    pub file: PathBuf,
+}
+
+/// Compares `content` with snapshot `name`.
 pub fn compare(
     dir: &Path,
     case_file: &Path,
     name: &str,
     description: &str,
     content: &str,
-) -> Result<(), String> {
+) -> Result<(), Mismatch> {
     let mut settings = insta::Settings::clone_current();
     settings.set_snapshot_path(dir);
     settings.set_prepend_module_to_snapshot(false);
@@ -43,11 +50,9 @@ pub fn compare(
     let res = catch_unwind(AssertUnwindSafe(|| {
         settings.bind(|| insta::assert_snapshot!(name, content));
     }));
-    res.map_err(|_| {
-        format!(
-            "snapshot `{name}` does not match {} (diff above); review with `cargo insta review`",
-            dir.join(format!("{name}.snap")).display()
-        )
+    res.map_err(|_| Mismatch {
+        name: name.to_owned(),
+        file: dir.join(format!("{name}.snap")),
     })
 }
 

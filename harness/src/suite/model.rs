@@ -389,7 +389,7 @@ impl TryFrom<RawStep> for Step {
             });
         }
         if let Some(q) = r.qmp {
-            crate::vm::qmp::check_step(&q.execute, &q.arguments)?;
+            crate::vm::qmp::check_step(&q.execute, &q.arguments).map_err(|e| e.to_string())?;
             actions.push(Action::Qmp {
                 command: q.execute,
                 arguments: q.arguments,

@@ -107,3 +107,23 @@ impl Drop for QemuProcess {
         self.forget();
     }
 }
+
+/// `binary` and `argv` as a shell command line, one option per line.
+pub fn shell_words(binary: &Path, argv: &[String]) -> String {
+    let quote = |s: &str| {
+        if s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_=,./:@+".contains(c))
+        {
+            s.to_owned()
+        } else {
+            format!("'{}'", s.replace('\'', r"'\''"))
+        }
+    };
+    let mut out = quote(&binary.display().to_string());
+    for a in argv {
+        out.push_str(if a.starts_with('-') { " \\\n  " } else { " " });
+        out.push_str(&quote(a));
+    }
+    out.push('\n');
+    out
+}

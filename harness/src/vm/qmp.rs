@@ -209,6 +209,20 @@ fn log_line(log: &Mutex<std::fs::File>, what: &str, json: &str) {
     }
 }
 
+/// Why a case step's QMP command was refused or failed.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum StepError {
+    #[error("`{name}` is not a QMP command a step can send; these are: {}", STEP_COMMANDS.join(", "))]
+    UnknownCommand { name: String },
+    #[error("arguments of `{name}`: {reason}")]
+    BadArguments { name: String, reason: String },
+    #[error("`{name}` has no argument `{argument}`")]
+    UnknownArgument { name: String, argument: String },
+    /// QEMU's answer was an error.
+    #[error("{0}")]
+    Failed(String),
+}
+
 /// The QMP commands a case step may send, each through its `qapi` type:
 /// arguments are checked against QEMU's schema when the case is parsed,
 /// not when the guest is already up.
@@ -218,7 +232,7 @@ macro_rules! step_commands {
         pub const STEP_COMMANDS: &[&str] = &[$($name),*];
 
         /// Checks a step's command and arguments without running them.
-        pub fn check_step(name: &str, args: &serde_json::Value) -> std::result::Result<(), String> {
+        pub fn check_step(name: &str, args: &serde_json::Value) -> std::result::Result<(), StepError> {
             match name {
                 $($name => typed_args::<qmp::$ty>(name, args).map(|_| ()),)*
                 _ => Err(unknown_command(name)),
@@ -231,11 +245,14 @@ macro_rules! step_commands {
                 &self,
                 name: &str,
                 args: &serde_json::Value,
-            ) -> std::result::Result<serde_json::Value, String> {
+            ) -> std::result::Result<serde_json::Value, StepError> {
                 match name {
                     $($name => {
                         let c = typed_args::<qmp::$ty>(name, args)?;
-                        let ok = self.execute(c).await.map_err(|e| e.to_string())?;
+                        let ok = self
+                            .execute(c)
+                            .await
+                            .map_err(|e| StepError::Failed(e.to_string()))?;
                         Ok(serde_json::to_value(ok).unwrap_or_default())
                     })*
                     _ => Err(unknown_command(name)),
@@ -259,16 +276,15 @@ step_commands! {
     "human-monitor-command" => human_monitor_command,
 }
 
-fn unknown_command(name: &str) -> String {
-    format!(
-        "`{name}` is not a QMP command a step can send; these are: {}",
-        STEP_COMMANDS.join(", ")
-    )
+fn unknown_command(name: &str) -> StepError {
+    StepError::UnknownCommand {
+        name: name.to_owned(),
+    }
 }
 
 /// The arguments as the command's type, refusing any the type lacks (the
 /// generated types accept unknown fields; QEMU would not).
-fn typed_args<C>(name: &str, args: &serde_json::Value) -> std::result::Result<C, String>
+fn typed_args<C>(name: &str, args: &serde_json::Value) -> std::result::Result<C, StepError>
 where
     C: serde::de::DeserializeOwned + serde::Serialize,
 {
@@ -277,12 +293,17 @@ where
     } else {
         args.clone()
     };
-    let typed: C =
-        serde_json::from_value(args.clone()).map_err(|e| format!("arguments of `{name}`: {e}"))?;
+    let typed: C = serde_json::from_value(args.clone()).map_err(|e| StepError::BadArguments {
+        name: name.to_owned(),
+        reason: e.to_string(),
+    })?;
     let back = serde_json::to_value(&typed).unwrap_or_default();
     if let (Some(given), Some(known)) = (args.as_object(), back.as_object()) {
         if let Some(k) = given.keys().find(|k| !known.contains_key(*k)) {
-            return Err(format!("`{name}` has no argument `{k}`"));
+            return Err(StepError::UnknownArgument {
+                name: name.to_owned(),
+                argument: k.clone(),
+            });
         }
     }
     Ok(typed)
@@ -299,12 +320,12 @@ mod tests {
         assert_eq!(check_step("cxl-inject-poison", &ok), Ok(()));
         let missing = serde_json::json!({"path": "/x", "start": 0});
         let e = check_step("cxl-inject-poison", &missing).unwrap_err();
-        assert!(e.contains("length"), "{e}");
+        assert!(e.to_string().contains("length"), "{e}");
         let extra = serde_json::json!({"path": "/x", "start": 0, "length": 64, "len": 1});
         let e = check_step("cxl-inject-poison", &extra).unwrap_err();
-        assert!(e.contains("no argument `len`"), "{e}");
+        assert!(e.to_string().contains("no argument `len`"), "{e}");
         assert_eq!(check_step("query-status", &serde_json::Value::Null), Ok(()));
         let e = check_step("migrate", &serde_json::Value::Null).unwrap_err();
-        assert!(e.contains("cxl-inject-poison"), "{e}");
+        assert!(e.to_string().contains("cxl-inject-poison"), "{e}");
     }
 }

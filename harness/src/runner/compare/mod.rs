@@ -13,13 +13,12 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use super::report::{Status, TrialResult};
-use super::results::RunInfo;
+use super::evidence::{collect_folder, split_checkpoint};
+use super::result::{RunInfo, Status, TrialResult};
 
-/// A trial's folder name under a collect folder.
-pub fn trial_folder(name: &str) -> String {
-    name.replace("::", "__")
-}
+mod html;
+
+pub use html::render_html;
 
 /// One side as it ran.
 #[derive(Debug, Serialize)]
@@ -85,16 +84,6 @@ impl Comparison {
         } else {
             0
         }
-    }
-}
-
-const LOG_HEADER: &str = "\nkernel log since the last checkpoint:\n";
-
-/// A checkpoint body cut into its layout and its kernel log.
-fn split_checkpoint(body: &str) -> (&str, &str) {
-    match body.find(LOG_HEADER) {
-        Some(i) => (&body[..i], &body[i + LOG_HEADER.len()..]),
-        None => (body, ""),
     }
 }
 
@@ -180,7 +169,7 @@ pub fn compare(baseline: Side, candidate: Side) -> Comparison {
                 Some(Status::Pass | Status::Fail)
             ) | (Some(Status::Ignored), Some(Status::Ignored))
         );
-        let folder = trial_folder(name);
+        let folder = collect_folder(name);
         let mut aspects = vec![Aspect {
             what: "status".into(),
             same: word(rb) == word(rc),
@@ -288,122 +277,6 @@ pub fn render_text(c: &Comparison) -> String {
     out
 }
 
-fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for ch in s.chars() {
-        match ch {
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '&' => out.push_str("&amp;"),
-            '"' => out.push_str("&quot;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-/// One page, no outside resources: sides, counts, then each differing
-/// trial as a folded section with its diffs coloured.
-pub fn render_html(c: &Comparison) -> String {
-    let mut h = String::new();
-    h.push_str("<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>ndharness compare</title>\n<style>\n");
-    h.push_str("body{font-family:sans-serif;margin:2em;max-width:110em}pre{background:#f6f6f6;padding:.6em;overflow-x:auto}\n");
-    h.push_str(
-        ".add{color:#064;background:#e6ffec}.del{color:#800;background:#ffebe9}.hunk{color:#555}\n",
-    );
-    h.push_str("table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.2em .6em;text-align:left}\n");
-    h.push_str(".same{color:#064}.differs{color:#800;font-weight:bold}.nc{color:#a60}\n</style></head><body>\n");
-    h.push_str("<h1>ndharness compare</h1>\n<table><tr><th></th><th>guest</th><th>image</th><th>kernel</th><th>ndctl</th><th>exit</th></tr>\n");
-    for (label, s) in [("baseline", &c.baseline), ("candidate", &c.candidate)] {
-        let _ = writeln!(
-            h,
-            "<tr><th>{label}</th><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            escape(&s.spec),
-            escape(&s.info.image),
-            escape(&s.info.kernel),
-            escape(&s.info.ndctl_source),
-            s.exit_code
-        );
-    }
-    let differ = c.differing().count();
-    let nc = c.incomparable().count();
-    let _ = writeln!(
-        h,
-        "</table>\n<p>{} trials: {} the same, <span class=\"differs\">{differ} differ</span>, <span class=\"nc\">{nc} not compared</span>.</p>",
-        c.trials.len(),
-        c.trials.len() - differ - nc
-    );
-    h.push_str(
-        "<table><tr><th>trial</th><th>baseline</th><th>candidate</th><th>result</th></tr>\n",
-    );
-    for t in &c.trials {
-        let (class, word) = match (t.comparable, t.same) {
-            (false, _) => ("nc", "not compared".to_owned()),
-            (true, true) => ("same", "same".to_owned()),
-            (true, false) => (
-                "differs",
-                t.aspects
-                    .iter()
-                    .filter(|a| !a.same)
-                    .map(|a| a.what.clone())
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            ),
-        };
-        let link = if t.comparable && !t.same {
-            format!("<a href=\"#{0}\">{0}</a>", escape(&t.name))
-        } else {
-            escape(&t.name)
-        };
-        let _ = writeln!(
-            h,
-            "<tr><td>{link}</td><td>{}</td><td>{}</td><td class=\"{class}\">{}</td></tr>",
-            t.baseline,
-            t.candidate,
-            escape(&word)
-        );
-    }
-    h.push_str("</table>\n");
-    for t in c.differing() {
-        let _ = writeln!(
-            h,
-            "<details open id=\"{0}\"><summary><b>{0}</b>: baseline {1}, candidate {2}</summary>",
-            escape(&t.name),
-            t.baseline,
-            t.candidate
-        );
-        for m in [&t.baseline_message, &t.candidate_message]
-            .into_iter()
-            .flatten()
-        {
-            let _ = writeln!(h, "<pre>{}</pre>", escape(m));
-        }
-        for a in t.aspects.iter().filter(|a| !a.same) {
-            let _ = writeln!(h, "<h4>{}</h4>", escape(&a.what));
-            let Some(d) = &a.diff else { continue };
-            h.push_str("<pre>");
-            for line in d.lines() {
-                let class =
-                    if line.starts_with("+++") || line.starts_with("---") || line.starts_with("@@")
-                    {
-                        "hunk"
-                    } else if line.starts_with('+') {
-                        "add"
-                    } else if line.starts_with('-') {
-                        "del"
-                    } else {
-                        ""
-                    };
-                let _ = writeln!(h, "<span class=\"{class}\">{}</span>", escape(line));
-            }
-            h.push_str("</pre>\n");
-        }
-        h.push_str("</details>\n");
-    }
-    h.push_str("</body></html>\n");
-    h
-}
-
 /// Writes `compare.json` and `compare.html` into `dir`.
 pub fn write(dir: &Path, c: &Comparison) -> std::io::Result<(PathBuf, PathBuf)> {
     std::fs::create_dir_all(dir)?;
@@ -419,6 +292,7 @@ pub fn write(dir: &Path, c: &Comparison) -> std::io::Result<(PathBuf, PathBuf)> 
 
 #[cfg(test)]
 mod tests {
+    use super::html::escape;
     use super::*;
     use std::time::Duration;
 
@@ -491,7 +365,7 @@ mod tests {
         let b = tempfile::tempdir().unwrap();
         for (dir, text) in [(a.path(), "one\n"), (b.path(), "two\n")] {
             for t in ["s::same::t", "s::differs::t", "s::fails::t"] {
-                let f = dir.join(trial_folder(t));
+                let f = dir.join(collect_folder(t));
                 std::fs::create_dir_all(&f).unwrap();
                 let body = if t.contains("differs") { text } else { "x\n" };
                 std::fs::write(f.join("transcript.txt"), body).unwrap();

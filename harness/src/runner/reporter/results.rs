@@ -1,5 +1,6 @@
 //! Machine-readable results of a run: `results.json` (one object per trial)
-//! and `junit.xml` (one test suite per ndharness suite), for CI systems.
+//! and `junit.xml` (one test suite per ndharness suite), for CI systems,
+//! written by [`ResultsWriter`] when the run ends.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -7,20 +8,28 @@ use std::time::Duration;
 use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus, TestRerun, TestSuite};
 use serde::Serialize;
 
-use super::report::{Status, TrialResult};
+use super::{Reporter, RunEvent};
+use crate::runner::result::{RunInfo, Status, TrialResult};
 
-/// What every trial of a run shares.
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct RunInfo {
-    pub image: String,
-    pub image_key: String,
-    pub kernel: String,
-    pub kernel_source: String,
-    pub ndctl_source: String,
-    pub accel: String,
-    /// `warm` (guests restored from saved states where the topology
-    /// allows) or `cold` (every guest booted).
-    pub start: String,
+/// Writes results.json and junit.xml into its folder when the run ends,
+/// and prints where.
+pub struct ResultsWriter {
+    pub dir: PathBuf,
+}
+
+impl Reporter for ResultsWriter {
+    fn report(&mut self, event: &RunEvent<'_>) {
+        let RunEvent::Finished(run) = event else {
+            return;
+        };
+        match write(&self.dir, &run.results, &run.info, run.wall, run.exit_code) {
+            Ok((json, junit)) => println!("  results: {} {}", json.display(), junit.display()),
+            Err(e) => eprintln!(
+                "warning: could not write results to {}: {e}",
+                self.dir.display()
+            ),
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -305,7 +314,7 @@ mod tests {
 #[cfg(test)]
 mod phase_tests {
     use super::*;
-    use crate::runner::report::summary;
+    use crate::runner::reporter::summary::summary;
 
     #[test]
     fn phases_reach_the_json_and_the_summary_sums_them() {

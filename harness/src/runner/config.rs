@@ -1,0 +1,81 @@
+//! Where things are and how guests run: the [`Config`] of a run.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::image::{self, BuildOptions};
+use crate::vm::accel::AccelChoice;
+
+/// How long a guest may take from QEMU's start until its agent answers.
+pub const BOOT_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// Where things are and how guests run.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The repository root (holds suites/ and images/).
+    pub root: PathBuf,
+    pub image: String,
+    /// The image `nfit_test` trials run on (see
+    /// [`crate::select::nfit_test_image`]); none: they are skipped.
+    pub nfit_test_image: Option<String>,
+    /// Snapshot variants read before the shared snapshots, in order.
+    pub variants: Vec<String>,
+    /// Put snapshots the shared ones do not match into the first variant.
+    pub new_variant: bool,
+    /// Keep each trial's snapshot bodies here instead of judging them
+    /// (`ndharness compare`).
+    pub collect: Option<PathBuf>,
+    /// Boot every guest instead of starting it from a saved state.
+    pub cold: bool,
+    pub runs_dir: PathBuf,
+    /// Where `results.json` and `junit.xml` go.
+    pub results_dir: PathBuf,
+    pub build: BuildOptions,
+    pub accel: AccelChoice,
+    pub boot_timeout: Duration,
+}
+
+impl Config {
+    /// The defaults for a repository: default image, the user's cache,
+    /// accelerator `auto`, run folders under `ROOT/target/ndharness/runs`.
+    pub fn for_repo(root: PathBuf) -> Config {
+        Config {
+            runs_dir: root.join("target/ndharness/runs"),
+            results_dir: root.join("target/ndharness/results"),
+            nfit_test_image: crate::select::nfit_test_image(
+                &root.join("images"),
+                &crate::select::Resolved {
+                    image: crate::select::DEFAULT_IMAGE.into(),
+                    user_kernel: None,
+                    user_ndctl: None,
+                    variants: Vec::new(),
+                },
+            ),
+            root,
+            image: crate::select::DEFAULT_IMAGE.into(),
+            variants: Vec::new(),
+            new_variant: false,
+            collect: None,
+            cold: false,
+            build: BuildOptions {
+                cache: image::cache_dir(),
+                mirror: None,
+                user_kernel: None,
+                user_ndctl: None,
+            },
+            accel: AccelChoice::Auto,
+            boot_timeout: BOOT_TIMEOUT,
+        }
+    }
+
+    pub fn suites_dir(&self) -> PathBuf {
+        self.root.join("suites")
+    }
+    pub fn images_dir(&self) -> PathBuf {
+        self.root.join("images")
+    }
+    /// The saved states of warm starts.
+    pub fn states_dir(&self) -> PathBuf {
+        self.build.cache.join("states")
+    }
+}

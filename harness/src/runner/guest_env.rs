@@ -1,0 +1,98 @@
+//! The guest every trial of a run boots: the image (built or found in the
+//! cache), the QEMU binary and the accelerator, resolved once per run
+//! ([`GuestEnvs`]), with a second image for the trials that need the mock
+//! bus `nfit_test`.
+
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+
+use super::Config;
+use crate::image::{self, Image, ImageFiles};
+use crate::suite::Trial;
+use crate::vm::Accel;
+
+/// The image, QEMU and accelerator a guest uses.
+#[derive(Clone, Debug)]
+pub struct GuestEnv {
+    pub image: Image,
+    pub qemu: PathBuf,
+    pub accel: Accel,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Qemu(#[from] crate::vm::qemu::Error),
+    #[error(transparent)]
+    Image(#[from] image::Error),
+    #[error("failed to start a runtime: {0}")]
+    Runtime(std::io::Error),
+    /// The run cannot give an nfit_test trial the guest it needs.
+    #[error("{0}")]
+    NoNfitTest(String),
+}
+
+/// Builds (or finds) the run's image and resolves QEMU and the accelerator.
+pub fn prepare(config: &Config) -> Result<GuestEnv, Error> {
+    prepare_image(config, &config.image)
+}
+
+fn prepare_image(config: &Config, name: &str) -> Result<GuestEnv, Error> {
+    let qemu = crate::vm::find_binary()?;
+    let files = ImageFiles::load(&config.images_dir(), name)?;
+    let image = image::build(&files, &config.build)?;
+    let rt = crate::vm::runtime().map_err(Error::Runtime)?;
+    let accel = rt.block_on(crate::vm::accel::resolve(
+        config.accel,
+        &qemu,
+        &image.kernel,
+        &config.build.cache,
+    ))?;
+    Ok(GuestEnv { image, qemu, accel })
+}
+
+/// The guests of one run, each prepared on first use.
+#[derive(Default)]
+pub struct GuestEnvs {
+    main: OnceLock<Result<GuestEnv, Arc<Error>>>,
+    /// The nfit_test image's, when it is another.
+    nfit_test: OnceLock<Result<GuestEnv, Arc<Error>>>,
+}
+
+impl GuestEnvs {
+    /// The run's guest.
+    pub fn main(&self, config: &Config) -> Result<GuestEnv, Arc<Error>> {
+        self.main
+            .get_or_init(|| prepare(config).map_err(Arc::new))
+            .clone()
+    }
+
+    /// The guest `trial` runs on: the run's, or for an nfit_test topology
+    /// the image that builds nfit_test.
+    pub fn for_trial(&self, config: &Config, trial: &Trial) -> Result<GuestEnv, Arc<Error>> {
+        if !trial.needs_test_image() {
+            return self.main(config);
+        }
+        match &config.nfit_test_image {
+            Some(name) if *name != config.image => self
+                .nfit_test
+                .get_or_init(|| prepare_image(config, name).map_err(Arc::new))
+                .clone(),
+            Some(_) => self.main(config),
+            None => Err(Arc::new(Error::NoNfitTest(no_nfit_test(config)))),
+        }
+    }
+}
+
+/// Why an nfit_test trial cannot run with this configuration.
+pub fn no_nfit_test(config: &Config) -> String {
+    let needs = "needs the nfit_test modules and ndctl's tests";
+    if config.build.user_kernel.is_some() || config.build.user_ndctl.is_some() {
+        format!("{needs}, which are built for packaged kernels and ndctl only, not your own")
+    } else {
+        format!(
+            "{needs}, which no image builds for image `{}`'s kernel and ndctl; run it with --image nfit-test",
+            config.image
+        )
+    }
+}

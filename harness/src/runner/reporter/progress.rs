@@ -1,0 +1,61 @@
+//! One line per trial as it ends (`pass     12.3s  suite::case::topology`),
+//! the ignored trials' lines and the failure messages when the run ends:
+//! what a person watching a terminal or a CI log reads.
+
+use std::io::Write;
+
+use super::{Reporter, RunEvent};
+use crate::runner::result::{Status, TrialResult};
+
+/// Prints a line per trial as it ends (libtest's own lines go to a log
+/// file meanwhile), then the failures, libtest style.
+pub struct ProgressReporter;
+
+impl Reporter for ProgressReporter {
+    fn report(&mut self, event: &RunEvent<'_>) {
+        match event {
+            RunEvent::Started { trials, threads } => {
+                println!("\nrunning {trials} trials, {threads} at a time");
+            }
+            RunEvent::TrialFinished(result) => {
+                let mut out = std::io::stdout().lock();
+                let _ = out.write_all(progress_line(result).as_bytes());
+                let _ = out.flush();
+            }
+            RunEvent::Finished(run) => print!("{}", failures(&run.results)),
+        }
+    }
+}
+
+/// `pass     12.3s  suite::case::topology`, with the evidence folder of a
+/// failure or the reason an ignored trial is ignored.
+pub fn progress_line(r: &TrialResult) -> String {
+    let mut tail = String::new();
+    if let Some(p) = &r.evidence {
+        tail.push_str(&format!("  {}", p.display()));
+    }
+    if let Some(note) = &r.note {
+        tail.push_str(&format!("  ({})", note.trim()));
+    }
+    let time = if r.status == Status::Ignored {
+        "      -".to_owned()
+    } else {
+        format!("{:>6.1}s", r.duration.as_secs_f64())
+    };
+    format!("  {:<7} {time}  {}{tail}\n", r.status.word(), r.name)
+}
+
+/// The failure messages, libtest style, before the summary.
+pub fn failures(results: &[TrialResult]) -> String {
+    let mut out = String::new();
+    let mut failed: Vec<&TrialResult> = results.iter().filter(|r| r.message.is_some()).collect();
+    failed.sort_by(|a, b| a.name.cmp(&b.name));
+    for r in failed {
+        out.push_str(&format!(
+            "\n---- {} ----\n{}\n",
+            r.name,
+            r.message.as_deref().unwrap_or_default().trim_end()
+        ));
+    }
+    out
+}

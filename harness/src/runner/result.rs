@@ -1,0 +1,112 @@
+//! What a trial and a run came to: a trial's [`Status`] and its
+//! [`TrialResult`] (the record every reporter reads), what every trial of a
+//! run shares ([`RunInfo`]), and the run's exit code.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::suite::{Mode, Trial};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Status {
+    Pass,
+    Fail,
+    Error,
+    /// Marked `ignored` in its case: shown with the reason, never a pass.
+    Ignored,
+}
+
+impl Status {
+    pub fn word(self) -> &'static str {
+        match self {
+            Status::Pass => "pass",
+            Status::Fail => "FAIL",
+            Status::Error => "ERROR",
+            Status::Ignored => "ignored",
+        }
+    }
+}
+
+/// Where a trial's wall time went: (phase, time), in first-seen order.
+pub type Phases = Vec<(&'static str, Duration)>;
+
+#[derive(Clone, Debug)]
+pub struct TrialResult {
+    pub name: String,
+    pub topology: String,
+    pub modes: Vec<Mode>,
+    /// Why an ignored case is ignored, or the first attempt's error of a
+    /// retried trial (`retried after: ...`).
+    pub note: Option<String>,
+    pub status: Status,
+    pub duration: Duration,
+    pub evidence: Option<PathBuf>,
+    /// Why it failed or errored, with its evidence folder.
+    pub message: Option<String>,
+    /// Where the (last attempt's) time went, phase by phase.
+    pub phases: Phases,
+    /// The kernel release and image key it ran on, when not the run's
+    /// (nfit_test trials and ndctl's own tests run on the image that builds
+    /// nfit_test).
+    pub guest: Option<(String, String)>,
+}
+
+/// The prefix of a retried trial's note.
+pub(crate) const RETRIED_AFTER: &str = "retried after: ";
+
+impl TrialResult {
+    /// The first attempt's infrastructure error, when the trial was retried.
+    pub fn retried_after(&self) -> Option<&str> {
+        self.note
+            .as_deref()
+            .and_then(|n| n.strip_prefix(RETRIED_AFTER))
+    }
+
+    /// An ignored trial the filter selected, for the summary. `why`
+    /// overrides the case's own reason (the run cannot give the trial the
+    /// guest it needs).
+    pub fn ignored(trial: &Trial, why: Option<String>) -> TrialResult {
+        TrialResult {
+            name: trial.name.clone(),
+            topology: trial.topology.name.clone(),
+            modes: trial.case.spec.modes.clone(),
+            note: why.or_else(|| trial.case.spec.ignored.clone()),
+            status: Status::Ignored,
+            duration: Duration::ZERO,
+            phases: Vec::new(),
+            evidence: None,
+            message: None,
+            guest: None,
+        }
+    }
+}
+
+/// What every trial of a run shares.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct RunInfo {
+    pub image: String,
+    pub image_key: String,
+    pub kernel: String,
+    pub kernel_source: String,
+    pub ndctl_source: String,
+    pub accel: String,
+    /// `warm` (guests restored from saved states where the topology
+    /// allows) or `cold` (every guest booted).
+    pub start: String,
+}
+
+/// 1 on any conformance failure (or a libtest failure), else 2 on any
+/// infrastructure error, else 0.
+pub fn exit_code(results: &[TrialResult], libtest_failed: bool) -> u8 {
+    if results.iter().any(|r| r.status == Status::Fail) {
+        1
+    } else if results.iter().any(|r| r.status == Status::Error) {
+        2
+    } else if libtest_failed {
+        1
+    } else {
+        0
+    }
+}

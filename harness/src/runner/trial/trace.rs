@@ -1,0 +1,364 @@
+//! The trial state machine: a guest taken from its boot (or restore)
+//! through the drivers, the CXL region assembly and the case's steps,
+//! checkpoints and reboots, with everything it did kept in a [`Trace`] for
+//! the verdict, the snapshots and the evidence.
+
+use std::time::{Duration, Instant};
+
+use super::capture::{names_and_layout, stable_names};
+use super::step::run_step;
+use super::verdict::{check_expect, check_reports, skip_reason, Verdict};
+use crate::assemble::{self, Labels};
+use crate::kmsg::{self, Record};
+use crate::names::Names;
+use crate::runner::laps::Laps;
+use crate::runner::start::{Assembly, Prelude, SavePoint};
+use crate::suite::{Action, Step, Trial};
+use crate::topology::Topology;
+use crate::transcript::{self, StepRecord};
+use crate::vm::agent;
+use crate::vm::machine::{self, Machine, StartSpec};
+
+/// Where the kernel records no step owns are.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum KernelLog {
+    /// Read on from the guest's log first.
+    ReadGuest,
+    /// Already read (while waiting for a step's end marker).
+    AlreadyRead,
+}
+
+/// What a trial has done so far, kept when a step fails.
+pub struct Trace<'a> {
+    topology: &'a Topology,
+    assembly: Assembly,
+    /// `None` only when a reboot failed to bring the guest back.
+    pub machine: Option<Machine>,
+    pub records: Vec<StepRecord>,
+    /// Stable device names of each boot.
+    pub names: Vec<Names>,
+    /// Checkpoint name and snapshot body, in order; `layout` last.
+    pub checkpoints: Vec<(String, String)>,
+    /// Relevant kernel records since the last checkpoint.
+    since_checkpoint: Vec<Record>,
+    boot: usize,
+    /// The number of the last step run (setup steps count too).
+    step_count: usize,
+    /// The exit code that skips the trial.
+    skip_exit: Option<i32>,
+    /// Where the trial's time went, written to its evidence.
+    pub clock: Laps,
+}
+
+impl<'a> Trace<'a> {
+    pub fn new(topology: &'a Topology, assembly: Assembly, machine: Machine, clock: Laps) -> Self {
+        Trace {
+            topology,
+            assembly,
+            machine: Some(machine),
+            records: Vec::new(),
+            names: Vec::new(),
+            checkpoints: Vec::new(),
+            since_checkpoint: Vec::new(),
+            boot: 0,
+            step_count: 0,
+            skip_exit: None,
+            clock,
+        }
+    }
+
+    /// The trial's own trace: its topology, its assembly, its skip code.
+    pub fn of_trial(trial: &'a Trial, machine: Machine, clock: Laps) -> Self {
+        let spec = &trial.case.spec;
+        let mut trace = Trace::new(
+            &trial.topology.topology,
+            Assembly::of(spec.assemble),
+            machine,
+            clock,
+        );
+        trace.skip_exit = spec.skip_exit;
+        trace
+    }
+
+    pub fn machine(&mut self) -> &mut Machine {
+        self.machine.as_mut().expect("a running guest")
+    }
+
+    /// Takes over what a template guest did before its state was saved.
+    pub fn adopt(&mut self, p: Prelude) {
+        self.machine().set_kmsg_position(p.cursor, p.pending);
+        self.records = p.records;
+        self.since_checkpoint = p.since_checkpoint;
+        self.step_count = p.steps;
+    }
+
+    /// What a template hands to the trials restored from it.
+    pub fn into_prelude(self) -> (Machine, Prelude) {
+        let m = self.machine.expect("a running guest");
+        let (cursor, pending) = m.kmsg_position();
+        let prelude = Prelude {
+            records: self.records,
+            since_checkpoint: self.since_checkpoint,
+            steps: self.step_count,
+            cursor,
+            pending,
+        };
+        (m, prelude)
+    }
+
+    /// After a failing step: the transcript up to it (UUIDs not yet
+    /// numbered).
+    pub async fn transcript_so_far(&mut self) -> Option<String> {
+        // The names as they are now (a step may have hotplugged a device
+        // since the last checkpoint).
+        let m = self.machine.as_ref()?;
+        let names = tokio::time::timeout(Duration::from_secs(10), stable_names(m, self.topology))
+            .await
+            .ok()?
+            .ok()?;
+        self.set_names(names);
+        Some(transcript::render(&self.records, &self.names))
+    }
+
+    /// The kernel records no step owns yet, kept for the next checkpoint's
+    /// log and checked for reports.
+    async fn unattributed(&mut self, log: KernelLog, context: &str) -> Result<(), Verdict> {
+        if log == KernelLog::ReadGuest {
+            self.machine().read_kernel_log().await?;
+        }
+        let records = self.machine().take_unattributed();
+        self.since_checkpoint
+            .extend(records.iter().filter(|r| kmsg::relevant(r)).cloned());
+        check_reports(&records, &[], context)
+    }
+
+    /// The stable names of the current boot, replacing any taken before.
+    fn set_names(&mut self, names: Names) {
+        self.names.truncate(self.boot);
+        self.names.push(names);
+    }
+
+    /// Runs every step of `trial` (CXL region assembly first, when the
+    /// topology asks for it), stopping at the first one that fails its
+    /// expectations, then takes the final checkpoint, `layout`.
+    pub async fn run(
+        &mut self,
+        spec: &StartSpec<'_>,
+        trial: &Trial,
+        restored: Option<SavePoint>,
+    ) -> Result<(), Verdict> {
+        // A restored guest's boot (and setup, unless its drivers were left
+        // to load after the restore) ran and were checked in its template;
+        // their records came with the saved state.
+        match restored {
+            None => self.prepare().await?,
+            Some(SavePoint::BeforeDrivers) if self.machine().defers_drivers() => {
+                self.drivers(&[]).await?;
+                self.assemble(Labels::Initialize).await?;
+            }
+            Some(_) => self.reattach().await?,
+        }
+        for step in &trial.case.spec.steps {
+            let timeout = step.timeout.unwrap_or(trial.case.spec.step_timeout);
+            match &step.action {
+                Action::Checkpoint(name) => self.checkpoint(name).await?,
+                Action::Reboot => self.reboot(spec, step).await?,
+                _ => self.step(step, timeout).await?,
+            }
+        }
+        // The last checkpoint also records this boot's names.
+        self.checkpoint("layout").await?;
+        self.unattributed(KernelLog::ReadGuest, "after the last step")
+            .await?;
+        self.clock.lap("steps");
+        Ok(())
+    }
+
+    /// The boot's kernel log, checked, then the drivers and the setup steps.
+    pub async fn prepare(&mut self) -> Result<(), Verdict> {
+        self.boot_check().await?;
+        self.drivers(&[]).await?;
+        self.assemble(Labels::Initialize).await
+    }
+
+    /// The boot's kernel log, checked for reports.
+    pub async fn boot_check(&mut self) -> Result<(), Verdict> {
+        self.machine().read_kernel_log().await?;
+        let boot_log = self.machine().take_unattributed();
+        check_reports(&boot_log, &[], "during boot")
+    }
+
+    /// Loads the drivers init leaves to the harness; their kernel log is
+    /// checked like the boot's.
+    async fn drivers(&mut self, expected: &[String]) -> Result<(), Verdict> {
+        self.clock.lap("steps");
+        let loaded = self.machine().load_drivers().await;
+        self.clock.lap("drivers");
+        self.prepared(loaded?, expected, "loading the topology's drivers")
+    }
+
+    /// Gives the devices of a guest restored with its drivers bound what
+    /// the restore lost; the kernel log meanwhile is checked like a boot's.
+    async fn reattach(&mut self) -> Result<(), Verdict> {
+        self.clock.lap("steps");
+        let out = self.machine().reattach_devices().await;
+        self.clock.lap("reattach");
+        self.prepared(out?, &[], "reattaching the devices after the restore")
+    }
+
+    /// The verdict on a guest's preparation (`what`, `None` when there was
+    /// nothing to do): its command's failure, else the kernel reports it
+    /// caused beyond `expected`.
+    fn prepared(
+        &mut self,
+        out: Option<agent::ExecOutput>,
+        expected: &[String],
+        what: &str,
+    ) -> Result<(), Verdict> {
+        let Some(out) = out else {
+            return Ok(());
+        };
+        if !out.success() {
+            return Err(Verdict::Fail(format!(
+                "{what}: {}",
+                out.stderr_text().trim()
+            )));
+        }
+        let log = self.machine().take_unattributed();
+        check_reports(&log, expected, &format!("while {what}"))
+    }
+
+    /// The CXL region assembly, as steps of their own.
+    async fn assemble(&mut self, labels: Labels) -> Result<(), Verdict> {
+        if self.assembly == Assembly::ByCase {
+            return Ok(());
+        }
+        self.clock.lap("steps");
+        let topology = self.topology;
+        let lines = assemble::plan(self.machine(), topology, labels)
+            .await
+            .map_err(|e| Verdict::Fail(format!("CXL region assembly: {e}")))?;
+        self.clock.lap("plan");
+        for line in lines {
+            let step = Step {
+                action: Action::Run(line),
+                expect: Default::default(),
+                timeout: None,
+            };
+            self.step(&step, Duration::from_secs(120)).await?;
+        }
+        self.clock.lap("setup");
+        Ok(())
+    }
+
+    async fn step(&mut self, step: &Step, timeout: Duration) -> Result<(), Verdict> {
+        self.step_count += 1;
+        let number = self.step_count;
+        let out = match run_step(self.machine(), number, step, timeout).await {
+            Ok(out) => out,
+            Err(machine::Error::Agent(agent::Error::CommandTimeout { timeout, .. })) => {
+                return Err(Verdict::Fail(format!(
+                    "step {number} (`{}`) did not finish within {timeout:?}",
+                    step.action.display()
+                )))
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let rec = StepRecord {
+            n: number,
+            command: step.action.display(),
+            exit_code: out.output.exit_code,
+            signal: out.output.signal,
+            stdout: out.output.stdout_text(),
+            stderr: out.output.stderr_text(),
+            kernel: out.kernel,
+            duration: out.output.duration,
+            boot: self.boot,
+            marker: false,
+        };
+        self.since_checkpoint
+            .extend(rec.kernel.iter().filter(|r| kmsg::relevant(r)).cloned());
+        self.records.push(rec);
+        let rec = self.records.last().expect("just pushed");
+        let context = format!("in step {number} (`{}`)", rec.command);
+        check_reports(&rec.kernel, &step.expect.kernel_reports, &context)?;
+        if self.skip_exit.is_some() && rec.exit_code == self.skip_exit {
+            return Err(Verdict::Skip(skip_reason(&rec.stdout, &rec.stderr)));
+        }
+        check_expect(step, rec)?;
+        let context = format!("after step {number}");
+        self.unattributed(KernelLog::AlreadyRead, &context).await
+    }
+
+    /// Snapshots the layout and the kernel log since the last checkpoint.
+    async fn checkpoint(&mut self, name: &str) -> Result<(), Verdict> {
+        if self.checkpoints.iter().any(|(n, _)| n == name) {
+            return Err(Verdict::Fail(format!(
+                "checkpoint `{name}` is taken twice (`layout` is the implicit last one)"
+            )));
+        }
+        self.clock.lap("steps");
+        let t0 = Instant::now();
+        let topology = self.topology;
+        let (names, layout) = names_and_layout(self.machine(), topology).await?;
+        self.clock.lap("layout");
+        let context = format!("before checkpoint `{name}`");
+        self.unattributed(KernelLog::ReadGuest, &context).await?;
+        self.clock.lap("kernel log");
+        let kernel: Vec<String> = std::mem::take(&mut self.since_checkpoint)
+            .iter()
+            .map(|r| names.apply(&transcript::kernel_line(r)))
+            .collect();
+        let body = crate::runner::evidence::checkpoint_body(&layout, &kernel);
+        self.checkpoints.push((name.to_owned(), body));
+        self.set_names(names);
+        if name != "layout" {
+            self.step_count += 1;
+            let rec = StepRecord::marker(
+                self.step_count,
+                format!("checkpoint {name}"),
+                self.boot,
+                t0.elapsed(),
+            );
+            self.records.push(rec);
+        }
+        Ok(())
+    }
+
+    /// Powers the guest off and boots it again on the same backing files;
+    /// CXL regions are created again (labels kept), as firmware would not.
+    async fn reboot(&mut self, spec: &StartSpec<'_>, step: &Step) -> Result<(), Verdict> {
+        if self.machine().hotplugged() > 0 {
+            return Err(Verdict::Fail(
+                "a reboot would lose the hotplugged NVDIMMs (they are not on QEMU's command line)"
+                    .into(),
+            ));
+        }
+        let t0 = Instant::now();
+        let topology = self.topology;
+        let names = stable_names(self.machine(), topology).await?;
+        self.set_names(names);
+        self.unattributed(KernelLog::ReadGuest, "before the reboot")
+            .await?;
+        let old = self.machine.take().expect("a running guest");
+        let run = old.stop().await;
+        run.keep_boot_logs(self.boot);
+        self.boot += 1;
+        self.clock.lap("steps");
+        self.machine = Some(Machine::start(&spec.cold(), run).await?);
+        self.clock.lap("boot");
+        self.step_count += 1;
+        self.records.push(StepRecord::marker(
+            self.step_count,
+            "reboot".into(),
+            self.boot,
+            t0.elapsed(),
+        ));
+        self.machine().read_kernel_log().await?;
+        let boot_log = self.machine().take_unattributed();
+        let context = format!("while booting again (step {})", self.step_count);
+        check_reports(&boot_log, &step.expect.kernel_reports, &context)?;
+        self.drivers(&step.expect.kernel_reports).await?;
+        self.assemble(Labels::Keep).await
+    }
+}

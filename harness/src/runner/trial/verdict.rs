@@ -1,0 +1,140 @@
+//! The verdicts of a trial: how a step, a preparation or a whole trial
+//! ends ([`Verdict`]), and the judgments that make them: a step's
+//! expectations ([`check_expect`]) and the kernel reports among records
+//! ([`check_reports`]).
+
+use crate::kmsg::{self, Record};
+use crate::normalize;
+use crate::suite::Step;
+use crate::transcript::{self, StepRecord};
+use crate::vm::machine;
+
+/// Why a trial stopped before its end.
+#[derive(Debug)]
+pub enum Verdict {
+    /// A verdict on the kernel or ndctl: expectation, kernel report,
+    /// snapshot, panic, step timeout.
+    Fail(String),
+    /// The harness or the host failed; says nothing about the kernel.
+    Error(String),
+    /// A step exited with the case's `skip_exit` code, for this reason.
+    Skip(String),
+}
+
+impl From<machine::Error> for Verdict {
+    fn from(e: machine::Error) -> Verdict {
+        if e.is_infrastructure() {
+            Verdict::Error(e.to_string())
+        } else {
+            Verdict::Fail(e.to_string())
+        }
+    }
+}
+
+/// A step's exit code, stdout and stderr against its `expect:`.
+pub fn check_expect(step: &Step, rec: &StepRecord) -> Result<(), Verdict> {
+    let e = &step.expect;
+    let mut problems = Vec::new();
+    if !e.exit.accepts(rec.exit_code) {
+        problems.push(format!(
+            "exit code {:?}, expected {}",
+            rec.exit_code, e.exit
+        ));
+    }
+    if let Some(want) = &e.stdout {
+        if !rec.stdout.contains(want.as_str()) {
+            problems.push(format!("stdout lacks {want:?}"));
+        }
+    }
+    if let Some(want) = &e.stderr {
+        if !rec.stderr.contains(want.as_str()) {
+            problems.push(format!("stderr lacks {want:?}"));
+        }
+    }
+    if problems.is_empty() {
+        return Ok(());
+    }
+    Err(Verdict::Fail(format!(
+        "step {} (`{}`): {}\n--- stdout\n{}\n--- stderr\n{}",
+        rec.n,
+        rec.command,
+        problems.join("; "),
+        rec.stdout.trim_end(),
+        rec.stderr.trim_end()
+    )))
+}
+
+/// Fails on any kernel report not in `expected`, showing it with the lines
+/// that follow it.
+pub fn check_reports(
+    records: &[Record],
+    expected: &[String],
+    context: &str,
+) -> Result<(), Verdict> {
+    for (i, r) in records.iter().enumerate() {
+        let Some(kind) = kmsg::problem(r) else {
+            continue;
+        };
+        let normalized = normalize::text(&r.message);
+        if expected
+            .iter()
+            .any(|e| r.message.contains(e.as_str()) || normalized.contains(e.as_str()))
+        {
+            continue;
+        }
+        let report: Vec<String> = records[i..]
+            .iter()
+            .take(25)
+            .map(transcript::kernel_line)
+            .collect();
+        return Err(Verdict::Fail(format!(
+            "kernel {kind} {context}:\n  {}",
+            report.join("\n  ")
+        )));
+    }
+    Ok(())
+}
+
+/// Why a step skipped: the last line that says so (ndctl's tests print
+/// "kernel VERSION: ... skipping"), else its last line of output.
+pub fn skip_reason(stdout: &str, stderr: &str) -> String {
+    let lines: Vec<&str> = stdout
+        .lines()
+        .chain(stderr.lines())
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('+'))
+        .collect();
+    lines
+        .iter()
+        .rev()
+        .find(|l| l.to_lowercase().contains("skip"))
+        .or(lines.last())
+        .map_or_else(
+            || "skipped (no reason printed)".to_owned(),
+            |l| l.to_string(),
+        )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::skip_reason;
+
+    #[test]
+    fn skip_reason_is_the_line_that_says_so() {
+        let out = "+ modprobe cxl_test\nkernel 6.12.95: missing fio, skipping...\n";
+        assert_eq!(
+            skip_reason(out, ""),
+            "kernel 6.12.95: missing fio, skipping..."
+        );
+        // C tests say it on stderr; shell traces (`+ ...`) are not reasons.
+        assert_eq!(
+            skip_reason(
+                "",
+                "nfit_test unavailable skipping tests\nattempted: 1 skipped: 1\n+ exit 77\n"
+            ),
+            "attempted: 1 skipped: 1"
+        );
+        assert_eq!(skip_reason("last words\n", ""), "last words");
+        assert_eq!(skip_reason("", ""), "skipped (no reason printed)");
+    }
+}

@@ -1,0 +1,114 @@
+//! Making a saved state: the group's template guest booted once, taken
+//! through its boot check and setup ([`crate::runner::trial::template`]),
+//! saved with QMP `migrate` into a staging folder, then moved into the
+//! cache in one rename.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use super::{save_point, TemplateSpec};
+use crate::runner::start::Prelude;
+use crate::runner::trial::template::{self, Template};
+use crate::runner::{Config, GuestEnv};
+use crate::vm::{machine, Machine, RunDir, StartSpec};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Qemu(#[from] crate::vm::qemu::Error),
+    #[error(transparent)]
+    Guest(#[from] machine::Error),
+    #[error(transparent)]
+    Template(#[from] template::InfrastructureError),
+    #[error("could not move {from} to {to}")]
+    Move { from: PathBuf, to: PathBuf },
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
+    move |source| Error::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// Boots the group's guest, runs its boot check and setup, and saves it
+/// into `dir`; `false` when the boot or setup fails the case (nothing
+/// saved).
+pub fn save_state(
+    config: &Config,
+    env: &GuestEnv,
+    spec: TemplateSpec<'_>,
+    dir: &Path,
+) -> Result<bool, Error> {
+    let t0 = Instant::now();
+    let parent = dir.parent().expect("states folder");
+    std::fs::create_dir_all(parent).map_err(io(parent))?;
+    let staging = tempfile::tempdir_in(parent).map_err(io(parent))?;
+    let run = RunDir::create(staging.path(), "template", spec.topology())?;
+    let rt = crate::vm::runtime().map_err(io(staging.path()))?;
+    let tmp_state = staging.path().join("state");
+    let Some((ready, prelude)) = rt.block_on(boot_and_save(config, env, spec, run, &tmp_state))?
+    else {
+        return Ok(false);
+    };
+    let json = serde_json::to_string(&prelude).expect("a prelude serializes");
+    std::fs::write(staging.path().join("prelude.json"), json).map_err(io(staging.path()))?;
+    let meta = format!(
+        "topology {}\nkernel_args {:?}\nboot to agent ready {:.2}s\nsaved in {:.2}s\n",
+        spec.topology.name,
+        spec.kernel_args,
+        ready.as_secs_f64(),
+        t0.elapsed().as_secs_f64()
+    );
+    std::fs::write(staging.path().join("about.txt"), meta).map_err(io(staging.path()))?;
+    let staged = staging.keep();
+    // Another process may have saved the same state first; either is good.
+    if std::fs::rename(&staged, dir).is_err() && !dir.join("state").exists() {
+        return Err(Error::Move {
+            from: staged,
+            to: dir.to_owned(),
+        });
+    }
+    let _ = std::fs::remove_dir_all(&staged);
+    Ok(true)
+}
+
+/// The template guest's life: started, prepared, saved to `state`. `None`
+/// when the boot or the setup fails the case.
+async fn boot_and_save(
+    config: &Config,
+    env: &GuestEnv,
+    spec: TemplateSpec<'_>,
+    run: RunDir,
+    state: &Path,
+) -> Result<Option<(Duration, Prelude)>, Error> {
+    let start = StartSpec {
+        qemu_binary: &env.qemu,
+        image: &env.image,
+        topology: spec.topology(),
+        accel: env.accel,
+        extra_append: spec.kernel_args,
+        boot_timeout: config.boot_timeout,
+        incoming: None,
+    };
+    let m = match Machine::start(&start, run).await {
+        Ok(m) => m,
+        // A panic is a verdict on the kernel, not trouble of the host:
+        // the trials boot cold and each gets it.
+        Err(e) if !e.is_infrastructure() => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let ready = m.times.agent_ready;
+    let prepared = template::prepare(m, spec.topology(), spec.assembly, save_point(spec)).await?;
+    let (m, prelude) = match prepared {
+        Template::Ready(m, p) => (*m, p),
+        Template::Fails => return Ok(None),
+    };
+    m.save(state).await?.remove();
+    Ok(Some((ready, prelude)))
+}

@@ -47,13 +47,18 @@ pub enum Labels {
     Keep,
 }
 
+/// Serial number -> the guest's memdev name (`mem3`).
+pub type MemdevBySerial = BTreeMap<u64, String>;
+
+/// memdev name -> its endpoint's first decoder (`decoderK.0`).
+pub type DecoderByMemdev = BTreeMap<String, String>;
+
 /// What the guest calls each device: memdev name, and the endpoint decoder
 /// the sysfs method programs.
 #[derive(Clone, Debug, Default)]
 pub struct GuestDevices {
-    pub memdev: BTreeMap<u64, String>,
-    /// memdev name -> its endpoint's first decoder (`decoderK.0`).
-    pub endpoint_decoder: BTreeMap<String, String>,
+    pub memdev: MemdevBySerial,
+    pub endpoint_decoder: DecoderByMemdev,
 }
 
 /// The guest commands that assemble every region marked `assemble`.
@@ -144,7 +149,7 @@ fn sysfs_script(
 }
 
 /// `cxl list -E` JSON to memdev -> endpoint decoder `decoderK.0`.
-pub fn endpoint_decoders(json: &str) -> Result<BTreeMap<String, String>> {
+pub fn endpoint_decoders(json: &str) -> Result<DecoderByMemdev> {
     let v: serde_json::Value = serde_json::from_str(json).map_err(|source| Error::NotJson {
         command: "cxl list -E",
         source,
@@ -170,7 +175,7 @@ pub fn endpoint_decoders(json: &str) -> Result<BTreeMap<String, String>> {
 }
 
 /// `cxl list -M` JSON to serial -> memdev name.
-pub fn memdevs_by_serial(json: &str) -> Result<BTreeMap<u64, String>> {
+pub fn memdevs_by_serial(json: &str) -> Result<MemdevBySerial> {
     let v: serde_json::Value = serde_json::from_str(json).map_err(|source| Error::NotJson {
         command: "cxl list -M",
         source,

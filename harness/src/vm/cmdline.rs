@@ -198,23 +198,46 @@ pub fn kernel_append(spec: &LaunchSpec) -> String {
 /// Builds the argv (without the program name) for one guest.
 pub fn argv(spec: &LaunchSpec) -> Vec<String> {
     let t = spec.topology;
-    let m = &t.machine;
     let mut a: Vec<String> = Vec::new();
-    let mut push = |parts: &[&str]| a.extend(parts.iter().map(|s| s.to_string()));
+    machine_args(&mut a, spec);
+    numa(&mut a, t);
+    boot_args(&mut a, spec);
+    channel_args(&mut a, spec.files);
+    pmem_args(&mut a, t, spec.files);
+    if let Some(c) = &t.cxl {
+        cxl_args(&mut a, c, &spec.files.cxl_backing);
+    }
+    a
+}
 
+fn push(a: &mut Vec<String>, parts: &[&str]) {
+    a.extend(parts.iter().map(|s| s.to_string()));
+}
+
+/// The machine: its kind and features, the accelerator and CPU, CPUs and
+/// memory.
+fn machine_args(a: &mut Vec<String>, spec: &LaunchSpec) {
+    let t = spec.topology;
+    let m = &t.machine;
     let nvdimm = if t.has_nfit() { ",nvdimm=on" } else { "" };
-    push(&[
-        "-nodefaults",
-        "-no-user-config",
-        "-display",
-        "none",
-        "-no-reboot",
-    ]);
+    push(
+        a,
+        &[
+            "-nodefaults",
+            "-no-user-config",
+            "-display",
+            "none",
+            "-no-reboot",
+        ],
+    );
     let cxl = if t.cxl.is_some() { ",cxl=on" } else { "" };
-    push(&[
-        "-machine",
-        &format!("{}{nvdimm}{cxl}", t.machine_kind().qemu_name()),
-    ]);
+    push(
+        a,
+        &[
+            "-machine",
+            &format!("{}{nvdimm}{cxl}", t.machine_kind().qemu_name()),
+        ],
+    );
     // Region commit needs the guest to see no hypervisor: with it the kernel
     // refuses to flush CPU caches ("Failed to synchronize CPU cache state").
     let hide = if t.cxl.is_some() {
@@ -226,8 +249,11 @@ pub fn argv(spec: &LaunchSpec) -> Vec<String> {
     // (RCU stall, guest never ready) or hit an iotlb_to_section assertion in
     // about one boot in a hundred; one thread boots as fast here.
     match spec.accel {
-        Accel::Tcg => push(&["-accel", "tcg,thread=single", "-cpu", &format!("max{hide}")]),
-        Accel::Kvm => push(&["-accel", "kvm", "-cpu", &format!("host{hide}")]),
+        Accel::Tcg => push(
+            a,
+            &["-accel", "tcg,thread=single", "-cpu", &format!("max{hide}")],
+        ),
+        Accel::Kvm => push(a, &["-accel", "kvm", "-cpu", &format!("host{hide}")]),
     }
     // One socket per NUMA node: CPUs of one socket split across nodes make
     // the kernel warn (topology_sane) at boot.
@@ -236,75 +262,109 @@ pub fn argv(spec: &LaunchSpec) -> Vec<String> {
     } else {
         m.cpus.to_string()
     };
-    push(&["-smp", &smp]);
+    push(a, &["-smp", &smp]);
     if !t.has_memory_devices() {
-        push(&["-m", &m.memory.to_string()]);
+        push(a, &["-m", &m.memory.to_string()]);
     } else {
         let (slots, maxmem) = t.hotplug_space();
-        push(&["-m", &format!("{},slots={slots},maxmem={maxmem}", m.memory)]);
+        push(
+            a,
+            &["-m", &format!("{},slots={slots},maxmem={maxmem}", m.memory)],
+        );
     }
-    numa(&mut a, t);
-    let mut push = |parts: &[&str]| a.extend(parts.iter().map(|s| s.to_string()));
+}
 
-    push(&["-kernel", &path(spec.kernel), "-initrd", &path(spec.initrd)]);
-    push(&["-append", &kernel_append(spec)]);
+/// The kernel, the initramfs, the command line, and a state to restore.
+fn boot_args(a: &mut Vec<String>, spec: &LaunchSpec) {
+    push(
+        a,
+        &["-kernel", &path(spec.kernel), "-initrd", &path(spec.initrd)],
+    );
+    push(a, &["-append", &kernel_append(spec)]);
     if spec.incoming.is_some() {
         // The harness sets the migration capabilities the state was saved
-        // with, then sends `migrate-incoming` (see machine.rs).
-        push(&["-incoming", "defer"]);
+        // with, then sends `migrate-incoming` (see vm::machine::state).
+        push(a, &["-incoming", "defer"]);
     }
+}
 
-    let f = spec.files;
-    push(&[
-        "-chardev",
-        &format!("file,id=serial0,path={}", path(&f.serial_log)),
-    ]);
-    push(&["-serial", "chardev:serial0"]);
-    push(&[
-        "-chardev",
-        &format!(
-            "socket,id=qmp0,path={},server=on,wait=off",
-            path(&f.qmp_socket)
-        ),
-    ]);
-    push(&["-mon", "chardev=qmp0,mode=control"]);
-    push(&[
-        "-chardev",
-        &format!(
-            "socket,id=agent0chr,path={},server=on,wait=off",
-            path(&f.agent_socket)
-        ),
-    ]);
-    push(&["-device", "virtio-serial-pci,id=vser0"]);
-    push(&[
-        "-device",
-        &format!("virtserialport,id={AGENT_PORT_ID},chardev=agent0chr,name=org.qemu.guest_agent.0"),
-    ]);
-    push(&["-device", "pvpanic-pci"]);
-
-    for (i, (d, backing)) in t.nvdimms.iter().zip(&f.nvdimm_backing).enumerate() {
-        push(&[
-            "-object",
+/// What the host talks to the guest through: the serial console (a log
+/// file), QMP, the guest agent's virtio-serial port, and pvpanic.
+fn channel_args(a: &mut Vec<String>, f: &GuestFiles) {
+    push(
+        a,
+        &[
+            "-chardev",
+            &format!("file,id=serial0,path={}", path(&f.serial_log)),
+        ],
+    );
+    push(a, &["-serial", "chardev:serial0"]);
+    push(
+        a,
+        &[
+            "-chardev",
             &format!(
-                "memory-backend-file,id=nvmem{i},share=on,mem-path={},size={}",
-                path(backing),
-                d.size
+                "socket,id=qmp0,path={},server=on,wait=off",
+                path(&f.qmp_socket)
             ),
-        ]);
+        ],
+    );
+    push(a, &["-mon", "chardev=qmp0,mode=control"]);
+    push(
+        a,
+        &[
+            "-chardev",
+            &format!(
+                "socket,id=agent0chr,path={},server=on,wait=off",
+                path(&f.agent_socket)
+            ),
+        ],
+    );
+    push(a, &["-device", "virtio-serial-pci,id=vser0"]);
+    push(
+        a,
+        &[
+            "-device",
+            &format!(
+                "virtserialport,id={AGENT_PORT_ID},chardev=agent0chr,name=org.qemu.guest_agent.0"
+            ),
+        ],
+    );
+    push(a, &["-device", "pvpanic-pci"]);
+}
+
+/// The ACPI NFIT NVDIMMs and the virtio-pmem devices, each on its backing
+/// file.
+fn pmem_args(a: &mut Vec<String>, t: &Topology, f: &GuestFiles) {
+    for (i, (d, backing)) in t.nvdimms.iter().zip(&f.nvdimm_backing).enumerate() {
+        push(
+            a,
+            &[
+                "-object",
+                &format!(
+                    "memory-backend-file,id=nvmem{i},share=on,mem-path={},size={}",
+                    path(backing),
+                    d.size
+                ),
+            ],
+        );
         let label = if d.label_size.bytes() == 0 {
             String::new()
         } else {
             format!(",label-size={}", d.label_size)
         };
-        let node = if m.numa_nodes > 1 {
+        let node = if t.machine.numa_nodes > 1 {
             format!(",node={}", d.node)
         } else {
             String::new()
         };
-        push(&[
-            "-device",
-            &format!("nvdimm,id=nvdimm{i},memdev=nvmem{i}{label}{node}"),
-        ]);
+        push(
+            a,
+            &[
+                "-device",
+                &format!("nvdimm,id=nvdimm{i},memdev=nvmem{i}{label}{node}"),
+            ],
+        );
     }
     for (i, (v, backing)) in t.virtio_pmem.iter().zip(&f.virtio_pmem_backing).enumerate() {
         a.push("-object".into());
@@ -316,10 +376,6 @@ pub fn argv(spec: &LaunchSpec) -> Vec<String> {
         a.push("-device".into());
         a.push(format!("virtio-pmem-pci,id=virtio-pmem{i},memdev=vpmem{i}"));
     }
-    if let Some(c) = &t.cxl {
-        cxl_args(&mut a, c, &f.cxl_backing);
-    }
-    a
 }
 
 /// The QEMU ids of the PCI devices the topology asks for, as `query-pci`

@@ -168,6 +168,25 @@ pub fn problem(r: &Record) -> Option<ProblemKind> {
         .map(|(_, k)| *k)
 }
 
+/// The report kind a line of the serial console starts, when it is one a
+/// command may never come back from (an Oops, a BUG, a panic): a console
+/// line is a record's message after its `[  seconds.micros] ` stamp.
+pub fn fatal_console_report(line: &str) -> Option<ProblemKind> {
+    let message = match line.trim_start().strip_prefix('[') {
+        Some(rest) => rest.split_once(']').map_or(line, |(_, m)| m),
+        None => line,
+    };
+    let record = Record {
+        level: 0,
+        facility: 0,
+        seq: 0,
+        ts_usec: 0,
+        message: message.trim_start().to_owned(),
+    };
+    problem(&record)
+        .filter(|k| matches!(k, ProblemKind::Oops | ProblemKind::Bug | ProblemKind::Panic))
+}
+
 /// Subsystems whose messages go into transcripts.
 const PMEM_WORDS: &[&str] = &[
     "nvdimm",
@@ -248,6 +267,31 @@ mod tests {
     fn unescapes_bytes() {
         let r = parse_line("6,1,0,-;a\\x0ab").unwrap();
         assert_eq!(r.message, "a\nb");
+    }
+
+    #[test]
+    fn fatal_reports_on_the_console() {
+        let oops = "[   12.345678] BUG: kernel NULL pointer dereference, address: 0000000000000008";
+        assert_eq!(fatal_console_report(oops), Some(ProblemKind::Bug));
+        assert_eq!(
+            fatal_console_report(
+                "[    3.1] Oops: general protection fault, probably for non-canonical address"
+            ),
+            Some(ProblemKind::Oops)
+        );
+        assert_eq!(
+            fatal_console_report("[    9.0] Kernel panic - not syncing: Fatal exception"),
+            Some(ProblemKind::Panic)
+        );
+        // A warning is judged when the step ends, not ended early.
+        assert_eq!(
+            fatal_console_report("[    1.0] WARNING: CPU: 0 PID: 1 at x.c:1"),
+            None
+        );
+        assert_eq!(
+            fatal_console_report("nd_pmem namespace0.0: unable to guarantee persistence"),
+            None
+        );
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! share one round trip in [`each`].
 
 mod checks;
+pub mod console;
 mod devices;
 mod each;
 mod state;
@@ -50,6 +51,11 @@ pub enum Error {
         qemu_log: String,
         serial: String,
     },
+    #[error("the kernel reported {kind} {during}, and the command did not finish within {grace:?} of it\n--- serial console ---\n{excerpt}", kind = .report.kind, grace = console::GRACE, excerpt = .report.excerpt)]
+    KernelReport {
+        during: String,
+        report: console::ConsoleReport,
+    },
     #[error("QEMU built a different machine than the topology asks for: {0}")]
     Mismatch(String),
     #[error("saved VM state: {0}")]
@@ -62,7 +68,9 @@ impl Error {
     pub fn is_infrastructure(&self) -> bool {
         !matches!(
             self,
-            Error::Panicked { .. } | Error::Agent(agent::Error::CommandTimeout { .. })
+            Error::Panicked { .. }
+                | Error::KernelReport { .. }
+                | Error::Agent(agent::Error::CommandTimeout { .. })
         )
     }
 }
@@ -210,7 +218,9 @@ impl Machine {
         Ok(())
     }
 
-    /// Runs `fut` unless the guest panics or QEMU exits first.
+    /// Runs `fut` unless the guest panics or QEMU exits first, or the
+    /// kernel reports an Oops, a BUG or a panic on the console and `fut`
+    /// does not finish within [`console::GRACE`] of it.
     async fn guard<T>(&self, during: &str, fut: impl Future<Output = T>) -> Result<T> {
         let mut events = self.events.clone();
         // The watch guard must not outlive this future: held across the
@@ -221,9 +231,15 @@ impl Machine {
                 events.wait_for(|e| e.panicked.is_some() || e.shutdown.is_some() || e.disconnected);
             let _ = seen.await.map(drop);
         };
+        let serial = self.run.files.serial_log.clone();
+        let from = console::end_of(&serial);
         tokio::select! {
             v = fut => Ok(v),
             _ = trouble => Err(self.trouble(during).await),
+            report = console::fatal_report(serial, from) => Err(Error::KernelReport {
+                during: during.to_owned(),
+                report,
+            }),
         }
     }
 

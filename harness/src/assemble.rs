@@ -22,7 +22,7 @@ pub struct GuestDevices {
 pub fn commands(cxl: &Cxl, guest: &GuestDevices) -> Result<Vec<String>, String> {
     let mut out = Vec::new();
     for region in cxl.regions.iter().filter(|r| r.assemble) {
-        let order = cxl.position_order(region)?;
+        let order = cxl.position_order(region).map_err(|e| e.to_string())?;
         let names = order
             .iter()
             .map(|d| {

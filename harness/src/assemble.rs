@@ -27,8 +27,8 @@ pub enum Error {
     Unnamed(serde_json::Value),
     #[error("the guest has no CXL memdev (`cxl list -M` is empty): were the topology's drivers loaded (Machine::load_drivers)?")]
     NoMemdevs,
-    #[error("{0}")]
-    Order(String),
+    #[error(transparent)]
+    Order(#[from] crate::topology::cxl::Error),
     /// A listing or an assembly command failed: what it printed.
     #[error("{0}")]
     Failed(String),
@@ -65,9 +65,7 @@ pub struct GuestDevices {
 pub fn commands(cxl: &Cxl, guest: &GuestDevices) -> Result<Vec<String>> {
     let mut out = Vec::new();
     for region in cxl.regions.iter().filter(|r| r.assemble) {
-        let order = cxl
-            .position_order(region)
-            .map_err(|e| Error::Order(e.to_string()))?;
+        let order = cxl.position_order(region)?;
         let names = order
             .iter()
             .map(|d| {

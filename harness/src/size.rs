@@ -4,6 +4,17 @@ use std::fmt;
 
 use serde::{Deserialize, Deserializer};
 
+/// A size that did not parse.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("unknown size unit `{unit}` in `{text}` (use K, M, G or T)")]
+    UnknownUnit { unit: char, text: String },
+    #[error("`{text}` is not a size (examples: 128K, 256M, 1G)")]
+    NotASize { text: String },
+    #[error("size `{text}` overflows 64 bits")]
+    Overflow { text: String },
+}
+
 /// A size in bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Size(pub u64);
@@ -29,33 +40,36 @@ impl Size {
     }
 
     /// Parses `512`, `128K`, `256M`, `1G`, `2T` (binary units, optional `iB`/`B`).
-    pub fn parse(text: &str) -> Result<Size, String> {
-        let t = text.trim();
-        let t = t
+    pub fn parse(text: &str) -> Result<Size, Error> {
+        let trimmed = text.trim();
+        let number = trimmed
             .strip_suffix("iB")
-            .or_else(|| t.strip_suffix('B'))
-            .unwrap_or(t);
-        let (digits, mult) = match t.chars().last() {
-            Some(c) if c.is_ascii_alphabetic() => {
-                let up = c.to_ascii_uppercase();
-                let mult = UNITS
+            .or_else(|| trimmed.strip_suffix('B'))
+            .unwrap_or(trimmed);
+        let (digits, multiplier) = match number.chars().last() {
+            Some(unit) if unit.is_ascii_alphabetic() => {
+                let upper = unit.to_ascii_uppercase();
+                let multiplier = UNITS
                     .iter()
-                    .find(|(u, _)| *u == up)
+                    .find(|(u, _)| *u == upper)
                     .map(|(_, m)| *m)
-                    .ok_or_else(|| {
-                        format!("unknown size unit `{c}` in `{text}` (use K, M, G or T)")
+                    .ok_or_else(|| Error::UnknownUnit {
+                        unit,
+                        text: text.to_owned(),
                     })?;
-                (&t[..t.len() - 1], mult)
+                (&number[..number.len() - 1], multiplier)
             }
-            _ => (t, 1),
+            _ => (number, 1),
         };
-        let n: u64 = digits
-            .trim()
-            .parse()
-            .map_err(|_| format!("`{text}` is not a size (examples: 128K, 256M, 1G)"))?;
-        n.checked_mul(mult)
+        let count: u64 = digits.trim().parse().map_err(|_| Error::NotASize {
+            text: text.to_owned(),
+        })?;
+        count
+            .checked_mul(multiplier)
             .map(Size)
-            .ok_or_else(|| format!("size `{text}` overflows 64 bits"))
+            .ok_or_else(|| Error::Overflow {
+                text: text.to_owned(),
+            })
     }
 }
 
@@ -80,8 +94,8 @@ impl serde::Serialize for Size {
 
 impl<'de> Deserialize<'de> for Size {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl serde::de::Visitor<'_> for V {
+        struct SizeVisitor;
+        impl serde::de::Visitor<'_> for SizeVisitor {
             type Value = Size;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
                 f.write_str("a size such as 128K, 256M or 1G")
@@ -93,7 +107,7 @@ impl<'de> Deserialize<'de> for Size {
                 Size::parse(v).map_err(E::custom)
             }
         }
-        d.deserialize_any(V)
+        d.deserialize_any(SizeVisitor)
     }
 }
 
@@ -113,7 +127,8 @@ mod tests {
     fn rejects_garbage() {
         assert!(Size::parse("12Q")
             .unwrap_err()
-            .contains("unknown size unit"));
+            .to_string()
+            .contains("unknown size unit `Q` in `12Q`"));
         assert!(Size::parse("lots").is_err());
     }
 

@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use super::host::ensure_dir;
 use super::{Error, Result};
 
 /// The archive the guest's packages come from.
@@ -32,8 +33,8 @@ impl Archive {
 }
 
 fn default_keyring() -> Option<String> {
-    let k = "/usr/share/keyrings/debian-archive-keyring.gpg";
-    Path::new(k).exists().then(|| k.to_owned())
+    let keyring = "/usr/share/keyrings/debian-archive-keyring.gpg";
+    Path::new(keyring).exists().then(|| keyring.to_owned())
 }
 
 /// Reads deb822 `.sources` files first, then one-line `sources.list`.
@@ -46,12 +47,12 @@ fn host_archive() -> Option<Archive> {
         .filter(|p| p.extension().is_some_and(|e| e == "sources"))
         .collect();
     files.sort();
-    for f in files {
-        let Ok(text) = std::fs::read_to_string(&f) else {
+    for file in files {
+        let Ok(text) = std::fs::read_to_string(&file) else {
             continue;
         };
-        if let Some(a) = parse_deb822(&text) {
-            return Some(a);
+        if let Some(archive) = parse_deb822(&text) {
+            return Some(archive);
         }
     }
     let text = std::fs::read_to_string("/etc/apt/sources.list").ok()?;
@@ -84,11 +85,11 @@ pub fn parse_deb822(text: &str) -> Option<Archive> {
 }
 
 pub fn parse_one_line(text: &str) -> Option<Archive> {
-    text.lines().map(str::trim).find_map(|l| {
-        let mut w = l.split_whitespace().filter(|w| !w.starts_with('['));
-        (w.next()? == "deb").then_some(())?;
-        let uri = w.next()?;
-        let suite = w.next()?;
+    text.lines().map(str::trim).find_map(|line| {
+        let mut words = line.split_whitespace().filter(|w| !w.starts_with('['));
+        (words.next()? == "deb").then_some(())?;
+        let uri = words.next()?;
+        let suite = words.next()?;
         (!suite.contains("security")).then(|| Archive {
             uri: uri.to_owned(),
             signed_by: default_keyring(),
@@ -103,6 +104,13 @@ pub struct Resolved {
     pub version: String,
     pub arch: String,
     pub filename: String,
+}
+
+/// Whether [`PrivateApt::resolve`] adds the packages' dependencies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dependencies {
+    Included,
+    Excluded,
 }
 
 /// apt's state for one suite, kept under the cache folder.
@@ -149,14 +157,13 @@ impl PrivateApt {
         folder: &str,
     ) -> Result<PrivateApt> {
         let root = cache.join("apt").join(folder);
-        for d in [
+        for dir in [
             "lists/partial",
             "archives/partial",
             "resolve/partial",
             "etc",
         ] {
-            let p = root.join(d);
-            std::fs::create_dir_all(&p).map_err(|e| Error::io(&p, e))?;
+            ensure_dir(&root.join(dir))?;
         }
         let status = root.join("status");
         if !status.exists() {
@@ -179,17 +186,17 @@ impl PrivateApt {
     }
 
     fn options(&self) -> Vec<String> {
-        let r = self.root.display();
+        let root = self.root.display();
         [
-            format!("Dir::Etc::SourceList={r}/etc/sources.list"),
+            format!("Dir::Etc::SourceList={root}/etc/sources.list"),
             "Dir::Etc::SourceParts=/dev/null".into(),
             "Dir::Etc::Preferences=/dev/null".into(),
             "Dir::Etc::PreferencesParts=/dev/null".into(),
-            format!("Dir::State={r}"),
-            format!("Dir::State::Lists={r}/lists"),
-            format!("Dir::State::status={r}/status"),
-            format!("Dir::Cache={r}"),
-            format!("Dir::Cache::Archives={r}/archives"),
+            format!("Dir::State={root}"),
+            format!("Dir::State::Lists={root}/lists"),
+            format!("Dir::State::status={root}/status"),
+            format!("Dir::Cache={root}"),
+            format!("Dir::Cache::Archives={root}/archives"),
             "APT::Architecture=amd64".into(),
             "APT::Install-Recommends=false".into(),
             "Debug::NoLocking=true".into(),
@@ -202,8 +209,8 @@ impl PrivateApt {
     fn apt(&self, tool: &str, args: &[&str], cwd: Option<&Path>) -> Result<String> {
         let mut cmd = Command::new(tool);
         cmd.args(self.options()).args(args);
-        if let Some(d) = cwd {
-            cmd.current_dir(d);
+        if let Some(dir) = cwd {
+            cmd.current_dir(dir);
         }
         let shown = format!("{tool} {}", args.join(" "));
         let out = cmd.output().map_err(|e| Error::Tool {
@@ -249,9 +256,10 @@ impl PrivateApt {
             })
     }
 
-    /// The closure of `packages` on an empty system, as apt would download it.
-    pub fn resolve(&self, packages: &[String], with_deps: bool) -> Result<Vec<Resolved>> {
-        let mut args: Vec<&str> = if with_deps {
+    /// `packages` as apt would download them: with their closure on an empty
+    /// system, or exactly the packages named.
+    pub fn resolve(&self, packages: &[String], deps: Dependencies) -> Result<Vec<Resolved>> {
+        let mut args: Vec<&str> = if deps == Dependencies::Included {
             vec![
                 "-q",
                 "-y",
@@ -335,12 +343,12 @@ impl PrivateApt {
 
 /// `'URI' FILENAME SIZE HASH` lines of `apt-get --print-uris`.
 pub fn parse_print_uri(line: &str) -> Option<Resolved> {
-    let mut w = line.split_whitespace();
-    let uri = w.next()?;
+    let mut words = line.split_whitespace();
+    let uri = words.next()?;
     if !uri.starts_with('\'') {
         return None;
     }
-    let filename = w.next()?.to_owned();
+    let filename = words.next()?.to_owned();
     parse_deb_filename(&filename).map(|(name, version, arch)| Resolved {
         name,
         version,
@@ -351,11 +359,15 @@ pub fn parse_print_uri(line: &str) -> Option<Resolved> {
 
 /// `'URI' FILE SIZE SHA256:HASH` lines of `apt-get --print-uris source`.
 pub fn parse_source_uri(line: &str) -> Option<(String, String, u64, String)> {
-    let mut w = line.split_whitespace();
-    let uri = w.next()?.strip_prefix('\'')?.strip_suffix('\'')?.to_owned();
-    let file = w.next()?.to_owned();
-    let size = w.next()?.parse().ok()?;
-    let sha256 = w.next()?.strip_prefix("SHA256:")?.to_owned();
+    let mut words = line.split_whitespace();
+    let uri = words
+        .next()?
+        .strip_prefix('\'')?
+        .strip_suffix('\'')?
+        .to_owned();
+    let file = words.next()?.to_owned();
+    let size = words.next()?.parse().ok()?;
+    let sha256 = words.next()?.strip_prefix("SHA256:")?.to_owned();
     Some((uri, file, size, sha256))
 }
 

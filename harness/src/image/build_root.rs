@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use super::build::{dpkg_extract, ensure_dir, run_tool};
+use super::host::{dpkg_extract, ensure_dir, run_tool, symlink};
 use super::recipe::LockedPackage;
 use super::{Error, Result};
 
@@ -16,18 +16,18 @@ pub fn prepare(
     packages: &[&LockedPackage],
     deb: &dyn Fn(&LockedPackage) -> PathBuf,
 ) -> Result<()> {
-    for p in packages {
-        dpkg_extract(&deb(p), root)?;
+    for package in packages {
+        dpkg_extract(&deb(package), root)?;
     }
     // The awk link mawk's postinst would make (update-alternatives);
     // kbuild calls awk.
     let awk = root.join("usr/bin/awk");
     if awk.symlink_metadata().is_err() {
-        if let Some(c) = ["mawk", "gawk"]
+        if let Some(implementation) = ["mawk", "gawk"]
             .iter()
-            .find(|c| root.join("usr/bin").join(c).exists())
+            .find(|name| root.join("usr/bin").join(name).exists())
         {
-            super::build::symlink(c, &awk)?;
+            symlink(implementation, &awk)?;
         }
     }
     let null = root.join("dev/null");
@@ -49,15 +49,15 @@ pub fn prepare(
 /// carry the script's output.
 pub fn run(root: Option<&Path>, script: &str, what: &str) -> Result<()> {
     let mut cmd = match root {
-        Some(r) => {
-            let mut c = Command::new("chroot");
-            c.arg(r).args(["/bin/sh", "-c", script]);
-            c
+        Some(root) => {
+            let mut chroot = Command::new("chroot");
+            chroot.arg(root).args(["/bin/sh", "-c", script]);
+            chroot
         }
         None => {
-            let mut c = Command::new("sh");
-            c.args(["-c", script]);
-            c
+            let mut sh = Command::new("sh");
+            sh.args(["-c", script]);
+            sh
         }
     };
     let out = cmd

@@ -1,14 +1,23 @@
-//! The initramfs root: usr-merge links, kernel modules, busybox applets, and
-//! the newc archive the kernel unpacks.
+//! The initramfs root: usr-merge links, kernel modules, busybox applets,
+//! ndharness's own scripts (init, the step wrapper, pci-state), and the newc
+//! archive the kernel unpacks.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufWriter, Write};
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use super::build::{copy, ensure_dir, run_tool, symlink};
+use super::host::{copy, ensure_dir, run_tool, symlink, write_file};
 use super::{Error, Result};
+
+/// PID 1: mounts, loads the topology's modules, keeps the kernel log and
+/// hands the guest to qemu-guest-agent.
+pub(super) const INIT: &str = include_str!("init.sh");
+/// The wrapper each step runs under, between its kmsg markers.
+pub(super) const STEP: &str = include_str!("step.sh");
+/// Keeps PCI configuration space across a saved VM state.
+pub(super) const PCI_STATE: &str = include_str!("pci-state.sh");
 
 /// Trixie's packages are usr-merged but the ELF interpreter and scripts still
 /// name /lib64, /bin and /sbin: point those at usr/, merging anything a
@@ -27,20 +36,20 @@ pub fn merge_usr(root: &Path) -> Result<()> {
             symlink(&format!("usr/{top}"), &legacy)?;
         }
     }
-    for d in ["proc", "sys", "dev", "run", "tmp", "etc", "root"] {
-        ensure_dir(&root.join(d))?;
+    for dir in ["proc", "sys", "dev", "run", "tmp", "etc", "root"] {
+        ensure_dir(&root.join(dir))?;
     }
     Ok(())
 }
 
 fn move_tree(from: &Path, to: &Path) -> Result<()> {
-    for e in std::fs::read_dir(from)
+    for entry in std::fs::read_dir(from)
         .map_err(|e| Error::io(from, e))?
         .flatten()
     {
-        let src = e.path();
-        let dst = to.join(e.file_name());
-        let is_dir = e.file_type().map(|t| t.is_dir()).unwrap_or(false);
+        let src = entry.path();
+        let dst = to.join(entry.file_name());
+        let is_dir = entry.file_type().map(|t| t.is_dir()).unwrap_or(false);
         if is_dir && dst.is_dir() {
             move_tree(&src, &dst)?;
         } else if std::fs::symlink_metadata(&dst).is_err() {
@@ -73,18 +82,18 @@ pub fn install_modules(
 
     let mut files = BTreeSet::new();
     let mut shipped = Vec::new();
-    for m in wanted {
-        let m = m.replace('-', "_");
-        match deps.get(&m) {
+    for module in wanted {
+        let module = module.replace('-', "_");
+        match deps.get(&module) {
             Some((file, requires)) => {
                 files.insert(file.clone());
                 files.extend(requires.iter().cloned());
-                shipped.push(m);
+                shipped.push(module);
             }
-            None if builtin.contains(&m) => shipped.push(format!("{m} (built in)")),
+            None if builtin.contains(&module) => shipped.push(format!("{module} (built in)")),
             None => {
                 return Err(Error::Modules(format!(
-                    "module `{m}` is neither built into kernel {release} nor in {}",
+                    "module `{module}` is neither built into kernel {release} nor in {}",
                     dep_path.display()
                 )))
             }
@@ -101,13 +110,13 @@ pub fn install_modules(
         ensure_dir(to.parent().expect("module folder"))?;
         decompress(&from, &to)?;
     }
-    for f in [
+    for index in [
         "modules.builtin",
         "modules.builtin.modinfo",
         "modules.order",
     ] {
-        if src.join(f).exists() {
-            copy(&src.join(f), &dest.join(f))?;
+        if src.join(index).exists() {
+            copy(&src.join(index), &dest.join(index))?;
         }
     }
     Ok(shipped)
@@ -163,11 +172,16 @@ pub fn install_busybox_applets(root: &Path) -> Result<()> {
     Ok(())
 }
 
-pub fn write_file(path: &Path, text: &str, mode: u32) -> Result<()> {
-    ensure_dir(path.parent().expect("file has a folder"))?;
-    std::fs::write(path, text).map_err(|e| Error::io(path, e))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-        .map_err(|e| Error::io(path, e))
+/// ndharness's scripts: `/init` and, under /usr/libexec/ndharness, the step
+/// wrapper and pci-state.
+pub fn install_scripts(root: &Path) -> Result<()> {
+    write_file(&root.join("init"), INIT, 0o755)?;
+    write_file(&root.join("usr/libexec/ndharness/step"), STEP, 0o755)?;
+    write_file(
+        &root.join("usr/libexec/ndharness/pci-state"),
+        PCI_STATE,
+        0o755,
+    )
 }
 
 /// Writes `root` as an uncompressed newc archive (the kernel unpacks it
@@ -178,7 +192,7 @@ pub fn write_newc(root: &Path, dest: &Path) -> Result<u64> {
     collect(root, root, &mut entries)?;
     entries.sort();
     let file = std::fs::File::create(dest).map_err(|e| Error::io(dest, e))?;
-    let mut w = BufWriter::new(file);
+    let mut archive = BufWriter::new(file);
     for (ino, rel) in entries.iter().enumerate() {
         let path = root.join(rel);
         let md = std::fs::symlink_metadata(&path).map_err(|e| Error::io(&path, e))?;
@@ -194,24 +208,24 @@ pub fn write_newc(root: &Path, dest: &Path) -> Result<u64> {
         } else {
             Vec::new()
         };
-        let mut writer = builder.write(&mut w, data.len() as u32);
+        let mut writer = builder.write(&mut archive, data.len() as u32);
         writer.write_all(&data).map_err(|e| Error::io(dest, e))?;
         writer.finish().map_err(|e| Error::io(dest, e))?;
     }
-    cpio::newc::trailer(&mut w).map_err(|e| Error::io(dest, e))?;
-    w.flush().map_err(|e| Error::io(dest, e))?;
+    cpio::newc::trailer(&mut archive).map_err(|e| Error::io(dest, e))?;
+    archive.flush().map_err(|e| Error::io(dest, e))?;
     Ok(std::fs::metadata(dest)
         .map_err(|e| Error::io(dest, e))?
         .len())
 }
 
 fn collect(root: &Path, dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
-    for e in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
-        let e = e.map_err(|e| Error::io(dir, e))?;
-        let p = e.path();
-        out.push(p.strip_prefix(root).expect("under root").to_owned());
-        if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
-            collect(root, &p, out)?;
+    for entry in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
+        let entry = entry.map_err(|e| Error::io(dir, e))?;
+        let path = entry.path();
+        out.push(path.strip_prefix(root).expect("under root").to_owned());
+        if entry.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+            collect(root, &path, out)?;
         }
     }
     Ok(())

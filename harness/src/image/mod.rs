@@ -6,22 +6,56 @@
 //! unpacks them, ships the wanted kernel modules, and writes a newc
 //! initramfs. Results are cached under a content key (recipe + lock +
 //! builder version), so a warm build is a directory lookup.
+//!
+//! This file holds what every part shares: the options, the error, hashing
+//! and the cache folder's lock. `lock` resolves; `build` stages the root,
+//! the kernel (`kernel`) and packs; `cache` keys, finds and publishes
+//! images; `store` keeps the locked packages; `host` is the file and
+//! process helpers every builder uses (`initramfs`, `nfit_test`,
+//! `ndctl_tests`, `build_root` included).
 
 mod apt;
 mod build;
 mod build_root;
+mod cache;
+mod host;
 mod initramfs;
+mod kernel;
+mod lock;
 mod ndctl_tests;
 mod nfit_test;
 mod recipe;
+mod store;
 
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
 pub use apt::Archive;
-pub use build::{build, lock, BuildOptions, Image, Manifest, UserKernel};
+pub use build::build;
+pub use cache::{Image, Manifest};
+pub use lock::lock;
 pub use recipe::{ImageFiles, Lock, LockedPackage, Provides, Recipe};
+
+/// A kernel the user built: `--kernel BZIMAGE --modules DIR`, where DIR is the
+/// `INSTALL_MOD_PATH` given to `make modules_install`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UserKernel {
+    pub bzimage: PathBuf,
+    pub modules: PathBuf,
+}
+
+/// What `lock` and `build` work with besides the recipe.
+#[derive(Clone, Debug, Default)]
+pub struct BuildOptions {
+    pub cache: PathBuf,
+    pub mirror: Option<String>,
+    pub user_kernel: Option<UserKernel>,
+    /// An ndctl the user built: the `DESTDIR` of its `meson install`
+    /// (`usr/bin/ndctl`, `usr/lib/.../libndctl.so.6`, ...), laid over the
+    /// image's packages.
+    pub user_ndctl: Option<PathBuf>,
+}
 
 /// Bumped whenever the builder's output for the same inputs changes.
 pub const BUILDER_VERSION: &str = "1";
@@ -82,10 +116,10 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 }
 
 pub fn sha256_file(path: &Path) -> Result<String> {
-    let mut f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    let mut h = Sha256::new();
-    std::io::copy(&mut f, &mut h).map_err(|e| Error::io(path, e))?;
-    Ok(hex(&h.finalize()))
+    let mut file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut hasher = Sha256::new();
+    std::io::copy(&mut file, &mut hasher).map_err(|e| Error::io(path, e))?;
+    Ok(hex(&hasher.finalize()))
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -101,7 +135,7 @@ impl CacheLock {
     pub(crate) fn acquire(cache: &Path) -> Result<CacheLock> {
         std::fs::create_dir_all(cache).map_err(|e| Error::io(cache, e))?;
         let path = cache.join("lock");
-        let f = std::fs::OpenOptions::new()
+        let file = std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
@@ -109,21 +143,21 @@ impl CacheLock {
             .map_err(|e| Error::io(&path, e))?;
         use std::os::fd::AsRawFd;
         // SAFETY: flock on a descriptor this function owns.
-        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
             return Err(Error::io(&path, std::io::Error::last_os_error()));
         }
-        Ok(CacheLock(f))
+        Ok(CacheLock(file))
     }
 }
 
 /// The user's cache folder for ndharness: `$NDHARNESS_CACHE_DIR`, else
 /// `$XDG_CACHE_HOME/ndharness`, else `~/.cache/ndharness`.
 pub fn cache_dir() -> PathBuf {
-    if let Some(d) = std::env::var_os("NDHARNESS_CACHE_DIR").filter(|d| !d.is_empty()) {
-        return PathBuf::from(d);
+    if let Some(dir) = std::env::var_os("NDHARNESS_CACHE_DIR").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir);
     }
-    if let Some(d) = std::env::var_os("XDG_CACHE_HOME").filter(|d| !d.is_empty()) {
-        return PathBuf::from(d).join("ndharness");
+    if let Some(dir) = std::env::var_os("XDG_CACHE_HOME").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir).join("ndharness");
     }
     let home = std::env::var_os("HOME").unwrap_or_else(|| "/tmp".into());
     PathBuf::from(home).join(".cache/ndharness")

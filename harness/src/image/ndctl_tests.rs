@@ -11,7 +11,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use super::build::{ensure_dir, merge_tree, publish, run_tool};
+use super::host::{ensure_dir, merge_tree, publish, run_tool, scratch_dir, write_file};
 use super::recipe::{LockedPackage, NdctlTestsLock};
 use super::{sha256_file, sha256_hex, Error, Result};
 
@@ -90,8 +90,7 @@ pub fn build(
         });
     }
     let started = std::time::Instant::now();
-    let work =
-        tempfile::tempdir_in(ensure_dir(&cache.join("tmp"))?).map_err(|e| Error::io(cache, e))?;
+    let work = scratch_dir(cache)?;
     let root = work.path().join("root");
     let packages: Vec<&LockedPackage> = lock.build_root.iter().collect();
     super::build_root::prepare(&root, &packages, deb)?;
@@ -189,9 +188,9 @@ fn copy_files(from: &Path, to: &Path, keep: &dyn Fn(&Path) -> bool) -> Result<()
 pub fn install(built: &Path, root: &Path) -> Result<()> {
     let dest = root.join(DIR);
     merge_tree(built, ensure_dir(&dest)?)?;
-    super::initramfs::write_file(&dest.join("run"), RUN, 0o755)?;
-    super::initramfs::write_file(&root.join("usr/bin/journalctl"), JOURNALCTL, 0o755)?;
-    super::initramfs::write_file(&root.join("usr/bin/uuidgen"), UUIDGEN, 0o755)
+    write_file(&dest.join("run"), RUN, 0o755)?;
+    write_file(&root.join("usr/bin/journalctl"), JOURNALCTL, 0o755)?;
+    write_file(&root.join("usr/bin/uuidgen"), UUIDGEN, 0o755)
 }
 
 #[cfg(test)]

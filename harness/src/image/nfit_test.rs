@@ -11,7 +11,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use super::build::{copy, dpkg_extract, ensure_dir, publish, run_tool, walk};
+use super::host::{copy, dpkg_extract, ensure_dir, publish, run_tool, scratch_dir, walk};
 use super::recipe::LockedPackage;
 use super::{sha256_hex, Error, Result};
 
@@ -112,8 +112,8 @@ pub fn modules(
 ) -> Result<PathBuf> {
     check_versions(kernel, build)?;
     let mut material = format!("{RECIPE}\n{}\n", kernel.sha256);
-    for p in build.iter().chain(root.unwrap_or_default()) {
-        material.push_str(&format!("{}\n", p.sha256));
+    for package in build.iter().chain(root.unwrap_or_default()) {
+        material.push_str(&format!("{}\n", package.sha256));
     }
     let key = sha256_hex(material.as_bytes());
     let out = cache
@@ -122,40 +122,93 @@ pub fn modules(
     if out.join("done").exists() {
         return Ok(out);
     }
-    let work =
-        tempfile::tempdir_in(ensure_dir(&cache.join("tmp"))?).map_err(|e| Error::io(cache, e))?;
+    let work = scratch_dir(cache)?;
     let flavour_headers = &build_packages(&kernel.name)?[0];
     let started = std::time::Instant::now();
-    // Where the build happens, and the paths as the build sees them.
-    let (tree, chroot) = match root {
-        Some(pkgs) => {
-            let r = work.path().join("root");
-            let all: Vec<&LockedPackage> = pkgs.iter().chain(build).collect();
-            super::build_root::prepare(&r, &all, deb)?;
-            (r, true)
-        }
-        None => {
-            let t = work.path().join("tree");
-            for p in build {
-                dpkg_extract(&deb(p), &t)?;
+    let tree = Tree::prepare(work.path(), root, build, deb, flavour_headers)?;
+    let src = unpack_source(&tree.path, ensure_dir(&tree.path.join("src"))?)?;
+    make(&tree, &src, flavour_headers, kernel)?;
+    let built = work.path().join("out");
+    let names = keep_modules(&src.join("tools/testing/nvdimm"), &built)?;
+    let about = format!(
+        "tools/testing/nvdimm of {} {}, built in {:.1} s\n{}\n",
+        kernel.name,
+        kernel.version,
+        started.elapsed().as_secs_f64(),
+        names.join("\n")
+    );
+    std::fs::write(built.join("done"), about).map_err(|e| Error::io(&built, e))?;
+    publish(&built, &out, "done", "modules")?;
+    Ok(out)
+}
+
+/// Where the build runs.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Site {
+    /// In a build root of the guest's suite, under chroot.
+    Chroot,
+    /// On the host, against headers unpacked in a folder.
+    Host,
+}
+
+/// The folder the build happens in.
+struct Tree {
+    path: PathBuf,
+    site: Site,
+}
+
+impl Tree {
+    /// A build root of `root`'s packages and the `build` packages, or (no
+    /// `root`) the `build` packages unpacked for the host.
+    fn prepare(
+        work: &Path,
+        root: Option<&[LockedPackage]>,
+        build: &[LockedPackage],
+        deb: &dyn Fn(&LockedPackage) -> PathBuf,
+        flavour_headers: &str,
+    ) -> Result<Tree> {
+        match root {
+            Some(packages) => {
+                let path = work.join("root");
+                let all: Vec<&LockedPackage> = packages.iter().chain(build).collect();
+                super::build_root::prepare(&path, &all, deb)?;
+                Ok(Tree {
+                    path,
+                    site: Site::Chroot,
+                })
             }
-            fix_headers(&t, flavour_headers)?;
-            (t, false)
+            None => {
+                let path = work.join("tree");
+                for package in build {
+                    dpkg_extract(&deb(package), &path)?;
+                }
+                fix_headers(&path, flavour_headers)?;
+                Ok(Tree {
+                    path,
+                    site: Site::Host,
+                })
+            }
         }
-    };
-    let src = unpack_source(&tree, ensure_dir(&tree.join("src"))?)?;
-    // A path as the build sees it.
-    let seen = |p: &Path| -> String {
-        if chroot {
-            format!("/{}", p.strip_prefix(&tree).unwrap_or(p).display())
-        } else {
-            p.display().to_string()
+    }
+
+    /// A path as the build sees it.
+    fn seen(&self, path: &Path) -> String {
+        match self.site {
+            Site::Chroot => format!(
+                "/{}",
+                path.strip_prefix(&self.path).unwrap_or(path).display()
+            ),
+            Site::Host => path.display().to_string(),
         }
-    };
+    }
+}
+
+/// Runs kbuild over `src`'s tools/testing/nvdimm against the flavour's
+/// headers.
+fn make(tree: &Tree, src: &Path, flavour_headers: &str, kernel: &LockedPackage) -> Result<()> {
     let quote = |s: &str| format!("'{}'", s.replace('\'', r"'\''"));
-    let headers = seen(&tree.join("usr/src").join(flavour_headers));
-    let m = src.join("tools/testing/nvdimm");
-    let include = |part: &str| format!("-I{}", seen(&src.join(part)));
+    let headers = tree.seen(&tree.path.join("usr/src").join(flavour_headers));
+    let include = |part: &str| format!("-I{}", tree.seen(&src.join(part)));
     let jobs = std::thread::available_parallelism().map_or(1, |n| n.get());
     // No BTF for the mock modules: it needs pahole, and nothing reads it.
     let kcflags = format!(
@@ -167,19 +220,23 @@ pub fn modules(
     let script = format!(
         "make -C {} M={} KCFLAGS={} CONFIG_DEBUG_INFO_BTF_MODULES= -j{jobs} modules",
         quote(&headers),
-        quote(&seen(&m)),
+        quote(&tree.seen(&src.join("tools/testing/nvdimm"))),
         quote(&kcflags)
     );
     super::build_root::run(
-        chroot.then_some(tree.as_path()),
+        (tree.site == Site::Chroot).then_some(tree.path.as_path()),
         &script,
         &format!("building tools/testing/nvdimm against {}", kernel.name),
     )
-    .map_err(|e| Error::Modules(format!("nfit_test: {e}")))?;
-    let built = work.path().join("out");
-    ensure_dir(&built)?;
+    .map_err(|e| Error::Modules(format!("nfit_test: {e}")))
+}
+
+/// Copies the `.ko` files built under `module_dir` into `built`, debug info
+/// stripped; their names, sorted. A build without nfit_test.ko failed.
+fn keep_modules(module_dir: &Path, built: &Path) -> Result<Vec<String>> {
+    ensure_dir(built)?;
     let mut modules = Vec::new();
-    walk(&m, &mut |p, _| {
+    walk(module_dir, &mut |p, _| {
         if p.extension().is_some_and(|e| e == "ko") {
             modules.push(p.to_owned());
         }
@@ -195,20 +252,11 @@ pub fn modules(
     if !names.iter().any(|n| n == "nfit_test.ko") {
         return Err(Error::Modules(format!(
             "nfit_test: the build of {} made no nfit_test.ko (made: {names:?})",
-            m.display()
+            module_dir.display()
         )));
     }
     names.sort();
-    let about = format!(
-        "tools/testing/nvdimm of {} {}, built in {:.1} s\n{}\n",
-        kernel.name,
-        kernel.version,
-        started.elapsed().as_secs_f64(),
-        names.join("\n")
-    );
-    std::fs::write(built.join("done"), about).map_err(|e| Error::io(&built, e))?;
-    publish(&built, &out, "done", "modules")?;
-    Ok(out)
+    Ok(names)
 }
 
 /// Points the flavour headers' Makefile, which includes the common headers'
@@ -235,8 +283,8 @@ fn unpack_source(tree: &Path, work: &Path) -> Result<PathBuf> {
         .flatten()
         .map(|e| e.path())
         .find(|p| {
-            let n = p.file_name().unwrap_or_default().to_string_lossy();
-            n.starts_with("linux-source-") && n.ends_with(".tar.xz")
+            let name = p.file_name().unwrap_or_default().to_string_lossy();
+            name.starts_with("linux-source-") && name.ends_with(".tar.xz")
         })
         .ok_or_else(|| {
             Error::Modules(format!(

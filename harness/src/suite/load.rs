@@ -82,11 +82,11 @@ pub fn discover(root: &Path) -> Result<Vec<Trial>, Error> {
 
 /// One trial per topology of the case.
 fn expand(suite_dir: &Path, case: Arc<Case>, trials: &mut Vec<Trial>) -> Result<(), Error> {
-    for t in &case.spec.topology.0 {
-        let spec = if t.contains('/') || t.ends_with(".yaml") {
-            suite_dir.join(t).display().to_string()
+    for named in &case.spec.topology.0 {
+        let spec = if named.contains('/') || named.ends_with(".yaml") {
+            suite_dir.join(named).display().to_string()
         } else {
-            t.clone()
+            named.clone()
         };
         let topology = topology::load(&spec)?;
         trials.push(Trial {
@@ -103,13 +103,13 @@ fn sorted_entries(dir: &Path) -> Result<Vec<PathBuf>, Error> {
         path: dir.to_owned(),
         source,
     })?;
-    let mut v: Vec<PathBuf> = read.flatten().map(|e| e.path()).collect();
-    v.sort();
-    Ok(v)
+    let mut entries: Vec<PathBuf> = read.flatten().map(|e| e.path()).collect();
+    entries.sort();
+    Ok(entries)
 }
 
-fn file_name(p: &Path) -> String {
-    p.file_name()
+fn file_name(path: &Path) -> String {
+    path.file_name()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_default()
 }

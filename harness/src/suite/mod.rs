@@ -6,7 +6,7 @@ mod model;
 mod upstream;
 
 pub use load::{discover, Case, Trial};
-pub use model::{Action, CaseSpec, ExitExpect, Expect, Mode, Step, TopologyRef};
+pub use model::{Action, CaseSpec, ExitExpect, Expect, Mode, Step, StepError, TopologyRef};
 pub use upstream::{UpstreamSpec, UpstreamTest};
 
 #[derive(Debug, thiserror::Error)]

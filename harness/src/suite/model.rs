@@ -104,8 +104,8 @@ pub struct TopologyRef(pub Vec<String>);
 
 impl<'de> Deserialize<'de> for TopologyRef {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> serde::de::Visitor<'de> for V {
+        struct TopologyRefVisitor;
+        impl<'de> serde::de::Visitor<'de> for TopologyRefVisitor {
             type Value = TopologyRef;
             fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
                 f.write_str("a topology name or a list of them")
@@ -117,16 +117,16 @@ impl<'de> Deserialize<'de> for TopologyRef {
                 self,
                 mut seq: A,
             ) -> Result<TopologyRef, A::Error> {
-                let mut v = Vec::new();
-                while let Some(s) = seq.next_element::<String>()? {
-                    v.push(s);
+                let mut names = Vec::new();
+                while let Some(name) = seq.next_element::<String>()? {
+                    names.push(name);
                 }
-                if v.is_empty() {
+                if names.is_empty() {
                     return Err(serde::de::Error::custom(
                         "a case needs at least one topology",
                     ));
                 }
-                Ok(TopologyRef(v))
+                Ok(TopologyRef(names))
             }
             fn visit_map<A: serde::de::MapAccess<'de>>(
                 self,
@@ -139,27 +139,28 @@ impl<'de> Deserialize<'de> for TopologyRef {
                     #[serde(default)]
                     and: Vec<String>,
                 }
-                let m = Matrix::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
-                let mut v = Vec::new();
-                for w in &m.cxl_ways {
-                    let name = format!("cxl-x{w}");
+                let matrix =
+                    Matrix::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+                let mut names = Vec::new();
+                for ways in &matrix.cxl_ways {
+                    let name = format!("cxl-x{ways}");
                     if crate::topology::named::get(&name).is_none() {
                         return Err(serde::de::Error::custom(format!(
-                            "no shipped topology for CXL width {w} (widths: 1, 2, 3, 4, 6, 8, 12, 16)"
+                            "no shipped topology for CXL width {ways} (widths: 1, 2, 3, 4, 6, 8, 12, 16)"
                         )));
                     }
-                    v.push(name);
+                    names.push(name);
                 }
-                v.extend(m.and);
-                if v.is_empty() {
+                names.extend(matrix.and);
+                if names.is_empty() {
                     return Err(serde::de::Error::custom(
                         "a case needs at least one topology",
                     ));
                 }
-                Ok(TopologyRef(v))
+                Ok(TopologyRef(names))
             }
         }
-        d.deserialize_any(V)
+        d.deserialize_any(TopologyRefVisitor)
     }
 }
 
@@ -284,8 +285,8 @@ impl std::fmt::Display for ExitExpect {
 
 impl<'de> Deserialize<'de> for ExitExpect {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl serde::de::Visitor<'_> for V {
+        struct ExitExpectVisitor;
+        impl serde::de::Visitor<'_> for ExitExpectVisitor {
             type Value = ExitExpect;
             fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
                 f.write_str("an exit code, `failure` or `any`")
@@ -310,7 +311,7 @@ impl<'de> Deserialize<'de> for ExitExpect {
                 }
             }
         }
-        d.deserialize_any(V)
+        d.deserialize_any(ExitExpectVisitor)
     }
 }
 
@@ -363,64 +364,76 @@ struct RawWrite {
     value: String,
 }
 
+/// A step that is not one well-formed action. Reported through serde, with
+/// the file, line and YAML path of the step in front.
+#[derive(Debug, thiserror::Error)]
+pub enum StepError {
+    #[error("`exec` needs a program")]
+    ExecWithoutProgram,
+    /// A QMP command or arguments `qapi` does not accept.
+    #[error(transparent)]
+    Qmp(#[from] crate::vm::qmp::StepError),
+    #[error("checkpoint name `{name}`: use letters, digits, `-` and `_` (it names a snapshot file; `transcript` is taken)")]
+    CheckpointName { name: String },
+    #[error("a step has exactly one of `run`, `exec`, `write`, `hotplug_nvdimm`, `qmp`, `reboot`, `checkpoint`; this one has {count}")]
+    ActionCount { count: usize },
+}
+
 impl TryFrom<RawStep> for Step {
-    type Error = String;
-    fn try_from(r: RawStep) -> Result<Step, String> {
+    type Error = StepError;
+    fn try_from(raw: RawStep) -> Result<Step, StepError> {
         let mut actions = Vec::new();
-        if let Some(line) = r.run {
+        if let Some(line) = raw.run {
             actions.push(Action::Run(line));
         }
-        if let Some(argv) = r.exec {
+        if let Some(argv) = raw.exec {
             if argv.is_empty() {
-                return Err("`exec` needs a program".into());
+                return Err(StepError::ExecWithoutProgram);
             }
             actions.push(Action::Exec(argv));
         }
-        if let Some(w) = r.write {
+        if let Some(write) = raw.write {
             actions.push(Action::Write {
-                path: w.path,
-                value: w.value,
+                path: write.path,
+                value: write.value,
             });
         }
-        if let Some(h) = r.hotplug_nvdimm {
+        if let Some(hotplug) = raw.hotplug_nvdimm {
             actions.push(Action::HotplugNvdimm {
-                size: h.size,
-                label_size: h.label_size,
+                size: hotplug.size,
+                label_size: hotplug.label_size,
             });
         }
-        if let Some(q) = r.qmp {
-            crate::vm::qmp::check_step(&q.execute, &q.arguments).map_err(|e| e.to_string())?;
+        if let Some(qmp) = raw.qmp {
+            crate::vm::qmp::check_step(&qmp.execute, &qmp.arguments)?;
             actions.push(Action::Qmp {
-                command: q.execute,
-                arguments: q.arguments,
+                command: qmp.execute,
+                arguments: qmp.arguments,
             });
         }
-        if r.reboot.is_some() {
+        if raw.reboot.is_some() {
             actions.push(Action::Reboot);
         }
-        if let Some(name) = r.checkpoint {
+        if let Some(name) = raw.checkpoint {
             if name.is_empty()
                 || name == "transcript"
                 || !name
                     .chars()
                     .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
             {
-                return Err(format!(
-                    "checkpoint name `{name}`: use letters, digits, `-` and `_` (it names a snapshot file; `transcript` is taken)"
-                ));
+                return Err(StepError::CheckpointName { name });
             }
             actions.push(Action::Checkpoint(name));
         }
         if actions.len() != 1 {
-            return Err(format!(
-                "a step has exactly one of `run`, `exec`, `write`, `hotplug_nvdimm`, `qmp`, `reboot`, `checkpoint`; this one has {}",
-                actions.len()
-            ));
+            return Err(StepError::ActionCount {
+                count: actions.len(),
+            });
         }
         Ok(Step {
             action: actions.remove(0),
-            expect: r.expect,
-            timeout: r.timeout,
+            expect: raw.expect,
+            timeout: raw.timeout,
         })
     }
 }
@@ -432,9 +445,9 @@ pub(super) mod humantime_serde_compat {
     use serde::{Deserialize, Deserializer};
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let s = String::deserialize(d)?;
-        humantime::parse_duration(&s)
-            .map_err(|e| serde::de::Error::custom(format!("`{s}`: {e} (examples: 5s, 2m)")))
+        let text = String::deserialize(d)?;
+        humantime::parse_duration(&text)
+            .map_err(|e| serde::de::Error::custom(format!("`{text}`: {e} (examples: 5s, 2m)")))
     }
 
     pub mod option {
@@ -450,25 +463,30 @@ pub(super) mod humantime_serde_compat {
 mod tests {
     use super::*;
 
-    fn parse(y: &str) -> Result<CaseSpec, String> {
-        crate::yaml::parse("case.yaml", y).map_err(|e| e.to_string())
+    fn parse(yaml: &str) -> Result<CaseSpec, crate::yaml::Error> {
+        crate::yaml::parse("case.yaml", yaml)
+    }
+
+    /// The error `yaml` is refused with, as the user reads it.
+    fn refused(yaml: &str) -> String {
+        parse(yaml).unwrap_err().to_string()
     }
 
     #[test]
     fn full_case() {
-        let c = parse(
+        let case = parse(
             "topology: nfit-1\nstep_timeout: 30s\nsteps:\n  - run: ndctl list\n  - exec: [ndctl, list, -R]\n    timeout: 5s\n  - write: { path: /sys/x, value: '1' }\n    expect: { exit: failure, stderr: denied }\n",
         )
         .unwrap();
-        assert_eq!(c.topology.0, vec!["nfit-1"]);
-        assert_eq!(c.steps.len(), 3);
-        assert_eq!(c.steps[1].timeout, Some(Duration::from_secs(5)));
-        assert_eq!(c.steps[2].expect.exit, ExitExpect::Failure);
+        assert_eq!(case.topology.0, vec!["nfit-1"]);
+        assert_eq!(case.steps.len(), 3);
+        assert_eq!(case.steps[1].timeout, Some(Duration::from_secs(5)));
+        assert_eq!(case.steps[2].expect.exit, ExitExpect::Failure);
     }
 
     #[test]
     fn two_actions_is_an_error_with_location() {
-        let err = parse("topology: nfit-1\nsteps:\n  - run: a\n    exec: [b]\n").unwrap_err();
+        let err = refused("topology: nfit-1\nsteps:\n  - run: a\n    exec: [b]\n");
         assert!(err.contains("case.yaml:3:"), "{err}");
         assert!(err.contains("steps[0]"), "{err}");
         assert!(err.contains("exactly one of"), "{err}");
@@ -476,57 +494,55 @@ mod tests {
 
     #[test]
     fn unknown_expectation_field() {
-        let err = parse("topology: nfit-1\nsteps:\n  - run: a\n    expect: { exitcode: 1 }\n")
-            .unwrap_err();
+        let err = refused("topology: nfit-1\nsteps:\n  - run: a\n    expect: { exitcode: 1 }\n");
         assert!(err.contains("steps[0].expect.exitcode"), "{err}");
     }
 
     #[test]
     fn topology_list() {
-        let c = parse("topology: [nfit-1, nfit-2]\nsteps: []\n").unwrap();
-        assert_eq!(c.topology.0.len(), 2);
+        let case = parse("topology: [nfit-1, nfit-2]\nsteps: []\n").unwrap();
+        assert_eq!(case.topology.0.len(), 2);
     }
 
     #[test]
     fn width_matrix_and_new_step_kinds() {
-        let c = parse(
+        let case = parse(
             "topology: { cxl_ways: [1, 6], and: [nfit-1] }\nmodes: [fsdax]\nsteps:\n  - checkpoint: before\n  - reboot: {}\n  - qmp: { execute: cxl-inject-poison, arguments: { path: /machine/peripheral/cxl-pmem0, start: 0, length: 64 } }\n",
         )
         .unwrap();
-        assert_eq!(c.topology.0, vec!["cxl-x1", "cxl-x6", "nfit-1"]);
-        assert_eq!(c.modes, vec![Mode::Fsdax]);
-        assert_eq!(c.steps[0].action, Action::Checkpoint("before".into()));
-        assert_eq!(c.steps[1].action, Action::Reboot);
+        assert_eq!(case.topology.0, vec!["cxl-x1", "cxl-x6", "nfit-1"]);
+        assert_eq!(case.modes, vec![Mode::Fsdax]);
+        assert_eq!(case.steps[0].action, Action::Checkpoint("before".into()));
+        assert_eq!(case.steps[1].action, Action::Reboot);
         assert!(
-            matches!(&c.steps[2].action, Action::Qmp { command, .. } if command == "cxl-inject-poison")
+            matches!(&case.steps[2].action, Action::Qmp { command, .. } if command == "cxl-inject-poison")
         );
     }
 
     #[test]
     fn impossible_width_in_a_matrix() {
-        let err = parse("topology: { cxl_ways: [5] }\nsteps: []\n").unwrap_err();
+        let err = refused("topology: { cxl_ways: [5] }\nsteps: []\n");
         assert!(err.contains("width 5"), "{err}");
     }
 
     #[test]
     fn qmp_arguments_checked_at_parse_time() {
-        let err = parse(
+        let err = refused(
             "topology: cxl-x1\nsteps:\n  - qmp: { execute: cxl-inject-poison, arguments: { path: /x } }\n",
-        )
-        .unwrap_err();
+        );
         assert!(err.contains("case.yaml:3:"), "{err}");
         assert!(err.contains("missing field"), "{err}");
     }
 
     #[test]
     fn checkpoint_names_are_file_safe() {
-        let err = parse("topology: nfit-1\nsteps:\n  - checkpoint: a/b\n").unwrap_err();
+        let err = refused("topology: nfit-1\nsteps:\n  - checkpoint: a/b\n");
         assert!(err.contains("checkpoint name"), "{err}");
     }
 
     #[test]
     fn bad_duration() {
-        let err = parse("topology: nfit-1\nsteps:\n  - run: a\n    timeout: soon\n").unwrap_err();
+        let err = refused("topology: nfit-1\nsteps:\n  - run: a\n    timeout: soon\n");
         assert!(err.contains("steps[0].timeout"), "{err}");
     }
 }

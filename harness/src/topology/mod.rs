@@ -27,9 +27,24 @@ pub enum Error {
         yaml_path: String,
         reason: String,
     },
+    #[error("invalid topology {origin}: at `{yaml_path}`: {reason}")]
+    Cxl {
+        origin: String,
+        yaml_path: String,
+        reason: cxl::Error,
+    },
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
+
+/// The [`Error::Invalid`] of a topology from `origin`.
+fn invalid(origin: &str, yaml_path: &str, reason: impl Into<String>) -> Error {
+    Error::Invalid {
+        origin: origin.to_owned(),
+        yaml_path: yaml_path.to_owned(),
+        reason: reason.into(),
+    }
+}
 
 /// A guest topology.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
@@ -203,8 +218,8 @@ impl Topology {
 
     /// Writes out shorthands (`cxl: { ways: N }`).
     pub fn expand(mut self, origin: &str) -> Result<Topology> {
-        if let Some(c) = &self.cxl {
-            self.cxl = Some(c.expand().map_err(|reason| Error::Invalid {
+        if let Some(cxl) = &self.cxl {
+            self.cxl = Some(cxl.expand().map_err(|reason| Error::Cxl {
                 origin: origin.to_owned(),
                 yaml_path: "cxl.ways".into(),
                 reason,
@@ -215,120 +230,131 @@ impl Topology {
 
     /// Checks what QEMU and the kernel need before anything boots.
     pub fn validate(&self, origin: &str) -> Result<()> {
-        let invalid = |yaml_path: String, reason: String| Error::Invalid {
-            origin: origin.to_owned(),
-            yaml_path,
-            reason,
-        };
-        let m = &self.machine;
-        if m.cpus == 0 {
-            return Err(invalid(
-                "machine.cpus".into(),
-                "a guest needs at least one CPU".into(),
-            ));
+        self.validate_machine(origin)?;
+        self.validate_nvdimms(origin)?;
+        if let Some(cxl) = &self.cxl {
+            if self.machine_kind() != MachineKind::Q35 {
+                return Err(invalid(origin, "machine.kind", "CXL needs a q35 machine"));
+            }
+            cxl.validate()
+                .map_err(|violation| invalid(origin, &violation.yaml_path, violation.reason))?;
         }
-        if m.numa_nodes == 0 || m.cpus % m.numa_nodes != 0 {
-            return Err(invalid(
-                "machine.numa_nodes".into(),
-                format!(
-                    "{} NUMA nodes for {} CPUs is not possible: each node is one socket with the \
-                     same number of CPUs, so the CPU count must divide by the node count",
-                    m.numa_nodes, m.cpus
-                ),
-            ));
-        }
-        if m.memory.bytes() < Size::mib(256).bytes() {
-            return Err(invalid(
-                "machine.memory".into(),
-                format!(
-                    "{} of RAM is too little for the guest image; use at least 256M",
-                    m.memory
-                ),
-            ));
-        }
-        if m.memory.bytes() % (u64::from(m.numa_nodes) << 20) != 0 {
-            return Err(invalid(
-                "machine.memory".into(),
-                format!(
-                    "{} does not split evenly into {} NUMA nodes",
-                    m.memory, m.numa_nodes
-                ),
-            ));
-        }
-        for (i, d) in self.nvdimms.iter().enumerate() {
-            let at = |field: &str| format!("nvdimms[{i}].{field}");
-            if d.node >= m.numa_nodes {
+        self.validate_e820(origin)?;
+        for (index, device) in self.virtio_pmem.iter().enumerate() {
+            if device.size.bytes() % (2 << 20) != 0 || device.size.bytes() < 16 << 20 {
                 return Err(invalid(
-                    at("node"),
+                    origin,
+                    &format!("virtio_pmem[{index}].size"),
                     format!(
-                        "node {} does not exist: the machine has {} NUMA node(s)",
-                        d.node, m.numa_nodes
+                        "a virtio-pmem device is a multiple of 2M and at least 16M; got {}",
+                        device.size
                     ),
                 ));
             }
-            if d.label_size.bytes() != 0 && d.label_size.bytes() < 128 << 10 {
+        }
+        let machine = &self.machine;
+        if (machine.hotplug_slots == 0) != (machine.hotplug_memory.bytes() == 0) {
+            return Err(invalid(
+                origin,
+                "machine.hotplug_memory",
+                "hotplug needs both free slots (hotplug_slots) and address space (hotplug_memory)",
+            ));
+        }
+        if self.nvdimms.len() > 256 {
+            return Err(invalid(
+                origin,
+                "nvdimms",
+                "QEMU allows at most 256 memory slots",
+            ));
+        }
+        Ok(())
+    }
+
+    /// CPUs, NUMA nodes and RAM.
+    fn validate_machine(&self, origin: &str) -> Result<()> {
+        let machine = &self.machine;
+        if machine.cpus == 0 {
+            return Err(invalid(
+                origin,
+                "machine.cpus",
+                "a guest needs at least one CPU",
+            ));
+        }
+        if machine.numa_nodes == 0 || machine.cpus % machine.numa_nodes != 0 {
+            return Err(invalid(
+                origin,
+                "machine.numa_nodes",
+                format!(
+                    "{} NUMA nodes for {} CPUs is not possible: each node is one socket with the \
+                     same number of CPUs, so the CPU count must divide by the node count",
+                    machine.numa_nodes, machine.cpus
+                ),
+            ));
+        }
+        if machine.memory.bytes() < Size::mib(256).bytes() {
+            return Err(invalid(
+                origin,
+                "machine.memory",
+                format!(
+                    "{} of RAM is too little for the guest image; use at least 256M",
+                    machine.memory
+                ),
+            ));
+        }
+        if machine.memory.bytes() % (u64::from(machine.numa_nodes) << 20) != 0 {
+            return Err(invalid(
+                origin,
+                "machine.memory",
+                format!(
+                    "{} does not split evenly into {} NUMA nodes",
+                    machine.memory, machine.numa_nodes
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Each NVDIMM's node, label area and size.
+    fn validate_nvdimms(&self, origin: &str) -> Result<()> {
+        let nodes = self.machine.numa_nodes;
+        for (index, nvdimm) in self.nvdimms.iter().enumerate() {
+            let at = |field: &str| format!("nvdimms[{index}].{field}");
+            if nvdimm.node >= nodes {
                 return Err(invalid(
-                    at("label_size"),
+                    origin,
+                    &at("node"),
+                    format!(
+                        "node {} does not exist: the machine has {nodes} NUMA node(s)",
+                        nvdimm.node
+                    ),
+                ));
+            }
+            let (size, label) = (nvdimm.size.bytes(), nvdimm.label_size.bytes());
+            if label != 0 && label < 128 << 10 {
+                return Err(invalid(
+                    origin,
+                    &at("label_size"),
                     format!(
                         "QEMU needs a label area of at least 128K, or 0 for none; got {}",
-                        d.label_size
+                        nvdimm.label_size
                     ),
                 ));
             }
             // QEMU carves the label area from the end of the file; a size of
             // 2M multiples plus the label size leaves a region of whole 2M
             // units (one whose available size can equal its size).
-            let whole = |b: u64| b % (2 << 20) == 0;
-            let aligned = whole(d.size.bytes())
-                || (d.size.bytes() > d.label_size.bytes()
-                    && whole(d.size.bytes() - d.label_size.bytes()));
-            if !aligned || d.size.bytes() < 128 << 20 {
+            let whole = |bytes: u64| bytes % (2 << 20) == 0;
+            let aligned = whole(size) || (size > label && whole(size - label));
+            if !aligned || size < 128 << 20 {
                 return Err(invalid(
-                    at("size"),
+                origin,
+                    &at("size"),
                     format!(
                         "an NVDIMM is a multiple of 2M (or that plus its label size) and at least 128M; got {}",
-                        d.size
+                        nvdimm.size
                     ),
                 ));
             }
-        }
-        if let Some(c) = &self.cxl {
-            if self.machine_kind() != MachineKind::Q35 {
-                return Err(invalid(
-                    "machine.kind".into(),
-                    "CXL needs a q35 machine".into(),
-                ));
-            }
-            c.validate().map_err(|(yaml_path, reason)| Error::Invalid {
-                origin: origin.to_owned(),
-                yaml_path,
-                reason,
-            })?;
-        }
-        self.validate_e820(origin)?;
-        for (i, v) in self.virtio_pmem.iter().enumerate() {
-            if v.size.bytes() % (2 << 20) != 0 || v.size.bytes() < 16 << 20 {
-                return Err(invalid(
-                    format!("virtio_pmem[{i}].size"),
-                    format!(
-                        "a virtio-pmem device is a multiple of 2M and at least 16M; got {}",
-                        v.size
-                    ),
-                ));
-            }
-        }
-        if (m.hotplug_slots == 0) != (m.hotplug_memory.bytes() == 0) {
-            return Err(invalid(
-                "machine.hotplug_memory".into(),
-                "hotplug needs both free slots (hotplug_slots) and address space (hotplug_memory)"
-                    .into(),
-            ));
-        }
-        if self.nvdimms.len() > 256 {
-            return Err(invalid(
-                "nvdimms".into(),
-                "QEMU allows at most 256 memory slots".into(),
-            ));
         }
         Ok(())
     }
@@ -339,36 +365,38 @@ impl Topology {
         let mem = self.machine.memory.bytes();
         let low = Size::mib(256).bytes();
         let mut taken: Vec<(u64, u64)> = Vec::new();
-        for (i, r) in self.e820.iter().enumerate() {
-            let (start, end) = (r.offset.bytes(), r.offset.bytes() + r.size.bytes());
-            let reason = if r.size.bytes() == 0
-                || r.size.bytes() % (2 << 20) != 0
+        for (index, range) in self.e820.iter().enumerate() {
+            let (start, end) = (
+                range.offset.bytes(),
+                range.offset.bytes() + range.size.bytes(),
+            );
+            let reason = if range.size.bytes() == 0
+                || range.size.bytes() % (2 << 20) != 0
                 || start % (2 << 20) != 0
             {
                 Some(format!(
                     "size and offset are multiples of 2M; got {} at {}",
-                    r.size, r.offset
+                    range.size, range.offset
                 ))
             } else if start < low || end + low > mem {
                 Some(format!(
                     "{}..{} must lie within {}..{} of the machine's {} (the kernel sits below, the initramfs above)",
-                    r.offset,
+                    range.offset,
                     Size(end),
                     Size(low),
                     Size(mem.saturating_sub(low)),
                     self.machine.memory
                 ))
-            } else if taken.iter().any(|(s, e)| start < *e && *s < end) {
+            } else if taken
+                .iter()
+                .any(|(taken_start, taken_end)| start < *taken_end && *taken_start < end)
+            {
                 Some("e820 ranges overlap".into())
             } else {
                 None
             };
             if let Some(reason) = reason {
-                return Err(Error::Invalid {
-                    origin: origin.to_owned(),
-                    yaml_path: format!("e820[{i}]"),
-                    reason,
-                });
+                return Err(invalid(origin, &format!("e820[{index}]"), reason));
             }
             taken.push((start, end));
         }
@@ -377,13 +405,13 @@ impl Topology {
 
     /// Memory slots and the maximum memory QEMU must reserve for the NVDIMMs.
     pub fn hotplug_space(&self) -> (usize, Size) {
-        let m = &self.machine;
-        let slots = self.nvdimms.len() + self.virtio_pmem.len() + m.hotplug_slots as usize;
+        let machine = &self.machine;
+        let slots = self.nvdimms.len() + self.virtio_pmem.len() + machine.hotplug_slots as usize;
         let dimms: u64 = self.nvdimms.iter().map(|d| d.size.bytes()).sum::<u64>()
             + self.virtio_pmem.iter().map(|d| d.size.bytes()).sum::<u64>();
         (
             slots.max(1),
-            Size(m.memory.bytes() + dimms + m.hotplug_memory.bytes()),
+            Size(machine.memory.bytes() + dimms + machine.hotplug_memory.bytes()),
         )
     }
 

@@ -1,3 +1,6 @@
+//! Loading and validating topologies: shipped names, strict YAML, and the
+//! rules a topology must meet before anything boots.
+
 use super::*;
 
 fn invalid(yaml: &str) -> String {

@@ -1,3 +1,6 @@
+//! CXL: the `ways` shorthand written out, interleave position order, and the
+//! shapes refused before boot with the YAML path that breaks a rule.
+
 use super::*;
 use crate::topology::{load, Topology};
 

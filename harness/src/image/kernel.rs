@@ -1,0 +1,147 @@
+//! An image's kernel and the modules it ships from: the user's build
+//! (`--kernel BZIMAGE --modules DIR`), or the locked Debian kernel package
+//! unpacked, with nfit_test's mock modules placed in its `updates/` when the
+//! recipe builds them, and depmod run over it.
+
+use std::path::{Path, PathBuf};
+
+use super::host::{copy, depmod, dpkg_extract, ensure_dir, symlink};
+use super::recipe::{ImageFiles, Lock, LockedPackage};
+use super::store::deb_path;
+use super::{nfit_test, BuildOptions, Error, Result, UserKernel};
+
+/// A kernel ready to boot and the modules folder to take its modules from.
+pub(super) struct StagedKernel {
+    /// The bzImage QEMU boots.
+    pub image: PathBuf,
+    /// `lib/modules/RELEASE`, with modules.dep.
+    pub modules: PathBuf,
+    pub release: String,
+    /// Where it came from, for the manifest.
+    pub source: String,
+}
+
+/// The user's kernel, or the lock's unpacked under `staging/kernel`.
+pub(super) fn stage(
+    files: &ImageFiles,
+    opts: &BuildOptions,
+    lock: &Lock,
+    staging: &Path,
+) -> Result<StagedKernel> {
+    match &opts.user_kernel {
+        Some(kernel) => user_kernel(kernel),
+        None => debian_kernel(files, opts, lock, &staging.join("kernel")),
+    }
+}
+
+fn user_kernel(kernel: &UserKernel) -> Result<StagedKernel> {
+    let (modules, release) = user_modules_dir(&kernel.modules)?;
+    Ok(StagedKernel {
+        image: kernel.bzimage.clone(),
+        modules,
+        release,
+        source: format!("user: {}", kernel.bzimage.display()),
+    })
+}
+
+/// Unpacks the locked kernel package into `kernel_root`, adds nfit_test's
+/// modules when the recipe asks for them, and runs depmod over it.
+fn debian_kernel(
+    files: &ImageFiles,
+    opts: &BuildOptions,
+    lock: &Lock,
+    kernel_root: &Path,
+) -> Result<StagedKernel> {
+    dpkg_extract(&deb_path(&opts.cache, &lock.kernel.sha256), kernel_root)?;
+    // trixie's kernels ship modules under usr/lib, bookworm's under
+    // lib; depmod wants them under lib.
+    if kernel_root.join("lib/modules").is_dir() {
+        ensure_dir(&kernel_root.join("usr"))?;
+        symlink("../lib", &kernel_root.join("usr/lib"))?;
+    } else {
+        symlink("usr/lib", &kernel_root.join("lib"))?;
+    }
+    let modules_root = kernel_root.join("usr/lib/modules");
+    let release = single_release(&modules_root)?;
+    if files.recipe.kernel.nfit_test {
+        let built = nfit_test::modules(
+            &opts.cache,
+            &lock.kernel,
+            &lock.kernel_build,
+            nfit_test_build_root(lock)?,
+            &|p| deb_path(&opts.cache, &p.sha256),
+        )?;
+        install_updates(&built, &modules_root.join(&release))?;
+    }
+    depmod(kernel_root, &release)?;
+    Ok(StagedKernel {
+        image: kernel_root.join(format!("boot/vmlinuz-{release}")),
+        modules: modules_root.join(&release),
+        release,
+        source: format!("{} {}", lock.kernel.name, lock.kernel.version),
+    })
+}
+
+/// Where nfit_test builds: a kernel of the guest's suite in the guest
+/// suite's build root; one of the host's release on the host (`None`).
+fn nfit_test_build_root(lock: &Lock) -> Result<Option<&[LockedPackage]>> {
+    match (&lock.kernel_suite, &lock.ndctl_tests) {
+        (Some(_), _) => Ok(None),
+        (None, Some(tests)) => Ok(Some(tests.build_root.as_slice())),
+        (None, None) => Err(Error::Modules(format!(
+            "nfit_test: the kernel comes from {}, whose kbuild tools do not run on \
+             the host; give the recipe a build root (`ndctl_tests.build_root`, with \
+             make and libelf1t64) to build in",
+            lock.suite
+        ))),
+    }
+}
+
+/// Places built modules in the kernel's `updates/`, which depmod prefers
+/// over the modules of the same name under `kernel/`.
+fn install_updates(built: &Path, release_dir: &Path) -> Result<()> {
+    let updates = release_dir.join("updates");
+    ensure_dir(&updates)?;
+    for entry in std::fs::read_dir(built).map_err(|e| Error::io(built, e))? {
+        let path = entry.map_err(|e| Error::io(built, e))?.path();
+        if path.extension().is_some_and(|e| e == "ko") {
+            copy(&path, &updates.join(path.file_name().expect("file")))?;
+        }
+    }
+    Ok(())
+}
+
+/// The one release folder under `modules`.
+fn single_release(modules: &Path) -> Result<String> {
+    let mut names: Vec<String> = std::fs::read_dir(modules)
+        .map_err(|e| Error::io(modules, e))?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    match names.len() {
+        1 => Ok(names.remove(0)),
+        _ => Err(Error::Modules(format!(
+            "expected one kernel release in {}, found {names:?}",
+            modules.display()
+        ))),
+    }
+}
+
+/// The modules folder and release of a user's `make modules_install`.
+fn user_modules_dir(install_mod_path: &Path) -> Result<(PathBuf, String)> {
+    let base = install_mod_path.join("lib/modules");
+    let base = if base.exists() {
+        base
+    } else {
+        install_mod_path.join("usr/lib/modules")
+    };
+    let release = single_release(&base)?;
+    let dir = base.join(&release);
+    if !dir.join("modules.dep").exists() {
+        return Err(Error::Modules(format!(
+            "{} has no modules.dep: pass the INSTALL_MOD_PATH given to `make modules_install`",
+            dir.display()
+        )));
+    }
+    Ok((dir, release))
+}

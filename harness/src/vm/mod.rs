@@ -8,6 +8,7 @@ pub mod accel;
 pub mod agent;
 pub mod cmdline;
 pub mod machine;
+pub mod modules;
 mod process;
 pub mod qemu;
 pub mod qmp;

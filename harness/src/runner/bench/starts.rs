@@ -60,7 +60,7 @@ pub fn measure(
             Some(note),
         ),
     ];
-    if !crate::vm::cmdline::driver_modules(&topo.topology).is_empty() {
+    if !crate::vm::modules::driver_modules(&topo.topology).is_empty() {
         let what = if crate::assemble::wanted(&topo.topology) {
             "CXL regions assembled"
         } else {

@@ -8,7 +8,7 @@ use std::time::Duration;
 use super::{Error, Machine, Result};
 use crate::size::Size;
 use crate::vm::agent::ExecOutput;
-use crate::vm::{cmdline, qemu};
+use crate::vm::{modules, qemu};
 
 const PCI_STATE: &str = "/usr/libexec/ndharness/pci-state";
 /// Decommits and commits every committed CXL region (the kernel's own
@@ -48,7 +48,7 @@ impl Machine {
     }
 
     /// Loads the drivers the guest's init leaves to the harness
-    /// ([`cmdline::driver_modules`]), after writing back the PCI
+    /// ([`modules::driver_modules`]), after writing back the PCI
     /// headers of a restored guest; their kernel records stay for
     /// [`Self::take_unattributed`]. `Ok(None)` when the topology has none;
     /// the output of a failing `modprobe` otherwise.
@@ -153,12 +153,12 @@ impl Machine {
 }
 
 /// Loads `drivers` in order (an optional one only when the kernel has it,
-/// [`cmdline::OPTIONAL_DRIVERS`]), then flushes the nd bus's probes
+/// [`modules::OPTIONAL_DRIVERS`]), then flushes the nd bus's probes
 /// ([`FLUSH_ND_PROBES`]).
 fn drivers_script(drivers: &[&str]) -> String {
     let (optional, required): (Vec<&str>, Vec<&str>) = drivers
         .iter()
-        .partition(|d| cmdline::OPTIONAL_DRIVERS.contains(d));
+        .partition(|d| modules::OPTIONAL_DRIVERS.contains(d));
     let mut s = format!("modprobe -a {} || exit; ", required.join(" "));
     for m in optional {
         s.push_str(&format!("! modprobe -n -q {m} || modprobe {m} || exit; "));

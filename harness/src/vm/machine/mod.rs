@@ -19,7 +19,7 @@ use tokio::sync::watch;
 
 use super::agent::{self, Agent, ExecOutput};
 use super::qmp::{self, GuestEvents, Qmp};
-use super::{cmdline, qemu, Accel, LaunchSpec, QemuProcess, RunDir};
+use super::{cmdline, modules, qemu, Accel, LaunchSpec, QemuProcess, RunDir};
 use crate::image::Image;
 use crate::kmsg::{self, Marker, Record};
 use crate::topology::Topology;
@@ -107,7 +107,7 @@ pub struct Machine {
     nvdimms: usize,
     hotplugged: usize,
     /// The drivers init leaves to the harness
-    /// ([`cmdline::driver_modules`]): their devices' PCI headers go
+    /// ([`modules::driver_modules`]): their devices' PCI headers go
     /// with a saved state and come back before the drivers load.
     drivers: Vec<&'static str>,
     /// Started from a saved state.
@@ -169,7 +169,7 @@ impl Machine {
             memory_devices,
             nvdimms: spec.topology.nvdimms.len(),
             hotplugged: 0,
-            drivers: cmdline::driver_modules(spec.topology),
+            drivers: modules::driver_modules(spec.topology),
             restored: spec.incoming.is_some(),
         };
         if spec.incoming.is_some() {

@@ -1,0 +1,146 @@
+//! The kernel modules a topology needs, in load order: those the guest's
+//! init loads at boot (no udev runs in the guest, so nothing else would),
+//! and those it leaves to the harness, loaded after the agent answers.
+
+use crate::topology::Topology;
+
+/// Every module the topology needs, in load order (no udev runs in the
+/// guest, so nothing else would load them), each marked when the harness
+/// loads it after the agent answers rather than init at boot: the drivers
+/// of devices QEMU cannot restore, and for virtio-pmem the pmem stack
+/// after its driver too, so that the probe order is the one of a boot
+/// (loading virtio_pmem alone after nd_btt made the btt seed `btt0.1`
+/// instead of `btt0.0` in one run out of five). A CXL region appears only
+/// when the harness assembles it, so the pmem stack stays at boot there.
+fn modules(topology: &Topology) -> Vec<(&'static str, bool)> {
+    let mut m: Vec<(&str, bool)> = ["virtio_pci", "virtio_console", "pvpanic_pci"]
+        .map(|n| (n, false))
+        .to_vec();
+    if topology.nfit_test == Some(crate::topology::NfitTest::Loaded) {
+        // Brings the mock libnvdimm and nfit it wraps.
+        m.push(("nfit_test", false));
+    }
+    if topology.has_nfit() {
+        m.push(("nfit", false));
+    }
+    if topology.cxl.is_some() {
+        m.extend(
+            [
+                "cxl_acpi", "cxl_pci", "cxl_port", "cxl_mem", "cxl_pmem", "dax_cxl",
+            ]
+            .map(|n| (n, true)),
+        );
+    }
+    if !topology.e820.is_empty() {
+        m.push(("nd_e820", false));
+    }
+    let virtio_pmem = !topology.virtio_pmem.is_empty();
+    if virtio_pmem {
+        m.push(("virtio_pmem", true));
+    }
+    if topology.has_pmem() {
+        // ext4 (and the checksum it asks the crypto API for) for
+        // filesystems on fsdax: busybox mount does not load modules.
+        m.extend(
+            [
+                "nd_pmem",
+                "nd_btt",
+                "dax_pmem",
+                "device_dax",
+                "kmem",
+                "crc32c_generic",
+                "ext4",
+            ]
+            .map(|n| (n, virtio_pmem)),
+        );
+    }
+    m
+}
+
+/// Drivers loaded only when the kernel has them: `dax_cxl` (CXL RAM
+/// regions as dax devices) came with Linux 6.3; the pmem regions the
+/// harness assembles do not need it, and Debian's 6.1 has none.
+pub const OPTIONAL_DRIVERS: &[&str] = &["dax_cxl"];
+
+/// The modules the guest's init loads (`ndharness.modules=`).
+pub fn guest_modules(topology: &Topology) -> Vec<&'static str> {
+    modules(topology)
+        .into_iter()
+        .filter_map(|(n, late)| (!late).then_some(n))
+        .collect()
+}
+
+/// Drivers the harness loads once the agent answers, after the point a warm
+/// start restores: the kernel has not touched these devices when the state
+/// is saved, so what the drivers find is the restored QEMU's freshly reset
+/// devices (QEMU 10.0.2 saves no state for CXL ports and memory devices,
+/// nor for virtio-pmem). A cold boot loads them at the same point, so both
+/// give the same records.
+pub fn driver_modules(topology: &Topology) -> Vec<&'static str> {
+    modules(topology)
+        .into_iter()
+        .filter_map(|(n, late)| late.then_some(n))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vm::cmdline::{kernel_append, Accel, GuestFiles, LaunchSpec};
+    use std::path::Path;
+
+    #[test]
+    fn modules_follow_devices() {
+        let t = crate::topology::Topology {
+            machine: Default::default(),
+            nvdimms: vec![],
+            cxl: None,
+            e820: vec![],
+            virtio_pmem: vec![],
+            nfit_test: None,
+        };
+        assert!(!guest_modules(&t).contains(&"nfit"));
+        assert!(!guest_modules(&t).contains(&"nd_pmem"));
+        let t = crate::topology::load("nfit-1").unwrap().topology;
+        assert!(guest_modules(&t).contains(&"nfit"));
+        assert!(!guest_modules(&t).contains(&"nfit_test"));
+        // The mock bus loads before the drivers that bind to its regions,
+        // and no QEMU NVDIMM (so no ACPI NFIT) comes with it.
+        let t = crate::topology::load("nfit-test").unwrap().topology;
+        let m = guest_modules(&t);
+        let pos = |n: &str| m.iter().position(|x| *x == n);
+        assert!(pos("nfit_test").unwrap() < pos("nd_pmem").unwrap(), "{m:?}");
+        assert!(!t.has_nfit());
+    }
+
+    #[test]
+    fn cxl_and_virtio_pmem_drivers_wait_for_the_harness() {
+        // Not loaded by init: a saved state must predate their probe.
+        for name in ["cxl-x4", "virtio-pmem-1"] {
+            let t = crate::topology::load(name).unwrap().topology;
+            let append = kernel_append(&LaunchSpec {
+                topology: &t,
+                kernel: Path::new("k"),
+                initrd: Path::new("i"),
+                files: &GuestFiles::under(Path::new("r"), Path::new("r"), &t),
+                accel: Accel::Tcg,
+                extra_append: "",
+                incoming: None,
+            });
+            let drivers = driver_modules(&t);
+            for d in &drivers {
+                assert!(!append.contains(d), "{name}: {d} in {append}");
+            }
+            assert!(guest_modules(&t).contains(&"virtio_console"), "{name}");
+        }
+        // virtio-pmem's region appears with its driver: the pmem drivers
+        // follow it, as at boot. A CXL region appears only when assembled.
+        let t = crate::topology::load("virtio-pmem-1").unwrap().topology;
+        assert_eq!(driver_modules(&t)[..2], ["virtio_pmem", "nd_pmem"]);
+        let t = crate::topology::load("cxl-x2").unwrap().topology;
+        assert!(guest_modules(&t).contains(&"nd_pmem"));
+        assert_eq!(driver_modules(&t).last(), Some(&"dax_cxl"));
+        let t = crate::topology::load("nfit-2").unwrap().topology;
+        assert!(driver_modules(&t).is_empty());
+    }
+}

@@ -26,6 +26,15 @@ pub struct Selection {
     pub cold: bool,
 }
 
+/// A selection whose kernel tree, if it named one, is built and stands in
+/// for `--kernel BZIMAGE --modules DIR`: what [`BuiltSelection::resolve`]
+/// takes. Only [`Selection::build_tree`] makes one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BuiltSelection {
+    /// Its `kernel_tree` is always `None`.
+    selection: Selection,
+}
+
 /// A selection resolved against images/.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Resolved {
@@ -36,7 +45,7 @@ pub struct Resolved {
     pub variants: Vec<String>,
 }
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("--kernel {0} is a path, so it is your own bzImage: give its modules with --modules DIR (the INSTALL_MOD_PATH of `make modules_install`)")]
     KernelWithoutModules(String),
@@ -60,8 +69,15 @@ pub enum Error {
     TreeAndKernel(String),
     #[error("bad guest `{spec}`: {reason} (forms: KERNEL, image=NAME, kernel=NAME|BZIMAGE, modules=DIR, tree=DIR, ndctl=NAME|DIR, start=cold|warm, joined by commas)")]
     BadSpec { spec: String, reason: String },
+    #[error(transparent)]
+    KernelTree(#[from] crate::kbuild::Error),
+    #[error("{}: {error}", path.display())]
+    ImagesDir {
+        path: PathBuf,
+        error: std::io::Error,
+    },
     #[error("{0}")]
-    Recipe(String),
+    Recipe(crate::image::Error),
 }
 
 /// The (kernel, ndctl) pairs the recipes provide, for error messages.
@@ -140,17 +156,14 @@ impl Selection {
     }
 
     /// Builds `kernel_tree` (when given) and stands its kernel and modules
-    /// in for `--kernel BZIMAGE --modules DIR`.
-    pub fn build_tree(
-        &mut self,
-        images_dir: &Path,
-        cache: &Path,
-    ) -> anyhow::Result<Option<crate::kbuild::Built>> {
+    /// in for `--kernel BZIMAGE --modules DIR`: the step before
+    /// [`BuiltSelection::resolve`].
+    pub fn build_tree(mut self, images_dir: &Path, cache: &Path) -> Result<BuiltSelection, Error> {
         let Some(tree) = self.kernel_tree.take() else {
-            return Ok(None);
+            return Ok(BuiltSelection { selection: self });
         };
         if let Some(k) = &self.kernel {
-            return Err(Error::TreeAndKernel(k.clone()).into());
+            return Err(Error::TreeAndKernel(k.clone()));
         }
         let built = crate::kbuild::build(
             &tree,
@@ -165,20 +178,20 @@ impl Selection {
             built.seconds
         );
         self.kernel = Some(built.kernel.bzimage.display().to_string());
-        self.modules = Some(built.kernel.modules.clone());
-        Ok(Some(built))
+        self.modules = Some(built.kernel.modules);
+        Ok(BuiltSelection { selection: self })
     }
+}
 
+impl BuiltSelection {
     /// Picks the recipe and the user's builds. A bare kernel name that is no
     /// recipe's kernel but is an image's name selects that image.
     pub fn resolve(&self, images_dir: &Path) -> Result<Resolved, Error> {
-        if self.kernel_tree.is_some() {
-            panic!("build_tree() comes before resolve()");
-        }
+        let wanted = &self.selection;
         let recipes = provided(images_dir)?;
-        let kernel_path = self.kernel.as_deref().filter(|k| is_path(k));
-        let ndctl_path = self.ndctl.as_deref().filter(|n| is_path(n));
-        let user_kernel = match (kernel_path, &self.modules) {
+        let kernel_path = wanted.kernel.as_deref().filter(|k| is_path(k));
+        let ndctl_path = wanted.ndctl.as_deref().filter(|n| is_path(n));
+        let user_kernel = match (kernel_path, &wanted.modules) {
             (Some(k), Some(m)) => Some(UserKernel {
                 bzimage: PathBuf::from(k),
                 modules: m.clone(),
@@ -186,15 +199,15 @@ impl Selection {
             (Some(k), None) => return Err(Error::KernelWithoutModules(k.to_owned())),
             (None, Some(_)) => {
                 return Err(Error::ModulesWithoutKernelPath(
-                    self.kernel.clone().unwrap_or_else(|| "(none)".into()),
+                    wanted.kernel.clone().unwrap_or_else(|| "(none)".into()),
                 ))
             }
             (None, None) => None,
         };
-        let kernel_name = self.kernel.as_deref().filter(|k| !is_path(k));
-        let ndctl_name = self.ndctl.as_deref().filter(|n| !is_path(n));
+        let kernel_name = wanted.kernel.as_deref().filter(|k| !is_path(k));
+        let ndctl_name = wanted.ndctl.as_deref().filter(|n| !is_path(n));
         // A bare name that is an image and no kernel: the image.
-        let mut image = self.image.clone();
+        let mut image = wanted.image.clone();
         let mut kernel_name = kernel_name.map(str::to_owned);
         if let Some(k) = &kernel_name {
             if image.is_none()
@@ -311,12 +324,13 @@ fn recipe_names(images_dir: &Path) -> std::io::Result<Vec<String>> {
 
 /// Every recipe in `images_dir` that says what it provides, by name.
 fn provided(images_dir: &Path) -> Result<Vec<(String, crate::image::Provides)>, Error> {
-    let names = recipe_names(images_dir)
-        .map_err(|e| Error::Recipe(format!("{}: {e}", images_dir.display())))?;
+    let names = recipe_names(images_dir).map_err(|error| Error::ImagesDir {
+        path: images_dir.to_owned(),
+        error,
+    })?;
     let mut out = Vec::new();
     for name in names {
-        let files =
-            ImageFiles::load(images_dir, &name).map_err(|e| Error::Recipe(e.to_string()))?;
+        let files = ImageFiles::load(images_dir, &name).map_err(Error::Recipe)?;
         if let Some(p) = files.recipe.provides {
             out.push((name, p));
         }
@@ -332,8 +346,15 @@ mod tests {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../images")
     }
 
+    /// Builds the selection's kernel tree, if any (no test gives one that
+    /// would build, so the cache is never read), and resolves it.
+    fn resolve(sel: Selection) -> Result<Resolved, Error> {
+        sel.build_tree(&images(), Path::new("/nonexistent-cache"))?
+            .resolve(&images())
+    }
+
     fn pick(sel: Selection) -> Result<String, Error> {
-        sel.resolve(&images()).map(|r| r.image)
+        resolve(sel).map(|r| r.image)
     }
 
     #[test]
@@ -392,12 +413,9 @@ mod tests {
 
     #[test]
     fn the_default_image_has_no_variant_and_others_do() {
-        let r = Selection::default().resolve(&images()).unwrap();
+        let r = resolve(Selection::default()).unwrap();
         assert!(r.variants.is_empty());
-        let r = Selection::parse("debian-6.1")
-            .unwrap()
-            .resolve(&images())
-            .unwrap();
+        let r = resolve(Selection::parse("debian-6.1").unwrap()).unwrap();
         assert_eq!(r.variants, ["kernel-6.1"]);
     }
 
@@ -421,15 +439,28 @@ mod tests {
         assert!(matches!(e, Error::KernelWithoutModules(_)), "{e}");
         let e = pick(Selection::parse("kernel=debian-6.1,modules=/tmp/m").unwrap()).unwrap_err();
         assert!(matches!(e, Error::ModulesWithoutKernelPath(_)), "{e}");
-        let r = Selection::parse("kernel=/tmp/bzImage,modules=/tmp/m,ndctl=/tmp/destdir")
-            .unwrap()
-            .resolve(&images())
-            .unwrap();
+        let r = resolve(
+            Selection::parse("kernel=/tmp/bzImage,modules=/tmp/m,ndctl=/tmp/destdir").unwrap(),
+        )
+        .unwrap();
         assert_eq!(r.image, "default");
         assert_eq!(r.user_kernel.unwrap().bzimage, Path::new("/tmp/bzImage"));
         assert_eq!(r.user_ndctl.unwrap(), Path::new("/tmp/destdir"));
         let e = pick(Selection::parse("image=default,kernel=debian-6.1").unwrap()).unwrap_err();
         assert!(matches!(e, Error::Conflict { .. }), "{e}");
+    }
+
+    #[test]
+    fn a_kernel_tree_is_built_before_anything_else_is_asked() {
+        let tree_and_kernel = Selection::parse("tree=/tmp,kernel=debian-6.1").unwrap();
+        let e = resolve(tree_and_kernel).unwrap_err();
+        assert!(matches!(e, Error::TreeAndKernel(_)), "{e}");
+        let not_a_tree = Selection::parse("tree=/nonexistent-tree").unwrap();
+        let e = resolve(not_a_tree).unwrap_err();
+        assert!(
+            matches!(e, Error::KernelTree(crate::kbuild::Error::NotATree(_))),
+            "{e}"
+        );
     }
 
     #[test]

@@ -1,0 +1,323 @@
+//! The command line's types, as clap reads them: every command, flag and
+//! help text. What the commands do is in their own modules.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use ndharness::vm::accel::AccelChoice;
+
+#[derive(Parser)]
+#[command(
+    name = "ndharness",
+    version,
+    about = "Boot QEMU guests with persistent-memory topologies, drive ndctl in them, snapshot what comes out"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Build, lock or inspect guest images (images/NAME.yaml + NAME.lock).
+    Image {
+        #[command(subcommand)]
+        action: ImageAction,
+    },
+    /// Boot one guest; run COMMAND in it and exit with its exit code, or stay
+    /// up until Ctrl-C.
+    Boot(BootArgs),
+    /// Run suite cases as tests (libtest conventions).
+    Run(RunArgs),
+    /// Measure cold boot, warm start, round trip, image build and suite
+    /// wall time (cold against warm), medians over --runs; also as JSON.
+    Bench(BenchArgs),
+    /// Find the commit of a kernel tree that broke a case: `git bisect run`
+    /// with a kernel build and the case at each step.
+    Bisect(BisectArgs),
+    /// Run the same cases on two guests (kernels or ndctl versions) and
+    /// report, per trial, whether transcript, layout and kernel log differ.
+    Compare(CompareArgs),
+    /// The saved guest states of warm starts in the cache: list them, or
+    /// remove the unused ones (`run` removes those unused for 7 days).
+    States {
+        #[command(subcommand)]
+        action: Option<StatesAction>,
+    },
+    /// Show a topology and its QEMU command line.
+    Topology {
+        #[command(subcommand)]
+        action: TopologyAction,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum ImageAction {
+    /// Build the image (or find it in the cache) and print where it is.
+    Build(ImageArgs),
+    /// Resolve the recipe's packages and pin them in images/NAME.lock.
+    Lock(ImageArgs),
+    /// Print what a built image holds.
+    Show(ImageArgs),
+}
+
+#[derive(Subcommand)]
+pub enum StatesAction {
+    /// Each state: last use, size, topology, folder (the default).
+    List,
+    /// Remove the states unused for DAYS days (0: all of them).
+    Prune {
+        #[arg(long, value_name = "DAYS", default_value_t = ndharness::runner::warm::states::KEEP_DAYS as f64)]
+        older_than: f64,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum TopologyAction {
+    /// Print the topology (a shipped name or a YAML path) and its QEMU argv.
+    Show { topology: String },
+}
+
+#[derive(Args, Clone, Debug, Default, PartialEq)]
+pub struct Common {
+    /// The repository root holding suites/ and images/ [default: found from the current folder]
+    #[arg(long, global = true, env = "NDHARNESS_ROOT")]
+    pub root: Option<PathBuf>,
+    /// Debian archive for guest packages [default: the host's apt sources]
+    #[arg(long, global = true)]
+    pub mirror: Option<String>,
+}
+
+/// Which guest: a packaged kernel and ndctl by name, or your own builds.
+#[derive(Args, Clone, Debug, Default, PartialEq)]
+pub struct SelectArgs {
+    /// Kernel: debian-6.12 (default), debian-6.1, or the path of your own
+    /// bzImage (with --modules).
+    #[arg(long)]
+    pub kernel: Option<String>,
+    /// INSTALL_MOD_PATH of `make modules_install` for --kernel BZIMAGE.
+    #[arg(long)]
+    pub modules: Option<PathBuf>,
+    /// ndctl: 81 or trixie (default), 76 or bookworm, or the DESTDIR of your
+    /// own `meson install`.
+    #[arg(long)]
+    pub ndctl: Option<String>,
+    /// A kernel source tree: built out of tree (defconfig + images/kernel-tree.config),
+    /// incrementally, with ccache when installed; used as --kernel/--modules.
+    #[arg(long)]
+    pub kernel_tree: Option<PathBuf>,
+}
+
+#[derive(Args)]
+pub struct ImageArgs {
+    /// Image recipe name (images/NAME.yaml) [default: the one --kernel and
+    /// --ndctl select, `default` without them]
+    pub name: Option<String>,
+    #[command(flatten)]
+    pub select: SelectArgs,
+    #[command(flatten)]
+    pub common: Common,
+}
+
+#[derive(Args, Clone, Debug, Default, PartialEq)]
+pub struct GuestArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// Image recipe name (images/NAME.yaml) [default: the one --kernel and
+    /// --ndctl select]
+    #[arg(long)]
+    pub image: Option<String>,
+    #[command(flatten)]
+    pub select: SelectArgs,
+    #[command(flatten)]
+    pub machine: MachineArgs,
+    /// Folder for run folders (evidence) [default: ROOT/target/ndharness/runs]
+    #[arg(long)]
+    pub runs_dir: Option<PathBuf>,
+}
+
+/// How guests run.
+#[derive(Args, Clone, Debug, PartialEq)]
+pub struct MachineArgs {
+    /// Accelerator; auto proves KVM with a probe boot and falls back to TCG.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub accel: AccelChoice,
+    /// Seconds from QEMU start until the guest agent must answer.
+    #[arg(long, default_value = "90")]
+    pub boot_timeout: u64,
+    /// Boot every guest, instead of starting it from the saved state of a
+    /// ready guest (the default; see README, "Warm start").
+    #[arg(long)]
+    pub cold: bool,
+}
+
+#[derive(Args)]
+pub struct BenchArgs {
+    /// Repetitions of each start and image build.
+    #[arg(long, default_value = "5")]
+    pub runs: usize,
+    /// Topologies to start (repeatable).
+    #[arg(long = "topology", default_values = ["nfit-1", "nfit-2", "cxl-x4"])]
+    pub topologies: Vec<String>,
+    /// Trials whose suite wall time is measured cold, then warm ("" for all).
+    #[arg(long)]
+    pub suite: Option<String>,
+    /// Leave out of the suite the trials whose name contains this
+    /// (repeatable), e.g. `ndctl::` for ndctl's own test scripts.
+    #[arg(long)]
+    pub suite_skip: Vec<String>,
+    /// Guests at once for the suite [default: one per core, fewer when the available memory would not hold them]
+    #[arg(long, visible_alias = "jobs")]
+    pub test_threads: Option<usize>,
+    /// Delete the saved VM states first, so the warm suite pays for making
+    /// its templates, as a first run after any change does.
+    #[arg(long)]
+    pub fresh_states: bool,
+    /// Where the JSON goes [default: ROOT/target/ndharness/bench.json]
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    #[command(flatten)]
+    pub guest: GuestArgs,
+}
+
+#[derive(Args)]
+pub struct BisectArgs {
+    /// The trials that tell good from bad (a filter, as for `run`).
+    #[arg(long)]
+    pub case: String,
+    /// A revision where the case passes.
+    #[arg(long)]
+    pub good: String,
+    /// A revision where it fails.
+    #[arg(long)]
+    pub bad: String,
+    /// The kernel's git work tree; left on the revision it was on.
+    #[arg(long)]
+    pub kernel_tree: PathBuf,
+    /// Match --case exactly.
+    #[arg(long)]
+    pub exact: bool,
+    #[command(flatten)]
+    pub common: Common,
+    #[command(flatten)]
+    pub machine: MachineArgs,
+}
+
+#[derive(Args)]
+pub struct CompareArgs {
+    /// The reference guest: a kernel name (debian-6.1), an image name, or
+    /// key=value pairs: kernel=NAME|BZIMAGE, modules=DIR, tree=DIR, ndctl=NAME|DIR, image=NAME, start=cold|warm.
+    #[arg(long)]
+    pub baseline: String,
+    /// The guest under test, in the same forms.
+    #[arg(long)]
+    pub candidate: String,
+    /// Compare only trials whose name contains this (suite::case::topology).
+    pub filter: Option<String>,
+    /// Match FILTER exactly.
+    #[arg(long)]
+    pub exact: bool,
+    /// Skip trials whose name contains this.
+    #[arg(long)]
+    pub skip: Vec<String>,
+    /// Guests at once [default: one per core, fewer when the available memory would not hold them]
+    #[arg(long, visible_alias = "jobs")]
+    pub test_threads: Option<usize>,
+    /// Folder for compare.json, compare.html and each side's results
+    /// [default: ROOT/target/ndharness/compare]
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    #[command(flatten)]
+    pub common: Common,
+    #[command(flatten)]
+    pub machine: MachineArgs,
+}
+
+#[derive(Args)]
+pub struct BootArgs {
+    /// A shipped topology name or the path of a topology YAML file.
+    #[arg(long, short)]
+    pub topology: String,
+    #[command(flatten)]
+    pub guest: GuestArgs,
+    /// Seconds COMMAND may run.
+    #[arg(long, default_value = "300")]
+    pub timeout: u64,
+    /// Save the ready guest's state (before the drivers of the topology's
+    /// CXL and virtio-pmem devices load) to this file and stop.
+    #[arg(long, hide = true)]
+    pub save_state: Option<PathBuf>,
+    /// Start from this state (saved with --save-state, same topology).
+    #[arg(long, hide = true)]
+    pub from_state: Option<PathBuf>,
+    /// Command to run in the guest.
+    #[arg(last = true)]
+    pub command: Vec<String>,
+}
+
+#[derive(Args, Clone, Debug, Default, PartialEq)]
+pub struct RunArgs {
+    /// Run only trials whose name contains this (suite::case::topology).
+    pub filter: Option<String>,
+    /// List trials without running them.
+    #[arg(long)]
+    pub list: bool,
+    /// Match FILTER exactly.
+    #[arg(long)]
+    pub exact: bool,
+    /// Run only ignored cases.
+    #[arg(long)]
+    pub ignored: bool,
+    /// Run ignored cases too.
+    #[arg(long)]
+    pub include_ignored: bool,
+    /// Skip trials whose name contains this.
+    #[arg(long)]
+    pub skip: Vec<String>,
+    /// Guests at once [default: one per core, fewer when the available memory would not hold them]
+    #[arg(long, visible_alias = "jobs")]
+    pub test_threads: Option<usize>,
+    /// Folder for results.json and junit.xml [default: ROOT/target/ndharness/results]
+    #[arg(long)]
+    pub results: Option<PathBuf>,
+    /// Exit as `git bisect run` reads it: 0 pass, 1 conformance failure,
+    /// 125 (skip) when the kernel would not build or boot, 128 (stop) when
+    /// no trial matches.
+    #[arg(long, hide = true)]
+    pub bisect: bool,
+    /// A snapshot the shared one does not match goes to this image's first
+    /// snapshot variant (snapshots/VARIANT/) for `cargo insta review`.
+    #[arg(long)]
+    pub new_variant: bool,
+    #[command(flatten)]
+    pub guest: GuestArgs,
+}
+
+/// The flags' own defaults: how guests run when no flag says otherwise
+/// (`image` commands, which take no machine flags, build a `Config` with
+/// these).
+impl Default for MachineArgs {
+    fn default() -> Self {
+        MachineArgs {
+            accel: AccelChoice::Auto,
+            boot_timeout: 90,
+            cold: false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_in_code_are_the_flags_defaults() {
+        let Command::Run(mut parsed) = Cli::try_parse_from(["ndharness", "run"]).unwrap().command
+        else {
+            panic!("`run` parsed as another command");
+        };
+        // NDHARNESS_ROOT may be set where the tests run.
+        parsed.guest.common.root = None;
+        assert_eq!(parsed, RunArgs::default());
+    }
+}

@@ -1,0 +1,281 @@
+//! `ndharness bisect`: `git bisect run` over a kernel tree, each step an
+//! `ndharness run --bisect` of the case on the tree's kernel. The step's
+//! command line is composed from the `run` command's own types and
+//! rendered by [`run_argv`], the one place that knows each of its flags.
+
+use std::ffi::{OsStr, OsString};
+use std::path::{Path, PathBuf};
+use std::process::{Command as Process, ExitCode, ExitStatus};
+
+use anyhow::Context;
+
+use super::args::{BisectArgs, Common, GuestArgs, MachineArgs, RunArgs, SelectArgs};
+use super::config::find_root;
+
+pub fn bisect(args: BisectArgs) -> anyhow::Result<ExitCode> {
+    let root = find_root(args.common.root.as_deref())?;
+    let tree = &args.kernel_tree;
+    if !has_commits(tree, [&args.good, &args.bad])? {
+        anyhow::bail!(
+            "{} has no commits {} and {}: --kernel-tree must be a git work tree holding both",
+            tree.display(),
+            args.good,
+            args.bad
+        );
+    }
+    if !git(tree, ["bisect", "start", &args.bad, &args.good])?.success() {
+        anyhow::bail!("git bisect start {} {} failed", args.bad, args.good);
+    }
+    let exe = std::env::current_exe()?;
+    let step = step_args(&args, root, tree.canonicalize()?);
+    let mut step_command = vec![exe.into_os_string(), "run".into()];
+    step_command.extend(run_argv(&step));
+    let shown: Vec<_> = step_command.iter().map(|a| a.to_string_lossy()).collect();
+    eprintln!("git bisect run {}", shown.join(" "));
+    let bisect_run = ["bisect", "run"].map(OsString::from);
+    let status = git(tree, bisect_run.into_iter().chain(step_command))?;
+    git(tree, ["bisect", "log"])?;
+    git(tree, ["bisect", "reset"])?;
+    Ok(ExitCode::from(if status.success() { 0 } else { 1 }))
+}
+
+fn git<A: AsRef<OsStr>>(
+    tree: &Path,
+    args: impl IntoIterator<Item = A>,
+) -> anyhow::Result<ExitStatus> {
+    Process::new("git")
+        .arg("-C")
+        .arg(tree)
+        .args(args)
+        .status()
+        .with_context(|| format!("running git in {}", tree.display()))
+}
+
+/// Whether `tree` has every revision of `revisions` as a commit.
+fn has_commits<'a>(
+    tree: &Path,
+    revisions: impl IntoIterator<Item = &'a String>,
+) -> anyhow::Result<bool> {
+    for revision in revisions {
+        let commit = format!("{revision}^{{commit}}");
+        if !git(tree, ["rev-parse", "--verify", "-q", &commit])?.success() {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// The `run` a bisect step is: the case, judged as `git bisect run` reads
+/// it (`--bisect`), on the kernel built from `tree`, with this command's
+/// root, mirror, accelerator and boot timeout.
+fn step_args(args: &BisectArgs, root: PathBuf, tree: PathBuf) -> RunArgs {
+    RunArgs {
+        filter: Some(args.case.clone()),
+        exact: args.exact,
+        bisect: true,
+        guest: GuestArgs {
+            common: Common {
+                root: Some(root),
+                mirror: args.common.mirror.clone(),
+            },
+            select: SelectArgs {
+                kernel_tree: Some(tree),
+                ..SelectArgs::default()
+            },
+            // The steps start warm: `bisect --cold` is not passed on.
+            machine: MachineArgs {
+                cold: false,
+                ..args.machine.clone()
+            },
+            ..GuestArgs::default()
+        },
+        ..RunArgs::default()
+    }
+}
+
+/// A command line being written, flag by flag.
+#[derive(Default)]
+struct Argv(Vec<OsString>);
+
+impl Argv {
+    fn positional(&mut self, value: Option<&String>) {
+        self.0.extend(value.map(OsString::from));
+    }
+
+    fn switch(&mut self, flag: &str, on: bool) {
+        if on {
+            self.0.push(flag.into());
+        }
+    }
+
+    fn value(&mut self, flag: &str, value: impl AsRef<OsStr>) {
+        self.0.push(flag.into());
+        self.0.push(value.as_ref().to_owned());
+    }
+
+    fn optional(&mut self, flag: &str, value: Option<impl AsRef<OsStr>>) {
+        if let Some(value) = value {
+            self.value(flag, value);
+        }
+    }
+}
+
+/// The words after `ndharness run` that parse back to `run`: every field
+/// is taken apart by name, so a flag added to the types does not compile
+/// here until it is rendered.
+pub fn run_argv(run: &RunArgs) -> Vec<OsString> {
+    let RunArgs {
+        filter,
+        list,
+        exact,
+        ignored,
+        include_ignored,
+        skip,
+        test_threads,
+        results,
+        bisect,
+        new_variant,
+        guest,
+    } = run;
+    let mut argv = Argv::default();
+    argv.positional(filter.as_ref());
+    argv.switch("--list", *list);
+    argv.switch("--exact", *exact);
+    argv.switch("--ignored", *ignored);
+    argv.switch("--include-ignored", *include_ignored);
+    for name in skip {
+        argv.value("--skip", name);
+    }
+    argv.optional("--test-threads", test_threads.map(|n| n.to_string()));
+    argv.optional("--results", results.as_ref());
+    argv.switch("--bisect", *bisect);
+    argv.switch("--new-variant", *new_variant);
+    guest_argv(&mut argv, guest);
+    argv.0
+}
+
+fn guest_argv(argv: &mut Argv, guest: &GuestArgs) {
+    let GuestArgs {
+        common: Common { root, mirror },
+        image,
+        select:
+            SelectArgs {
+                kernel,
+                modules,
+                ndctl,
+                kernel_tree,
+            },
+        machine:
+            MachineArgs {
+                accel,
+                boot_timeout,
+                cold,
+            },
+        runs_dir,
+    } = guest;
+    argv.optional("--root", root.as_ref());
+    argv.optional("--mirror", mirror.as_ref());
+    argv.optional("--image", image.as_ref());
+    argv.optional("--kernel", kernel.as_ref());
+    argv.optional("--modules", modules.as_ref());
+    argv.optional("--ndctl", ndctl.as_ref());
+    argv.optional("--kernel-tree", kernel_tree.as_ref());
+    let accel = clap::ValueEnum::to_possible_value(accel).expect("every accelerator has a name");
+    argv.value("--accel", accel.get_name());
+    argv.value("--boot-timeout", boot_timeout.to_string());
+    argv.switch("--cold", *cold);
+    argv.optional("--runs-dir", runs_dir.as_ref());
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+    use ndharness::vm::accel::AccelChoice;
+
+    use super::*;
+    use crate::cli::args::{Cli, Command};
+
+    fn parse(words: impl IntoIterator<Item = OsString>) -> Command {
+        let argv = ["ndharness".into()].into_iter().chain(words);
+        Cli::try_parse_from(argv).unwrap().command
+    }
+
+    fn parse_run(argv: Vec<OsString>) -> RunArgs {
+        match parse(["run".into()].into_iter().chain(argv)) {
+            Command::Run(run) => run,
+            _ => panic!("`run` parsed as another command"),
+        }
+    }
+
+    #[test]
+    fn every_run_flag_renders_and_parses_back() {
+        let run = RunArgs {
+            filter: Some("basic::fsdax".into()),
+            list: true,
+            exact: true,
+            ignored: true,
+            include_ignored: true,
+            skip: vec!["ndctl::".into(), "with space".into()],
+            test_threads: Some(3),
+            results: Some("/results dir".into()),
+            bisect: true,
+            new_variant: true,
+            guest: GuestArgs {
+                common: Common {
+                    root: Some("/repo".into()),
+                    mirror: Some("http://mirror.example/debian".into()),
+                },
+                image: Some("nfit-test".into()),
+                select: SelectArgs {
+                    kernel: Some("/k/bzImage".into()),
+                    modules: Some("/k/modules".into()),
+                    ndctl: Some("/ndctl/destdir".into()),
+                    kernel_tree: Some("/src/linux".into()),
+                },
+                machine: MachineArgs {
+                    accel: AccelChoice::Tcg,
+                    boot_timeout: 33,
+                    cold: true,
+                },
+                runs_dir: Some("/runs".into()),
+            },
+        };
+        assert_eq!(parse_run(run_argv(&run)), run);
+        let defaults = RunArgs {
+            guest: GuestArgs {
+                common: Common {
+                    root: Some("/repo".into()),
+                    mirror: None,
+                },
+                ..GuestArgs::default()
+            },
+            ..RunArgs::default()
+        };
+        assert_eq!(parse_run(run_argv(&defaults)), defaults);
+    }
+
+    #[test]
+    fn a_bisect_step_runs_the_case_on_the_tree_with_the_bisect_flags() {
+        let words = "bisect --case basic::fsdax --exact --good v6.11 --bad v6.12 \
+                     --kernel-tree /src/linux --mirror http://m/debian --accel kvm \
+                     --boot-timeout 45 --cold";
+        let Command::Bisect(args) = parse(words.split(' ').map(OsString::from)) else {
+            panic!("`bisect` parsed as another command");
+        };
+        let step = step_args(&args, "/repo".into(), "/src/linux".into());
+        let parsed = parse_run(run_argv(&step));
+        assert_eq!(parsed, step);
+        assert_eq!(parsed.filter.as_deref(), Some("basic::fsdax"));
+        assert!(parsed.exact && parsed.bisect);
+        let guest = &parsed.guest;
+        assert_eq!(guest.common.root.as_deref(), Some(Path::new("/repo")));
+        assert_eq!(guest.common.mirror.as_deref(), Some("http://m/debian"));
+        assert_eq!(
+            guest.select.kernel_tree.as_deref(),
+            Some(Path::new("/src/linux"))
+        );
+        assert_eq!(guest.machine.accel, AccelChoice::Kvm);
+        assert_eq!(guest.machine.boot_timeout, 45);
+        assert!(!guest.machine.cold);
+    }
+}

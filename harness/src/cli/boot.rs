@@ -1,0 +1,194 @@
+//! `ndharness boot`: one guest, started as a trial's would be (booted, or
+//! restored from a saved state) with its devices ready; then COMMAND run in
+//! it, or the guest left up until Ctrl-C.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use ndharness::runner::start::SavePoint;
+use ndharness::runner::{self, warm, Config, GuestEnv};
+use ndharness::topology::Loaded;
+use ndharness::vm::{self, Machine, RunDir, StartSpec};
+
+use super::args::BootArgs;
+
+/// What the guest starts from: a saved state and the point of a guest's
+/// life it was saved at, or neither (a cold boot).
+struct Start {
+    state: Option<PathBuf>,
+    point: Option<SavePoint>,
+}
+
+pub fn boot(args: BootArgs) -> anyhow::Result<ExitCode> {
+    let config = args.guest.config()?;
+    let topology = ndharness::topology::load(&args.topology)?;
+    let env = runner::prepare(&config)?;
+    let start = starting_point(&args, &config, &env, &topology)?;
+    let run = RunDir::create(
+        &config.runs_dir,
+        &format!("boot-{}", topology.name),
+        &topology.topology,
+    )?;
+    let spec = StartSpec {
+        qemu_binary: &env.qemu,
+        image: &env.image,
+        topology: &topology.topology,
+        accel: env.accel,
+        extra_append: "",
+        boot_timeout: config.boot_timeout,
+        incoming: start.state.as_deref(),
+    };
+    vm::runtime()?.block_on(drive(&args, &spec, &topology, run, &start))
+}
+
+/// Where the guest starts: `--from-state`, a cold boot when it is to be
+/// saved, else the cache's saved state of its group when there is one.
+/// A cold boot loads the topology's drivers and assembles its CXL regions
+/// after the agent answers; so does a start from a state saved with
+/// --save-state (before the drivers); a warm start from the cache has them
+/// and reattaches its devices.
+fn starting_point(
+    args: &BootArgs,
+    config: &Config,
+    env: &GuestEnv,
+    topology: &Loaded,
+) -> anyhow::Result<Start> {
+    let cold = Start {
+        state: None,
+        point: None,
+    };
+    if let Some(path) = &args.from_state {
+        return Ok(Start {
+            state: Some(path.clone()),
+            point: Some(SavePoint::BeforeDrivers),
+        });
+    }
+    if args.save_state.is_some() {
+        return Ok(cold);
+    }
+    let group = warm::TemplateSpec::plain(topology);
+    Ok(match warm::state(config, env, group)? {
+        Some(saved) => Start {
+            state: Some(saved.state),
+            point: Some(saved.point),
+        },
+        None => cold,
+    })
+}
+
+/// Starts the guest, then saves it (`--save-state`), or readies its devices
+/// and runs COMMAND in it or keeps it up.
+async fn drive(
+    args: &BootArgs,
+    spec: &StartSpec<'_>,
+    topology: &Loaded,
+    run: RunDir,
+    start: &Start,
+) -> anyhow::Result<ExitCode> {
+    let evidence = run.path.clone();
+    let mut m = Machine::start(spec, run).await.with_context(|| {
+        format!(
+            "failed to boot {} (evidence kept in {})",
+            topology.name,
+            evidence.display()
+        )
+    })?;
+    // The topologies whose devices QEMU does not restore.
+    let unsaved = m.defers_drivers();
+    if let Some(path) = &args.save_state {
+        return save(m, path).await;
+    }
+    let devices_started = Instant::now();
+    if let Err(e) = warm::ready_devices(&mut m, &topology.topology, start.point).await {
+        let run = m.stop().await;
+        anyhow::bail!("{e} (evidence kept in {})", run.path.display());
+    }
+    let devices_took = unsaved.then(|| devices_started.elapsed());
+    eprintln!("{}", ready_line(&m, spec, start, devices_took));
+    if args.command.is_empty() {
+        return stay_up(m).await;
+    }
+    run_command(m, &args.command, Duration::from_secs(args.timeout)).await
+}
+
+async fn save(m: Machine, path: &Path) -> anyhow::Result<ExitCode> {
+    let started = Instant::now();
+    m.save(path).await?.remove();
+    eprintln!(
+        "saved to {} in {:.2}s",
+        path.display(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `guest ready in 1.23s, drivers and regions in 0.45s more (kvm, cold
+/// boot, QEMU pid 42)`; the devices' time only when the harness readied
+/// them.
+fn ready_line(
+    m: &Machine,
+    spec: &StartSpec<'_>,
+    start: &Start,
+    devices_took: Option<Duration>,
+) -> String {
+    let devices = match devices_took {
+        Some(took) => format!(
+            ", {} in {:.2}s more",
+            if start.point == Some(SavePoint::Ready) {
+                "devices reattached"
+            } else {
+                "drivers and regions"
+            },
+            took.as_secs_f64()
+        ),
+        None => String::new(),
+    };
+    format!(
+        "guest ready in {:.2}s{devices} ({}, {}, QEMU pid {})",
+        m.times.agent_ready.as_secs_f64(),
+        spec.accel.name(),
+        if start.state.is_some() {
+            "warm start"
+        } else {
+            "cold boot"
+        },
+        m.pid()
+    )
+}
+
+/// Prints where to reach the guest and keeps it up until Ctrl-C.
+async fn stay_up(m: Machine) -> anyhow::Result<ExitCode> {
+    let files = &m.run.files;
+    eprintln!("  run folder   {}", m.run.path.display());
+    eprintln!("  QMP socket   {}", files.qmp_socket.display());
+    eprintln!("  agent socket {}", files.agent_socket.display());
+    eprintln!("  serial log   {}", files.serial_log.display());
+    eprintln!("  try: socat - UNIX-CONNECT:{}", files.qmp_socket.display());
+    eprintln!("Ctrl-C stops the guest.");
+    tokio::signal::ctrl_c().await.ok();
+    m.stop().await.remove();
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs `command` in the guest, stops it, and passes on the command's
+/// output and exit code (128 when it had none).
+async fn run_command(
+    m: Machine,
+    command: &[String],
+    timeout: Duration,
+) -> anyhow::Result<ExitCode> {
+    use std::io::Write;
+    let out = m.exec(command, timeout).await;
+    let run = m.stop().await;
+    let out =
+        out.with_context(|| format!("in the guest (evidence kept in {})", run.path.display()))?;
+    run.remove();
+    eprintln!("command finished in {:.3}s", out.duration.as_secs_f64());
+    std::io::stdout().write_all(&out.stdout)?;
+    std::io::stderr().write_all(&out.stderr)?;
+    Ok(ExitCode::from(
+        out.exit_code.map(|c| c as u8).unwrap_or(128),
+    ))
+}

@@ -1,0 +1,106 @@
+//! From the flags the commands share (root, mirror, image, the selection,
+//! the machine flags, runs dir) to the runner's [`Config`], in one place;
+//! and the one call that runs a selection of trials with it.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ndharness::image::{self, BuildOptions};
+use ndharness::runner::{self, Config};
+use ndharness::select::{self, Selection};
+
+use super::args::{Common, GuestArgs, MachineArgs, SelectArgs};
+
+/// The repository root: `--root`, else the first folder above the current
+/// one that holds suites/ and images/, else the checkout this binary was
+/// built from.
+pub fn find_root(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
+    if let Some(r) = explicit {
+        return Ok(r.to_owned());
+    }
+    let cwd = std::env::current_dir()?;
+    for dir in cwd.ancestors() {
+        if dir.join("suites").is_dir() && dir.join("images").is_dir() {
+            return Ok(dir.to_owned());
+        }
+    }
+    let built = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    if built.join("images").is_dir() {
+        return Ok(built.canonicalize()?);
+    }
+    anyhow::bail!(
+        "no ndharness repository (a folder with suites/ and images/) above {}: pass --root",
+        cwd.display()
+    )
+}
+
+/// Where things are and how guests run: finds the repository, builds the
+/// selection's kernel tree (when it names one), resolves it to an image
+/// recipe and the user's builds, and keeps run folders in `runs_dir`
+/// [default: ROOT/target/ndharness/runs].
+pub fn config(
+    common: &Common,
+    selection: Selection,
+    machine: &MachineArgs,
+    runs_dir: Option<&Path>,
+) -> anyhow::Result<Config> {
+    let root = find_root(common.root.as_deref())?;
+    let images = root.join("images");
+    let cold = machine.cold || selection.cold;
+    let resolved = selection
+        .build_tree(&images, &image::cache_dir())?
+        .resolve(&images)?;
+    // insta resolves snapshot paths against the workspace; tell it which.
+    std::env::set_var("INSTA_WORKSPACE_ROOT", &root);
+    Ok(Config {
+        runs_dir: runs_dir.map_or_else(|| root.join("target/ndharness/runs"), Path::to_owned),
+        results_dir: root.join("target/ndharness/results"),
+        nfit_test_image: select::nfit_test_image(&images, &resolved),
+        image: resolved.image,
+        variants: resolved.variants,
+        new_variant: false,
+        collect: None,
+        cold,
+        build: BuildOptions {
+            cache: image::cache_dir(),
+            mirror: common.mirror.clone(),
+            user_kernel: resolved.user_kernel,
+            user_ndctl: resolved.user_ndctl,
+        },
+        accel: machine.accel,
+        boot_timeout: Duration::from_secs(machine.boot_timeout),
+        root,
+    })
+}
+
+impl GuestArgs {
+    /// [`config`] from this command's guest flags.
+    pub fn config(&self) -> anyhow::Result<Config> {
+        config(
+            &self.common,
+            self.select.selection(self.image.clone()),
+            &self.machine,
+            self.runs_dir.as_deref(),
+        )
+    }
+}
+
+impl SelectArgs {
+    /// What these flags ask for, with `image` (a recipe name) beside them.
+    pub fn selection(&self, image: Option<String>) -> Selection {
+        Selection {
+            image,
+            kernel: self.kernel.clone(),
+            modules: self.modules.clone(),
+            ndctl: self.ndctl.clone(),
+            kernel_tree: self.kernel_tree.clone(),
+            cold: false,
+        }
+    }
+}
+
+/// Runs the trials `filter` selects, as `config` says: their exit code,
+/// results and guest.
+pub fn run_trials(config: Config, filter: &libtest_mimic::Arguments) -> runner::RunRecord {
+    runner::execute(config, filter)
+}

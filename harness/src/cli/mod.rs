@@ -1,0 +1,14 @@
+//! The binary's edge: the command line's types ([`args`]), the one way the
+//! flags the commands share become the runner's `Config` ([`config`]), and
+//! one module per command. anyhow is used here and in main.rs only.
+
+pub mod args;
+pub mod bench;
+pub mod bisect;
+pub mod boot;
+pub mod compare;
+pub mod config;
+pub mod image;
+pub mod run;
+pub mod states;
+pub mod topology;

@@ -143,7 +143,7 @@ pub struct MachineArgs {
     #[arg(long, value_enum, default_value = "auto")]
     pub accel: AccelChoice,
     /// Seconds from QEMU start until the guest agent must answer.
-    #[arg(long, default_value = "90")]
+    #[arg(long, default_value_t = ndharness::runner::BOOT_TIMEOUT.as_secs())]
     pub boot_timeout: u64,
     /// Boot every guest, instead of starting it from the saved state of a
     /// ready guest (the default; see README, "Warm start").
@@ -300,7 +300,7 @@ impl Default for MachineArgs {
     fn default() -> Self {
         MachineArgs {
             accel: AccelChoice::Auto,
-            boot_timeout: 90,
+            boot_timeout: ndharness::runner::BOOT_TIMEOUT.as_secs(),
             cold: false,
         }
     }

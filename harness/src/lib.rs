@@ -2,10 +2,10 @@
 //! drives the real kernel driver and the real ndctl inside them, and
 //! snapshot-compares the layouts and kernel logs that come out.
 //!
-//! One case flows: [`suite`] (YAML) → [`topology`] → [`image`] →
-//! [`qemu`] (command line, process) → [`machine`] (QMP + agent, the guest's
-//! lifecycle) → steps ([`guest`]) → [`kmsg`] + [`normalize`] →
-//! [`transcript`] → snapshot ([`runner`]).
+//! One case flows: [`suite`] (YAML) → [`topology`] → [`image`] → [`vm`]
+//! (command line, QEMU process, QMP, guest agent, the machine's lifecycle)
+//! → steps ([`runner`]'s trial state machine) → [`kmsg`] + [`normalize`]
+//! → [`transcript`] → snapshots and reports ([`runner`]).
 
 pub mod assemble;
 pub mod image;

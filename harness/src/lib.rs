@@ -16,6 +16,7 @@ pub mod normalize;
 pub mod runner;
 pub mod select;
 pub mod size;
+pub mod space;
 pub mod suite;
 pub mod topology;
 pub mod transcript;

@@ -74,6 +74,13 @@ impl Size {
 }
 
 /// Renders with the largest unit that divides exactly, as QEMU accepts it.
+impl std::str::FromStr for Size {
+    type Err = Error;
+    fn from_str(text: &str) -> Result<Size, Error> {
+        Size::parse(text)
+    }
+}
+
 impl fmt::Display for Size {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for (unit, mult) in UNITS {

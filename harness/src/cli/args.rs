@@ -69,6 +69,10 @@ pub enum StatesAction {
     Prune {
         #[arg(long, value_name = "DAYS", default_value_t = ndharness::runner::warm::states::KEEP_DAYS as f64)]
         older_than: f64,
+        /// Then remove the least recently used states until the rest take
+        /// at most SIZE (`8G`, `500M`) [default: none]
+        #[arg(long, value_name = "SIZE")]
+        max_size: Option<ndharness::size::Size>,
     },
 }
 

@@ -32,7 +32,10 @@ pub fn states(action: StatesAction) -> anyhow::Result<ExitCode> {
                 dir.display()
             );
         }
-        StatesAction::Prune { older_than } => {
+        StatesAction::Prune {
+            older_than,
+            max_size,
+        } => {
             let Ok(age) = Duration::try_from_secs_f64(older_than * 86400.0) else {
                 anyhow::bail!("--older-than {older_than}: not a number of days");
             };
@@ -42,6 +45,14 @@ pub fn states(action: StatesAction) -> anyhow::Result<ExitCode> {
                 freed as f64 / 1e9,
                 dir.display()
             );
+            if let Some(max) = max_size {
+                let (n, freed) = states::cap(&dir, max.bytes());
+                println!(
+                    "removed {n} least recently used saved states ({:.1} GB) to keep {} under {max}",
+                    freed as f64 / 1e9,
+                    dir.display()
+                );
+            }
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -128,7 +128,8 @@ fn plan(exec: &Arc<Execution>, trials: Vec<Trial>) -> Vec<(Planned, Option<Trial
         .collect()
 }
 
-/// Removes the saved states nobody used for a while.
+/// Removes the saved states nobody used for a while, then the least
+/// recently used beyond the cache's size cap.
 fn prune_states(config: &Config) {
     use super::warm::states;
     let keep = std::time::Duration::from_secs(states::KEEP_DAYS * 86400);
@@ -138,6 +139,21 @@ fn prune_states(config: &Config) {
             "removed {n} saved states unused for {} days ({:.1} GB)",
             states::KEEP_DAYS,
             freed as f64 / 1e9
+        );
+    }
+    let cap = match states::size_cap() {
+        Ok(cap) => cap,
+        Err(e) => {
+            eprintln!("warning: NDHARNESS_STATES_MAX: {e}; keeping the default cap");
+            states::DEFAULT_CAP
+        }
+    };
+    let (n, freed) = states::cap(&config.states_dir(), cap);
+    if n > 0 {
+        eprintln!(
+            "removed the {n} least recently used saved states ({:.1} GB) to keep the cache under {}",
+            freed as f64 / 1e9,
+            crate::space::human(cap)
         );
     }
 }

@@ -3,7 +3,7 @@
 //! records the trial takes over from it ([`Prelude`]). Data only: the
 //! states are made and found by [`super::warm`], used by [`super::trial`].
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::kmsg;
 use crate::transcript::StepRecord;
@@ -43,6 +43,41 @@ pub struct SavedState {
     pub state: PathBuf,
     pub prelude: Prelude,
     pub point: SavePoint,
+}
+
+impl SavedState {
+    /// Removes a state QEMU could not load, so the next trial of its group
+    /// makes it again; says so on stderr.
+    pub fn discard(&self, why: &str) {
+        if let Some(dir) = self.state.parent() {
+            discard(dir, why);
+        }
+    }
+}
+
+/// Removes the saved state in `dir` (moved aside first, so no reader finds
+/// half of it), with a warning line naming it and why.
+pub fn discard(dir: &Path, why: &str) {
+    let topology = std::fs::read_to_string(dir.join("about.txt"))
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("topology ").map(str::to_owned))
+        })
+        .unwrap_or_else(|| "?".into());
+    eprintln!(
+        "warning: saved state {} ({topology}) discarded: {why}; it is made again",
+        dir.display()
+    );
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let aside = dir.with_file_name(format!(".discarded-{name}-{}", std::process::id()));
+    let gone = std::fs::rename(dir, &aside)
+        .map(|()| aside)
+        .unwrap_or_else(|_| dir.to_owned());
+    let _ = std::fs::remove_dir_all(gone);
 }
 
 /// Who assembles a CXL topology's regions (a case's `assemble:`).

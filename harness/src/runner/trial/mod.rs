@@ -123,7 +123,14 @@ async fn drive(
     clock.lap(if state.is_some() { "restore" } else { "boot" });
     let m = match started {
         Ok(m) => m,
-        Err(e) => return (Err(e.into()), clock),
+        Err(e) => {
+            if let (Some(saved), true) = (state, e.is_infrastructure()) {
+                // What QEMU's own load error tells: this state is no good.
+                let first = e.to_string().lines().next().unwrap_or_default().to_owned();
+                saved.discard(&format!("the guest did not start from it ({first})"));
+            }
+            return (Err(e.into()), clock);
+        }
     };
     let mut trace = Trace::of_trial(trial, m, clock);
     if let Some(saved) = state {

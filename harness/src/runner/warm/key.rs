@@ -28,7 +28,7 @@ pub fn key(env: &GuestEnv, spec: TemplateSpec<'_>) -> String {
         .map(|m| format!("{} {:?}", m.len(), m.modified().ok()))
         .unwrap_or_default();
     let material = format!(
-        "state 5\nimage {}\nqemu {} {qemu}\n{}argv {}\n",
+        "state 6\nimage {}\nqemu {} {qemu}\n{}argv {}\n",
         env.image.manifest.key,
         env.qemu.display(),
         setup_material(spec),

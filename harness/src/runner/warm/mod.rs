@@ -40,6 +40,7 @@
 //! prunes them.
 
 mod key;
+mod proof;
 mod save;
 pub mod states;
 
@@ -208,6 +209,16 @@ pub fn state_for(
     state(config, env, TemplateSpec::of(trial))
 }
 
+/// How many times this process made each key's state: a state is made
+/// again once after it was found damaged or would not load; after that its
+/// trials boot cold.
+fn made() -> std::sync::MutexGuard<'static, HashMap<String, u32>> {
+    static MADE: OnceLock<Mutex<HashMap<String, u32>>> = OnceLock::new();
+    MADE.get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+}
+
 /// Groups whose template failed its boot check or setup in this process:
 /// their trials boot cold, each to its own verdict.
 fn cold_groups() -> std::sync::MutexGuard<'static, HashSet<String>> {
@@ -239,6 +250,10 @@ pub fn state(
         if !state.exists() {
             return Ok(None);
         }
+        if let Err(damage) = proof::check(&dir) {
+            super::start::discard(&dir, &damage.to_string());
+            return Ok(None);
+        }
         states::touch(&dir);
         Ok(Some(SavedState {
             state,
@@ -256,6 +271,18 @@ pub fn state(
     }
     if let Some(s) = load()? {
         return Ok(Some(s));
+    }
+    let times = *made()
+        .entry(key.clone())
+        .and_modify(|n| *n += 1)
+        .or_insert(1);
+    if times > 2 {
+        eprintln!(
+            "warning: the saved state of {} was made twice in this run and lost again; its trials boot cold",
+            spec.topology.name
+        );
+        cold_groups().insert(key);
+        return Ok(None);
     }
     let saved = save::save_state(config, env, spec, &dir).map_err(|source| Error::Save {
         topology: spec.topology.name.clone(),

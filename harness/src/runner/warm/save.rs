@@ -27,6 +27,10 @@ pub enum Error {
     Template(#[from] template::InfrastructureError),
     #[error("could not move {from} to {to}")]
     Move { from: PathBuf, to: PathBuf },
+    #[error(transparent)]
+    NoSpace(#[from] crate::space::NoSpace),
+    #[error("writing its proof: {0}")]
+    Proof(#[from] crate::image::Error),
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
@@ -48,6 +52,8 @@ pub fn save_state(
     let t0 = Instant::now();
     let parent = dir.parent().expect("states folder");
     std::fs::create_dir_all(parent).map_err(io(parent))?;
+    let needs = spec.topology().machine.memory.bytes() + crate::space::STATE_OVERHEAD;
+    crate::space::require(parent, needs, "a saved guest state")?;
     let staging = tempfile::tempdir_in(parent).map_err(io(parent))?;
     let run = RunDir::create(staging.path(), "template", spec.topology())?;
     let rt = crate::vm::runtime().map_err(io(staging.path()))?;
@@ -66,6 +72,7 @@ pub fn save_state(
         t0.elapsed().as_secs_f64()
     );
     std::fs::write(staging.path().join("about.txt"), meta).map_err(io(staging.path()))?;
+    super::proof::record(staging.path())?;
     let staged = staging.keep();
     // Another process may have saved the same state first; either is good.
     if std::fs::rename(&staged, dir).is_err() && !dir.join("state").exists() {

@@ -2,13 +2,28 @@
 //! A state is ~170 MB; every change of an input (image, QEMU, topology,
 //! harness) makes new ones and leaves the old ones unused. Each use touches
 //! `KEY/used`; states unused for [`KEEP_DAYS`] are removed at the start of
-//! each `run`, and `ndharness states prune` removes them on demand.
+//! each `run`, and so are the least recently used ones beyond the cache's
+//! size cap ([`size_cap`]: 8 GB unless `NDHARNESS_STATES_MAX` says
+//! otherwise); `ndharness states prune` removes them on demand.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 /// Days a saved state is kept after its last use.
 pub const KEEP_DAYS: u64 = 7;
+
+/// The states cache's size cap when `NDHARNESS_STATES_MAX` is not set:
+/// the whole suite's states (about 4 GB on disk) twice over.
+pub const DEFAULT_CAP: u64 = 8 << 30;
+
+/// The size the states cache is kept under: `NDHARNESS_STATES_MAX` (a
+/// size, `12G`, `800M`), else [`DEFAULT_CAP`].
+pub fn size_cap() -> Result<u64, crate::size::Error> {
+    match std::env::var("NDHARNESS_STATES_MAX") {
+        Ok(v) if !v.trim().is_empty() => crate::size::Size::parse(v.trim()).map(|s| s.bytes()),
+        _ => Ok(DEFAULT_CAP),
+    }
+}
 
 /// One saved state in the cache.
 #[derive(Debug)]
@@ -102,10 +117,31 @@ pub fn prune(states: &Path, older_than: Duration) -> (usize, u64) {
     if let Ok(rd) = std::fs::read_dir(states) {
         for e in rd.flatten() {
             let stale = modified(&e.path()).is_some_and(|t| age(t) > Duration::from_secs(3600));
-            if e.file_name().to_string_lossy().starts_with(".tmp") && stale {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let leftover = name.starts_with(".tmp") || name.starts_with(".discarded");
+            if leftover && stale {
                 freed += disk_usage(&e.path());
                 let _ = std::fs::remove_dir_all(e.path());
             }
+        }
+    }
+    (n, freed)
+}
+
+/// Removes the least recently used states until the rest take at most
+/// `max_bytes`; returns how many went and the bytes freed.
+pub fn cap(states: &Path, max_bytes: u64) -> (usize, u64) {
+    let all = list(states);
+    let mut total: u64 = all.iter().map(|s| s.bytes).sum();
+    let (mut n, mut freed) = (0, 0);
+    for s in all {
+        if total <= max_bytes {
+            break;
+        }
+        if std::fs::remove_dir_all(&s.dir).is_ok() {
+            total -= s.bytes;
+            n += 1;
+            freed += s.bytes;
         }
     }
     (n, freed)
@@ -148,6 +184,22 @@ mod tests {
         // Zero: everything.
         assert_eq!(prune(tmp.path(), Duration::ZERO).0, 1);
         assert!(!recent.exists());
+    }
+
+    #[test]
+    fn the_cap_removes_the_least_recently_used_first() {
+        let tmp = tempfile::tempdir().unwrap();
+        let oldest = state(tmp.path(), "aaaa", "nfit-1", 300);
+        let middle = state(tmp.path(), "bbbb", "cxl-x2", 200);
+        let newest = state(tmp.path(), "cccc", "cxl-x4", 100);
+        let each = list(tmp.path())[0].bytes;
+        // Room for two: the oldest goes.
+        let (n, freed) = cap(tmp.path(), 2 * each);
+        assert_eq!((n, freed), (1, each));
+        assert!(!oldest.exists() && middle.exists() && newest.exists());
+        // Under the cap already: nothing goes.
+        assert_eq!(cap(tmp.path(), 2 * each), (0, 0));
+        assert_eq!(cap(tmp.path(), 0).0, 2);
     }
 
     #[test]

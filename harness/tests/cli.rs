@@ -2,47 +2,13 @@
 //! listing that boots nothing, and a hung guest command that fails its case
 //! in time and leaves no QEMU behind (this one boots a real guest).
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod scratch;
+
+use std::path::Path;
+use std::process::Output;
 use std::time::{Duration, Instant};
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .canonicalize()
-        .unwrap()
-}
-
-fn ndharness(args: &[&str]) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_ndharness"));
-    c.args(args).env_remove("NDHARNESS_ROOT");
-    c
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-/// A scratch repository with the real image recipe and lock and one suite.
-fn scratch(suite: &str, case: &str, yaml: &str) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(dir.path().join("images")).unwrap();
-    for f in ["default.yaml", "default.lock"] {
-        std::fs::copy(
-            repo().join("images").join(f),
-            dir.path().join("images").join(f),
-        )
-        .unwrap();
-    }
-    let s = dir.path().join("suites").join(suite);
-    std::fs::create_dir_all(&s).unwrap();
-    std::fs::write(s.join(format!("{case}.yaml")), yaml).unwrap();
-    dir
-}
+use scratch::{ndharness, repo, scratch, text};
 
 fn assert_clean_error(o: &Output, needle: &str) {
     let t = text(o);
@@ -102,15 +68,8 @@ fn listing_names_trials_and_boots_nothing() {
     assert!(start.elapsed() < Duration::from_secs(5));
 }
 
-fn qemu_pids_using(dir: &Path) -> Vec<String> {
-    let out = Command::new("pgrep")
-        .args(["-f", &dir.display().to_string()])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(str::to_owned)
-        .collect()
+fn qemu_pids_using(dir: &Path) -> Vec<u32> {
+    scratch::qemu_pids_using(dir)
 }
 
 /// Runs a one-case scratch suite in a real guest: its output, text, time.

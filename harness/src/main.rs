@@ -29,7 +29,8 @@ fn main() -> ExitCode {
 fn install_ctrl_c() {
     let _ = ctrlc::set_handler(|| {
         ndharness::vm::kill_all();
-        eprintln!("\ninterrupted: every guest this run started has been stopped");
+        ndharness::tool::kill_all();
+        eprintln!("\ninterrupted: every guest and host tool this run started has been stopped");
         // exit() skips destructors; the guests are already dead, and their
         // run folders are kept as evidence.
         std::process::exit(130);

@@ -235,10 +235,10 @@ fn heal(out: &Path) {
         if size.parse() == Ok(actual) {
             continue;
         }
-        eprintln!(
+        crate::progress::say(&format!(
             "warning: kernel build {}: {name} is {actual} bytes, {size} when it was built; it is made again",
             out.display()
-        );
+        ));
         let _ = std::fs::remove_file(&path);
         if name == ".config" {
             let _ = std::fs::remove_file(out.join(".ndharness-fragment"));
@@ -316,6 +316,30 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let e = build(dir.path(), Path::new("/nonexistent"), dir.path()).unwrap_err();
         assert!(matches!(e, Error::NotATree(_)), "{e}");
+    }
+
+    #[test]
+    fn a_cut_bzimage_is_made_again_and_a_cut_config_remade() {
+        let out = tempfile::tempdir().unwrap();
+        let out = out.path();
+        let bzimage = out.join("arch/x86/boot/bzImage");
+        std::fs::create_dir_all(bzimage.parent().unwrap()).unwrap();
+        std::fs::write(&bzimage, vec![1u8; 4096]).unwrap();
+        std::fs::write(out.join(".config"), "CONFIG_X=y\n").unwrap();
+        std::fs::write(out.join(".ndharness-fragment"), "frag").unwrap();
+        record(out);
+        heal(out);
+        assert!(bzimage.exists() && out.join(".ndharness-fragment").exists());
+        record(out);
+        std::fs::write(&bzimage, vec![1u8; 100]).unwrap();
+        std::fs::write(out.join(".config"), "").unwrap();
+        heal(out);
+        assert!(!bzimage.exists(), "a cut bzImage is left to make");
+        assert!(!out.join(".config").exists());
+        assert!(
+            !out.join(".ndharness-fragment").exists(),
+            "the config is remade"
+        );
     }
 
     #[test]

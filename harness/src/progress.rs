@@ -37,6 +37,16 @@ fn lines() -> &'static MultiProgress {
     LINES.get_or_init(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr()))
 }
 
+/// Writes a line on stderr (a warning) without tearing a live stage's
+/// line: at a terminal the stages are lifted off, then drawn again below.
+pub fn say(line: &str) {
+    if live() {
+        lines().suspend(|| eprintln!("{line}"));
+    } else {
+        eprintln!("{line}");
+    }
+}
+
 /// One stage of long work: `image default: unpack`, `kernel tree: make`.
 pub struct Stage {
     what: String,
@@ -65,14 +75,14 @@ impl Stage {
         let bar = live().then(|| {
             let bar = match total {
                 Some(n) => ProgressBar::new(n).with_style(style(
-                    "{spinner:.cyan} {prefix}: {msg} [{bar:25.cyan/blue}] {pos}/{len} [{elapsed}]",
+                    "{spinner:.cyan} {prefix}: {wide_msg} [{bar:20.cyan/blue}] {pos}/{len} [{elapsed}]",
                 )),
                 None => ProgressBar::new_spinner()
-                    .with_style(style("{spinner:.cyan} {prefix}: {msg} [{elapsed}]")),
-            };
+                    .with_style(style("{spinner:.cyan} {prefix}: {wide_msg} [{elapsed}]")),
+            }
+            .with_prefix(what.to_owned())
+            .with_message(step.to_owned());
             let bar = lines().add(bar);
-            bar.set_prefix(what.to_owned());
-            bar.set_message(step.to_owned());
             bar.enable_steady_tick(Duration::from_millis(120));
             bar
         });
@@ -134,7 +144,7 @@ impl Stage {
     /// The stage is done: at a terminal its line stays, ticked.
     pub fn finish(self) {
         if let Some(bar) = &self.bar {
-            bar.set_style(style("  {prefix}: {msg} [{elapsed}] done"));
+            bar.set_style(style("  {prefix}: {msg}, done in {elapsed}"));
             bar.set_message(self.step.clone());
             bar.finish();
         }

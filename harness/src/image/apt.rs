@@ -365,7 +365,8 @@ impl PrivateApt {
         let mut on_line = |line: &str| {
             if let Some(got) = line.strip_prefix("Get:") {
                 stage.inc(1);
-                stage.item(got.split_whitespace().nth(2).unwrap_or(got));
+                // Get:N URI SUITE/COMPONENT ARCH PACKAGE ARCH VERSION [SIZE]
+                stage.item(got.split_whitespace().nth(4).unwrap_or(got));
             }
         };
         self.apt(

@@ -152,10 +152,10 @@ pub(super) fn check_present(dir: &Path, names: &[&str]) -> std::result::Result<(
 /// Removes the damaged build in `dir` (moved aside first, so no reader
 /// finds half of it), with a warning line naming it and why.
 pub(super) fn discard(dir: &Path, what: &str, damage: &Damage) {
-    eprintln!(
+    crate::progress::say(&format!(
         "warning: {what} {} discarded: {damage}; it is built again",
         dir.display()
-    );
+    ));
     remove_aside(dir);
 }
 

@@ -10,12 +10,9 @@
 //! handler empties ([`kill_all`]), since a tool in a group of its own does
 //! not get the terminal's SIGINT.
 //!
-//! The deadlines are generous: a healthy tool on a slow machine finishes
-//! well within them; they turn a hang (a full disk, a dead mirror) into an
-//! error. Tests and slow machines change them through the environment:
-//! `NDHARNESS_TOOL_TIMEOUT_<KEY>=DURATION` (`30s`, `2h`) for one tool
-//! (`<KEY>` is the limit's key, e.g. `APT_UPDATE`), or
-//! `NDHARNESS_TOOL_TIMEOUT_SCALE=FACTOR` (`4`, `0.01`) for all of them.
+//! The deadlines, and how the environment changes them
+//! (`NDHARNESS_TOOL_TIMEOUT_<KEY>`, `NDHARNESS_TOOL_TIMEOUT_SCALE`), are in
+//! [`limit`].
 
 use std::collections::{BTreeSet, VecDeque};
 use std::fs::File;
@@ -27,7 +24,7 @@ use std::sync::mpsc::{self, RecvTimeoutError, Sender};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-mod limit;
+pub mod limit;
 pub use limit::*;
 
 /// How many of a tool's last output lines an error carries.
@@ -96,7 +93,8 @@ pub type Result<T> = std::result::Result<T, Error>;
 #[derive(Debug)]
 pub struct Finished {
     pub status: ExitStatus,
-    /// Its stdout, when captured (not with [`Tool::log`] or
+    /// Its stdout and stderr, when captured apart (the default; empty with
+    /// [`Tool::merged`], [`Tool::log`], [`Tool::inherit`]; no stdout with
     /// [`Tool::stdout_to`]).
     pub stdout: Vec<u8>,
     pub stderr: Vec<u8>,

@@ -20,16 +20,31 @@ fn main() -> ExitCode {
     match dispatch(parsed.command) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", chain(&e));
             ExitCode::from(2)
         }
     }
 }
 
+/// The error and its causes, each said once: most messages already name
+/// their cause ("failed to access PATH: No space left on device").
+fn chain(e: &anyhow::Error) -> String {
+    let mut text = e.to_string();
+    for cause in e.chain().skip(1) {
+        let cause = cause.to_string();
+        if !text.contains(&cause) {
+            text.push_str(": ");
+            text.push_str(&cause);
+        }
+    }
+    text
+}
+
 fn install_ctrl_c() {
     let _ = ctrlc::set_handler(|| {
         ndharness::vm::kill_all();
-        eprintln!("\ninterrupted: every guest this run started has been stopped");
+        ndharness::tool::kill_all();
+        eprintln!("\ninterrupted: every guest and host tool this run started has been stopped");
         // exit() skips destructors; the guests are already dead, and their
         // run folders are kept as evidence.
         std::process::exit(130);

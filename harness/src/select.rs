@@ -165,12 +165,7 @@ impl Selection {
         if let Some(k) = &self.kernel {
             return Err(Error::TreeAndKernel(k.clone()));
         }
-        let built = crate::kbuild::build(
-            &tree,
-            &images_dir.join(crate::kbuild::FRAGMENT),
-            cache,
-            &mut |line| eprintln!("kernel tree {}: {line}", tree.display()),
-        )?;
+        let built = crate::kbuild::build(&tree, &images_dir.join(crate::kbuild::FRAGMENT), cache)?;
         eprintln!(
             "kernel tree {}: {} built in {:.0}s",
             tree.display(),

@@ -8,6 +8,13 @@ use std::path::{Path, PathBuf};
 /// What an image build writes at most (measured 39-88 MB, and the
 /// unpacked packages beside it while it runs).
 pub const IMAGE_BUILD: u64 = 400 << 20;
+/// What an nfit_test build writes while it runs (the guest suite's build
+/// root, ~350 MB unpacked, the kernel headers and its 150 MB source
+/// tarball; the modules it keeps are 1 MB).
+pub const NFIT_TEST_BUILD: u64 = 1 << 30;
+/// What the ndctl tests build writes while it runs (the build root,
+/// ndctl's source and its meson build; the tests it keeps are 4 MB).
+pub const NDCTL_TESTS_BUILD: u64 = 512 << 20;
 /// What a kernel tree build writes at most (objects of a small
 /// configuration and its modules; a defconfig build takes more).
 pub const KERNEL_BUILD: u64 = 3 << 30;

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command as Process, ExitCode, ExitStatus};
 
 use anyhow::Context;
+use ndharness::tool::{self, Tool};
 
 use super::args::{BisectArgs, Common, GuestArgs, MachineArgs, RunArgs, SelectArgs};
 use super::config::find_root;
@@ -33,9 +34,16 @@ pub fn bisect(args: BisectArgs) -> anyhow::Result<ExitCode> {
     let shown: Vec<_> = step_command.iter().map(|a| a.to_string_lossy()).collect();
     eprintln!("git bisect run {}", shown.join(" "));
     let bisect_run = ["bisect", "run"].map(OsString::from);
-    let status = git(tree, bisect_run.into_iter().chain(step_command))?;
-    git(tree, ["bisect", "log"])?;
+    let status = git_within(
+        tool::GIT_BISECT_RUN,
+        tree,
+        bisect_run.into_iter().chain(step_command),
+    );
+    // Whatever the search came to, the tree is left as it was found.
+    let log = git(tree, ["bisect", "log"]);
     git(tree, ["bisect", "reset"])?;
+    let status = status?;
+    log?;
     Ok(ExitCode::from(if status.success() { 0 } else { 1 }))
 }
 
@@ -43,12 +51,30 @@ fn git<A: AsRef<OsStr>>(
     tree: &Path,
     args: impl IntoIterator<Item = A>,
 ) -> anyhow::Result<ExitStatus> {
-    Process::new("git")
-        .arg("-C")
-        .arg(tree)
-        .args(args)
-        .status()
-        .with_context(|| format!("running git in {}", tree.display()))
+    git_within(tool::GIT, tree, args)
+}
+
+/// git in `tree`, its output the user's, killed (its steps too) after the
+/// deadline of `limit`.
+fn git_within<A: AsRef<OsStr>>(
+    limit: tool::Limit,
+    tree: &Path,
+    args: impl IntoIterator<Item = A>,
+) -> anyhow::Result<ExitStatus> {
+    let mut cmd = Process::new("git");
+    cmd.arg("-C").arg(tree).args(args);
+    let name = format!("`{}`", shown(&cmd));
+    let done = Tool::new(limit, &mut cmd)
+        .shown(name)
+        .inherit()
+        .output()
+        .with_context(|| format!("running git in {}", tree.display()))?;
+    Ok(done.status)
+}
+
+fn shown(cmd: &Process) -> String {
+    let args: Vec<_> = cmd.get_args().map(|a| a.to_string_lossy()).collect();
+    format!("{} {}", cmd.get_program().to_string_lossy(), args.join(" "))
 }
 
 /// Whether `tree` has every revision of `revisions` as a commit.

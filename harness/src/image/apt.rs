@@ -6,6 +6,8 @@ use std::process::Command;
 
 use super::host::ensure_dir;
 use super::{Error, Result};
+use crate::progress::Stage;
+use crate::tool::{self, Limit, Tool};
 
 /// The archive the guest's packages come from.
 #[derive(Clone, Debug)]
@@ -206,33 +208,54 @@ impl PrivateApt {
         .collect()
     }
 
-    fn apt(&self, tool: &str, args: &[&str], cwd: Option<&Path>) -> Result<String> {
-        let mut cmd = Command::new(tool);
+    /// Runs apt's `program` with the private configuration and `args`;
+    /// its stdout. `on_line` sees each line as it comes.
+    fn apt(
+        &self,
+        program: &str,
+        args: &[&str],
+        cwd: Option<&Path>,
+        limit: Limit,
+        on_line: &mut dyn FnMut(&str),
+    ) -> Result<String> {
+        let mut cmd = Command::new(program);
         cmd.args(self.options()).args(args);
         if let Some(dir) = cwd {
             cmd.current_dir(dir);
         }
-        let shown = format!("{tool} {}", args.join(" "));
-        let out = cmd.output().map_err(|e| Error::Tool {
-            tool: tool.to_owned(),
-            message: format!("{e}; apt is needed on the host to fetch guest packages"),
-        })?;
-        if !out.status.success() {
-            return Err(Error::Apt {
+        let shown = format!("{program} {}", args.join(" "));
+        match Tool::new(limit, &mut cmd)
+            .shown(format!("`{shown}`"))
+            .on_line(on_line)
+            .run()
+        {
+            Ok(done) => Ok(done.stdout_text()),
+            Err(tool::Error::Failed { stderr, tail, .. }) => Err(Error::Apt {
                 command: shown,
-                stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
-            });
+                stderr: apt_message(&stderr, &tail),
+            }),
+            Err(other) => Err(other.into()),
         }
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    fn query(&self, program: &str, args: &[&str]) -> Result<String> {
+        self.apt(program, args, None, tool::APT_QUERY, &mut |_| {})
     }
 
     pub fn update(&self) -> Result<()> {
-        self.apt("apt-get", &["-q", "update"], None).map(drop)
+        self.apt(
+            "apt-get",
+            &["-q", "update"],
+            None,
+            tool::APT_UPDATE,
+            &mut |_| {},
+        )
+        .map(drop)
     }
 
     /// The names of the packages in the suite that match `glob`.
     pub fn names_matching(&self, glob: &str) -> Result<Vec<String>> {
-        let out = self.apt("apt-cache", &["pkgnames"], None)?;
+        let out = self.query("apt-cache", &["pkgnames"])?;
         Ok(out
             .lines()
             .filter(|n| super::recipe::glob_match(glob, n))
@@ -242,7 +265,7 @@ impl PrivateApt {
 
     /// The candidate version of `name`.
     pub fn candidate(&self, name: &str) -> Result<String> {
-        let out = self.apt("apt-cache", &["policy", name], None)?;
+        let out = self.query("apt-cache", &["policy", name])?;
         out.lines()
             .find_map(|l| {
                 l.trim()
@@ -272,7 +295,7 @@ impl PrivateApt {
             vec!["-q", "--print-uris", "download"]
         };
         args.extend(packages.iter().map(String::as_str));
-        let out = self.apt("apt-get", &args, None)?;
+        let out = self.query("apt-get", &args)?;
         Ok(out.lines().filter_map(parse_print_uri).collect())
     }
 
@@ -289,6 +312,8 @@ impl PrivateApt {
             "apt-get",
             &["-q", "--print-uris", "source", &spec],
             Some(dest),
+            tool::APT_QUERY,
+            &mut |_| {},
         )?;
         let (uri, file, size, sha256) = out
             .lines()
@@ -300,45 +325,77 @@ impl PrivateApt {
             })?;
         let target = dest.join(&file);
         let helper = "/usr/lib/apt/apt-helper";
-        let got = Command::new(helper)
-            .args(self.options())
+        let mut cmd = Command::new(helper);
+        cmd.args(self.options())
             .arg("download-file")
             .arg(&uri)
             .arg(&target)
-            .arg(format!("SHA256:{sha256}"))
-            .output()
-            .map_err(|e| Error::Tool {
-                tool: helper.into(),
-                message: e.to_string(),
-            })?;
-        if !got.status.success() {
-            return Err(Error::Apt {
-                command: format!("apt-helper download-file {uri}"),
-                stderr: String::from_utf8_lossy(&got.stderr).trim().to_owned(),
-            });
+            .arg(format!("SHA256:{sha256}"));
+        let shown = format!("apt-helper download-file {uri}");
+        match Tool::new(tool::APT_DOWNLOAD, &mut cmd)
+            .shown(format!("`{shown}`"))
+            .run()
+        {
+            Ok(_) => {}
+            Err(tool::Error::Failed { stderr, tail, .. }) => {
+                return Err(Error::Apt {
+                    command: shown,
+                    stderr: apt_message(&stderr, &tail),
+                })
+            }
+            Err(other) => return Err(other.into()),
         }
         Ok((file, size, sha256))
     }
 
-    /// Downloads exact `name=version` specs into `dest`.
-    pub fn download(&self, specs: &[String], dest: &Path, relock: &str) -> Result<()> {
+    /// Downloads exact `name=version` specs into `dest`; `stage` counts
+    /// each package as apt fetches it.
+    pub fn download(
+        &self,
+        specs: &[String],
+        dest: &Path,
+        relock: &str,
+        stage: &mut Stage,
+    ) -> Result<()> {
         if specs.is_empty() {
             return Ok(());
         }
         let mut args = vec!["-q", "download"];
         args.extend(specs.iter().map(String::as_str));
-        self.apt("apt-get", &args, Some(dest))
-            .map(drop)
-            .map_err(|e| match e {
-                Error::Apt { stderr, .. } if stderr.contains("was not found") => {
-                    Error::Unavailable {
-                        detail: stderr,
-                        relock: relock.to_owned(),
-                    }
-                }
-                other => other,
-            })
+        let mut on_line = |line: &str| {
+            if let Some(got) = line.strip_prefix("Get:") {
+                stage.inc(1);
+                // Get:N URI SUITE/COMPONENT ARCH PACKAGE ARCH VERSION [SIZE]
+                stage.item(got.split_whitespace().nth(4).unwrap_or(got));
+            }
+        };
+        self.apt(
+            "apt-get",
+            &args,
+            Some(dest),
+            tool::APT_DOWNLOAD,
+            &mut on_line,
+        )
+        .map(drop)
+        .map_err(|e| match e {
+            Error::Apt { stderr, .. } if stderr.contains("was not found") => Error::Unavailable {
+                detail: stderr,
+                relock: relock.to_owned(),
+            },
+            other => other,
+        })
     }
+}
+
+/// What a failed apt says: its stderr, or (when that is empty) the last
+/// lines of its output.
+fn apt_message(stderr: &str, tail: &tool::Tail) -> String {
+    let stderr = stderr.trim();
+    if stderr.is_empty() {
+        return tail.0.join("\n");
+    }
+    let lines: Vec<&str> = stderr.lines().collect();
+    lines[lines.len().saturating_sub(tool::TAIL_LINES)..].join("\n")
 }
 
 /// `'URI' FILENAME SIZE HASH` lines of `apt-get --print-uris`.

@@ -7,12 +7,14 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use super::cache::{content_key, image_dir, load_built, publish_image, Image, Manifest};
+use super::cache::{content_key, find, image_dir, publish_image, Found, Image, Manifest};
 use super::host::{copy, depmod, dpkg_extract, ensure_dir, merge_tree, scratch_dir};
 use super::kernel::{self, StagedKernel};
 use super::recipe::{ImageFiles, Lock, LockedPackage};
 use super::store::{deb_path, fetch_missing, fetch_ndctl_source};
-use super::{initramfs, ndctl_tests, nfit_test, BuildOptions, CacheLock, Error, Result};
+use super::{initramfs, ndctl_tests, nfit_test, proof, BuildOptions, CacheLock, Error, Result};
+use crate::progress::Stage;
+use crate::space;
 
 /// Builds the image, or finds it in the cache.
 pub fn build(files: &ImageFiles, opts: &BuildOptions) -> Result<Image> {
@@ -20,21 +22,32 @@ pub fn build(files: &ImageFiles, opts: &BuildOptions) -> Result<Image> {
     let (lock, lock_text) = files.read_lock()?;
     let key = content_key(files, &lock_text, opts)?;
     let out = image_dir(&opts.cache, files, &key);
-    if let Some(image) = load_built(&out)? {
-        return Ok(image);
+    if let Found::Whole(image) = find(&out) {
+        return Ok(*image);
     }
     let _hold = CacheLock::acquire(&opts.cache)?;
-    // Another process may have built it while this one waited.
-    if let Some(image) = load_built(&out)? {
-        return Ok(image);
+    // Another process may have built it (or healed it) while this one
+    // waited; a damaged image is set aside only under the lock.
+    match find(&out) {
+        Found::Whole(image) => return Ok(*image),
+        Found::Damaged(damage) => proof::discard(&out, "cached image", &damage),
+        Found::Absent => {}
     }
+    let what = format!("image {}", files.name);
+    space::require(&opts.cache, space::IMAGE_BUILD, &format!("building {what}"))?;
     fetch_inputs(files, opts, &lock)?;
     let staging = scratch_dir(&opts.cache)?;
-    let root = stage_root(opts, &lock, staging.path())?;
+    let root = stage_root(opts, &lock, staging.path(), &what)?;
+    let stage = Stage::start(&what, "kernel");
     let kernel = kernel::stage(files, opts, &lock, staging.path())?;
+    stage.finish();
+    let stage = Stage::start(&what, "modules");
     let modules = ship_modules(files, &kernel, &root)?;
+    stage.finish();
+    let stage = Stage::start(&what, "initramfs");
     finish_root(files, &root)?;
     let packed = pack(&root, &kernel, staging.path())?;
+    stage.finish();
     let manifest = Manifest {
         image: files.name.clone(),
         key,
@@ -45,8 +58,9 @@ pub fn build(files: &ImageFiles, opts: &BuildOptions) -> Result<Image> {
         modules,
         initramfs_bytes: packed.initramfs_bytes,
         build_seconds: started.elapsed().as_secs_f64(),
+        files: Default::default(),
     };
-    publish_image(&packed.dir, &out, &manifest)
+    publish_image(&packed.dir, &out, manifest)
 }
 
 /// Brings every package and source the build reads into the store.
@@ -73,13 +87,21 @@ fn fetch_inputs(files: &ImageFiles, opts: &BuildOptions, lock: &Lock) -> Result<
 
 /// The guest's root under `staging/root`: the lock's packages unpacked and
 /// usr-merged, the user's ndctl laid over them, ndctl's tests installed.
-fn stage_root(opts: &BuildOptions, lock: &Lock, staging: &Path) -> Result<PathBuf> {
+fn stage_root(opts: &BuildOptions, lock: &Lock, staging: &Path, what: &str) -> Result<PathBuf> {
     let root = staging.join("root");
     ensure_dir(&root)?;
+    let mut stage = Stage::counted(
+        what,
+        &format!("unpack {} packages", lock.packages.len()),
+        lock.packages.len() as u64,
+    );
     for package in &lock.packages {
+        stage.item(&package.name);
         dpkg_extract(&deb_path(&opts.cache, &package.sha256), &root)?;
+        stage.inc(1);
     }
     initramfs::merge_usr(&root)?;
+    stage.finish();
     if let Some(dir) = &opts.user_ndctl {
         overlay(dir, &root)?;
     }

@@ -9,6 +9,7 @@ use std::process::Command;
 use super::host::{dpkg_extract, ensure_dir, run_tool, symlink};
 use super::recipe::LockedPackage;
 use super::{Error, Result};
+use crate::tool::{self, Limit, Tool};
 
 /// Unpacks `packages` into `root` and gives it a /dev/null.
 pub fn prepare(
@@ -38,16 +39,23 @@ pub fn prepare(
                 .args(["-m", "666"])
                 .arg(&null)
                 .args(["c", "1", "3"]),
-            "mknod",
+            tool::MKNOD,
         )?;
     }
     Ok(())
 }
 
 /// Runs a shell script in `root` under chroot, or on the host when `root`
-/// is `None`, with a plain environment; `what` names it in errors, which
-/// carry the script's output.
-pub fn run(root: Option<&Path>, script: &str, what: &str) -> Result<()> {
+/// is `None`, with a plain environment, within `limit`; `what` names it in
+/// errors, which carry the script's last lines of output, and `on_line`
+/// sees each line as it comes.
+pub fn run(
+    root: Option<&Path>,
+    script: &str,
+    what: &str,
+    limit: Limit,
+    on_line: &mut dyn FnMut(&str),
+) -> Result<()> {
     let mut cmd = match root {
         Some(root) => {
             let mut chroot = Command::new("chroot");
@@ -60,33 +68,32 @@ pub fn run(root: Option<&Path>, script: &str, what: &str) -> Result<()> {
             sh
         }
     };
-    let out = cmd
-        .env_clear()
+    cmd.env_clear()
         .env("PATH", "/usr/bin:/usr/sbin:/bin:/sbin")
         .env("HOME", "/tmp")
-        .env("LC_ALL", "C.UTF-8")
-        .output()
-        .map_err(|e| Error::Tool {
+        .env("LC_ALL", "C.UTF-8");
+    match Tool::new(limit, &mut cmd)
+        .shown(what)
+        .on_line(on_line)
+        .run()
+    {
+        Ok(_) => Ok(()),
+        Err(tool::Error::Spawn { source, .. }) => Err(Error::Tool {
             tool: if root.is_some() { "chroot" } else { "sh" }.into(),
-            message: format!("{e}; {what} needs make, gcc and chroot: run ci/setup-host"),
-        })?;
-    if out.status.success() {
-        return Ok(());
+            message: format!("{source}; {what} needs make, gcc and chroot: run ci/setup-host"),
+        }),
+        Err(tool::Error::Failed { status, tail, .. }) => {
+            let hint =
+                if root.is_some() && tail.0.iter().any(|l| l.contains("Operation not permitted")) {
+                    " (chroot needs root)"
+                } else {
+                    ""
+                };
+            Err(Error::Tool {
+                tool: what.to_owned(),
+                message: format!("{status}{hint}{tail}"),
+            })
+        }
+        Err(other) => Err(other.into()),
     }
-    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
-    text.push_str(&String::from_utf8_lossy(&out.stderr));
-    let hint = if root.is_some() && text.contains("Operation not permitted") {
-        " (chroot needs root)"
-    } else {
-        ""
-    };
-    let tail: Vec<&str> = text.lines().rev().take(30).collect();
-    Err(Error::Tool {
-        tool: what.to_owned(),
-        message: format!(
-            "{}{hint}:\n{}",
-            out.status,
-            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-        ),
-    })
 }

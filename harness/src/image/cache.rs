@@ -1,7 +1,8 @@
 //! Built images in the cache: the content key an image is filed under
 //! (builder version, recipe, lock, the scripts shipped in the guest, the
-//! user's kernel and ndctl builds), its manifest, finding a built image, and
-//! publishing a new one.
+//! user's kernel and ndctl builds), its manifest (with the proof of its
+//! files, [`super::proof`]), finding a built image whole, and publishing a
+//! new one.
 
 use std::path::{Path, PathBuf};
 
@@ -9,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::host::{publish, walk};
 use super::initramfs::{INIT, PCI_STATE, STEP};
+use super::proof::{self, Damage, Files};
 use super::recipe::ImageFiles;
 use super::{ndctl_tests, sha256_file, sha256_hex, BuildOptions, Error, Result, BUILDER_VERSION};
 
@@ -26,6 +28,10 @@ pub struct Manifest {
     pub modules: Vec<String>,
     pub initramfs_bytes: u64,
     pub build_seconds: f64,
+    /// Size and sha256 of `vmlinuz` and `initramfs.cpio`, recorded when
+    /// the image is published (missing in images from before proofs).
+    #[serde(default, skip_serializing_if = "Files::is_empty")]
+    pub files: Files,
 }
 
 /// A built image in the cache.
@@ -41,6 +47,9 @@ pub struct Image {
 
 /// The manifest's name in an image folder; its presence marks the image done.
 const MANIFEST: &str = "manifest.json";
+
+/// The files of an image the proof covers.
+const PROVEN: [&str; 2] = ["vmlinuz", "initramfs.cpio"];
 
 /// The sha256 of everything the image's bytes depend on.
 pub(super) fn content_key(
@@ -95,35 +104,160 @@ pub(super) fn image_dir(cache: &Path, files: &ImageFiles, key: &str) -> PathBuf 
         .join(format!("{}-{}", files.name, &key[..16]))
 }
 
-/// The image built in `out`, if there is one.
-pub(super) fn load_built(out: &Path) -> Result<Option<Image>> {
-    let manifest_path = out.join(MANIFEST);
-    let Ok(text) = std::fs::read_to_string(&manifest_path) else {
-        return Ok(None);
-    };
-    let manifest: Manifest = serde_json::from_str(&text).map_err(|e| {
-        Error::io(
-            &manifest_path,
-            std::io::Error::new(std::io::ErrorKind::InvalidData, e),
-        )
-    })?;
-    Ok(Some(Image {
-        dir: out.to_owned(),
-        kernel: out.join("vmlinuz"),
-        initrd: out.join("initramfs.cpio"),
-        manifest,
-        built: false,
-    }))
+/// What the cache holds under an image's folder.
+pub(super) enum Found {
+    /// An image whose files are as its manifest says.
+    Whole(Box<Image>),
+    /// An image that cannot be used as it is.
+    Damaged(Damage),
+    Absent,
 }
 
-/// Writes the manifest into `staged` (a folder with `vmlinuz` and
-/// `initramfs.cpio`), moves it to `out` and returns the image as built.
-pub(super) fn publish_image(staged: &Path, out: &Path, manifest: &Manifest) -> Result<Image> {
+/// The image built in `out`, if there is one, checked against its proof.
+/// An image from before proofs is taken when its files are there and not
+/// empty, and its proof is written then.
+pub(super) fn find(out: &Path) -> Found {
+    let manifest_path = out.join(MANIFEST);
+    let text = match std::fs::read_to_string(&manifest_path) {
+        Ok(text) => text,
+        Err(_) if out.exists() => return Found::Damaged(Damage::Missing(MANIFEST.into())),
+        Err(_) => return Found::Absent,
+    };
+    let Ok(mut manifest) = serde_json::from_str::<Manifest>(&text) else {
+        return Found::Damaged(Damage::Unreadable(MANIFEST.into()));
+    };
+    let verdict = if manifest.files.is_empty() {
+        proof::check_present(out, &PROVEN).map(|()| {
+            if let Ok(files) = proof::record(out, &PROVEN, true) {
+                manifest.files = files;
+                // A cache that cannot be written keeps working without one.
+                let _ = proof::write_whole(&manifest_path, &manifest_json(&manifest));
+            }
+        })
+    } else {
+        proof::check(out, &manifest.files)
+    };
+    match verdict {
+        Ok(()) => Found::Whole(Box::new(Image {
+            dir: out.to_owned(),
+            kernel: out.join("vmlinuz"),
+            initrd: out.join("initramfs.cpio"),
+            manifest,
+            built: false,
+        })),
+        Err(damage) => Found::Damaged(damage),
+    }
+}
+
+fn manifest_json(manifest: &Manifest) -> String {
+    serde_json::to_string_pretty(manifest).expect("manifest serializes")
+}
+
+/// Writes the manifest, with the proof of the files, into `staged` (a
+/// folder with `vmlinuz` and `initramfs.cpio`), moves it to `out` and
+/// returns the image as built.
+pub(super) fn publish_image(staged: &Path, out: &Path, manifest: Manifest) -> Result<Image> {
+    let manifest = Manifest {
+        files: proof::record(staged, &PROVEN, true)?,
+        ..manifest
+    };
     let manifest_path = staged.join(MANIFEST);
-    let json = serde_json::to_string_pretty(manifest).expect("manifest serializes");
-    std::fs::write(&manifest_path, json).map_err(|e| Error::io(&manifest_path, e))?;
+    std::fs::write(&manifest_path, manifest_json(&manifest))
+        .map_err(|e| Error::io(&manifest_path, e))?;
     publish(staged, out, MANIFEST, "image")?;
-    let mut image = load_built(out)?.expect("image was just written");
-    image.built = true;
-    Ok(image)
+    match find(out) {
+        Found::Whole(image) => Ok(Image {
+            built: true,
+            ..*image
+        }),
+        Found::Damaged(damage) => Err(Error::io(
+            out,
+            std::io::Error::other(format!("the image just published is damaged: {damage}")),
+        )),
+        Found::Absent => Err(Error::io(
+            out,
+            std::io::Error::other("the image just published is gone"),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manifest() -> Manifest {
+        Manifest {
+            image: "default".into(),
+            key: "0".repeat(64),
+            kernel_release: "6.12".into(),
+            kernel_source: "test".into(),
+            ndctl_source: String::new(),
+            packages: Vec::new(),
+            modules: Vec::new(),
+            initramfs_bytes: 8192,
+            build_seconds: 1.0,
+            files: Files::new(),
+        }
+    }
+
+    /// An image published into `cache/images/default-x`.
+    fn published(cache: &Path) -> PathBuf {
+        let staged = cache.join("tmp/staged");
+        std::fs::create_dir_all(&staged).unwrap();
+        std::fs::write(staged.join("vmlinuz"), vec![1u8; 4096]).unwrap();
+        std::fs::write(staged.join("initramfs.cpio"), vec![2u8; 8192]).unwrap();
+        let out = cache.join("images/default-x");
+        let image = publish_image(&staged, &out, manifest()).unwrap();
+        assert!(image.built);
+        assert_eq!(image.manifest.files["initramfs.cpio"].bytes, 8192);
+        out
+    }
+
+    #[test]
+    fn a_truncated_initramfs_is_found() {
+        let cache = tempfile::tempdir().unwrap();
+        let out = published(cache.path());
+        assert!(matches!(find(&out), Found::Whole(_)));
+        std::fs::write(out.join("initramfs.cpio"), vec![2u8; 100]).unwrap();
+        let Found::Damaged(damage) = find(&out) else {
+            panic!("a truncated initramfs passed");
+        };
+        assert_eq!(
+            damage.to_string(),
+            "its initramfs.cpio is 100 bytes, 8192 when it was built"
+        );
+        std::fs::write(out.join("initramfs.cpio"), vec![2u8; 8192]).unwrap();
+        assert!(matches!(find(&out), Found::Whole(_)));
+        std::fs::remove_file(out.join("vmlinuz")).unwrap();
+        assert!(matches!(find(&out), Found::Damaged(Damage::Missing(_))));
+        std::fs::write(out.join(MANIFEST), "{\"image\":").unwrap();
+        assert!(matches!(find(&out), Found::Damaged(Damage::Unreadable(_))));
+    }
+
+    #[test]
+    fn an_image_from_before_proofs_is_checked_then_given_its_proof() {
+        let cache = tempfile::tempdir().unwrap();
+        let out = cache.path().join("images/old");
+        std::fs::create_dir_all(&out).unwrap();
+        std::fs::write(out.join("vmlinuz"), vec![1u8; 4096]).unwrap();
+        std::fs::write(out.join("initramfs.cpio"), b"").unwrap();
+        std::fs::write(out.join(MANIFEST), manifest_json(&manifest())).unwrap();
+        assert!(matches!(find(&out), Found::Damaged(Damage::Empty(_))));
+        std::fs::write(out.join("initramfs.cpio"), vec![2u8; 10]).unwrap();
+        let Found::Whole(image) = find(&out) else {
+            panic!("an old whole image was refused");
+        };
+        assert!(!image.built);
+        let text = std::fs::read_to_string(out.join(MANIFEST)).unwrap();
+        let written: Manifest = serde_json::from_str(&text).unwrap();
+        assert_eq!(written.files["initramfs.cpio"].bytes, 10);
+        assert_eq!(
+            written.files["vmlinuz"].sha256,
+            Some(sha256_hex(&[1u8; 4096]))
+        );
+        assert!(matches!(
+            find(&cache.path().join("images/none")),
+            Found::Absent
+        ));
+    }
 }

@@ -1,7 +1,8 @@
 //! What every image builder does on the host: folders, copies, links,
 //! scripts, file trees, a scratch folder in the cache, moving a finished
 //! build into the cache, and running the host's tools (dpkg-deb, depmod,
-//! tar, strip, ...). Each error names the path or the tool involved.
+//! tar, strip, ...) through [`crate::tool`], under their deadlines. Each
+//! error names the path or the tool involved.
 //!
 //! This module uses nothing else of `image/` but its `Error`, so that the
 //! builders (`build`, `kernel`, `initramfs`, `nfit_test`, `ndctl_tests`,
@@ -12,6 +13,7 @@ use std::path::Path;
 use std::process::Command;
 
 use super::{Error, Result};
+use crate::tool::{self, Limit, Tool};
 
 /// Creates `p` and its parents; returns it for chaining.
 pub(super) fn ensure_dir(p: &Path) -> Result<&Path> {
@@ -23,6 +25,19 @@ pub(super) fn copy(from: &Path, to: &Path) -> Result<()> {
     std::fs::copy(from, to)
         .map(drop)
         .map_err(|e| Error::io(from, e))
+}
+
+/// Copies `from` to `to` under a temporary name first: a copy cut short
+/// (a full disk) leaves no file at `to` that looks whole.
+pub(super) fn copy_whole(from: &Path, to: &Path) -> Result<()> {
+    let part = to.with_extension(format!("part-{}", std::process::id()));
+    let copied = std::fs::copy(from, &part)
+        .map_err(|e| Error::io(&part, e))
+        .and_then(|_| std::fs::rename(&part, to).map_err(|e| Error::io(to, e)));
+    if copied.is_err() {
+        let _ = std::fs::remove_file(&part);
+    }
+    copied
 }
 
 pub(super) fn symlink(target: &str, link: &Path) -> Result<()> {
@@ -92,46 +107,30 @@ pub(super) fn walk(dir: &Path, visit: &mut dyn FnMut(&Path, &std::fs::Metadata))
 /// file is there); either copy is good.
 pub(super) fn publish(staged: &Path, out: &Path, marker: &str, what: &str) -> Result<()> {
     ensure_dir(out.parent().expect("cache folder"))?;
-    if std::fs::rename(staged, out).is_err() && !out.join(marker).exists() {
-        return Err(Error::io(
+    match std::fs::rename(staged, out) {
+        Err(e) if !out.join(marker).exists() => Err(Error::io(
             out,
-            std::io::Error::other(format!("could not move the built {what} into the cache")),
-        ));
-    }
-    Ok(())
-}
-
-/// Runs a host tool to completion; a failure carries its exit status and
-/// stderr.
-pub(super) fn run_tool(cmd: &mut Command, tool: &str) -> Result<()> {
-    let out = cmd.output().map_err(|e| tool_error(tool, e))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(Error::Tool {
-            tool: tool.to_owned(),
-            message: format!(
-                "{}: {}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr).trim()
+            std::io::Error::new(
+                e.kind(),
+                format!("could not move the built {what} into the cache: {e}"),
             ),
-        })
+        )),
+        _ => Ok(()),
     }
 }
 
-/// A host tool that would not start: most likely not installed.
-pub(super) fn tool_error(tool: &str, e: std::io::Error) -> Error {
-    Error::Tool {
-        tool: tool.to_owned(),
-        message: format!("{e}; run ci/setup-host to install the host tools"),
-    }
+/// Runs a host tool to completion under its deadline; a failure carries
+/// its exit status and last lines of output.
+pub(super) fn run_tool(cmd: &mut Command, limit: Limit) -> Result<()> {
+    Tool::new(limit, cmd).merged().run()?;
+    Ok(())
 }
 
 /// Unpacks a .deb's files (no maintainer scripts) into `dest`.
 pub(super) fn dpkg_extract(deb: &Path, dest: &Path) -> Result<()> {
     run_tool(
         Command::new("dpkg-deb").arg("-x").arg(deb).arg(dest),
-        "dpkg-deb",
+        tool::DPKG_DEB,
     )
 }
 
@@ -143,6 +142,6 @@ pub(super) fn depmod(root: &Path, release: &str) -> Result<()> {
         .unwrap_or("depmod");
     run_tool(
         Command::new(depmod).arg("-b").arg(root).arg(release),
-        "depmod",
+        tool::DEPMOD,
     )
 }

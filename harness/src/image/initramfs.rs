@@ -8,8 +8,9 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use super::host::{copy, ensure_dir, run_tool, symlink, write_file};
+use super::host::{copy, ensure_dir, symlink, write_file};
 use super::{Error, Result};
+use crate::tool::{self, Tool};
 
 /// PID 1: mounts, loads the topology's modules, keeps the kernel log and
 /// hands the guest to qemu-guest-agent.
@@ -145,20 +146,23 @@ fn decompress(from: &Path, to: &Path) -> Result<()> {
         return copy(from, to);
     };
     let out = std::fs::File::create(to).map_err(|e| Error::io(to, e))?;
-    run_tool(Command::new(tool).arg("-dc").arg(from).stdout(out), tool)
+    Tool::new(tool::DECOMPRESS, Command::new(tool).arg("-dc").arg(from))
+        .shown(tool)
+        .stdout_to(out)
+        .run()?;
+    Ok(())
 }
 
 /// busybox's applets as links in /usr/libexec/busybox, last on PATH, so that
 /// kmod's modprobe and the packages' own tools win.
 pub fn install_busybox_applets(root: &Path) -> Result<()> {
     let busybox = root.join("usr/bin/busybox");
-    let out = Command::new(&busybox)
-        .arg("--list")
-        .output()
-        .map_err(|e| Error::io(&busybox, e))?;
+    let out = Tool::new(tool::BUSYBOX, Command::new(&busybox).arg("--list"))
+        .shown(busybox.display().to_string())
+        .run()?;
     let dir = root.join("usr/libexec/busybox");
     ensure_dir(&dir)?;
-    for applet in String::from_utf8_lossy(&out.stdout).lines() {
+    for applet in out.stdout_text().lines() {
         let link = dir.join(applet);
         if std::fs::symlink_metadata(&link).is_err() {
             symlink("/usr/bin/busybox", &link)?;

@@ -7,8 +7,12 @@
 use std::path::Path;
 use std::process::Command;
 
+use crate::progress::Stage;
+use crate::space;
+use crate::tool::{self, Tool};
+
 use super::apt::{Archive, Dependencies, PrivateApt, Resolved};
-use super::host::{scratch_dir, tool_error};
+use super::host::scratch_dir;
 use super::recipe::{ImageFiles, Lock, LockedPackage, LockedSource, NdctlTestsLock, Recipe};
 use super::store::{keep_ndctl_orig, store_deb};
 use super::{ndctl_tests, nfit_test, sha256_file, BuildOptions, CacheLock, Error, Result};
@@ -21,6 +25,10 @@ const RELOCK: &str = "ndharness image lock";
 pub fn lock(files: &ImageFiles, opts: &BuildOptions) -> Result<Lock> {
     let _hold = CacheLock::acquire(&opts.cache)?;
     let recipe = &files.recipe;
+    let what = format!("image {}", files.name);
+    // The packages it downloads, and apt's lists.
+    space::require(&opts.cache, space::IMAGE_BUILD, &format!("locking {what}"))?;
+    let resolving = Stage::start(&what, "resolve: apt-get update, the package closure");
     let archive = Archive::discover(opts.mirror.as_deref())?;
     let apt = PrivateApt::new(&opts.cache, &archive, &recipe.suite, &recipe.components)?;
     apt.update()?;
@@ -47,20 +55,25 @@ pub fn lock(files: &ImageFiles, opts: &BuildOptions) -> Result<Lock> {
         &kernel_resolved,
         kernel_suite_name,
     )?;
+    resolving.finish();
     let ndctl_tests = match &recipe.ndctl_tests {
         Some(tests) => Some(lock_ndctl_tests(
             opts,
-            &archive,
+            (&archive, &apt),
             recipe,
-            &apt,
             &resolved,
             &tests.build_root,
+            &what,
         )?),
         None => None,
     };
-    apt.download(&specs_of(&resolved), downloads.path(), RELOCK)?;
-    kernel_from.download(&specs_of(&kernel_resolved), downloads.path(), RELOCK)?;
-    kernel_from.download(&specs_of(&build_resolved), downloads.path(), RELOCK)?;
+    let total = resolved.len() + kernel_resolved.len() + build_resolved.len();
+    let mut fetching = Stage::counted(&what, &format!("download {total} packages"), total as u64);
+    let dest = downloads.path();
+    apt.download(&specs_of(&resolved), dest, RELOCK, &mut fetching)?;
+    kernel_from.download(&specs_of(&kernel_resolved), dest, RELOCK, &mut fetching)?;
+    kernel_from.download(&specs_of(&build_resolved), dest, RELOCK, &mut fetching)?;
+    fetching.finish();
     resolved.extend(kernel_resolved);
     resolved.extend(build_resolved);
     let pinned = pin_all(
@@ -167,11 +180,11 @@ fn pin_all(
 /// image's ndctl version and the build root's package closure.
 fn lock_ndctl_tests(
     opts: &BuildOptions,
-    archive: &Archive,
+    (archive, apt): (&Archive, &PrivateApt),
     recipe: &Recipe,
-    apt: &PrivateApt,
     resolved: &[Resolved],
     build_root: &[String],
+    what: &str,
 ) -> Result<NdctlTestsLock> {
     let ndctl = resolved.iter().find(|p| p.name == "ndctl").ok_or_else(|| {
         Error::Modules("ndctl_tests: the image's packages must include ndctl".into())
@@ -180,7 +193,13 @@ fn lock_ndctl_tests(
     let (file, size, sha256) = keep_ndctl_orig(opts, archive, recipe, &version, &|e| e)?;
     let downloads = scratch_dir(&opts.cache)?;
     let closure = apt.resolve(build_root, Dependencies::Included)?;
-    apt.download(&specs_of(&closure), downloads.path(), RELOCK)?;
+    let mut fetching = Stage::counted(
+        what,
+        &format!("download {} build root packages", closure.len()),
+        closure.len() as u64,
+    );
+    apt.download(&specs_of(&closure), downloads.path(), RELOCK, &mut fetching)?;
+    fetching.finish();
     let mut locked = closure
         .into_iter()
         .map(|p| pin(&opts.cache, downloads.path(), p))
@@ -242,9 +261,10 @@ fn newest_match(apt: &PrivateApt, glob: &str, suite: &str) -> Result<String> {
 }
 
 fn dpkg_version_gt(a: &str, b: &str) -> Result<bool> {
-    let status = Command::new("dpkg")
-        .args(["--compare-versions", a, "gt", b])
-        .status()
-        .map_err(|e| tool_error("dpkg", e))?;
-    Ok(status.success())
+    let done = Tool::new(
+        tool::DPKG_COMPARE,
+        Command::new("dpkg").args(["--compare-versions", a, "gt", b]),
+    )
+    .output()?;
+    Ok(done.status.success())
 }

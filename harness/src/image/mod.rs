@@ -24,6 +24,7 @@ mod kernel;
 mod lock;
 mod ndctl_tests;
 mod nfit_test;
+mod proof;
 mod recipe;
 mod store;
 
@@ -35,6 +36,7 @@ pub use apt::Archive;
 pub use build::build;
 pub use cache::{Image, Manifest};
 pub use lock::lock;
+pub use proof::{remove_aside, sha256_matches_once};
 pub use recipe::{ImageFiles, Lock, LockedPackage, Provides, Recipe};
 
 /// A kernel the user built: `--kernel BZIMAGE --modules DIR`, where DIR is the
@@ -87,6 +89,11 @@ pub enum Error {
     Apt { command: String, stderr: String },
     #[error("failed to run {tool}: {message}")]
     Tool { tool: String, message: String },
+    /// A host tool that failed, or did not finish within its deadline.
+    #[error(transparent)]
+    HostTool(Box<crate::tool::Error>),
+    #[error(transparent)]
+    NoSpace(#[from] crate::space::NoSpace),
     #[error("no kernel package matches `{pattern}` in {suite}")]
     NoKernel { pattern: String, suite: String },
     #[error("kernel modules: {0}")]
@@ -106,6 +113,12 @@ impl Error {
             path: path.to_owned(),
             source,
         }
+    }
+}
+
+impl From<crate::tool::Error> for Error {
+    fn from(e: crate::tool::Error) -> Error {
+        Error::HostTool(Box::new(e))
     }
 }
 
@@ -129,6 +142,10 @@ fn hex(bytes: &[u8]) -> String {
 /// An exclusive hold on the cache folder for one lock or cold build: two
 /// processes must not run apt on the same private state at once. Released
 /// on drop (the descriptor closes).
+///
+/// Every scratch folder (`tmp/`) is made under this hold, so one found
+/// when it is taken is what a killed build left (Ctrl-C exits without
+/// destructors): it is removed then, as are builds set aside as damaged.
 pub(crate) struct CacheLock(#[allow(dead_code)] std::fs::File);
 
 impl CacheLock {
@@ -146,7 +163,29 @@ impl CacheLock {
         if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
             return Err(Error::io(&path, std::io::Error::last_os_error()));
         }
+        remove_leftovers(cache);
         Ok(CacheLock(file))
+    }
+}
+
+/// Removes what killed builds left in the cache: scratch folders, and
+/// damaged builds set aside but not yet removed.
+fn remove_leftovers(cache: &Path) {
+    let tmp = cache.join("tmp");
+    for entry in std::fs::read_dir(&tmp).into_iter().flatten().flatten() {
+        let _ = std::fs::remove_dir_all(entry.path());
+    }
+    for folder in ["images", "nfit_test", "ndctl-tests"] {
+        let dir = cache.join(folder);
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            if entry
+                .file_name()
+                .to_string_lossy()
+                .starts_with(".discarded-")
+            {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
     }
 }
 

@@ -13,7 +13,10 @@ use std::process::Command;
 
 use super::host::{ensure_dir, merge_tree, publish, run_tool, scratch_dir, write_file};
 use super::recipe::{LockedPackage, NdctlTestsLock};
-use super::{sha256_file, sha256_hex, Error, Result};
+use super::{proof, sha256_file, sha256_hex, Error, Result};
+use crate::progress::Stage;
+use crate::space;
+use crate::tool;
 
 /// Where the tests live in the guest.
 pub const DIR: &str = "usr/lib/ndctl-tests";
@@ -76,9 +79,10 @@ pub fn build(
     let out = cache
         .join("ndctl-tests")
         .join(format!("{}-{}", lock.source.version, &key[..12]));
-    if out.join("done").exists() {
+    if proof::found(&out, "done", "ndctl tests build") {
         return Ok(out);
     }
+    space::require(cache, space::NDCTL_TESTS_BUILD, "building ndctl's tests")?;
     let tarball = source_path(cache, &lock.source.sha256, &lock.source.file);
     let actual = sha256_file(&tarball)?;
     if actual != lock.source.sha256 {
@@ -90,6 +94,10 @@ pub fn build(
         });
     }
     let started = std::time::Instant::now();
+    let stage = Stage::start(
+        "ndctl tests",
+        &format!("build {} in the guest suite's build root", lock.source.file),
+    );
     let work = scratch_dir(cache)?;
     let root = work.path().join("root");
     let packages: Vec<&LockedPackage> = lock.build_root.iter().collect();
@@ -101,7 +109,7 @@ pub fn build(
             .arg(&tarball)
             .arg("-C")
             .arg(&src_parent),
-        "tar",
+        tool::TAR,
     )?;
     let top = single_dir(&src_parent)?;
     let script = format!(
@@ -110,7 +118,13 @@ pub fn build(
         MESON_OPTIONS.join(" "),
         upstream_version(&lock.source.version)
     );
-    super::build_root::run(Some(&root), &script, "meson in the ndctl build root")?;
+    super::build_root::run(
+        Some(&root),
+        &script,
+        "meson in the ndctl build root",
+        tool::NDCTL_TESTS_BUILD,
+        &mut |_| {},
+    )?;
     let staged = work.path().join("out");
     let build = root.join("build");
     // The programs and the in-tree libraries their RUNPATH names.
@@ -131,7 +145,9 @@ pub fn build(
         started.elapsed().as_secs_f64()
     );
     std::fs::write(staged.join("done"), about).map_err(|e| Error::io(&staged, e))?;
+    proof::seal(&staged)?;
     publish(&staged, &out, "done", "tests")?;
+    stage.finish();
     Ok(out)
 }
 

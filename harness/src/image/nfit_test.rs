@@ -13,7 +13,10 @@ use std::process::Command;
 
 use super::host::{copy, dpkg_extract, ensure_dir, publish, run_tool, scratch_dir, walk};
 use super::recipe::LockedPackage;
-use super::{sha256_hex, Error, Result};
+use super::{proof, sha256_hex, Error, Result};
+use crate::progress::Stage;
+use crate::space;
+use crate::tool;
 
 /// Bumped when the way the modules are built changes.
 const RECIPE: &str = "nfit_test 1";
@@ -119,15 +122,18 @@ pub fn modules(
     let out = cache
         .join("nfit_test")
         .join(format!("{}-{}", kernel.version, &key[..12]));
-    if out.join("done").exists() {
+    if proof::found(&out, "done", "nfit_test build") {
         return Ok(out);
     }
+    let what = format!("building nfit_test against {}", kernel.name);
+    space::require(cache, space::NFIT_TEST_BUILD, &what)?;
+    let mut stage = Stage::start("nfit_test", &format!("build against {}", kernel.name));
     let work = scratch_dir(cache)?;
     let flavour_headers = &build_packages(&kernel.name)?[0];
     let started = std::time::Instant::now();
     let tree = Tree::prepare(work.path(), root, build, deb, flavour_headers)?;
     let src = unpack_source(&tree.path, ensure_dir(&tree.path.join("src"))?)?;
-    make(&tree, &src, flavour_headers, kernel)?;
+    make(&tree, &src, flavour_headers, &what, &mut stage)?;
     let built = work.path().join("out");
     let names = keep_modules(&src.join("tools/testing/nvdimm"), &built)?;
     let about = format!(
@@ -138,7 +144,9 @@ pub fn modules(
         names.join("\n")
     );
     std::fs::write(built.join("done"), about).map_err(|e| Error::io(&built, e))?;
+    proof::seal(&built)?;
     publish(&built, &out, "done", "modules")?;
+    stage.finish();
     Ok(out)
 }
 
@@ -205,7 +213,13 @@ impl Tree {
 
 /// Runs kbuild over `src`'s tools/testing/nvdimm against the flavour's
 /// headers.
-fn make(tree: &Tree, src: &Path, flavour_headers: &str, kernel: &LockedPackage) -> Result<()> {
+fn make(
+    tree: &Tree,
+    src: &Path,
+    flavour_headers: &str,
+    what: &str,
+    stage: &mut Stage,
+) -> Result<()> {
     let quote = |s: &str| format!("'{}'", s.replace('\'', r"'\''"));
     let headers = tree.seen(&tree.path.join("usr/src").join(flavour_headers));
     let include = |part: &str| format!("-I{}", tree.seen(&src.join(part)));
@@ -226,7 +240,9 @@ fn make(tree: &Tree, src: &Path, flavour_headers: &str, kernel: &LockedPackage) 
     super::build_root::run(
         (tree.site == Site::Chroot).then_some(tree.path.as_path()),
         &script,
-        &format!("building tools/testing/nvdimm against {}", kernel.name),
+        what,
+        tool::NFIT_TEST_MAKE,
+        &mut |line| stage.item(line),
     )
     .map_err(|e| Error::Modules(format!("nfit_test: {e}")))
 }
@@ -246,7 +262,10 @@ fn keep_modules(module_dir: &Path, built: &Path) -> Result<Vec<String>> {
         let name = path.file_name().expect("file").to_owned();
         let to = built.join(&name);
         copy(&path, &to)?;
-        run_tool(Command::new("strip").arg("--strip-debug").arg(&to), "strip")?;
+        run_tool(
+            Command::new("strip").arg("--strip-debug").arg(&to),
+            tool::STRIP,
+        )?;
         names.push(name.to_string_lossy().into_owned());
     }
     if !names.iter().any(|n| n == "nfit_test.ko") {
@@ -303,7 +322,7 @@ fn unpack_source(tree: &Path, work: &Path) -> Result<PathBuf> {
     for part in SOURCE_PARTS {
         tar.arg(format!("{top}/{part}"));
     }
-    run_tool(&mut tar, "tar")?;
+    run_tool(&mut tar, tool::TAR)?;
     Ok(work.join(top))
 }
 

@@ -7,9 +7,10 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use super::apt::{parse_deb_filename, Archive, PrivateApt};
-use super::host::{copy, ensure_dir, scratch_dir};
+use super::host::{copy_whole, ensure_dir, scratch_dir};
 use super::recipe::{ImageFiles, Lock, LockedPackage, NdctlTestsLock, Recipe};
 use super::{ndctl_tests, sha256_file, BuildOptions, Error, Result};
+use crate::progress::Stage;
 
 /// Where the package with `sha256` is kept.
 pub(super) fn deb_path(cache: &Path, sha256: &str) -> PathBuf {
@@ -21,7 +22,7 @@ pub(super) fn store_deb(cache: &Path, path: &Path, sha256: &str) -> Result<()> {
     let dest = deb_path(cache, sha256);
     ensure_dir(dest.parent().expect("debs folder"))?;
     if std::fs::rename(path, &dest).is_err() {
-        copy(path, &dest)?;
+        copy_whole(path, &dest)?;
     }
     Ok(())
 }
@@ -44,7 +45,20 @@ pub(super) fn fetch_missing(
     }
     let archive = Archive::discover(opts.mirror.as_deref())?;
     let downloads = scratch_dir(&opts.cache)?;
-    download(files, opts, &archive, lock, &missing, downloads.path())?;
+    let mut stage = Stage::counted(
+        &format!("image {}", files.name),
+        &format!("download {} packages", missing.len()),
+        missing.len() as u64,
+    );
+    download(
+        files,
+        opts,
+        (&archive, lock),
+        &missing,
+        downloads.path(),
+        &mut stage,
+    )?;
+    stage.finish();
     keep_matching(&opts.cache, &missing, downloads.path())?;
     if let Some(package) = missing
         .iter()
@@ -63,10 +77,10 @@ pub(super) fn fetch_missing(
 fn download(
     files: &ImageFiles,
     opts: &BuildOptions,
-    archive: &Archive,
-    lock: &Lock,
+    (archive, lock): (&Archive, &Lock),
     missing: &[&LockedPackage],
     dest: &Path,
+    stage: &mut Stage,
 ) -> Result<()> {
     let relock = format!("ndharness image lock {}", files.name);
     let (kernel, rest): (Vec<&LockedPackage>, Vec<&LockedPackage>) =
@@ -85,7 +99,7 @@ fn download(
         let apt = PrivateApt::new(&opts.cache, archive, suite, &files.recipe.components)?;
         apt.update()?;
         let specs: Vec<String> = batch.iter().map(|p| p.spec()).collect();
-        apt.download(&specs, dest, &relock)?;
+        apt.download(&specs, dest, &relock, stage)?;
     }
     Ok(())
 }
@@ -170,6 +184,6 @@ pub(super) fn keep_ndctl_orig(
         .map_err(on_fetch)?;
     let kept = ndctl_tests::source_path(&opts.cache, &sha256, &file);
     ensure_dir(kept.parent().expect("folder"))?;
-    copy(&downloads.path().join(&file), &kept)?;
+    copy_whole(&downloads.path().join(&file), &kept)?;
     Ok((file, size, sha256))
 }

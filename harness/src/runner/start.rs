@@ -69,15 +69,7 @@ pub fn discard(dir: &Path, why: &str) {
         "warning: saved state {} ({topology}) discarded: {why}; it is made again",
         dir.display()
     );
-    let name = dir
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let aside = dir.with_file_name(format!(".discarded-{name}-{}", std::process::id()));
-    let gone = std::fs::rename(dir, &aside)
-        .map(|()| aside)
-        .unwrap_or_else(|_| dir.to_owned());
-    let _ = std::fs::remove_dir_all(gone);
+    crate::image::remove_aside(dir);
 }
 
 /// Who assembles a CXL topology's regions (a case's `assemble:`).

@@ -65,7 +65,7 @@ pub enum Error {
     #[error("saving the ready guest of {topology} for warm starts: {source}")]
     Save {
         topology: String,
-        source: save::Error,
+        source: Box<save::Error>,
     },
 }
 
@@ -286,7 +286,7 @@ pub fn state(
     }
     let saved = save::save_state(config, env, spec, &dir).map_err(|source| Error::Save {
         topology: spec.topology.name.clone(),
-        source,
+        source: Box::new(source),
     })?;
     if !saved {
         cold_groups().insert(key);

@@ -4,9 +4,8 @@
 //! disk or a partial CI cache restore is found before QEMU reads it. The
 //! sizes are checked at every use; the checksum once per process.
 
-use std::collections::{BTreeMap, HashSet};
-use std::path::{Path, PathBuf};
-use std::sync::{Mutex, OnceLock};
+use std::collections::BTreeMap;
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
@@ -69,15 +68,6 @@ pub fn record(dir: &Path) -> Result<(), crate::image::Error> {
     std::fs::write(&path, json).map_err(|e| crate::image::Error::io(&path, e))
 }
 
-/// The states whose checksum this process has checked.
-fn verified() -> std::sync::MutexGuard<'static, HashSet<PathBuf>> {
-    static VERIFIED: OnceLock<Mutex<HashSet<PathBuf>>> = OnceLock::new();
-    VERIFIED
-        .get_or_init(Default::default)
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-}
-
 /// Whether the state in `dir` is what its proof says.
 pub fn check(dir: &Path) -> Result<(), Damage> {
     let text = std::fs::read_to_string(dir.join(FILE)).map_err(|_| Damage::NoProof)?;
@@ -101,15 +91,10 @@ pub fn check(dir: &Path) -> Result<(), Damage> {
             });
         }
     }
-    if verified().contains(dir) {
-        return Ok(());
-    }
-    match crate::image::sha256_file(&state) {
-        Ok(sum) if sum == proof.state_sha256 => {
-            verified().insert(dir.to_owned());
-            Ok(())
-        }
-        _ => Err(Damage::Checksum),
+    if crate::image::sha256_matches_once(&state, &proof.state_sha256) {
+        Ok(())
+    } else {
+        Err(Damage::Checksum)
     }
 }
 

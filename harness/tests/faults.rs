@@ -226,6 +226,55 @@ fn a_read_only_cache_is_one_clear_error() {
     assert_clear_error(&o, start.elapsed(), &["Read-only file system"]);
 }
 
+#[test]
+fn a_hung_tool_is_killed_at_its_deadline_with_its_output() {
+    // A stand-in apt-get on PATH that prints a line and never exits.
+    let bin = tempfile::tempdir().unwrap();
+    let marker = bin.path().display().to_string();
+    let stand_in = bin.path().join("apt-get");
+    std::fs::write(
+        &stand_in,
+        "#!/bin/sh\necho 'Reading package lists... (stuck)'\nwhile :; do sleep 1; done\n",
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&stand_in, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.path().display(),
+        std::env::var("PATH").unwrap()
+    );
+    let cache = tempfile::tempdir().unwrap();
+    let start = Instant::now();
+    let o = ndharness(&[
+        "image",
+        "build",
+        "--root",
+        scratch::repo().to_str().unwrap(),
+    ])
+    .env("PATH", path)
+    .env("NDHARNESS_CACHE_DIR", cache.path())
+    .env("NDHARNESS_TOOL_TIMEOUT_APT_UPDATE", "3s")
+    .env("CI", "true")
+    .output()
+    .unwrap();
+    assert_clear_error(
+        &o,
+        start.elapsed(),
+        &["did not finish within 3s: killed", "(stuck)"],
+    );
+    let left = scratch::pids_matching(|cmdline| cmdline.contains(&marker));
+    assert!(left.is_empty(), "the hung tool survived: {left:?}");
+    // Nothing half made in the cache.
+    assert!(
+        !cache.path().join("images").exists()
+            || std::fs::read_dir(cache.path().join("images"))
+                .unwrap()
+                .next()
+                .is_none()
+    );
+}
+
 /// Starts a run of a case whose one step sleeps, and waits until its
 /// trial's QEMU (not a template's) has run for `settle`.
 fn run_until_stepping(
@@ -301,8 +350,16 @@ fn sigkill_of_the_harness_takes_its_guests_along() {
     assert_no_qemu(dir.path(), "after SIGKILL of the harness");
     // Gone, or a zombie nobody has reaped yet (its parent was killed).
     let stat = std::fs::read_to_string(format!("/proc/{qemu}/stat")).unwrap_or_default();
-    let state = stat.rsplit(')').next().unwrap_or("").split_whitespace().next();
-    assert!(matches!(state, None | Some("Z") | Some("X")), "QEMU {qemu}: {stat}");
+    let state = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .next();
+    assert!(
+        matches!(state, None | Some("Z") | Some("X")),
+        "QEMU {qemu}: {stat}"
+    );
 }
 
 fn walk(dir: &Path) -> Vec<PathBuf> {

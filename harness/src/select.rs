@@ -8,6 +8,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use crate::image::{ImageFiles, UserKernel};
+use crate::suite::GuestNames;
 
 /// What the user asked for, before resolution.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -22,6 +23,9 @@ pub struct Selection {
     pub ndctl: Option<String>,
     /// A kernel source tree to build (see [`crate::kbuild`]).
     pub kernel_tree: Option<PathBuf>,
+    /// A full `.config` for the tree, instead of tinyconfig and the
+    /// guests' fragment.
+    pub kernel_config: Option<PathBuf>,
     /// `start=cold`: boot every guest instead of restoring a saved state.
     pub cold: bool,
 }
@@ -138,6 +142,10 @@ impl Selection {
                     sel.kernel_tree = Some(PathBuf::from(v));
                     continue;
                 }
+                "config" => {
+                    sel.kernel_config = Some(PathBuf::from(v));
+                    continue;
+                }
                 "start" => {
                     sel.cold = match v {
                         "cold" => true,
@@ -165,7 +173,11 @@ impl Selection {
         if let Some(k) = &self.kernel {
             return Err(Error::TreeAndKernel(k.clone()));
         }
-        let built = crate::kbuild::build(&tree, &images_dir.join(crate::kbuild::FRAGMENT), cache)?;
+        let config = match self.kernel_config.take() {
+            Some(full) => crate::kbuild::KernelConfig::Full(full),
+            None => crate::kbuild::KernelConfig::Fragment(images_dir.join(crate::kbuild::FRAGMENT)),
+        };
+        let built = crate::kbuild::build(&tree, &config, cache)?;
         eprintln!(
             "kernel tree {}: {} built in {:.0}s",
             tree.display(),
@@ -302,6 +314,40 @@ pub fn nfit_test_image(images_dir: &Path, resolved: &Resolved) -> Option<String>
         .ok()?
         .into_iter()
         .find(|n| recipe(n).is_some_and(|r| r.kernel.nfit_test && kernel_of(&r) == kernel_of(&own)))
+}
+
+/// The names of the guest a resolved selection boots, as `ignored:`
+/// entries name it: the recipe's `provides` (or, for a recipe without one,
+/// those of a recipe with the same kernel and userland), `own` for the
+/// user's builds.
+pub fn guest_names(images_dir: &Path, resolved: &Resolved) -> GuestNames {
+    let recipe = |name: &str| ImageFiles::load(images_dir, name).ok().map(|f| f.recipe);
+    let provides = recipe(&resolved.image).and_then(|own| {
+        own.provides.clone().or_else(|| {
+            let same = |r: &crate::image::Recipe| {
+                r.kernel.package == own.kernel.package && r.suite == own.suite
+            };
+            recipe_names(images_dir)
+                .ok()?
+                .into_iter()
+                .filter_map(|n| recipe(&n))
+                .find(|r| r.provides.is_some() && same(r))
+                .and_then(|r| r.provides)
+        })
+    });
+    let kernel = match (&resolved.user_kernel, &provides) {
+        (Some(_), _) => GuestNames::OWN.to_owned(),
+        (None, Some(p)) => p.kernel.clone(),
+        (None, None) => resolved.image.clone(),
+    };
+    let ndctl = match (&resolved.user_ndctl, &provides) {
+        (Some(_), _) => vec![GuestNames::OWN.to_owned()],
+        (None, Some(p)) => std::iter::once(p.ndctl.clone())
+            .chain(p.ndctl_aliases.iter().cloned())
+            .collect(),
+        (None, None) => Vec::new(),
+    };
+    GuestNames { kernel, ndctl }
 }
 
 /// The recipes in images/, by name, sorted.

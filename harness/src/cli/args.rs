@@ -106,10 +106,15 @@ pub struct SelectArgs {
     /// own `meson install`.
     #[arg(long)]
     pub ndctl: Option<String>,
-    /// A kernel source tree: built out of tree (defconfig + images/kernel-tree.config),
-    /// incrementally, with ccache when installed; used as --kernel/--modules.
+    /// A kernel source tree: built out of tree (tinyconfig +
+    /// images/guest-kernel.config), incrementally, with ccache when installed,
+    /// with its mock buses (nfit_test, cxl_test); used as --kernel/--modules.
     #[arg(long)]
     pub kernel_tree: Option<PathBuf>,
+    /// A full .config for --kernel-tree, instead of tinyconfig and the
+    /// guests' fragment.
+    #[arg(long, requires = "kernel_tree")]
+    pub kernel_config: Option<PathBuf>,
 }
 
 #[derive(Args)]

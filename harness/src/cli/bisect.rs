@@ -108,11 +108,7 @@ fn step_args(args: &BisectArgs, root: PathBuf, tree: PathBuf) -> RunArgs {
                 kernel_tree: Some(tree),
                 ..SelectArgs::default()
             },
-            // The steps start warm: `bisect --cold` is not passed on.
-            machine: MachineArgs {
-                cold: false,
-                ..args.machine.clone()
-            },
+            machine: args.machine.clone(),
             ..GuestArgs::default()
         },
         ..RunArgs::default()
@@ -190,6 +186,7 @@ fn guest_argv(argv: &mut Argv, guest: &GuestArgs) {
                 modules,
                 ndctl,
                 kernel_tree,
+                kernel_config,
             },
         machine:
             MachineArgs {
@@ -206,6 +203,7 @@ fn guest_argv(argv: &mut Argv, guest: &GuestArgs) {
     argv.optional("--modules", modules.as_ref());
     argv.optional("--ndctl", ndctl.as_ref());
     argv.optional("--kernel-tree", kernel_tree.as_ref());
+    argv.optional("--kernel-config", kernel_config.as_ref());
     let accel = clap::ValueEnum::to_possible_value(accel).expect("every accelerator has a name");
     argv.value("--accel", accel.get_name());
     argv.value("--boot-timeout", boot_timeout.to_string());
@@ -257,6 +255,7 @@ mod tests {
                     modules: Some("/k/modules".into()),
                     ndctl: Some("/ndctl/destdir".into()),
                     kernel_tree: Some("/src/linux".into()),
+                    kernel_config: Some("/src/my.config".into()),
                 },
                 machine: MachineArgs {
                     accel: AccelChoice::Tcg,
@@ -302,6 +301,6 @@ mod tests {
         );
         assert_eq!(guest.machine.accel, AccelChoice::Kvm);
         assert_eq!(guest.machine.boot_timeout, 45);
-        assert!(!guest.machine.cold);
+        assert!(guest.machine.cold, "bisect --cold is passed on to each step");
     }
 }

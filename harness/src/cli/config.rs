@@ -56,6 +56,7 @@ pub fn config(
         runs_dir: runs_dir.map_or_else(|| root.join("target/ndharness/runs"), Path::to_owned),
         results_dir: root.join("target/ndharness/results"),
         nfit_test_image: select::nfit_test_image(&images, &resolved),
+        guest: select::guest_names(&images, &resolved),
         image: resolved.image,
         variants: resolved.variants,
         new_variant: false,
@@ -94,6 +95,7 @@ impl SelectArgs {
             modules: self.modules.clone(),
             ndctl: self.ndctl.clone(),
             kernel_tree: self.kernel_tree.clone(),
+            kernel_config: self.kernel_config.clone(),
             cold: false,
         }
     }

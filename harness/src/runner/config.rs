@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::image::{self, BuildOptions};
+use crate::suite::GuestNames;
 use crate::vm::accel::AccelChoice;
 
 /// How long a guest may take from QEMU's start until its agent answers.
@@ -33,24 +34,25 @@ pub struct Config {
     pub build: BuildOptions,
     pub accel: AccelChoice,
     pub boot_timeout: Duration,
+    /// The guest's kernel and ndctl by name: which `ignored:` entries apply.
+    pub guest: GuestNames,
 }
 
 impl Config {
     /// The defaults for a repository: default image, the user's cache,
     /// accelerator `auto`, run folders under `ROOT/target/ndharness/runs`.
     pub fn for_repo(root: PathBuf) -> Config {
+        let resolved = crate::select::Resolved {
+            image: crate::select::DEFAULT_IMAGE.into(),
+            user_kernel: None,
+            user_ndctl: None,
+            variants: Vec::new(),
+        };
         Config {
+            guest: crate::select::guest_names(&root.join("images"), &resolved),
             runs_dir: root.join("target/ndharness/runs"),
             results_dir: root.join("target/ndharness/results"),
-            nfit_test_image: crate::select::nfit_test_image(
-                &root.join("images"),
-                &crate::select::Resolved {
-                    image: crate::select::DEFAULT_IMAGE.into(),
-                    user_kernel: None,
-                    user_ndctl: None,
-                    variants: Vec::new(),
-                },
-            ),
+            nfit_test_image: crate::select::nfit_test_image(&root.join("images"), &resolved),
             root,
             image: crate::select::DEFAULT_IMAGE.into(),
             variants: Vec::new(),

@@ -114,8 +114,10 @@ fn plan(exec: &Arc<Execution>, trials: Vec<Trial>) -> Vec<(Planned, Option<Trial
         .map(|trial| {
             let cannot = (trial.needs_test_image() && exec.config.nfit_test_image.is_none())
                 .then(|| no_nfit_test(&exec.config));
-            let skip = (trial.case.spec.ignored.is_some() || cannot.is_some())
-                .then(|| TrialResult::ignored(&trial, cannot.clone()));
+            let ignored = trial.case.spec.ignored.reason_for(&exec.config.guest);
+            let skip = cannot
+                .or_else(|| ignored.map(str::to_owned))
+                .map(|why| TrialResult::ignored(&trial, why));
             let kind = trial.topology.name.clone();
             let memory = guest_memory(&trial.topology.topology);
             let name = trial.name.clone();

@@ -64,15 +64,15 @@ impl TrialResult {
             .and_then(|n| n.strip_prefix(RETRIED_AFTER))
     }
 
-    /// An ignored trial the filter selected, for the summary. `why`
-    /// overrides the case's own reason (the run cannot give the trial the
-    /// guest it needs).
-    pub fn ignored(trial: &Trial, why: Option<String>) -> TrialResult {
+    /// An ignored trial the filter selected, for the summary: `why` it
+    /// does not run (its case's reason on this guest, or the run cannot
+    /// give it the guest it needs).
+    pub fn ignored(trial: &Trial, why: String) -> TrialResult {
         TrialResult {
             name: trial.name.clone(),
             topology: trial.topology.name.clone(),
             modes: trial.case.spec.modes.clone(),
-            note: why.or_else(|| trial.case.spec.ignored.clone()),
+            note: Some(why),
             status: Status::Ignored,
             duration: Duration::ZERO,
             phases: Vec::new(),

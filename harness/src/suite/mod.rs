@@ -1,10 +1,12 @@
 //! Suites: folders under `suites/`, one YAML file per case, snapshots beside
 //! them in `snapshots/`.
 
+mod ignore;
 mod load;
 mod model;
 mod upstream;
 
+pub use ignore::{GuestNames, IgnoreEntry, Ignored};
 pub use load::{discover, Case, Trial};
 pub use model::{Action, CaseSpec, ExitExpect, Expect, Mode, Step, StepError, TopologyRef};
 pub use upstream::{UpstreamSpec, UpstreamTest};

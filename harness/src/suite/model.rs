@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::ignore::Ignored;
 use crate::size::Size;
 
 /// One case file.
@@ -14,9 +15,10 @@ pub struct CaseSpec {
     pub description: String,
     /// One topology name (or path), or a list: one trial each.
     pub topology: TopologyRef,
-    /// Shown instead of running; never counted as passed.
+    /// Shown instead of running, everywhere or on the guests it names
+    /// ([`Ignored`]); never counted as passed.
     #[serde(default)]
-    pub ignored: Option<String>,
+    pub ignored: Ignored,
     /// For a regression case: the upstream bug it reproduces.
     #[serde(default)]
     pub bug: Option<Bug>,

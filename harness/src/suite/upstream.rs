@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::ignore::Ignored;
 use super::model::{humantime_serde_compat, Action, CaseSpec, Expect, Step, TopologyRef};
 
 #[derive(Clone, Debug, Deserialize)]
@@ -21,9 +22,10 @@ pub struct UpstreamSpec {
     pub skip_exit: i32,
     #[serde(with = "humantime_serde_compat")]
     pub timeout: Duration,
-    /// Texts shared by several tests, written once as YAML anchors.
+    /// What several tests share (a reason, an `ignored:` list), written
+    /// once as YAML anchors; read only through the aliases.
     #[serde(default)]
-    pub reasons: std::collections::BTreeMap<String, String>,
+    pub reasons: std::collections::BTreeMap<String, serde_yaml_ng::Value>,
     pub tests: Vec<UpstreamTest>,
 }
 
@@ -39,9 +41,10 @@ pub struct UpstreamTest {
     /// Shell lines run first (the state a real system would be in).
     #[serde(default)]
     pub setup: Vec<String>,
-    /// Not run, for this reason (never counted as passed).
+    /// Not run, for this reason, everywhere or on the guests it names
+    /// (never counted as passed).
     #[serde(default)]
-    pub ignored: Option<String>,
+    pub ignored: Ignored,
     #[serde(default)]
     pub kernel_args: String,
     /// Why it runs where it runs, for the reader.
@@ -138,7 +141,8 @@ tests:
         assert_eq!(c.skip_exit, Some(77));
         assert!(c.ndctl_tests && !c.snapshots && !c.assemble);
         assert_eq!(c.kernel_args, "hugepages=2");
-        assert_eq!(cases[2].1.ignored.as_deref(), Some("not here"));
+        let anywhere = super::super::GuestNames::new("debian-6.12", &["81"]);
+        assert_eq!(cases[2].1.ignored.reason_for(&anywhere), Some("not here"));
         assert!(cases[0].1.description.contains("`libndctl` (libndctl)"));
     }
 

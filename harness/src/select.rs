@@ -8,6 +8,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use crate::image::{ImageFiles, UserKernel};
+use crate::kbuild::MockBuses;
 use crate::suite::GuestNames;
 
 /// What the user asked for, before resolution.
@@ -184,8 +185,8 @@ impl Selection {
             built.release,
             built.seconds
         );
-        self.kernel = Some(built.kernel.bzimage.display().to_string());
-        self.modules = Some(built.kernel.modules);
+        self.kernel = Some(built.bzimage.display().to_string());
+        self.modules = Some(built.modules);
         Ok(BuiltSelection { selection: self })
     }
 }
@@ -285,22 +286,44 @@ impl BuiltSelection {
     }
 }
 
-/// The image trials on an `nfit_test` topology (and ndctl's own tests) run
-/// on: the run's own image when its recipe builds nfit_test, else the recipe
-/// that builds it for the same kernel package under the same userland
-/// (`default` finds nfit-test, `debian-6.1` nfit-test-6.1). None when the
-/// run brings its own kernel or ndctl (their trials would test the
-/// packaged ones instead) or no recipe matches: those trials are reported
-/// as skipped with the reason.
-pub fn nfit_test_image(images_dir: &Path, resolved: &Resolved) -> Option<String> {
-    if resolved.user_kernel.is_some() || resolved.user_ndctl.is_some() {
+/// The image the trials that need a mock bus or ndctl's own tests run on
+/// (`nfit_test`, `cxl_test` topologies, `ndctl::`), and the mock buses its
+/// kernel has: the run's own image when its recipe builds them, else the
+/// recipe that builds nfit_test for the same kernel and userland; for the
+/// user's kernel, the recipe that ships the tests' userland (its kernel
+/// replaced by the user's), when the user's modules hold a mock bus. None
+/// when no image can run them (the user's own ndctl: the tests are built
+/// for the packaged one).
+pub fn test_image(images_dir: &Path, resolved: &Resolved) -> Option<(String, MockBuses)> {
+    if resolved.user_ndctl.is_some() {
         return None;
     }
-    let image = resolved.image.as_str();
     let recipe = |name: &str| ImageFiles::load(images_dir, name).ok().map(|f| f.recipe);
+    if let Some(kernel) = &resolved.user_kernel {
+        let mocks = user_mock_buses(&kernel.modules);
+        if !(mocks.nfit_test || mocks.cxl_test) {
+            return None;
+        }
+        let with_tests = recipe_names(images_dir).ok()?.into_iter().find(|n| {
+            recipe(n).is_some_and(|r| r.kernel.build.is_some() && r.ndctl_tests.is_some())
+        })?;
+        return Some((with_tests, mocks));
+    }
+    let image = resolved.image.as_str();
     let own = recipe(image)?;
+    if own.kernel.build.is_some() {
+        let both = MockBuses {
+            nfit_test: true,
+            cxl_test: true,
+        };
+        return Some((image.to_owned(), both));
+    }
+    let nfit_only = MockBuses {
+        nfit_test: true,
+        cxl_test: false,
+    };
     if own.kernel.nfit_test {
-        return Some(image.to_owned());
+        return Some((image.to_owned(), nfit_only));
     }
     // The same kernel under the same userland (and so the same ndctl).
     let kernel_of = |r: &crate::image::Recipe| {
@@ -314,6 +337,27 @@ pub fn nfit_test_image(images_dir: &Path, resolved: &Resolved) -> Option<String>
         .ok()?
         .into_iter()
         .find(|n| recipe(n).is_some_and(|r| r.kernel.nfit_test && kernel_of(&r) == kernel_of(&own)))
+        .map(|n| (n, nfit_only))
+}
+
+/// The mock buses among the user's modules (`INSTALL_MOD_PATH`): their
+/// modules, installed by `--kernel-tree` or by hand.
+fn user_mock_buses(install_mod_path: &Path) -> MockBuses {
+    let mut found = MockBuses::default();
+    let mut stack = vec![install_mod_path.to_owned()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() && !path.is_symlink() {
+                stack.push(path);
+                continue;
+            }
+            let name = entry.file_name().to_string_lossy().into_owned();
+            found.nfit_test |= name.starts_with("nfit_test.ko");
+            found.cxl_test |= name.starts_with("cxl_test.ko");
+        }
+    }
+    found
 }
 
 /// The names of the guest a resolved selection boots, as `ignored:`
@@ -413,13 +457,18 @@ mod tests {
             user_ndctl: None,
             variants: Vec::new(),
         };
-        let test_image = |r: &Resolved| nfit_test_image(&images(), r);
+        let test_image = |r: &Resolved| test_image(&images(), r).map(|(name, _)| name);
         assert_eq!(test_image(&on("default")).as_deref(), Some("nfit-test"));
         assert_eq!(test_image(&on("nfit-test")).as_deref(), Some("nfit-test"));
         assert_eq!(
             test_image(&on("debian-6.1")).as_deref(),
             Some("nfit-test-6.1")
         );
+        assert_eq!(test_image(&on("mock")).as_deref(), Some("mock"));
+        let mocks = super::test_image(&images(), &on("mock")).unwrap().1;
+        assert!(mocks.nfit_test && mocks.cxl_test);
+        let stock = super::test_image(&images(), &on("default")).unwrap().1;
+        assert!(stock.nfit_test && !stock.cxl_test);
         assert_eq!(test_image(&on("ndctl-76")), None);
         let own_kernel = Resolved {
             user_kernel: Some(UserKernel {

@@ -301,6 +301,9 @@ mod tests {
         );
         assert_eq!(guest.machine.accel, AccelChoice::Kvm);
         assert_eq!(guest.machine.boot_timeout, 45);
-        assert!(guest.machine.cold, "bisect --cold is passed on to each step");
+        assert!(
+            guest.machine.cold,
+            "bisect --cold is passed on to each step"
+        );
     }
 }

@@ -55,7 +55,7 @@ pub fn config(
     Ok(Config {
         runs_dir: runs_dir.map_or_else(|| root.join("target/ndharness/runs"), Path::to_owned),
         results_dir: root.join("target/ndharness/results"),
-        nfit_test_image: select::nfit_test_image(&images, &resolved),
+        test_image: select::test_image(&images, &resolved),
         guest: select::guest_names(&images, &resolved),
         image: resolved.image,
         variants: resolved.variants,

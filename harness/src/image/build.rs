@@ -11,6 +11,7 @@ use super::cache::{content_key, find, image_dir, publish_image, Found, Image, Ma
 use super::host::{copy, depmod, dpkg_extract, ensure_dir, merge_tree, scratch_dir};
 use super::kernel::{self, StagedKernel};
 use super::recipe::{ImageFiles, Lock, LockedPackage};
+use super::source_kernel;
 use super::store::{deb_path, fetch_missing, fetch_ndctl_source};
 use super::{initramfs, ndctl_tests, nfit_test, proof, BuildOptions, CacheLock, Error, Result};
 use crate::progress::Stage;
@@ -39,7 +40,10 @@ pub fn build(files: &ImageFiles, opts: &BuildOptions) -> Result<Image> {
     let staging = scratch_dir(&opts.cache)?;
     let root = stage_root(opts, &lock, staging.path(), &what)?;
     let stage = Stage::start(&what, "kernel");
-    let kernel = kernel::stage(files, opts, &lock, staging.path())?;
+    let kernel = match (&opts.user_kernel, &files.recipe.kernel.build) {
+        (None, Some(spec)) => source_kernel::stage(files, spec, opts, &lock)?,
+        _ => kernel::stage(files, opts, &lock, staging.path())?,
+    };
     stage.finish();
     let stage = Stage::start(&what, "modules");
     let modules = ship_modules(files, &kernel, &root)?;

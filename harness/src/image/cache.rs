@@ -63,11 +63,18 @@ pub(super) fn content_key(
     );
     if files.recipe.ndctl_tests.is_some() {
         material.push_str(&format!(
-            "--tests\n{}\n{}\n{}\n",
+            "--tests\n{}\n{}\n{}\n{}\n{}\n",
             ndctl_tests::RUN,
             ndctl_tests::JOURNALCTL,
-            ndctl_tests::UUIDGEN
+            ndctl_tests::UUIDGEN,
+            ndctl_tests::UDEVADM,
+            ndctl_tests::CXL_TEST_REGION
         ));
+    }
+    if let (None, Some(spec)) = (&opts.user_kernel, &files.recipe.kernel.build) {
+        let fragment = super::source_kernel::fragment(files, spec);
+        let text = std::fs::read_to_string(&fragment).map_err(|e| Error::io(&fragment, e))?;
+        material.push_str(&format!("--kernel-config\n{text}\n"));
     }
     if let Some(kernel) = &opts.user_kernel {
         material.push_str(&format!("--kernel\n{}\n", sha256_file(&kernel.bzimage)?));

@@ -112,7 +112,7 @@ fn install_updates(built: &Path, release_dir: &Path) -> Result<()> {
 }
 
 /// The one release folder under `modules`.
-fn single_release(modules: &Path) -> Result<String> {
+pub(super) fn single_release(modules: &Path) -> Result<String> {
     let mut names: Vec<String> = std::fs::read_dir(modules)
         .map_err(|e| Error::io(modules, e))?
         .flatten()

@@ -26,6 +26,7 @@ mod ndctl_tests;
 mod nfit_test;
 mod proof;
 mod recipe;
+mod source_kernel;
 mod store;
 
 use std::path::{Path, PathBuf};
@@ -105,6 +106,8 @@ pub enum Error {
     },
     #[error(transparent)]
     Yaml(#[from] crate::yaml::Error),
+    #[error(transparent)]
+    KernelBuild(#[from] crate::kbuild::Error),
 }
 
 impl Error {

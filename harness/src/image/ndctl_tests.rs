@@ -30,6 +30,13 @@ pub const JOURNALCTL: &str = include_str!("journalctl.sh");
 /// `uuidgen` for track-uuid.sh, from the kernel's random UUIDs.
 pub const UUIDGEN: &str = include_str!("uuidgen.sh");
 
+/// `udevadm settle` for cxl-xor-region.sh: the guest has no udev.
+pub const UDEVADM: &str = include_str!("udevadm.sh");
+
+/// `cxl-test-region WAYS`, for cases on cxl_test: a labelled pmem region
+/// of WAYS devices, as ndctl's own CXL tests make them.
+pub const CXL_TEST_REGION: &str = include_str!("cxl-test-region.sh");
+
 /// How ndctl is configured: its tests, the destructive ones too (the guest
 /// is disposable), no documentation, no systemd units.
 const MESON_OPTIONS: &[&str] = &[
@@ -206,7 +213,13 @@ pub fn install(built: &Path, root: &Path) -> Result<()> {
     merge_tree(built, ensure_dir(&dest)?)?;
     write_file(&dest.join("run"), RUN, 0o755)?;
     write_file(&root.join("usr/bin/journalctl"), JOURNALCTL, 0o755)?;
-    write_file(&root.join("usr/bin/uuidgen"), UUIDGEN, 0o755)
+    write_file(&root.join("usr/bin/uuidgen"), UUIDGEN, 0o755)?;
+    write_file(&root.join("usr/bin/udevadm"), UDEVADM, 0o755)?;
+    write_file(
+        &root.join("usr/libexec/ndharness/cxl-test-region"),
+        CXL_TEST_REGION,
+        0o755,
+    )
 }
 
 #[cfg(test)]

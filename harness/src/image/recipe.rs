@@ -75,6 +75,19 @@ pub struct KernelSpec {
     /// ship nfit_test with the modules.
     #[serde(default)]
     pub nfit_test: bool,
+    /// Build the kernel from `package`, which is then a Debian source
+    /// package (`linux-source-6.12`), with this configuration; its mock
+    /// buses (nfit_test, cxl_test) are built with it.
+    #[serde(default)]
+    pub build: Option<KernelBuildSpec>,
+}
+
+/// A kernel built from Debian's source package.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KernelBuildSpec {
+    /// The config fragment in images/, merged over tinyconfig.
+    pub config: String,
 }
 
 /// Every package an image is built from, pinned by version and sha256.

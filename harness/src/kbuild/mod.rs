@@ -23,7 +23,6 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use self::make::Make;
-use crate::image::UserKernel;
 use crate::progress::Stage;
 use crate::space;
 use crate::tool;
@@ -72,7 +71,10 @@ pub(crate) fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
 /// A built tree: the kernel and modules the image builder takes.
 #[derive(Debug)]
 pub struct Built {
-    pub kernel: UserKernel,
+    /// The bzImage QEMU boots.
+    pub bzimage: PathBuf,
+    /// The `INSTALL_MOD_PATH` its modules (and mocks) were installed into.
+    pub modules: PathBuf,
     pub out: PathBuf,
     pub seconds: f64,
     pub release: String,
@@ -115,8 +117,10 @@ fn check_tools() -> Result<(), Error> {
 
 /// Where a tree's objects go: one folder per canonical tree path.
 pub fn out_dir(cache: &Path, tree: &Path) -> PathBuf {
-    let key = crate::image::sha256_hex(tree.to_string_lossy().as_bytes());
-    cache.join("kbuild").join(&key[..16])
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(tree.to_string_lossy().as_bytes());
+    let key: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
+    cache.join("kbuild").join(key)
 }
 
 /// Configures (when needed) and builds `tree` in its build folder in the
@@ -181,10 +185,8 @@ pub fn build_in(
         .trim()
         .to_owned();
     Ok(Built {
-        kernel: UserKernel {
-            bzimage: out.join("arch/x86/boot/bzImage"),
-            modules: mods,
-        },
+        bzimage: out.join("arch/x86/boot/bzImage"),
+        modules: mods,
         out: out.to_owned(),
         seconds: start.elapsed().as_secs_f64(),
         release,

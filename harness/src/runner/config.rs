@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::image::{self, BuildOptions};
+use crate::kbuild::MockBuses;
 use crate::suite::GuestNames;
 use crate::vm::accel::AccelChoice;
 
@@ -16,9 +17,10 @@ pub struct Config {
     /// The repository root (holds suites/ and images/).
     pub root: PathBuf,
     pub image: String,
-    /// The image `nfit_test` trials run on (see
-    /// [`crate::select::nfit_test_image`]); none: they are skipped.
-    pub nfit_test_image: Option<String>,
+    /// The image the trials that need a mock bus or ndctl's own tests run
+    /// on, and the mock buses it has (see [`crate::select::test_image`]);
+    /// none: they are skipped.
+    pub test_image: Option<(String, MockBuses)>,
     /// Snapshot variants read before the shared snapshots, in order.
     pub variants: Vec<String>,
     /// Put snapshots the shared ones do not match into the first variant.
@@ -52,7 +54,7 @@ impl Config {
             guest: crate::select::guest_names(&root.join("images"), &resolved),
             runs_dir: root.join("target/ndharness/runs"),
             results_dir: root.join("target/ndharness/results"),
-            nfit_test_image: crate::select::nfit_test_image(&root.join("images"), &resolved),
+            test_image: crate::select::test_image(&root.join("images"), &resolved),
             root,
             image: crate::select::DEFAULT_IMAGE.into(),
             variants: Vec::new(),

@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use libtest_mimic::{Arguments, Failed};
 
-use super::guest_env::{no_nfit_test, GuestEnvs};
+use super::guest_env::{cannot_run, GuestEnvs};
 use super::jobs::{default_jobs, guest_memory};
 use super::reporter::{Reporter, Reporters, RunEvent, RunRecord};
 use super::result::{exit_code, Phases, RunInfo, Status, TrialResult, RETRIED_AFTER};
@@ -112,8 +112,7 @@ fn plan(exec: &Arc<Execution>, trials: Vec<Trial>) -> Vec<(Planned, Option<Trial
     trials
         .into_iter()
         .map(|trial| {
-            let cannot = (trial.needs_test_image() && exec.config.nfit_test_image.is_none())
-                .then(|| no_nfit_test(&exec.config));
+            let cannot = cannot_run(&exec.config, &trial);
             let ignored = trial.case.spec.ignored.reason_for(&exec.config.guest);
             let skip = cannot
                 .or_else(|| ignored.map(str::to_owned))

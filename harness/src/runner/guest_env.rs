@@ -67,32 +67,54 @@ impl GuestEnvs {
             .clone()
     }
 
-    /// The guest `trial` runs on: the run's, or for an nfit_test topology
-    /// the image that builds nfit_test.
+    /// The guest `trial` runs on: the run's, or for a mock bus topology or
+    /// ndctl's own tests the run's test image ([`Config::test_image`]).
     pub fn for_trial(&self, config: &Config, trial: &Trial) -> Result<GuestEnv, Arc<Error>> {
         if !trial.needs_test_image() {
             return self.main(config);
         }
-        match &config.nfit_test_image {
+        if let Some(why) = cannot_run(config, trial) {
+            return Err(Arc::new(Error::NoNfitTest(why)));
+        }
+        match config.test_image.as_ref().map(|(name, _)| name) {
             Some(name) if *name != config.image => self
                 .nfit_test
                 .get_or_init(|| prepare_image(config, name).map_err(Arc::new))
                 .clone(),
-            Some(_) => self.main(config),
-            None => Err(Arc::new(Error::NoNfitTest(no_nfit_test(config)))),
+            _ => self.main(config),
         }
     }
 }
 
-/// Why an nfit_test trial cannot run with this configuration.
-pub fn no_nfit_test(config: &Config) -> String {
-    let needs = "needs the nfit_test modules and ndctl's tests";
-    if config.build.user_kernel.is_some() || config.build.user_ndctl.is_some() {
-        format!("{needs}, which are built for packaged kernels and ndctl only, not your own")
+/// Why `trial` cannot run with this configuration: it needs a mock bus or
+/// ndctl's tests, and no image of the run has them. None: it can.
+pub fn cannot_run(config: &Config, trial: &Trial) -> Option<String> {
+    if !trial.needs_test_image() {
+        return None;
+    }
+    let wants = trial.mock_buses();
+    let has = config.test_image.as_ref().map(|(_, mocks)| *mocks);
+    let missing = match has {
+        Some(has) if (!wants.nfit_test || has.nfit_test) && (!wants.cxl_test || has.cxl_test) => {
+            return None
+        }
+        _ if wants.cxl_test => "cxl_test",
+        _ if wants.nfit_test => "nfit_test",
+        _ => "ndctl's own tests",
+    };
+    let needs = format!("needs {missing}");
+    Some(if config.build.user_ndctl.is_some() {
+        format!("{needs}, with ndctl's tests, which are built for the packaged ndctl, not your own")
+    } else if config.build.user_kernel.is_some() {
+        format!("{needs}, which your kernel's modules do not have (build it with --kernel-tree, which builds the mock buses)")
+    } else if wants.cxl_test {
+        format!(
+            "{needs}, which Debian's packaged kernels cannot load (CXL core built in); run it with --kernel debian-6.12-mock"
+        )
     } else {
         format!(
-            "{needs}, which no image builds for image `{}`'s kernel and ndctl; run it with --image nfit-test",
+            "{needs}, which no image builds for image `{}`'s kernel and ndctl; run it with --image nfit-test or --kernel debian-6.12-mock",
             config.image
         )
-    }
+    })
 }

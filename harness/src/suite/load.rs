@@ -34,10 +34,20 @@ pub struct Trial {
 }
 
 impl Trial {
-    /// Whether the trial runs on the image with nfit_test and ndctl's own
-    /// tests rather than the run's (see `runner::Config::nfit_test_image`).
+    /// Whether the trial runs on the image with the mock buses and ndctl's
+    /// own tests rather than the run's (see `runner::Config::test_image`).
     pub fn needs_test_image(&self) -> bool {
-        self.topology.topology.nfit_test.is_some() || self.case.spec.ndctl_tests
+        let t = &self.topology.topology;
+        t.nfit_test.is_some() || t.cxl_test.is_some() || self.case.spec.ndctl_tests
+    }
+
+    /// The mock buses the trial's topology needs.
+    pub fn mock_buses(&self) -> crate::kbuild::MockBuses {
+        let t = &self.topology.topology;
+        crate::kbuild::MockBuses {
+            nfit_test: t.nfit_test.is_some(),
+            cxl_test: t.cxl_test.is_some(),
+        }
     }
 }
 

@@ -70,13 +70,21 @@ pub struct Topology {
     /// region over nmem0-3, and nfit_test.1. Needs an image that builds it
     /// (`kernel: { nfit_test: true }` in its recipe: images/nfit-test.yaml).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub nfit_test: Option<NfitTest>,
+    pub nfit_test: Option<MockBus>,
+    /// The kernel's mock CXL bus (tools/testing/cxl): `modprobe cxl_test`
+    /// gives a CXL root with host bridges, switches, 11 memory devices
+    /// (cxl_mock_mem) and auto-assembled regions, XOR interleave with
+    /// `interleave_arithmetic=1`. Needs a kernel built with it
+    /// (`--kernel debian-6.12-mock`, or `--kernel-tree`); cxl_mock_mem and
+    /// dax_cxl are loaded at boot either way (no udev loads them later).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cxl_test: Option<MockBus>,
 }
 
-/// Whether the guest loads nfit_test at boot.
+/// Whether the guest loads a mock bus at boot.
 #[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
-pub enum NfitTest {
+pub enum MockBus {
     /// Loaded before the pmem drivers: the buses are there when a case starts.
     Loaded,
     /// Shipped, not loaded: for ndctl's own tests, which load and unload it.
@@ -426,6 +434,7 @@ impl Topology {
             || self.cxl.is_some()
             || !self.e820.is_empty()
             || self.nfit_test.is_some()
+            || self.cxl_test.is_some()
     }
 
     /// Whether QEMU needs ACPI NFIT (`nvdimm=on`): NVDIMMs now or later.

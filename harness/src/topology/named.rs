@@ -16,6 +16,11 @@ pub const NAMED: &[(&str, &str)] = &[
         include_str!("../../topologies/nfit-test-modules.yaml"),
     ),
     ("nfit-6g", include_str!("../../topologies/nfit-6g.yaml")),
+    ("cxl-test", include_str!("../../topologies/cxl-test.yaml")),
+    (
+        "cxl-test-modules",
+        include_str!("../../topologies/cxl-test-modules.yaml"),
+    ),
     (
         "virtio-pmem-1",
         include_str!("../../topologies/virtio-pmem-1.yaml"),

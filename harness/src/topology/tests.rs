@@ -53,7 +53,7 @@ fn dimm_size_misaligned() {
 #[test]
 fn nfit_test_is_loaded_or_available() {
     let t: Topology = crate::yaml::parse("t.yaml", "nfit_test: available\n").unwrap();
-    assert_eq!(t.nfit_test, Some(NfitTest::Available));
+    assert_eq!(t.nfit_test, Some(MockBus::Available));
     assert!(t.has_pmem() && !t.has_nfit());
     let err = crate::yaml::parse::<Topology>("t.yaml", "nfit_test: yes\n")
         .unwrap_err()

@@ -16,9 +16,16 @@ fn modules(topology: &Topology) -> Vec<(&'static str, bool)> {
     let mut m: Vec<(&str, bool)> = ["virtio_pci", "virtio_console", "pvpanic_pci"]
         .map(|n| (n, false))
         .to_vec();
-    if topology.nfit_test == Some(crate::topology::NfitTest::Loaded) {
+    if topology.nfit_test == Some(crate::topology::MockBus::Loaded) {
         // Brings the mock libnvdimm and nfit it wraps.
         m.push(("nfit_test", false));
+    }
+    if let Some(cxl_test) = topology.cxl_test {
+        if cxl_test == crate::topology::MockBus::Loaded {
+            m.push(("cxl_test", false));
+        }
+        // Bound by alias only: without udev, nothing else loads them.
+        m.extend(["cxl_mock_mem", "dax_cxl"].map(|n| (n, false)));
     }
     if topology.has_nfit() {
         m.push(("nfit", false));
@@ -98,6 +105,7 @@ mod tests {
             e820: vec![],
             virtio_pmem: vec![],
             nfit_test: None,
+            cxl_test: None,
         };
         assert!(!guest_modules(&t).contains(&"nfit"));
         assert!(!guest_modules(&t).contains(&"nd_pmem"));
@@ -111,6 +119,31 @@ mod tests {
         let pos = |n: &str| m.iter().position(|x| *x == n);
         assert!(pos("nfit_test").unwrap() < pos("nd_pmem").unwrap(), "{m:?}");
         assert!(!t.has_nfit());
+    }
+
+    #[test]
+    fn cxl_test_brings_what_only_udev_would_load() {
+        let t = crate::topology::load("cxl-test").unwrap().topology;
+        let m = guest_modules(&t);
+        let pos = |name| m.iter().position(|x| *x == name);
+        assert!(
+            pos("cxl_test").unwrap() < pos("cxl_mock_mem").unwrap(),
+            "{m:?}"
+        );
+        assert!(
+            pos("dax_cxl").is_some() && pos("nd_pmem").is_some(),
+            "{m:?}"
+        );
+        assert!(
+            driver_modules(&t).is_empty(),
+            "a mock bus is saved with its state"
+        );
+        let t = crate::topology::load("cxl-test-modules").unwrap().topology;
+        let m = guest_modules(&t);
+        assert!(
+            !m.contains(&"cxl_test") && m.contains(&"cxl_mock_mem"),
+            "{m:?}"
+        );
     }
 
     #[test]

@@ -17,9 +17,15 @@ const NAME_LISTINGS: [&[&str]; 3] = [
     &["ndctl", "list", "-D"],
 ];
 
+/// Whether the guest has CXL devices the kernel names in probe order
+/// (QEMU's, or the mock bus cxl_test's).
+fn has_cxl(t: &Topology) -> bool {
+    t.cxl.is_some() || t.cxl_test.is_some()
+}
+
 /// The guest's probe-order names and their stable replacements.
 pub async fn stable_names(m: &Machine, t: &Topology) -> Result<Names, Verdict> {
-    if t.cxl.is_none() {
+    if !has_cxl(t) {
         return Ok(Names::default());
     }
     let (outs, _) = m.exec_each(&NAME_LISTINGS, Duration::from_secs(60)).await?;
@@ -34,10 +40,10 @@ fn names_from(outs: &[(i32, String)]) -> Names {
 /// The listings a layout snapshot holds.
 fn layout_listings(t: &Topology) -> Vec<&'static [&'static str]> {
     let mut listings: Vec<&[&str]> = Vec::new();
-    if t.has_nfit() || t.cxl.is_some() || t.nfit_test.is_some() {
+    if t.has_nfit() || has_cxl(t) || t.nfit_test.is_some() {
         listings.push(&["ndctl", "list", "-RDNu"]);
     }
-    if t.cxl.is_some() {
+    if has_cxl(t) {
         listings.push(&["cxl", "list", "-RDMu"]);
     }
     listings
@@ -47,7 +53,7 @@ fn layout_listings(t: &Topology) -> Vec<&'static [&'static str]> {
 /// trip.
 pub async fn names_and_layout(m: &Machine, t: &Topology) -> Result<(Names, String), Verdict> {
     let mut commands: Vec<&[&str]> = Vec::new();
-    if t.cxl.is_some() {
+    if has_cxl(t) {
         commands.extend(NAME_LISTINGS);
     }
     let name_count = commands.len();

@@ -152,7 +152,10 @@ fn position_order_properties() {
         .into_iter()
         .filter(|n| n.starts_with("cxl"))
     {
-        let cxl = load(name).unwrap().topology.cxl.unwrap();
+        // cxl-test*: the mock bus, no QEMU CXL.
+        let Some(cxl) = load(name).unwrap().topology.cxl else {
+            continue;
+        };
         let region = &cxl.regions[0];
         let window = &cxl.windows[region.window];
         let order = cxl.position_order(region).unwrap();

@@ -1,0 +1,157 @@
+//! A kernel an image builds from Debian's pinned source package
+//! (`kernel: { package: linux-source-6.12, build: { config: FRAGMENT } }`):
+//! the source unpacked in the cache, configured with the fragment over
+//! tinyconfig and built with its mock buses ([`crate::kbuild`]), then its
+//! bzImage and modules kept under `CACHE/kernels/KEY` (the source package's
+//! checksum and the fragment make the key), and the source and objects
+//! removed. Built on first use, found after that.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use super::host::{dpkg_extract, ensure_dir, run_tool};
+use super::kernel::{single_release, StagedKernel};
+use super::recipe::{ImageFiles, KernelBuildSpec, Lock};
+use super::store::deb_path;
+use super::{proof, sha256_hex, BuildOptions, Error, Result};
+use crate::kbuild::{self, KernelConfig};
+use crate::progress::Stage;
+use crate::space;
+use crate::tool;
+
+/// Bumped when the way the kernel is built changes.
+const RECIPE: &str = "source kernel 1";
+
+/// What unpacking the source and building it take at most (1.4 GB of
+/// source, objects of a small configuration, modules).
+const SOURCE_BUILD: u64 = 4 << 30;
+
+/// The fragment a recipe's kernel is built with.
+pub(super) fn fragment(files: &ImageFiles, spec: &KernelBuildSpec) -> PathBuf {
+    files
+        .recipe_path
+        .parent()
+        .unwrap_or(Path::new("."))
+        .join(&spec.config)
+}
+
+/// The key of the kernel built from `lock`'s source with `fragment`.
+pub(super) fn key(lock: &Lock, fragment: &Path) -> Result<String> {
+    let text = std::fs::read_to_string(fragment).map_err(|e| Error::io(fragment, e))?;
+    let material = format!("{RECIPE}\n{}\n{text}", lock.kernel.sha256);
+    Ok(sha256_hex(material.as_bytes())[..16].to_owned())
+}
+
+/// The kernel of `files`'s recipe, built now or found in the cache.
+pub(super) fn stage(
+    files: &ImageFiles,
+    spec: &KernelBuildSpec,
+    opts: &BuildOptions,
+    lock: &Lock,
+) -> Result<StagedKernel> {
+    let fragment = fragment(files, spec);
+    let key = key(lock, &fragment)?;
+    let kernels = opts.cache.join("kernels");
+    let dir = kernels.join(&key);
+    let source = format!(
+        "{} {} built with {}",
+        lock.kernel.name, lock.kernel.version, spec.config
+    );
+    if proof::found(&dir, "bzImage", "built kernel") {
+        return staged(&dir, source);
+    }
+    let what = format!("kernel {}", lock.kernel.name);
+    space::require(&opts.cache, SOURCE_BUILD, &format!("building {what}"))?;
+    let work = kernels.join(format!(".work-{key}"));
+    if work.exists() {
+        // A build that was cut short: its objects are as good as make
+        // left them, the stage folder is not.
+        let _ = std::fs::remove_dir_all(work.join("stage"));
+    }
+    let tree = unpack(&opts.cache, lock, &work, &what)?;
+    let config = KernelConfig::Fragment(fragment);
+    let built = kbuild::build_in(&tree, &config, &work.join("build"), &what)?;
+    if !(built.mocks.nfit_test && built.mocks.cxl_test) {
+        return Err(Error::Modules(format!(
+            "{what}: {} did not give both mock buses (nfit_test {}, cxl_test {}); see the warnings above",
+            spec.config, built.mocks.nfit_test, built.mocks.cxl_test
+        )));
+    }
+    let stage = work.join("stage");
+    ensure_dir(&stage)?;
+    std::fs::copy(&built.bzimage, stage.join("bzImage")).map_err(|e| Error::io(&stage, e))?;
+    std::fs::rename(&built.modules, stage.join("modules")).map_err(|e| Error::io(&stage, e))?;
+    proof::seal(&stage)?;
+    std::fs::rename(&stage, &dir).map_err(|e| Error::io(&dir, e))?;
+    crate::progress::say(&format!(
+        "{what}: {} built in {:.0} s, kept in {}",
+        built.release,
+        built.seconds,
+        dir.display()
+    ));
+    // The source and the objects are 2-3 GB; the kernel is kept.
+    let _ = std::fs::remove_dir_all(&work);
+    staged(&dir, source)
+}
+
+/// Unpacks the source package's tarball into `work/`; returns the tree.
+fn unpack(cache: &Path, lock: &Lock, work: &Path, what: &str) -> Result<PathBuf> {
+    let mut stage = Stage::start(what, "unpack the source");
+    let package = work.join("package");
+    if let Some(tree) = find_tree(work) {
+        stage.finish();
+        return Ok(tree);
+    }
+    ensure_dir(work)?;
+    dpkg_extract(&deb_path(cache, &lock.kernel.sha256), &package)?;
+    let tarball = std::fs::read_dir(package.join("usr/src"))
+        .map_err(|e| Error::io(&package, e))?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.to_string_lossy().contains(".tar"))
+        .ok_or_else(|| {
+            Error::Modules(format!(
+                "{} has no source tarball in usr/src",
+                lock.kernel.name
+            ))
+        })?;
+    stage.item(&tarball.display().to_string());
+    run_tool(
+        Command::new("tar")
+            .arg("-xf")
+            .arg(&tarball)
+            .arg("-C")
+            .arg(work),
+        tool::TAR,
+    )?;
+    let _ = std::fs::remove_dir_all(&package);
+    stage.finish();
+    find_tree(work).ok_or_else(|| {
+        Error::Modules(format!(
+            "{}: no kernel tree in {}",
+            lock.kernel.name,
+            work.display()
+        ))
+    })
+}
+
+/// The unpacked tree under `work` (`linux-source-6.12/`).
+fn find_tree(work: &Path) -> Option<PathBuf> {
+    std::fs::read_dir(work)
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.join("Kconfig").is_file() && p.join("Makefile").is_file())
+}
+
+/// A built kernel in the cache as the image builder takes it.
+fn staged(dir: &Path, source: String) -> Result<StagedKernel> {
+    let modules_root = dir.join("modules/lib/modules");
+    let release = single_release(&modules_root)?;
+    Ok(StagedKernel {
+        image: dir.join("bzImage"),
+        modules: modules_root.join(&release),
+        release,
+        source,
+    })
+}

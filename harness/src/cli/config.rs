@@ -5,6 +5,8 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use anyhow::Context;
+
 use ndharness::image::{self, BuildOptions};
 use ndharness::runner::{self, Config};
 use ndharness::select::{self, Selection};
@@ -16,7 +18,11 @@ use super::args::{Common, GuestArgs, MachineArgs, SelectArgs};
 /// built from.
 pub fn find_root(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
     if let Some(r) = explicit {
-        return Ok(r.to_owned());
+        // Absolute: insta resolves snapshot folders against it, and a
+        // relative root put pending snapshots under the harness's sources.
+        return r
+            .canonicalize()
+            .with_context(|| format!("--root {}", r.display()));
     }
     let cwd = std::env::current_dir()?;
     for dir in cwd.ancestors() {

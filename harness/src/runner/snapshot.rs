@@ -25,12 +25,15 @@ pub fn quiet_snapshot_panics() {
     });
 }
 
-/// A snapshot that did not match (insta has printed the diff).
+/// A snapshot that did not match (insta has printed the diff; the
+/// message carries it too, for the failure list and report.html).
 #[derive(Debug, thiserror::Error)]
-#[error("snapshot `{name}` does not match {} (diff above); review with `cargo insta review`", .file.display())]
+#[error("snapshot `{name}` does not match {}; review with `cargo insta review`{}", .file.display(), .diff.as_deref().map(|d| format!("\n{d}")).unwrap_or_default())]
 pub struct Mismatch {
     pub name: String,
     pub file: PathBuf,
+    /// The stored snapshot against this run (none when there is no stored one).
+    pub diff: Option<String>,
 }
 
 /// Compares `content` with snapshot `name`.
@@ -53,6 +56,7 @@ pub fn compare(
     res.map_err(|_| Mismatch {
         name: name.to_owned(),
         file: dir.join(format!("{name}.snap")),
+        diff: stored_body(dir, name).and_then(|old| unified(name, &old, content)),
     })
 }
 
@@ -101,8 +105,14 @@ pub fn diff_stored(dir: &Path, name: &str, content: &str) -> Option<String> {
         .into_iter()
         .take(steps)
         .collect();
+    unified(name, &body, content)
+}
+
+/// `content` against the stored body `old` of snapshot `name`, as a
+/// unified diff; none when they are the same.
+fn unified(name: &str, old: &str, content: &str) -> Option<String> {
     let (old, new) = (
-        format!("{}\n", body.trim_end()),
+        format!("{}\n", old.trim_end()),
         format!("{}\n", content.trim_end()),
     );
     let diff = similar::TextDiff::from_lines(&old, &new);

@@ -141,9 +141,97 @@ pub fn render_evidence(steps: &[StepRecord]) -> String {
     out
 }
 
+/// How many lines of a kernel report [`evidence_reports`] keeps.
+const REPORT_LINES: usize = 25;
+
+/// The kernel reports (WARNING, BUG, Oops, ...; see [`kmsg::problem`]) in
+/// an evidence transcript ([`render_evidence`]): each with the step it came
+/// in (its `### step` line) and its first lines.
+pub fn evidence_reports(text: &str) -> Vec<(String, Vec<String>)> {
+    let mut out = Vec::new();
+    let mut step = String::new();
+    let mut kernel: Vec<&str> = Vec::new();
+    let mut lines = text.lines().peekable();
+    while let Some(line) = lines.next() {
+        if let Some(header) = line.strip_prefix("### ") {
+            step = header.to_owned();
+            continue;
+        }
+        if line != "--- kernel" {
+            continue;
+        }
+        kernel.clear();
+        while let Some(l) = lines.next_if(|l| !l.starts_with("### ")) {
+            kernel.push(l);
+        }
+        let mut i = 0;
+        while i < kernel.len() {
+            if evidence_record(kernel[i]).is_some_and(|r| kmsg::problem(&r).is_some()) {
+                let end = (i + REPORT_LINES).min(kernel.len());
+                let report = kernel[i..end]
+                    .iter()
+                    .map(|l| l.trim_end().to_owned())
+                    .filter(|l| !l.is_empty());
+                out.push((step.clone(), report.collect()));
+                i = end;
+            } else {
+                i += 1;
+            }
+        }
+    }
+    out
+}
+
+/// A kernel line of [`render_evidence`]: `[    5.123456] <4> message`.
+fn evidence_record(line: &str) -> Option<Record> {
+    let (stamp, rest) = line.strip_prefix('[')?.split_once("] <")?;
+    let (level, message) = rest.split_once("> ")?;
+    let (secs, micros) = stamp.trim().split_once('.')?;
+    Some(Record {
+        level: level.parse().ok()?,
+        facility: 0,
+        seq: 0,
+        ts_usec: secs.parse::<u64>().ok()? * 1_000_000 + micros.parse::<u64>().ok()?,
+        message: message.to_owned(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reports_are_found_in_an_evidence_transcript() {
+        let mut warn = StepRecord::marker(3, "ndctl disable-region all".into(), 0, Duration::ZERO);
+        warn.marker = false;
+        warn.kernel = [
+            "6,40,5000000,-;nd_pmem namespace0.0: unbound",
+            "4,41,5000100,-;WARNING: CPU: 1 PID: 77 at drivers/nvdimm/region_devs.c:1 x+0x1/0x2",
+            "4,42,5000200,-;Modules linked in: nd_pmem",
+            "4,43,5000300,-;Call Trace:",
+            "4,44,5000400,-; <TASK>",
+        ]
+        .iter()
+        .map(|l| kmsg::parse_line(l).unwrap())
+        .collect();
+        let mut quiet = StepRecord::marker(4, "true".into(), 0, Duration::ZERO);
+        quiet.marker = false;
+        quiet.stdout = "WARNING: in stdout is not the kernel's\n".into();
+        let text = render_evidence(&[quiet.clone(), warn, quiet]);
+        let reports = evidence_reports(&text);
+        assert_eq!(reports.len(), 1, "{reports:?}");
+        let (step, lines) = &reports[0];
+        assert!(step.starts_with("step 3 "), "{step}");
+        // The Call Trace belongs to the warning's report, not one of its own.
+        assert_eq!(lines.len(), 4, "{lines:?}");
+        assert!(lines[0]
+            .ends_with("<4> WARNING: CPU: 1 PID: 77 at drivers/nvdimm/region_devs.c:1 x+0x1/0x2"));
+        assert!(lines[3].ends_with("<4>  <TASK>"), "{lines:?}");
+        assert!(
+            evidence_reports("### step 1 (0 s): x\n--- kernel\n[    1.000000] <6> fine\n")
+                .is_empty()
+        );
+    }
 
     #[test]
     fn renders_exit_output_and_relevant_kernel_lines() {

@@ -298,6 +298,23 @@ pub struct RunArgs {
     /// snapshot variant (snapshots/VARIANT/) for `cargo insta review`.
     #[arg(long)]
     pub new_variant: bool,
+    /// Run each selected trial N times and report its pass rate; with
+    /// --until-failure or --soak, at most N times.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub repeat: Option<u32>,
+    /// Repeat the selected trials until one fails or errors (at most
+    /// --repeat times each) [default cap: 100]
+    #[arg(long)]
+    pub until_failure: bool,
+    /// Repeat the selected trials, round after round, until DURATION
+    /// (`30m`, `8h`) is spent; a running trial finishes.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub soak: Option<std::time::Duration>,
+    /// Run one shard of the selection: count:K/N (the sorted trials dealt
+    /// round robin, nextest's meaning), hash:K/N (by a hash of the name),
+    /// or K/N (count).
+    #[arg(long, value_name = "count:K/N")]
+    pub partition: Option<ndharness::runner::partition::Partition>,
     #[command(flatten)]
     pub guest: GuestArgs,
 }

@@ -157,6 +157,10 @@ pub fn run_argv(run: &RunArgs) -> Vec<OsString> {
         results,
         bisect,
         new_variant,
+        repeat,
+        until_failure,
+        soak,
+        partition,
         guest,
     } = run;
     let mut argv = Argv::default();
@@ -172,6 +176,11 @@ pub fn run_argv(run: &RunArgs) -> Vec<OsString> {
     argv.optional("--results", results.as_ref());
     argv.switch("--bisect", *bisect);
     argv.switch("--new-variant", *new_variant);
+    argv.optional("--repeat", repeat.map(|n| n.to_string()));
+    argv.switch("--until-failure", *until_failure);
+    let soak = soak.map(|d| humantime::format_duration(d).to_string());
+    argv.optional("--soak", soak);
+    argv.optional("--partition", partition.map(|p| p.to_string()));
     guest_argv(&mut argv, guest);
     argv.0
 }
@@ -244,6 +253,10 @@ mod tests {
             results: Some("/results dir".into()),
             bisect: true,
             new_variant: true,
+            repeat: Some(4),
+            until_failure: true,
+            soak: Some(std::time::Duration::from_secs(5400)),
+            partition: Some("hash:2/5".parse().unwrap()),
             guest: GuestArgs {
                 common: Common {
                     root: Some("/repo".into()),

@@ -43,7 +43,7 @@ pub fn compare(args: CompareArgs) -> anyhow::Result<ExitCode> {
             "\n== {}: {} (image {})",
             side.label, side.spec, side.config.image
         );
-        let outcome = run_trials(side.config, &filter);
+        let outcome = run_trials(side.config, &filter, &Default::default());
         compare::Side {
             spec: side.spec,
             info: outcome.info,

@@ -107,8 +107,12 @@ impl SelectArgs {
     }
 }
 
-/// Runs the trials `filter` selects, as `config` says: their exit code,
-/// results and guest.
-pub fn run_trials(config: Config, filter: &libtest_mimic::Arguments) -> runner::RunRecord {
-    runner::execute(config, filter)
+/// Runs the trials `filter` selects, as `config` and `options` say: their
+/// exit code, results and guest.
+pub fn run_trials(
+    config: Config,
+    filter: &libtest_mimic::Arguments,
+    options: &runner::RunOptions,
+) -> runner::RunRecord {
+    runner::execute_with(config, filter, options)
 }

@@ -3,7 +3,8 @@
 
 use std::process::ExitCode;
 
-use ndharness::runner::RunRecord;
+use ndharness::runner::repeat::Repeat;
+use ndharness::runner::{RunOptions, RunRecord, Schedule};
 
 use super::args::RunArgs;
 use super::config::run_trials;
@@ -40,6 +41,7 @@ fn run_cases(args: RunArgs) -> anyhow::Result<u8> {
         );
     }
     config.new_variant = args.new_variant;
+    let options = options(&args);
     let filter = libtest_mimic::Arguments {
         filter: args.filter,
         list: args.list,
@@ -51,12 +53,28 @@ fn run_cases(args: RunArgs) -> anyhow::Result<u8> {
         test_threads: if args.list { None } else { args.test_threads },
         ..Default::default()
     };
-    let outcome = run_trials(config, &filter);
+    let outcome = run_trials(config, &filter, &options);
     Ok(if args.bisect {
         bisect_code(&outcome)
     } else {
         outcome.exit_code
     })
+}
+
+/// The run's shard and repetitions.
+fn options(args: &RunArgs) -> RunOptions {
+    let repeat = Repeat {
+        times: args.repeat,
+        until_failure: args.until_failure,
+        soak: args.soak,
+    };
+    RunOptions {
+        schedule: Schedule {
+            partition: args.partition,
+            repeat,
+            stopped: None,
+        },
+    }
 }
 
 /// A run's exit code as `git bisect run` reads it: 0 good, 1 bad, skip

@@ -3,9 +3,16 @@
 //! collect folder (`ndharness compare`), and a checkpoint's body (the
 //! layout, then the kernel log since the last checkpoint).
 
-/// The run folder (evidence) of a trial: `SUITE-CASE-TOPOLOGY`.
-pub fn run_folder(trial: &str) -> String {
-    trial.replace("::", "-")
+/// The run folder (evidence) of a trial: `SUITE-CASE-TOPOLOGY`, and
+/// `SUITE-CASE-TOPOLOGY.repN` for its Nth repetition (`--repeat`), so no
+/// two repetitions' folders are mistaken for each other. A folder still
+/// there from an earlier run gets a free suffix (`vm::RunDir::create`).
+pub fn run_folder(trial: &str, repetition: Option<u32>) -> String {
+    let folder = trial.replace("::", "-");
+    match repetition {
+        Some(n) => format!("{folder}.rep{n}"),
+        None => folder,
+    }
 }
 
 /// A trial's folder under a collect folder: `SUITE__CASE__TOPOLOGY`.
@@ -55,7 +62,11 @@ mod tests {
 
     #[test]
     fn folder_names() {
-        assert_eq!(run_folder("basic::x::nfit-1"), "basic-x-nfit-1");
+        assert_eq!(run_folder("basic::x::nfit-1", None), "basic-x-nfit-1");
+        assert_eq!(
+            run_folder("basic::x::nfit-1", Some(3)),
+            "basic-x-nfit-1.rep3"
+        );
         assert_eq!(collect_folder("basic::x::nfit-1"), "basic__x__nfit-1");
     }
 }

@@ -1,21 +1,29 @@
-//! The executor: discovers the suites, selects trials (libtest-mimic's
-//! filters, `--exact`, `--skip`, `--ignored`), sizes the guests at once,
-//! schedules the trials, retries an infrastructure error once, and emits a
+//! The executor: discovers the suites, selects trials ([`super::selection`]:
+//! libtest-mimic's filters, `--exact`, `--skip`, `--ignored`, then the
+//! shard of `--partition`), sizes the guests at once, schedules the trials
+//! (each as many times as `--repeat`, `--until-failure` or `--soak` say,
+//! [`super::repeat`]), retries an infrastructure error once, and emits a
 //! [`RunEvent`] for each part of the run. It prints nothing of its own
 //! about trials: reporters do ([`super::reporter`]).
 
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use libtest_mimic::{Arguments, Failed};
+use libtest_mimic::{Arguments, Completion, Failed};
 
-use super::guest_env::{cannot_run, GuestEnvs};
-use super::jobs::{default_jobs, guest_memory};
-use super::reporter::{Reporter, Reporters, RunEvent, RunRecord};
+use super::guest_env::GuestEnvs;
+use super::jobs::default_jobs;
+use super::repeat::{Repeat, Stopper};
+use super::reporter::{Reporter, Reporters, RunEvent, RunRecord, Schedule};
 use super::result::{exit_code, Phases, RunInfo, Status, TrialResult, RETRIED_AFTER};
+use super::selection::{self, Planned};
 use super::trial::{self, TrialOutcome};
 use super::{snapshot, warm, Config, GuestEnv};
 use crate::suite::Trial;
+
+/// How many libtest trials (repetitions) one libtest run is given at most:
+/// a soak's rounds are dealt in batches of about this many.
+const BATCH: usize = 10_000;
 
 /// What the trials of one run share while they run.
 struct Execution {
@@ -23,6 +31,7 @@ struct Execution {
     envs: GuestEnvs,
     reporters: Reporters,
     results: Mutex<Vec<TrialResult>>,
+    stopper: Stopper,
 }
 
 /// Whether a run's trials report one line each as they end (and libtest's
@@ -32,8 +41,14 @@ pub fn shows_progress(args: &Arguments) -> bool {
     !args.list && args.format.is_none() && !args.quiet && args.logfile.is_none()
 }
 
-/// Runs the trials `args` select and reports them to `reporters`.
-pub fn execute(config: Config, args: &Arguments, reporters: Vec<Box<dyn Reporter>>) -> RunRecord {
+/// Runs the trials `args` and `schedule` select, as many times as it says,
+/// and reports them to `reporters`.
+pub fn execute(
+    config: Config,
+    args: &Arguments,
+    schedule: &Schedule,
+    reporters: Vec<Box<dyn Reporter>>,
+) -> RunRecord {
     let trials = match crate::suite::discover(&config.suites_dir()) {
         Ok(t) => t,
         Err(e) => {
@@ -45,28 +60,30 @@ pub fn execute(config: Config, args: &Arguments, reporters: Vec<Box<dyn Reporter
         }
     };
     snapshot::quiet_snapshot_panics();
-    if !args.list {
-        prune_states(&config);
+    let plan = selection::plan(&config, trials);
+    let selected = selection::select(plan, args, schedule.partition.as_ref());
+    let mut libtest_args = selection::libtest_args(args);
+    if args.list {
+        let tests = selected
+            .iter()
+            .map(|p| p.libtest(p.trial.name.clone(), || Ok(Completion::Completed)))
+            .collect();
+        let _ = libtest_mimic::run(&libtest_args, tests);
+        return RunRecord::default();
     }
+    prune_states(&config);
+    let started = Instant::now();
     let exec = Arc::new(Execution {
+        stopper: Stopper::new(&schedule.repeat, started),
         config,
         envs: GuestEnvs::default(),
         reporters: Reporters::new(reporters),
         results: Mutex::new(Vec::new()),
     });
-    let started = Instant::now();
-    let plan = plan(&exec, trials);
     let runs_ignored = args.ignored || args.include_ignored;
-    let selected = || plan.iter().filter(|(t, _)| !args.is_filtered_out(&t.test));
-    let skipped: Vec<TrialResult> = if runs_ignored {
-        Vec::new()
-    } else {
-        selected().filter_map(|(_, s)| s.clone()).collect()
-    };
-    let mut libtest_args = args.clone();
-    if libtest_args.test_threads.is_none() && !args.list {
+    if libtest_args.test_threads.is_none() {
         // As many guests as the cores and the memory allow.
-        let guest = selected().map(|(t, _)| t.memory).max().unwrap_or(1 << 30);
+        let guest = selected.iter().map(|p| p.memory).max().unwrap_or(1 << 30);
         libtest_args.test_threads = Some(default_jobs(guest));
     }
     if shows_progress(args) {
@@ -74,59 +91,104 @@ pub fn execute(config: Config, args: &Arguments, reporters: Vec<Box<dyn Reporter
         let _ = std::fs::create_dir_all(&exec.config.runs_dir);
         let log = exec.config.runs_dir.join("libtest.log");
         libtest_args.logfile = Some(log.display().to_string());
-        let trials = selected()
-            .filter(|(t, _)| !t.test.has_ignored_flag() || runs_ignored)
-            .count();
-        let threads = libtest_args.test_threads.unwrap_or(1);
-        exec.reporters.emit(&RunEvent::Started { trials, threads });
     }
-    let tests = plan.into_iter().map(|(t, _)| t.test).collect();
-    let conclusion = libtest_mimic::run(&libtest_args, tests);
-    if args.list {
-        return RunRecord::default();
-    }
+    let runnable = |p: &&Planned| p.skip.is_none() || runs_ignored;
+    exec.reporters.emit(&RunEvent::Started {
+        trials: selected.iter().filter(runnable).count(),
+        threads: libtest_args.test_threads.unwrap_or(1),
+        schedule,
+    });
+    let libtest_failed = run_rounds(
+        &exec,
+        &selected,
+        &libtest_args,
+        &schedule.repeat,
+        runs_ignored,
+    );
     let mut results = exec.results.lock().map(|r| r.clone()).unwrap_or_default();
+    let skipped: Vec<TrialResult> = match runs_ignored {
+        true => Vec::new(),
+        false => selected.iter().filter_map(|p| p.skip.clone()).collect(),
+    };
     for r in &skipped {
         exec.reporters.emit(&RunEvent::TrialFinished(r));
     }
     results.extend(skipped);
     let record = RunRecord {
-        exit_code: exit_code(&results, conclusion.has_failed()),
+        exit_code: exit_code(&results, libtest_failed),
         info: run_info(&exec),
         wall: started.elapsed(),
         results,
+        schedule: Schedule {
+            stopped: exec.stopper.outcome(),
+            ..schedule.clone()
+        },
+        date: Some(humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()),
+        shards: Vec::new(),
     };
     exec.reporters.emit(&RunEvent::Finished(&record));
     record
 }
 
-/// A libtest trial with the guest memory its topology takes.
-struct Planned {
-    test: libtest_mimic::Trial,
-    memory: u64,
+/// Runs the selected trials round after round (each once, then each
+/// again), until `repeat`'s rounds are done or its stopper says stop;
+/// whether libtest saw a failure.
+fn run_rounds(
+    exec: &Arc<Execution>,
+    selected: &[Planned],
+    args: &Arguments,
+    repeat: &Repeat,
+    runs_ignored: bool,
+) -> bool {
+    let runnable = |p: &&Planned| p.skip.is_none() || runs_ignored;
+    // Nothing to repeat: one round reports the ignored ones.
+    let rounds = match selected.iter().filter(runnable).count() {
+        0 => 1,
+        _ => repeat.rounds(),
+    };
+    let repeating = repeat.is_repeating();
+    let per_batch = u32::try_from(BATCH / selected.len().max(1))
+        .unwrap_or(u32::MAX)
+        .max(1);
+    let mut failed = false;
+    let mut round = 1;
+    while round <= rounds && exec.stopper.stopped().is_none() {
+        let last = rounds.min(round.saturating_add(per_batch - 1));
+        let mut tests = Vec::new();
+        for r in round..=last {
+            // An ignored trial is reported once, not once per round.
+            let trials = selected.iter().filter(|p| r == 1 || runnable(p));
+            tests.extend(trials.map(|p| libtest_trial(exec, p, repeating.then_some(r))));
+        }
+        failed |= libtest_mimic::run(args, tests).has_failed();
+        match last.checked_add(1) {
+            Some(next) => round = next,
+            None => break,
+        }
+    }
+    failed
 }
 
-/// Each libtest trial, beside the summary entry of a trial that will not
-/// run (its case is ignored, or the run cannot give it its guest).
-fn plan(exec: &Arc<Execution>, trials: Vec<Trial>) -> Vec<(Planned, Option<TrialResult>)> {
-    trials
-        .into_iter()
-        .map(|trial| {
-            let cannot = cannot_run(&exec.config, &trial);
-            let ignored = trial.case.spec.ignored.reason_for(&exec.config.guest);
-            let skip = cannot
-                .or_else(|| ignored.map(str::to_owned))
-                .map(|why| TrialResult::ignored(&trial, why));
-            let kind = trial.topology.name.clone();
-            let memory = guest_memory(&trial.topology.topology);
-            let name = trial.name.clone();
-            let exec = exec.clone();
-            let test = libtest_mimic::Trial::test(name, move || run_one(&exec, &trial))
-                .with_kind(kind)
-                .with_ignored_flag(skip.is_some());
-            (Planned { test, memory }, skip)
-        })
-        .collect()
+/// Repetition `repetition` of a trial as libtest runs it: not started once
+/// the run stopped (`--until-failure`, `--soak`).
+fn libtest_trial(
+    exec: &Arc<Execution>,
+    planned: &Planned,
+    repetition: Option<u32>,
+) -> libtest_mimic::Trial {
+    let name = match repetition {
+        Some(n) => format!("{}#{n}", planned.trial.name),
+        None => planned.trial.name.clone(),
+    };
+    let (exec, trial) = (exec.clone(), planned.trial.clone());
+    planned.libtest(name, move || {
+        if let Some(why) = exec.stopper.stopped() {
+            exec.stopper.skipped();
+            let reason = Some(why.to_owned());
+            return Ok(Completion::Ignored { reason });
+        }
+        run_one(&exec, &trial, repetition).map(|()| Completion::Completed)
+    })
 }
 
 /// Removes the saved states nobody used for a while, then the least
@@ -175,9 +237,9 @@ fn run_info(exec: &Execution) -> RunInfo {
     }
 }
 
-/// One trial on one of libtest's threads: run (again, once, after an
-/// infrastructure error), recorded, reported.
-fn run_one(exec: &Execution, trial: &Trial) -> Result<(), Failed> {
+/// One trial (one repetition of it) on one of libtest's threads: run
+/// (again, once, after an infrastructure error), recorded, reported.
+fn run_one(exec: &Execution, trial: &Trial, repetition: Option<u32>) -> Result<(), Failed> {
     let start = Instant::now();
     let env = exec.envs.for_trial(&exec.config, trial);
     let guest = match (&env, trial.needs_test_image()) {
@@ -196,7 +258,7 @@ fn run_one(exec: &Execution, trial: &Trial) -> Result<(), Failed> {
             };
             (outcome, Vec::new(), None)
         }
-        Ok(env) => attempt_twice(&exec.config, &env, trial),
+        Ok(env) => attempt_twice(&exec.config, &env, trial, repetition),
     };
     let (status, evidence, message, skipped) = match outcome {
         TrialOutcome::Pass => (Status::Pass, None, None, None),
@@ -221,7 +283,9 @@ fn run_one(exec: &Execution, trial: &Trial) -> Result<(), Failed> {
         evidence,
         message: message.clone(),
         guest,
+        repetition,
     };
+    exec.stopper.saw(&result);
     exec.reporters.emit(&RunEvent::TrialFinished(&result));
     if let Ok(mut r) = exec.results.lock() {
         r.push(result);
@@ -239,8 +303,10 @@ fn attempt_twice(
     config: &Config,
     env: &GuestEnv,
     trial: &Trial,
+    repetition: Option<u32>,
 ) -> (TrialOutcome, Phases, Option<String>) {
-    let attempt = || trial::run(config, env, trial, || warm::state_for(config, env, trial));
+    let state = || warm::state_for(config, env, trial);
+    let attempt = || trial::run(config, env, trial, repetition, state);
     match attempt() {
         (TrialOutcome::Error { message, evidence }, _) => {
             let first = message.lines().next().unwrap_or_default().to_owned();

@@ -28,7 +28,7 @@ impl Laps {
         self.last = now;
         match self.laps.iter_mut().find(|(n, _)| *n == name) {
             Some((_, total)) => *total += elapsed,
-            None => self.laps.push((name, elapsed)),
+            None => self.laps.push((name.into(), elapsed)),
         }
     }
 

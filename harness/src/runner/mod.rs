@@ -7,7 +7,9 @@
 //! infrastructure error once and emits events; [`reporter`]s turn them
 //! into progress lines, the summary, results.json and junit.xml. A
 //! [`trial`] runs the trial state machine in its guest, started cold or
-//! from a saved state ([`start`], made and found by [`warm`]).
+//! from a saved state ([`start`], made and found by [`warm`]). A run may
+//! be one shard of the selection ([`partition`]) and may repeat its trials
+//! ([`repeat`], added up per trial by [`tally`]).
 
 pub mod bench;
 pub mod compare;
@@ -17,10 +19,14 @@ pub mod executor;
 mod guest_env;
 pub mod jobs;
 mod laps;
+pub mod partition;
+pub mod repeat;
 pub mod reporter;
 pub mod result;
+mod selection;
 mod snapshot;
 pub mod start;
+pub mod tally;
 pub mod trial;
 pub mod warm;
 
@@ -28,8 +34,14 @@ use std::process::ExitCode;
 
 pub use config::{Config, BOOT_TIMEOUT};
 pub use guest_env::{prepare, GuestEnv};
-pub use reporter::{Reporter, RunEvent, RunRecord};
+pub use reporter::{Reporter, RunEvent, RunRecord, Schedule};
 pub use result::{Status, TrialResult};
+
+/// What a run is asked besides its trials: its shard and repetitions.
+#[derive(Clone, Debug, Default)]
+pub struct RunOptions {
+    pub schedule: Schedule,
+}
 
 /// The reporters of a run at a terminal or in a CI log: progress lines
 /// (unless libtest's own output is asked for), the summary, and
@@ -51,11 +63,20 @@ pub fn default_reporters(
     reporters
 }
 
-/// Runs the selected trials with the default reporters and keeps what
-/// they came to.
+/// Runs the selected trials once each with the default reporters and keeps
+/// what they came to.
 pub fn execute(config: Config, args: &libtest_mimic::Arguments) -> RunRecord {
+    execute_with(config, args, &RunOptions::default())
+}
+
+/// Runs the selected trials as `options` say, with the default reporters.
+pub fn execute_with(
+    config: Config,
+    args: &libtest_mimic::Arguments,
+    options: &RunOptions,
+) -> RunRecord {
     let reporters = default_reporters(&config, args);
-    executor::execute(config, args, reporters)
+    executor::execute(config, args, &options.schedule, reporters)
 }
 
 /// Discovers the suites and runs the selected trials; the exit code is 0 when

@@ -2,14 +2,17 @@
 //! [`TrialResult`] (the record every reporter reads), what every trial of a
 //! run shares ([`RunInfo`]), and the run's exit code.
 
+use std::borrow::Cow;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::suite::{Mode, Trial};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// As results.json says it: `pass`, `fail`, `error`, `ignored`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Status {
     Pass,
     Fail,
@@ -30,7 +33,9 @@ impl Status {
 }
 
 /// Where a trial's wall time went: (phase, time), in first-seen order.
-pub type Phases = Vec<(&'static str, Duration)>;
+/// Phases are named in code; a record read back from results.json owns
+/// its names.
+pub type Phases = Vec<(Cow<'static, str>, Duration)>;
 
 #[derive(Clone, Debug)]
 pub struct TrialResult {
@@ -51,6 +56,9 @@ pub struct TrialResult {
     /// (nfit_test trials and ndctl's own tests run on the image that builds
     /// nfit_test).
     pub guest: Option<(String, String)>,
+    /// Which run of the trial this is (1, 2, ...) when the run repeats its
+    /// trials (`--repeat`, `--until-failure`, `--soak`).
+    pub repetition: Option<u32>,
 }
 
 /// The prefix of a retried trial's note.
@@ -62,6 +70,14 @@ impl TrialResult {
         self.note
             .as_deref()
             .and_then(|n| n.strip_prefix(RETRIED_AFTER))
+    }
+
+    /// The trial's name, with `#N` when it is the Nth repetition.
+    pub fn display_name(&self) -> Cow<'_, str> {
+        match self.repetition {
+            Some(n) => Cow::Owned(format!("{}#{n}", self.name)),
+            None => Cow::Borrowed(&self.name),
+        }
     }
 
     /// An ignored trial the filter selected, for the summary: `why` it
@@ -79,12 +95,14 @@ impl TrialResult {
             evidence: None,
             message: None,
             guest: None,
+            repetition: None,
         }
     }
 }
 
 /// What every trial of a run shares.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct RunInfo {
     pub image: String,
     pub image_key: String,
@@ -108,5 +126,25 @@ pub fn exit_code(results: &[TrialResult], libtest_failed: bool) -> u8 {
         1
     } else {
         0
+    }
+}
+
+/// A trial result for unit tests: 1.5 s, a message and an evidence folder
+/// when it did not pass.
+#[cfg(test)]
+pub(crate) fn sample(name: &str, status: Status) -> TrialResult {
+    let failed = matches!(status, Status::Fail | Status::Error);
+    TrialResult {
+        name: name.into(),
+        topology: name.rsplit("::").next().unwrap_or_default().into(),
+        modes: vec![],
+        note: None,
+        status,
+        duration: Duration::from_millis(1500),
+        phases: Vec::new(),
+        evidence: failed.then(|| PathBuf::from("/runs/x")),
+        message: failed.then(|| format!("{name} went {}", status.word())),
+        guest: None,
+        repetition: None,
     }
 }

@@ -346,6 +346,7 @@ mod tests {
             evidence: None,
             message: Some(format!("{name} went {}", status.word())),
             guest: None,
+            repetition: None,
         }
     }
 

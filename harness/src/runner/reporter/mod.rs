@@ -3,29 +3,59 @@
 //! retries trials and emits [`RunEvent`]s; each [`Reporter`] turns them
 //! into what a person or a CI system reads: progress lines
 //! ([`progress`]), the summary ([`summary`]), results.json and junit.xml
-//! ([`results`]). Another format is another reporter, not an edit of the
+//! ([`results`], in the formats of [`json`] and [`junit`]). Another format is another reporter, not an edit of the
 //! executor.
 
+pub mod json;
+pub mod junit;
 pub mod progress;
 pub mod results;
 pub mod summary;
 
+use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
+
+use super::partition::Partition;
+use super::repeat::Repeat;
 use super::result::{RunInfo, TrialResult};
 
 /// What a run tells its reporters, in this order: `Started` once, then
-/// `TrialFinished` per trial as it ends (the ignored trials after the
-/// others), then `Finished` once.
+/// `TrialFinished` per trial (per repetition) as it ends (the ignored
+/// trials after the others), then `Finished` once.
 pub enum RunEvent<'a> {
-    /// The selected trials are about to run, `threads` guests at a time.
+    /// The selected trials are about to run, `threads` guests at a time,
+    /// as `schedule` says.
     Started {
         trials: usize,
         threads: usize,
+        schedule: &'a Schedule,
     },
     TrialFinished(&'a TrialResult),
     Finished(&'a RunRecord),
+}
+
+/// How a run chose and repeated its trials.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Schedule {
+    /// `--partition`: this run is one shard of the selection.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub partition: Option<Partition>,
+    /// `--repeat`, `--until-failure`, `--soak`.
+    pub repeat: Repeat,
+    /// Why the repetitions stopped before their count.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stopped: Option<String>,
+}
+
+impl Schedule {
+    /// Whether the run was a plain one: every selected trial, once.
+    pub fn is_plain(&self) -> bool {
+        *self == Schedule::default()
+    }
 }
 
 /// A finished run: every trial's result, what they shared, the wall time
@@ -36,6 +66,33 @@ pub struct RunRecord {
     pub info: RunInfo,
     pub wall: Duration,
     pub exit_code: u8,
+    pub schedule: Schedule,
+    /// When it ended, RFC 3339 (none for a run that never started).
+    pub date: Option<String>,
+    /// The shards' runs a merged record was made of
+    /// (`ndharness merge-results`); empty for a run.
+    pub shards: Vec<Shard>,
+}
+
+/// One shard's run in a merged record.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Shard {
+    /// The results.json it was read from.
+    pub source: PathBuf,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partition: Option<Partition>,
+    pub kernel: String,
+    pub wall_seconds: f64,
+    pub exit_code: u8,
+    pub trials: usize,
+}
+
+/// `1 trial`, `2 trials`: a count and its noun.
+pub fn count(n: usize, noun: &str) -> String {
+    match n {
+        1 => format!("1 {noun}"),
+        n => format!("{n} {noun}s"),
+    }
 }
 
 /// A consumer of run events. Events come from the threads that run

@@ -14,8 +14,19 @@ pub struct ProgressReporter;
 impl Reporter for ProgressReporter {
     fn report(&mut self, event: &RunEvent<'_>) {
         match event {
-            RunEvent::Started { trials, threads } => {
-                println!("\nrunning {trials} trials, {threads} at a time");
+            RunEvent::Started {
+                trials,
+                threads,
+                schedule,
+            } => {
+                let mut what = super::count(*trials, "trial");
+                if let Some(p) = &schedule.partition {
+                    what.push_str(&format!(" (shard {p})"));
+                }
+                if let Some(how) = schedule.repeat.describe() {
+                    what.push_str(&format!(", {how}"));
+                }
+                println!("\nrunning {what}, {threads} at a time");
             }
             RunEvent::TrialFinished(result) => {
                 let mut out = std::io::stdout().lock();
@@ -42,18 +53,22 @@ pub fn progress_line(r: &TrialResult) -> String {
     } else {
         format!("{:>6.1}s", r.duration.as_secs_f64())
     };
-    format!("  {:<7} {time}  {}{tail}\n", r.status.word(), r.name)
+    format!(
+        "  {:<7} {time}  {}{tail}\n",
+        r.status.word(),
+        r.display_name()
+    )
 }
 
 /// The failure messages, libtest style, before the summary.
 pub fn failures(results: &[TrialResult]) -> String {
     let mut out = String::new();
     let mut failed: Vec<&TrialResult> = results.iter().filter(|r| r.message.is_some()).collect();
-    failed.sort_by(|a, b| a.name.cmp(&b.name));
+    failed.sort_by(|a, b| (&a.name, a.repetition).cmp(&(&b.name, b.repetition)));
     for r in failed {
         out.push_str(&format!(
             "\n---- {} ----\n{}\n",
-            r.name,
+            r.display_name(),
             r.message.as_deref().unwrap_or_default().trim_end()
         ));
     }

@@ -46,14 +46,16 @@ pub enum TrialOutcome {
 
 /// Boots (or restores) the trial's guest, runs its steps, and judges the
 /// result. `saved_state` finds the state the trial starts from (`None`:
-/// boot cold); its time is the trial's `state` phase.
+/// boot cold); its time is the trial's `state` phase. A repetition of the
+/// trial has its own run folder.
 pub fn run<E: Display>(
     config: &Config,
     env: &GuestEnv,
     trial: &Trial,
+    repetition: Option<u32>,
     saved_state: impl FnOnce() -> Result<Option<SavedState>, E>,
 ) -> (TrialOutcome, Phases) {
-    let folder = evidence::run_folder(&trial.name);
+    let folder = evidence::run_folder(&trial.name, repetition);
     let run = match RunDir::create(&config.runs_dir, &folder, &trial.topology.topology) {
         Ok(r) => r,
         Err(e) => {

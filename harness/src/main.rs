@@ -57,6 +57,7 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Boot(args) => cli::boot::boot(args),
         Command::Run(args) => cli::run::run(args),
         Command::Compare(args) => cli::compare::compare(args),
+        Command::MergeResults(args) => cli::merge::merge(args),
         Command::Bisect(args) => cli::bisect::bisect(args),
         Command::Bench(args) => cli::bench::bench(args),
         Command::States { action } => cli::states::states(action.unwrap_or(StatesAction::List)),

@@ -38,6 +38,9 @@ pub enum Command {
     /// Run the same cases on two guests (kernels or ndctl versions) and
     /// report, per trial, whether transcript, layout and kernel log differ.
     Compare(CompareArgs),
+    /// Merge the results of shards (`run --partition`) into one
+    /// results.json and junit.xml.
+    MergeResults(MergeArgs),
     /// The saved guest states of warm starts in the cache: list them, or
     /// remove the unused ones (`run` removes those unused for 7 days).
     States {
@@ -317,6 +320,15 @@ pub struct RunArgs {
     pub partition: Option<ndharness::runner::partition::Partition>,
     #[command(flatten)]
     pub guest: GuestArgs,
+}
+
+#[derive(Args)]
+pub struct MergeArgs {
+    /// Folder for the merged results.json and junit.xml.
+    pub out: PathBuf,
+    /// The shards' results folders (or their results.json files).
+    #[arg(required = true)]
+    pub inputs: Vec<PathBuf>,
 }
 
 /// The flags' own defaults: how guests run when no flag says otherwise

@@ -9,6 +9,7 @@ pub mod boot;
 pub mod compare;
 pub mod config;
 pub mod image;
+pub mod merge;
 pub mod run;
 pub mod states;
 pub mod topology;

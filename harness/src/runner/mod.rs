@@ -9,7 +9,8 @@
 //! [`trial`] runs the trial state machine in its guest, started cold or
 //! from a saved state ([`start`], made and found by [`warm`]). A run may
 //! be one shard of the selection ([`partition`]) and may repeat its trials
-//! ([`repeat`], added up per trial by [`tally`]).
+//! ([`repeat`], added up per trial by [`tally`]); [`merge`] makes one
+//! record of several shards' results.
 
 pub mod bench;
 pub mod compare;
@@ -19,6 +20,7 @@ pub mod executor;
 mod guest_env;
 pub mod jobs;
 mod laps;
+pub mod merge;
 pub mod partition;
 pub mod repeat;
 pub mod reporter;

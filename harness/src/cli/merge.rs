@@ -1,0 +1,31 @@
+//! `ndharness merge-results OUT DIR...`: the shards' results.json made one
+//! run ([`ndharness::runner::merge`]), written to OUT as results.json and
+//! junit.xml, summarized, and its exit code recomputed.
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use ndharness::runner::merge;
+use ndharness::runner::reporter::{results, summary};
+
+use super::args::MergeArgs;
+
+pub fn merge(args: MergeArgs) -> anyhow::Result<ExitCode> {
+    let inputs = merge::read_all(&args.inputs)?;
+    let merged = merge::merge(inputs)?;
+    let run = &merged.record;
+    print!("{}", summary::summary(run));
+    for p in &merged.missing {
+        eprintln!("error: no results for shard {p}: its trials were not reported");
+    }
+    results::keep_previous(&args.out);
+    let (json, junit) = results::write(&args.out, run)
+        .with_context(|| format!("failed to write results to {}", args.out.display()))?;
+    println!(
+        "  merged {} shards: {} {}",
+        run.shards.len(),
+        json.display(),
+        junit.display()
+    );
+    Ok(ExitCode::from(run.exit_code))
+}

@@ -1,5 +1,7 @@
 //! The nightly CI files parse, and what they run, cache and keep exists
-//! where the harness puts it.
+//! where the harness puts it: each kernel and shard of the matrix is one
+//! job running one `--partition` of the suite into its own results folder,
+//! and the merge job merges exactly those folders.
 
 use std::path::{Path, PathBuf};
 
@@ -28,6 +30,63 @@ fn assert_script(cmd: &str) {
 
 const RESULTS: &str = "target/ndharness/results";
 const RUNS: &str = "target/ndharness/runs";
+/// The kernels the nightly runs, in the order the matrices list them.
+const KERNELS: [&str; 3] = ["debian-6.12", "debian-6.1", "debian-6.12-mock"];
+
+fn strings(v: &Value) -> Vec<String> {
+    v.as_array()
+        .unwrap_or_else(|| panic!("not a list: {v}"))
+        .iter()
+        .map(|x| match x {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        })
+        .collect()
+}
+
+/// 1 to N, as the matrix lists the shards.
+fn assert_shards(shards: &[String]) -> usize {
+    let expected: Vec<String> = (1..=shards.len()).map(|k| k.to_string()).collect();
+    assert_eq!(shards, expected, "shards are numbered 1 to N");
+    shards.len()
+}
+
+/// Each kernel the nightly names is one an image recipe provides.
+#[test]
+fn the_nightly_kernels_exist() {
+    let mut provided = Vec::new();
+    for entry in std::fs::read_dir(root().join("images")).unwrap().flatten() {
+        let path = entry.path();
+        if path.extension().is_some_and(|e| e == "yaml") {
+            let recipe: Value =
+                serde_yaml_ng::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+            if let Some(k) = recipe["provides"]["kernel"].as_str() {
+                provided.push(k.to_owned());
+            }
+        }
+    }
+    for k in KERNELS {
+        assert!(
+            provided.iter().any(|p| p == k),
+            "no image provides {k}: {provided:?}"
+        );
+    }
+}
+
+fn assert_steps(steps: &[Value]) {
+    for s in steps {
+        assert!(
+            s.get("uses").is_some() ^ s.get("run").is_some(),
+            "a step has exactly one of uses/run: {s}"
+        );
+        if let Some(run) = s["run"].as_str() {
+            assert_script(run);
+        }
+        if let Some(uses) = s["uses"].as_str() {
+            assert!(uses.contains('@'), "pin a version: {uses}");
+        }
+    }
+}
 
 #[test]
 fn github_nightly_workflow() {
@@ -41,32 +100,43 @@ fn github_nightly_workflow() {
             == 5
     );
     let jobs = w["jobs"].as_object().unwrap();
-    assert_eq!(jobs.len(), 1);
-    let job = jobs.values().next().unwrap();
+    assert_eq!(jobs.len(), 2, "a matrix of shards, then their merge");
+    let job = &w["jobs"]["conformance"];
     assert!(job["runs-on"].is_string());
+    assert_eq!(job["strategy"]["fail-fast"], false);
+    let matrix = &job["strategy"]["matrix"];
+    assert_eq!(strings(&matrix["kernel"]), KERNELS);
+    let n = assert_shards(&strings(&matrix["shard"]));
     let steps = job["steps"].as_array().unwrap();
-    for s in steps {
-        assert!(
-            s.get("uses").is_some() ^ s.get("run").is_some(),
-            "a step has exactly one of uses/run: {s}"
-        );
-        if let Some(run) = s["run"].as_str() {
-            assert_script(run);
-            assert!(run.starts_with("ci/nightly"), "{run}");
-        }
-        if let Some(uses) = s["uses"].as_str() {
-            assert!(uses.contains('@'), "pin a version: {uses}");
-        }
-    }
+    assert_steps(steps);
+    let runs: Vec<&str> = steps.iter().filter_map(|s| s["run"].as_str()).collect();
+    assert_eq!(runs.len(), 1);
+    // Expressions without their inner spaces, so a line splits into words.
+    let line = runs[0].replace("${{ ", "${{").replace(" }}", "}}");
+    let words: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(words[0], "ci/nightly");
+    let flag = |name: &str| words[words.iter().position(|w| *w == name).unwrap() + 1];
+    assert_eq!(flag("--kernel"), "${{matrix.kernel}}");
+    assert_eq!(
+        flag("--partition"),
+        format!("count:${{{{matrix.shard}}}}/{n}")
+    );
+    // Each job its own results folder: the merge finds them by these names.
+    assert_eq!(
+        flag("--results"),
+        format!("{RESULTS}/${{{{matrix.kernel}}}}-${{{{matrix.shard}}}}")
+    );
     let paths: Vec<&str> = steps
         .iter()
         .filter_map(|s| s["with"]["path"].as_str())
         .flat_map(str::lines)
         .collect();
-    // Packages and images are kept; saved VM states (gigabytes, keyed on
-    // the QEMU binary of each container) are not.
-    assert!(paths.contains(&".cache/ndharness/debs"), "{paths:?}");
-    assert!(paths.contains(&".cache/ndharness/images"), "{paths:?}");
+    // Packages, images and built kernels are kept; saved VM states
+    // (gigabytes, keyed on the QEMU binary of each container) are not.
+    for kept in ["debs", "images", "kernels"] {
+        let p = format!(".cache/ndharness/{kept}");
+        assert!(paths.contains(&p.as_str()), "{paths:?}");
+    }
     assert!(
         !paths
             .iter()
@@ -75,33 +145,112 @@ fn github_nightly_workflow() {
     );
     assert!(paths.iter().any(|p| p.starts_with(RESULTS)), "{paths:?}");
     assert!(paths.iter().any(|p| p.starts_with(RUNS)), "{paths:?}");
+    // Artifact names unique per job, so the merge gets every shard.
+    let names: Vec<&str> = steps
+        .iter()
+        .filter_map(|s| s["with"]["name"].as_str())
+        .collect();
+    assert!(
+        names.contains(&"results-${{ matrix.kernel }}-${{ matrix.shard }}"),
+        "{names:?}"
+    );
     assert!(job["env"]["XDG_CACHE_HOME"]
         .as_str()
         .unwrap()
         .ends_with("/.cache"));
+    github_merge_job(&w["jobs"]["merge"], n);
+}
+
+fn github_merge_job(job: &Value, shards: usize) {
+    assert_eq!(job["needs"], "conformance");
+    assert_eq!(job["if"], "always()");
+    let steps = job["steps"].as_array().unwrap();
+    assert_steps(steps);
+    let download = steps
+        .iter()
+        .find(|s| {
+            s["uses"]
+                .as_str()
+                .is_some_and(|u| u.starts_with("actions/download-artifact"))
+        })
+        .expect("the shards' results are downloaded");
+    assert_eq!(download["with"]["pattern"], "results-*");
+    assert_eq!(
+        download["with"]["path"]
+            .as_str()
+            .unwrap()
+            .trim_end_matches('/'),
+        RESULTS
+    );
+    assert_eq!(download["with"]["merge-multiple"], true);
+    let run = steps.iter().find_map(|s| s["run"].as_str()).unwrap();
+    assert_merge_command(run, shards);
+}
+
+/// `ci/merge-results SHARDS KERNEL...` with the matrix's shards and kernels.
+fn assert_merge_command(run: &str, shards: usize) {
+    let words: Vec<&str> = run.split_whitespace().collect();
+    assert_eq!(words[0], "ci/merge-results");
+    assert_eq!(words[1], shards.to_string());
+    assert_eq!(&words[2..], KERNELS);
+    let script = std::fs::read_to_string(root().join("ci/merge-results")).unwrap();
+    assert!(script.contains(&format!("results={RESULTS}\n")), "{script}");
+    assert!(script.contains("\"$results/$kernel-$k\""), "{script}");
+    assert!(
+        script.contains("merge-results \"$results/merged/$kernel\""),
+        "{script}"
+    );
 }
 
 #[test]
-fn gitlab_nightly_job() {
+fn gitlab_nightly_jobs() {
     let top = load(".gitlab-ci.yml");
     let local = top["include"][0]["local"].as_str().unwrap();
     let jobs = load(local);
     let job = &jobs["nightly-conformance"];
-    for line in job["script"].as_array().unwrap() {
-        assert_script(line.as_str().unwrap());
-    }
+    let matrix = &job["parallel"]["matrix"][0];
+    assert_eq!(strings(&matrix["KERNEL"]), KERNELS);
+    let n = assert_shards(&strings(&matrix["SHARD"]));
+    assert_eq!(job["variables"]["SHARDS"], n.to_string());
+    let script = strings(&job["script"]);
+    assert_eq!(script.len(), 1);
+    assert_script(&script[0]);
+    let words: Vec<&str> = script[0].split_whitespace().collect();
+    assert_eq!(words[0], "ci/nightly");
+    let flag = |name: &str| words[words.iter().position(|w| *w == name).unwrap() + 1];
+    assert_eq!(flag("--kernel"), "$KERNEL");
+    assert_eq!(flag("--partition"), "count:$SHARD/$SHARDS");
+    assert_eq!(flag("--results"), format!("{RESULTS}/$KERNEL-$SHARD"));
     assert_eq!(
         job["artifacts"]["reports"]["junit"].as_str().unwrap(),
-        format!("{RESULTS}/junit.xml")
+        format!("{RESULTS}/*/junit.xml")
     );
     assert_eq!(job["artifacts"]["when"], "always");
-    assert_eq!(job["cache"]["paths"][0], ".cache/ndharness/debs/");
-    assert_eq!(job["cache"]["paths"][1], ".cache/ndharness/images/");
+    let cached = strings(&job["cache"]["paths"]);
+    assert_eq!(
+        cached,
+        [
+            ".cache/ndharness/debs/",
+            ".cache/ndharness/images/",
+            ".cache/ndharness/kernels/"
+        ]
+    );
     assert!(job["variables"]["XDG_CACHE_HOME"]
         .as_str()
         .unwrap()
         .ends_with("/.cache"));
     assert!(job["rules"][0]["if"].as_str().unwrap().contains("schedule"));
+
+    let merge = &jobs["nightly-merge"];
+    assert_eq!(merge["needs"][0]["job"], "nightly-conformance");
+    assert_eq!(merge["needs"][0]["artifacts"], true);
+    for rule in merge["rules"].as_array().unwrap() {
+        assert_eq!(rule["when"], "always", "{rule}");
+    }
+    let script = strings(&merge["script"]);
+    assert_script(&script[0]);
+    assert_merge_command(&script[0], n);
+    assert_eq!(merge["artifacts"]["when"], "always");
 }
 
 #[test]

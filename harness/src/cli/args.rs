@@ -39,7 +39,7 @@ pub enum Command {
     /// report, per trial, whether transcript, layout and kernel log differ.
     Compare(CompareArgs),
     /// Merge the results of shards (`run --partition`) into one
-    /// results.json and junit.xml.
+    /// results.json, junit.xml and report.html.
     MergeResults(MergeArgs),
     /// The saved guest states of warm starts in the cache: list them, or
     /// remove the unused ones (`run` removes those unused for 7 days).
@@ -318,17 +318,25 @@ pub struct RunArgs {
     /// or K/N (count).
     #[arg(long, value_name = "count:K/N")]
     pub partition: Option<ndharness::runner::partition::Partition>,
+    /// The results.json report.html compares this run with [default: the
+    /// results folder's previous.json, the last run's results]
+    #[arg(long, value_name = "FILE")]
+    pub previous: Option<PathBuf>,
     #[command(flatten)]
     pub guest: GuestArgs,
 }
 
 #[derive(Args)]
 pub struct MergeArgs {
-    /// Folder for the merged results.json and junit.xml.
+    /// Folder for the merged results.json, junit.xml and report.html.
     pub out: PathBuf,
     /// The shards' results folders (or their results.json files).
     #[arg(required = true)]
     pub inputs: Vec<PathBuf>,
+    /// The results.json report.html compares the merged run with
+    /// [default: OUT/previous.json, what OUT held before]
+    #[arg(long, value_name = "FILE")]
+    pub previous: Option<PathBuf>,
 }
 
 /// The flags' own defaults: how guests run when no flag says otherwise

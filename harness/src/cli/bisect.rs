@@ -161,6 +161,7 @@ pub fn run_argv(run: &RunArgs) -> Vec<OsString> {
         until_failure,
         soak,
         partition,
+        previous,
         guest,
     } = run;
     let mut argv = Argv::default();
@@ -181,6 +182,7 @@ pub fn run_argv(run: &RunArgs) -> Vec<OsString> {
     let soak = soak.map(|d| humantime::format_duration(d).to_string());
     argv.optional("--soak", soak);
     argv.optional("--partition", partition.map(|p| p.to_string()));
+    argv.optional("--previous", previous.as_ref());
     guest_argv(&mut argv, guest);
     argv.0
 }
@@ -257,6 +259,7 @@ mod tests {
             until_failure: true,
             soak: Some(std::time::Duration::from_secs(5400)),
             partition: Some("hash:2/5".parse().unwrap()),
+            previous: Some("/old/results.json".into()),
             guest: GuestArgs {
                 common: Common {
                     root: Some("/repo".into()),

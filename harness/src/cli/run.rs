@@ -3,7 +3,10 @@
 
 use std::process::ExitCode;
 
+use anyhow::Context;
 use ndharness::runner::repeat::Repeat;
+use ndharness::runner::reporter::html::Previous;
+use ndharness::runner::reporter::json;
 use ndharness::runner::{RunOptions, RunRecord, Schedule};
 
 use super::args::RunArgs;
@@ -41,7 +44,7 @@ fn run_cases(args: RunArgs) -> anyhow::Result<u8> {
         );
     }
     config.new_variant = args.new_variant;
-    let options = options(&args);
+    let options = options(&args)?;
     let filter = libtest_mimic::Arguments {
         filter: args.filter,
         list: args.list,
@@ -61,20 +64,30 @@ fn run_cases(args: RunArgs) -> anyhow::Result<u8> {
     })
 }
 
-/// The run's shard and repetitions.
-fn options(args: &RunArgs) -> RunOptions {
+/// The run's shard, repetitions and the run its report compares with
+/// (read now: a wrong `--previous` is said before any guest boots).
+fn options(args: &RunArgs) -> anyhow::Result<RunOptions> {
+    let previous = match &args.previous {
+        Some(path) => {
+            let record = json::read(path).context("--previous")?;
+            let source = path.clone();
+            Some(Previous { source, record })
+        }
+        None => None,
+    };
     let repeat = Repeat {
         times: args.repeat,
         until_failure: args.until_failure,
         soak: args.soak,
     };
-    RunOptions {
+    Ok(RunOptions {
         schedule: Schedule {
             partition: args.partition,
             repeat,
             stopped: None,
         },
-    }
+        previous,
+    })
 }
 
 /// A run's exit code as `git bisect run` reads it: 0 good, 1 bad, skip

@@ -39,18 +39,23 @@ pub use guest_env::{prepare, GuestEnv};
 pub use reporter::{Reporter, RunEvent, RunRecord, Schedule};
 pub use result::{Status, TrialResult};
 
-/// What a run is asked besides its trials: its shard and repetitions.
+/// What a run is asked besides its trials: its shard and repetitions, the
+/// run report.html compares with.
 #[derive(Clone, Debug, Default)]
 pub struct RunOptions {
     pub schedule: Schedule,
+    /// `--previous FILE`, read before the run (default: the results
+    /// folder's previous.json).
+    pub previous: Option<reporter::html::Previous>,
 }
 
 /// The reporters of a run at a terminal or in a CI log: progress lines
 /// (unless libtest's own output is asked for), the summary, and
-/// results.json and junit.xml in the config's results folder.
+/// results.json, junit.xml and report.html in the config's results folder.
 pub fn default_reporters(
     config: &Config,
     args: &libtest_mimic::Arguments,
+    options: &RunOptions,
 ) -> Vec<Box<dyn Reporter>> {
     let mut reporters: Vec<Box<dyn Reporter>> = Vec::new();
     if executor::shows_progress(args) {
@@ -60,6 +65,10 @@ pub fn default_reporters(
         reporters.push(Box::new(reporter::summary::SummaryReporter));
         reporters.push(Box::new(reporter::results::ResultsWriter {
             dir: config.results_dir.clone(),
+        }));
+        reporters.push(Box::new(reporter::html::HtmlReporter {
+            dir: config.results_dir.clone(),
+            previous: options.previous.clone(),
         }));
     }
     reporters
@@ -77,7 +86,7 @@ pub fn execute_with(
     args: &libtest_mimic::Arguments,
     options: &RunOptions,
 ) -> RunRecord {
-    let reporters = default_reporters(&config, args);
+    let reporters = default_reporters(&config, args, options);
     executor::execute(config, args, &options.schedule, reporters)
 }
 

@@ -4,20 +4,8 @@
 use std::fmt::Write as _;
 
 use super::Comparison;
-
-pub(super) fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for ch in s.chars() {
-        match ch {
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '&' => out.push_str("&amp;"),
-            '"' => out.push_str("&quot;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
+use crate::runner::reporter::html::diff_lines;
+pub(super) use crate::runner::reporter::html::escape;
 
 /// One page, no outside resources: sides, counts, then each differing
 /// trial as a folded section with its diffs coloured.
@@ -98,22 +86,7 @@ pub fn render_html(c: &Comparison) -> String {
         for a in t.aspects.iter().filter(|a| !a.same) {
             let _ = writeln!(h, "<h4>{}</h4>", escape(&a.what));
             let Some(d) = &a.diff else { continue };
-            h.push_str("<pre>");
-            for line in d.lines() {
-                let class =
-                    if line.starts_with("+++") || line.starts_with("---") || line.starts_with("@@")
-                    {
-                        "hunk"
-                    } else if line.starts_with('+') {
-                        "add"
-                    } else if line.starts_with('-') {
-                        "del"
-                    } else {
-                        ""
-                    };
-                let _ = writeln!(h, "<span class=\"{class}\">{}</span>", escape(line));
-            }
-            h.push_str("</pre>\n");
+            let _ = writeln!(h, "<pre>{}</pre>", diff_lines(d));
         }
         h.push_str("</details>\n");
     }

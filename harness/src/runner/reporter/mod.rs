@@ -3,9 +3,11 @@
 //! retries trials and emits [`RunEvent`]s; each [`Reporter`] turns them
 //! into what a person or a CI system reads: progress lines
 //! ([`progress`]), the summary ([`summary`]), results.json and junit.xml
-//! ([`results`], in the formats of [`json`] and [`junit`]). Another format is another reporter, not an edit of the
+//! ([`results`], in the formats of [`json`] and [`junit`]), report.html
+//! ([`html`]). Another format is another reporter, not an edit of the
 //! executor.
 
+pub mod html;
 pub mod json;
 pub mod junit;
 pub mod progress;

@@ -323,7 +323,20 @@ pub struct RunArgs {
     #[arg(long, value_name = "FILE")]
     pub previous: Option<PathBuf>,
     #[command(flatten)]
+    pub kcidb: KcidbArgs,
+    #[command(flatten)]
     pub guest: GuestArgs,
+}
+
+/// The run in KernelCI's KCIDB format, for `kcidb-submit`.
+#[derive(Args, Clone, Debug, Default, PartialEq)]
+pub struct KcidbArgs {
+    /// Also write the results as a KCIDB (schema v5.3) document to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub kcidb: Option<PathBuf>,
+    /// The origin (CI system name) of the KCIDB objects [default: ndharness]
+    #[arg(long, value_name = "NAME", requires = "kcidb")]
+    pub kcidb_origin: Option<ndharness::runner::reporter::kcidb::Origin>,
 }
 
 #[derive(Args)]
@@ -337,6 +350,8 @@ pub struct MergeArgs {
     /// [default: OUT/previous.json, what OUT held before]
     #[arg(long, value_name = "FILE")]
     pub previous: Option<PathBuf>,
+    #[command(flatten)]
+    pub kcidb: KcidbArgs,
 }
 
 /// The flags' own defaults: how guests run when no flag says otherwise

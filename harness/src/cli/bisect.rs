@@ -10,7 +10,7 @@ use std::process::{Command as Process, ExitCode, ExitStatus};
 use anyhow::Context;
 use ndharness::tool::{self, Tool};
 
-use super::args::{BisectArgs, Common, GuestArgs, MachineArgs, RunArgs, SelectArgs};
+use super::args::{BisectArgs, Common, GuestArgs, KcidbArgs, MachineArgs, RunArgs, SelectArgs};
 use super::config::find_root;
 
 pub fn bisect(args: BisectArgs) -> anyhow::Result<ExitCode> {
@@ -162,6 +162,10 @@ pub fn run_argv(run: &RunArgs) -> Vec<OsString> {
         soak,
         partition,
         previous,
+        kcidb: KcidbArgs {
+            kcidb,
+            kcidb_origin,
+        },
         guest,
     } = run;
     let mut argv = Argv::default();
@@ -183,6 +187,8 @@ pub fn run_argv(run: &RunArgs) -> Vec<OsString> {
     argv.optional("--soak", soak);
     argv.optional("--partition", partition.map(|p| p.to_string()));
     argv.optional("--previous", previous.as_ref());
+    argv.optional("--kcidb", kcidb.as_ref());
+    argv.optional("--kcidb-origin", kcidb_origin.as_ref().map(|o| o.as_str()));
     guest_argv(&mut argv, guest);
     argv.0
 }
@@ -260,6 +266,10 @@ mod tests {
             soak: Some(std::time::Duration::from_secs(5400)),
             partition: Some("hash:2/5".parse().unwrap()),
             previous: Some("/old/results.json".into()),
+            kcidb: KcidbArgs {
+                kcidb: Some("/out/kcidb.json".into()),
+                kcidb_origin: Some("my_lab".parse().unwrap()),
+            },
             guest: GuestArgs {
                 common: Common {
                     root: Some("/repo".into()),

@@ -8,10 +8,11 @@ use std::time::Duration;
 use anyhow::Context;
 
 use ndharness::image::{self, BuildOptions};
+use ndharness::runner::reporter::kcidb::Origin;
 use ndharness::runner::{self, Config};
 use ndharness::select::{self, Selection};
 
-use super::args::{Common, GuestArgs, MachineArgs, SelectArgs};
+use super::args::{Common, GuestArgs, KcidbArgs, MachineArgs, SelectArgs};
 
 /// The repository root: `--root`, else the first folder above the current
 /// one that holds suites/ and images/, else the checkout this binary was
@@ -89,6 +90,14 @@ impl GuestArgs {
             &self.machine,
             self.runs_dir.as_deref(),
         )
+    }
+}
+
+impl KcidbArgs {
+    /// The file and origin `--kcidb` and `--kcidb-origin` ask for.
+    pub fn file_and_origin(&self) -> Option<(PathBuf, Origin)> {
+        let file = self.kcidb.clone()?;
+        Some((file, self.kcidb_origin.clone().unwrap_or_default()))
     }
 }
 

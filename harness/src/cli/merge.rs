@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use ndharness::runner::merge;
 use ndharness::runner::reporter::html::{self, Previous};
-use ndharness::runner::reporter::{json, results, summary};
+use ndharness::runner::reporter::{json, kcidb, results, summary};
 
 use super::args::MergeArgs;
 
@@ -39,5 +39,10 @@ pub fn merge(args: MergeArgs) -> anyhow::Result<ExitCode> {
         junit.display(),
         page.display()
     );
+    if let Some((file, origin)) = args.kcidb.file_and_origin() {
+        kcidb::write(&file, run, &origin)
+            .with_context(|| format!("failed to write {}", file.display()))?;
+        println!("  kcidb:  {}", file.display());
+    }
     Ok(ExitCode::from(run.exit_code))
 }

@@ -87,6 +87,7 @@ fn options(args: &RunArgs) -> anyhow::Result<RunOptions> {
             stopped: None,
         },
         previous,
+        kcidb: args.kcidb.file_and_origin(),
     })
 }
 

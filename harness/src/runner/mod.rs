@@ -47,11 +47,14 @@ pub struct RunOptions {
     /// `--previous FILE`, read before the run (default: the results
     /// folder's previous.json).
     pub previous: Option<reporter::html::Previous>,
+    /// `--kcidb FILE`: the run in KCIDB's format, with this origin.
+    pub kcidb: Option<(std::path::PathBuf, reporter::kcidb::Origin)>,
 }
 
 /// The reporters of a run at a terminal or in a CI log: progress lines
 /// (unless libtest's own output is asked for), the summary, and
-/// results.json, junit.xml and report.html in the config's results folder.
+/// results.json, junit.xml and report.html in the config's results folder
+/// (and a KCIDB file when asked).
 pub fn default_reporters(
     config: &Config,
     args: &libtest_mimic::Arguments,
@@ -70,6 +73,12 @@ pub fn default_reporters(
             dir: config.results_dir.clone(),
             previous: options.previous.clone(),
         }));
+        if let Some((file, origin)) = &options.kcidb {
+            reporters.push(Box::new(reporter::kcidb::KcidbWriter {
+                file: file.clone(),
+                origin: origin.clone(),
+            }));
+        }
     }
     reporters
 }

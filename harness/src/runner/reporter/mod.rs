@@ -4,12 +4,13 @@
 //! into what a person or a CI system reads: progress lines
 //! ([`progress`]), the summary ([`summary`]), results.json and junit.xml
 //! ([`results`], in the formats of [`json`] and [`junit`]), report.html
-//! ([`html`]). Another format is another reporter, not an edit of the
+//! ([`html`]), KernelCI's KCIDB ([`kcidb`]). Another format is another reporter, not an edit of the
 //! executor.
 
 pub mod html;
 pub mod json;
 pub mod junit;
+pub mod kcidb;
 pub mod progress;
 pub mod results;
 pub mod summary;

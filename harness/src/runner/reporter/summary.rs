@@ -119,8 +119,9 @@ fn pass_rates(results: &[TrialResult]) -> String {
             t.name
         );
     }
-    let failed = results.iter().filter(|r| r.evidence.is_some());
-    for (i, r) in failed.enumerate() {
+    let mut failed: Vec<&TrialResult> = results.iter().filter(|r| r.evidence.is_some()).collect();
+    failed.sort_by(|a, b| (&a.name, a.repetition).cmp(&(&b.name, b.repetition)));
+    for (i, r) in failed.into_iter().enumerate() {
         if i == 10 {
             let _ = writeln!(out, "  (more evidence folders in results.json)");
             break;

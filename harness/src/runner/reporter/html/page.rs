@@ -267,7 +267,9 @@ fn delta_cell(r: &Row) -> String {
     format!("<td class=\"num {class}\">{d:+.1} s{pct}</td>")
 }
 
-/// Each failed or errored run: message, kernel reports, transcript.
+/// Each failed or errored run: message, kernel reports, transcript. The
+/// later runs of a trial that failed with the same message are named on
+/// the first one's card instead of repeating it.
 fn failures(results: &[TrialResult]) -> String {
     let mut failed: Vec<&TrialResult> = results
         .iter()
@@ -278,30 +280,65 @@ fn failures(results: &[TrialResult]) -> String {
     }
     failed.sort_by(|a, b| (&a.name, a.repetition).cmp(&(&b.name, b.repetition)));
     let mut h = format!("<h2>Failures ({})</h2>\n", failed.len());
+    let mut cards: Vec<(&TrialResult, Vec<&TrialResult>)> = Vec::new();
     for r in failed {
-        let _ = writeln!(
-            h,
-            "<div class=\"card\" id=\"{}\"><h3>{} {}</h3>",
-            anchor(r),
-            status_badge(r.status),
-            escape(&r.display_name())
-        );
-        if let Some(p) = &r.evidence {
-            let _ = writeln!(
-                h,
-                "<p class=\"meta\">evidence: <b>{}</b></p>",
-                escape(&p.display().to_string())
-            );
+        let same = |c: &&mut (&TrialResult, Vec<&TrialResult>)| {
+            c.0.name == r.name && c.0.status == r.status && message(c.0) == message(r)
+        };
+        match cards.iter_mut().find(same) {
+            Some((_, again)) => again.push(r),
+            None => cards.push((r, Vec::new())),
         }
-        if let Some(m) = &r.message {
-            let _ = writeln!(h, "<pre>{}</pre>", diff_lines(without_evidence(m)));
-        }
-        if let Some(p) = &r.evidence {
-            h.push_str(&evidence(p));
-        }
-        h.push_str("</div>\n");
+    }
+    for (r, again) in cards {
+        h.push_str(&card(r, &again));
     }
     h
+}
+
+/// One failure's card; `again`: the runs that failed the same way.
+fn card(r: &TrialResult, again: &[&TrialResult]) -> String {
+    let mut h = format!(
+        "<div class=\"card\" id=\"{}\"><h3>{} {}</h3>\n",
+        anchor(r),
+        status_badge(r.status),
+        escape(&r.display_name())
+    );
+    if let Some(p) = &r.evidence {
+        let _ = writeln!(
+            h,
+            "<p class=\"meta\">evidence: <b>{}</b></p>",
+            escape(&p.display().to_string())
+        );
+    }
+    if !again.is_empty() {
+        let _ = writeln!(
+            h,
+            "<p class=\"meta\">the same message in {}:</p><pre>{}</pre>",
+            count(again.len(), "more run"),
+            escape(
+                &again
+                    .iter()
+                    .map(|a| {
+                        let folder = a.evidence.as_ref().map(|p| p.display().to_string());
+                        format!("{}  {}", a.display_name(), folder.unwrap_or_default())
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            )
+        );
+    }
+    let _ = writeln!(h, "<pre>{}</pre>", diff_lines(message(r)));
+    if let Some(p) = &r.evidence {
+        h.push_str(&evidence(p));
+    }
+    h.push_str("</div>\n");
+    h
+}
+
+/// A failure's message without the evidence line.
+fn message(r: &TrialResult) -> &str {
+    without_evidence(r.message.as_deref().unwrap_or_default())
 }
 
 /// A failure message without its last line, `evidence: FOLDER`, which
@@ -459,6 +496,31 @@ mod tests {
         );
         assert!(page.contains("href=\"#f-s--bad--nfit-1\""));
         assert!(page.contains("id=\"f-s--bad--nfit-1\""));
+    }
+
+    #[test]
+    fn runs_that_failed_alike_share_a_card() {
+        let runs: Vec<TrialResult> = (1..=3)
+            .map(|n| {
+                let mut r = sample("s::bad::nfit-1", Status::Fail);
+                r.repetition = Some(n);
+                r.message = Some(match n {
+                    2 => "step 1: exit 2\nevidence: /runs/x.rep2".into(),
+                    _ => format!("step 1: exit 1\nevidence: /runs/x.rep{n}"),
+                });
+                r.evidence = Some(format!("/runs/x.rep{n}").into());
+                r
+            })
+            .collect();
+        let page = failures(&runs);
+        assert!(page.starts_with("<h2>Failures (3)</h2>"), "{page}");
+        assert_eq!(page.matches("class=\"card\"").count(), 2, "{page}");
+        assert!(
+            page.contains(
+                "the same message in 1 more run:</p><pre>s::bad::nfit-1#3  /runs/x.rep3</pre>"
+            ),
+            "{page}"
+        );
         // No outside resources: nothing to fetch.
         assert!(!page.contains("http://") && !page.contains("https://") && !page.contains("src="));
     }

@@ -59,6 +59,7 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Compare(args) => cli::compare::compare(args),
         Command::Bisect(args) => cli::bisect::bisect(args),
         Command::Bench(args) => cli::bench::bench(args),
+        Command::Explore(args) => cli::explore::explore(args),
         Command::States { action } => cli::states::states(action.unwrap_or(StatesAction::List)),
         Command::Topology {
             action: TopologyAction::Show { topology },

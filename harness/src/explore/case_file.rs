@@ -133,7 +133,7 @@ fn check(region: &str, v: &Violation, log: &StepLog) -> Option<String> {
             ))
         }
         Invariant::CapacityConserved => Some(format!(
-            "test $(cat {r}/available_size) = $(cat {r}/size)"
+            "a=$(($(cat {r}/align))); test $(cat {r}/available_size) = $(( $(cat {r}/size) / a * a ))"
         )),
         Invariant::ListAgreesWithSysfs => Some(format!(
             "for n in {r}/namespace*; do [ \"$(cat $n/size)\" = 0 ] && continue; \

@@ -89,7 +89,10 @@ impl<'a> ExploreGuest<'a> {
         };
         let mut m = Machine::start(&spec, run).await?;
         let point = target.state.as_ref().map(|s| s.point);
-        warm::ready_devices(&mut m, &target.topology.topology, point).await?;
+        if let Err(e) = warm::ready_devices(&mut m, &target.topology.topology, point).await {
+            m.kill().await.remove();
+            return Err(e.into());
+        }
         let mut guest = ExploreGuest {
             target,
             machine: Some(m),
@@ -107,6 +110,10 @@ impl<'a> ExploreGuest<'a> {
             )
             .await?;
         guest.region = region.trim().to_owned();
+        // What the kernel said before the first step (the boot, or the
+        // template's, restored) belongs to no step.
+        guest.machine().read_kernel_log().await?;
+        guest.machine().take_unattributed();
         if guest.region.is_empty() {
             return Err(GuestError::Setup {
                 what: "finding the region",

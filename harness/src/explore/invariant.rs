@@ -10,7 +10,11 @@
 //!   Documentation/driver-api/nvdimm/btt.rst), so a smaller one may be
 //!   refused; refused, it must still leave nothing behind;
 //! - device-dax has no read(2) (it is mapped, not read), so "can be read"
-//!   is checked on the namespaces with a block device.
+//!   is checked on the namespaces with a block device;
+//! - a region hands out capacity in units of its align (its
+//!   `available_size` is rounded down to it: `nd_region_available_dpa`),
+//!   so "the whole region available" is its size rounded down to its
+//!   align.
 
 use std::fmt;
 
@@ -219,14 +223,15 @@ fn create_keeps_its_word(
 
 fn capacity_conserved(after: &Observation) -> Option<Violation> {
     let region = after.region.filter(|r| r.enabled)?;
-    if !after.sized().is_empty() || region.available == region.size {
+    let whole = region.size - region.size % region.align.max(1);
+    if !after.sized().is_empty() || region.available == whole {
         return None;
     }
     violation(
         Invariant::CapacityConserved,
         format!(
-            "no namespace holds capacity, yet {} of the region's {} bytes are available",
-            region.available, region.size
+            "no namespace holds capacity, yet {} bytes are available of the region's {} ({} in its align's units)",
+            region.available, region.size, whole
         ),
     )
 }

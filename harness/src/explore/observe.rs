@@ -72,7 +72,10 @@ on() {{ if [ -e "$1/driver" ]; then echo 1; else echo 0; fi; }}
 echo "region $(v $r/size) $(v $r/align) $(v $r/available_size) $(v $r/max_available_extent) $(on $r)"
 for n in $r/namespace*; do
   [ -d "$n" ] || continue
-  echo "namespace ${{n##*/}} $(v $n/size) $(v $n/mode) $(on $n)"
+  # A claimed namespace (sector, fsdax, devdax) is enabled through its claim.
+  h=$(cat $n/holder 2>/dev/null); e=$(on $n)
+  if [ -n "$h" ] && [ -e /sys/bus/nd/devices/$h ]; then e=$(on /sys/bus/nd/devices/$h); fi
+  echo "namespace ${{n##*/}} $(v $n/size) $(v $n/mode) $e"
 done
 for b in /sys/block/pmem*; do
   [ -e "$b" ] || continue
@@ -87,8 +90,13 @@ ndctl list -N -i -r {region} 2>/dev/null
     )
 }
 
+/// A sysfs number: decimal, or hexadecimal with `0x` (the region's align).
 fn number(word: Option<&str>) -> Option<u64> {
-    word.and_then(|w| w.parse().ok())
+    let word = word?;
+    match word.strip_prefix("0x") {
+        Some(hex) => u64::from_str_radix(hex, 16).ok(),
+        None => word.parse().ok(),
+    }
 }
 
 /// The kernel's name of a namespace mode (sysfs `mode`) or ndctl's.
@@ -174,7 +182,7 @@ mod tests {
     use super::*;
 
     /// As the script printed it on nfit-1 after a sector create refused.
-    const SECTOR_LEFT_BEHIND: &str = "region 1073610752 16777216 1056833536 1056833536 1
+    const SECTOR_LEFT_BEHIND: &str = "region 1073610752 0x1000000 1056833536 1056833536 1
 namespace namespace0.0 16777216 safe 0
 namespace namespace0.1 0 raw 0
 read pmem0s 1

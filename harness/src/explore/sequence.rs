@@ -46,11 +46,11 @@ pub async fn run(
 ) -> Result<SequenceRun, GuestError> {
     let mut guest = ExploreGuest::start(target, name).await?;
     let result = steps(&mut guest, ops, seen).await;
-    let kept = result.as_ref().map_or(true, |r| r.violation.is_some());
+    // Nothing kept: a finding's evidence is its case file, which
+    // `ndharness run` replays with a run folder of its own; an
+    // infrastructure error says what failed.
     if let Some(run) = guest.kill().await {
-        if !kept {
-            run.remove();
-        }
+        run.remove();
     }
     result
 }
@@ -65,6 +65,9 @@ async fn steps(
         ..Default::default()
     };
     let mut before = guest.observe().await?;
+    // What the labels hold, as the region last showed it enabled: what a
+    // reboot must bring back (a disabled region shows no namespaces).
+    let mut labelled = before.clone();
     for op in ops {
         if let Some(counter) = seen {
             counter.fetch_add(1, Ordering::SeqCst);
@@ -75,7 +78,18 @@ async fn steps(
         };
         let ran = guest.run(op, &command).await?;
         let after = guest.observe().await?;
-        let broken = invariant::check(op, create, &before, &ran.result, &after);
+        let reference = if matches!(op, Op::Reboot) {
+            labelled.clone()
+        } else {
+            before.clone()
+        };
+        let broken = invariant::check(op, create, &reference, &ran.result, &after);
+        if matches!(op, Op::InitLabels) && ran.result.exit_code == Some(0) {
+            labelled = Observation::default();
+        }
+        if after.region.is_some_and(|r| r.enabled) {
+            labelled = after.clone();
+        }
         run.steps.push(StepLog {
             op: op.clone(),
             command: Some(command),
@@ -86,10 +100,10 @@ async fn steps(
                 .result
                 .kernel
                 .iter()
-                .filter(|r| crate::kmsg::relevant(r))
+                .filter(|r| shown(op, r))
                 .map(transcript::kernel_line)
                 .collect(),
-            before: before.clone(),
+            before: reference,
         });
         if let Some(first) = broken.into_iter().next() {
             run.violation = Some((run.steps.len() - 1, first));
@@ -100,6 +114,13 @@ async fn steps(
     }
     run.after = before;
     Ok(run)
+}
+
+/// Whether a kernel record goes into the step's log: a reboot's whole
+/// boot log shows only its warnings and worse.
+fn shown(op: &Op, record: &crate::kmsg::Record) -> bool {
+    let boot = matches!(op, Op::Reboot);
+    crate::kmsg::relevant(record) && (!boot || record.level <= 4)
 }
 
 fn skipped(op: &Op, before: &Observation) -> StepLog {

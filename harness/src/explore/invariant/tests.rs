@@ -5,7 +5,7 @@ use super::*;
 use crate::explore::model::SizeChoice;
 use crate::explore::observe::parse;
 
-const EMPTY: &str = "region 1073610752 16777216 1073610752 1073610752 1
+const EMPTY: &str = "region 1073610752 16777216 1056964608 1056964608 1
 namespace namespace0.0 0 raw 0
 ndctl
 ";
@@ -118,8 +118,8 @@ fn a_promised_create_that_is_refused_breaks_its_word() {
 #[test]
 fn capacity_lost_with_no_namespace_left_is_found() {
     let lost = EMPTY.replace(
-        "1073610752 16777216 1073610752 1073610752",
-        "1073610752 16777216 1056833536 1056833536",
+        "1073610752 16777216 1056964608 1056964608",
+        "1073610752 16777216 1040187392 1040187392",
     );
     let found = check(
         &Op::Destroy { slot: 0 },

@@ -30,7 +30,10 @@ pub fn render(finding: &Finding, topology: &str, kernel: &str) -> String {
         finding.generated,
         finding.minimal.len(),
         violation.invariant,
-        broken.command.as_deref().unwrap_or("?"),
+        broken
+            .command
+            .as_deref()
+            .unwrap_or("the guest's preparation (drivers, regions, labels)"),
         violation.detail
     );
     for line in wrap(&description, 72) {
@@ -43,6 +46,12 @@ pub fn render(finding: &Finding, topology: &str, kernel: &str) -> String {
     );
     let _ = writeln!(out, "snapshots: false");
     let _ = writeln!(out, "steps:");
+    if matches!(broken.op, super::model::Op::Prepare) {
+        // The kernel reported it while the guest was prepared (drivers,
+        // regions, labels): the case's own preparation reproduces it.
+        step(&mut out, "true", None);
+        return out;
+    }
     if !topology.starts_with("cxl") {
         step(
             &mut out,

@@ -44,6 +44,10 @@ pub enum GuestError {
     Ready(#[from] warm::ReadyError),
     #[error("{what}: {detail}")]
     Setup { what: &'static str, detail: String },
+    /// The kernel reported a problem while the guest was prepared: a
+    /// finding, before any step.
+    #[error("kernel report while preparing the guest: {0}")]
+    Prepared(String),
 }
 
 /// A step's command and how it ended, with its output.
@@ -91,6 +95,12 @@ impl<'a> ExploreGuest<'a> {
         let point = target.state.as_ref().map(|s| s.point);
         if let Err(e) = warm::ready_devices(&mut m, &target.topology.topology, point).await {
             m.kill().await.remove();
+            if let warm::ReadyError::Guest { source, .. } = &e {
+                if !source.is_infrastructure() {
+                    let first = source.to_string().lines().next().unwrap_or("").to_owned();
+                    return Err(GuestError::Prepared(first));
+                }
+            }
             return Err(e.into());
         }
         let mut guest = ExploreGuest {
@@ -111,9 +121,13 @@ impl<'a> ExploreGuest<'a> {
             .await?;
         guest.region = region.trim().to_owned();
         // What the kernel said before the first step (the boot, or the
-        // template's, restored) belongs to no step.
+        // template's, restored) belongs to no step; a report there is a
+        // finding of its own.
         guest.machine().read_kernel_log().await?;
-        guest.machine().take_unattributed();
+        let records = guest.machine().take_unattributed();
+        if let Some(r) = records.iter().find(|r| crate::kmsg::problem(r).is_some()) {
+            return Err(GuestError::Prepared(r.message.trim().to_owned()));
+        }
         if guest.region.is_empty() {
             return Err(GuestError::Setup {
                 what: "finding the region",
@@ -207,6 +221,7 @@ impl<'a> ExploreGuest<'a> {
             }
             Op::InitLabels => "ndctl init-labels -f all".into(),
             Op::Reboot => "reboot".into(),
+            Op::Prepare => return None,
         };
         Some((command, None))
     }

@@ -83,6 +83,10 @@ pub enum Op {
     InitLabels,
     /// Power off and boot again on the same backing files.
     Reboot,
+    /// What the guest does before the first step (the drivers, the CXL
+    /// regions' assembly, the labels): never generated, it names where a
+    /// kernel report came from when it came before any step.
+    Prepare,
 }
 
 impl Op {
@@ -100,6 +104,7 @@ impl Op {
             Op::WriteAlign { .. } => "write-align",
             Op::InitLabels => "init-labels",
             Op::Reboot => "reboot",
+            Op::Prepare => "prepare",
         }
     }
 
@@ -285,6 +290,7 @@ impl Model {
             Op::RegionDisable => self.region_enabled,
             Op::RegionEnable | Op::InitLabels | Op::WriteAlign { .. } => !self.region_enabled,
             Op::Reboot => true,
+            Op::Prepare => false,
         }
     }
 
@@ -315,7 +321,7 @@ impl Model {
                     n.enabled = true;
                 }
             }
-            Op::DaxRoundTrip { .. } | Op::Reboot | Op::WriteAlign { .. } => {}
+            Op::DaxRoundTrip { .. } | Op::Reboot | Op::WriteAlign { .. } | Op::Prepare => {}
             Op::RegionDisable => self.region_enabled = false,
             Op::RegionEnable => self.region_enabled = true,
             Op::InitLabels => self.namespaces.clear(),

@@ -44,7 +44,17 @@ pub async fn run(
     ops: &[Op],
     seen: Option<&AtomicUsize>,
 ) -> Result<SequenceRun, GuestError> {
-    let mut guest = ExploreGuest::start(target, name).await?;
+    let mut guest = match ExploreGuest::start(target, name).await {
+        Ok(guest) => guest,
+        Err(GuestError::Prepared(report)) => {
+            // The shrinker keeps the steps counted as begun: one.
+            if let Some(counter) = seen {
+                counter.fetch_add(1, Ordering::SeqCst);
+            }
+            return Ok(prepare_broken(report));
+        }
+        Err(e) => return Err(e),
+    };
     let result = steps(&mut guest, ops, seen).await;
     // Nothing kept: a finding's evidence is its case file, which
     // `ndharness run` replays with a run folder of its own; an
@@ -114,6 +124,30 @@ async fn steps(
     }
     run.after = before;
     Ok(run)
+}
+
+/// A sequence that never reached its first step: the kernel reported a
+/// problem while the guest was prepared.
+fn prepare_broken(report: String) -> SequenceRun {
+    let violation = Violation {
+        invariant: invariant::Invariant::NoKernelReport,
+        detail: report.clone(),
+        kernel_line: Some(report.clone()),
+    };
+    let log = StepLog {
+        op: Op::Prepare,
+        command: None,
+        exit_code: None,
+        stdout: String::new(),
+        stderr: String::new(),
+        kernel: vec![report],
+        before: Observation::default(),
+    };
+    SequenceRun {
+        steps: vec![log],
+        violation: Some((0, violation)),
+        ..Default::default()
+    }
 }
 
 /// Whether a kernel record goes into the step's log: a reboot's whole

@@ -60,6 +60,7 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::MergeResults(args) => cli::merge::merge(args),
         Command::Bisect(args) => cli::bisect::bisect(args),
         Command::Bench(args) => cli::bench::bench(args),
+        Command::Explore(args) => cli::explore::explore(args),
         Command::States { action } => cli::states::states(action.unwrap_or(StatesAction::List)),
         Command::Topology {
             action: TopologyAction::Show { topology },

@@ -16,7 +16,7 @@ const MIB: u64 = 1 << 20;
 /// does not divide by it (48 MiB at 3, 96 MiB at 6, 192 MiB at 12).
 fn expected_align(ways: u64) -> u64 {
     let base = 16 * MIB;
-    if base % ways == 0 {
+    if base.is_multiple_of(ways) {
         base
     } else {
         base * ways

@@ -41,6 +41,10 @@ pub enum Command {
     /// Merge the results of shards (`run --partition`) into one
     /// results.json, junit.xml and report.html.
     MergeResults(MergeArgs),
+    /// Random namespace sequences in warm-started guests, checked against
+    /// invariants after every step; a sequence that breaks one is shrunk
+    /// and written as a case file.
+    Explore(ExploreArgs),
     /// The saved guest states of warm starts in the cache: list them, or
     /// remove the unused ones (`run` removes those unused for 7 days).
     States {
@@ -188,6 +192,33 @@ pub struct BenchArgs {
     /// Where the JSON goes [default: ROOT/target/ndharness/bench.json]
     #[arg(long)]
     pub json: Option<PathBuf>,
+    #[command(flatten)]
+    pub guest: GuestArgs,
+}
+
+#[derive(Args)]
+pub struct ExploreArgs {
+    /// Topologies to explore, round-robin (repeatable).
+    #[arg(long = "topology", default_values = ["nfit-1"])]
+    pub topologies: Vec<String>,
+    /// The seed: the same seed gives the same sequences [default: from the clock, printed]
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// How long to explore (`10m`, `1h`); a shrink in progress finishes.
+    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+    pub budget: std::time::Duration,
+    /// Most operations in a sequence.
+    #[arg(long, default_value = "12")]
+    pub steps: usize,
+    /// Guests at once [default: one per core, fewer when the available memory would not hold them]
+    #[arg(long, visible_alias = "jobs")]
+    pub test_threads: Option<usize>,
+    /// Guest runs a finding's shrinking may take.
+    #[arg(long, default_value = "40")]
+    pub max_shrink_runs: u32,
+    /// Folder for the case files and explore.json [default: ROOT/target/ndharness/explore]
+    #[arg(long)]
+    pub out: Option<PathBuf>,
     #[command(flatten)]
     pub guest: GuestArgs,
 }

@@ -8,6 +8,7 @@ pub mod bisect;
 pub mod boot;
 pub mod compare;
 pub mod config;
+pub mod explore;
 pub mod image;
 pub mod merge;
 pub mod run;

@@ -28,4 +28,9 @@ cd "$work"
 if [ -x "$TEST_PATH/$prog" ]; then
     exec "$TEST_PATH/$prog"
 fi
+# ndctl's CXL scripts ship without the executable bit (meson runs them
+# through their interpreter): so does this.
+case "$prog" in
+*.sh) exec bash "$DATA_PATH/$prog" ;;
+esac
 exec "$DATA_PATH/$prog"

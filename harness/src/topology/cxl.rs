@@ -248,7 +248,7 @@ impl Cxl {
             count: self.windows.len(),
         })?;
         let bridges = window.targets.len() as u32;
-        if bridges == 0 || region.ways % bridges != 0 {
+        if bridges == 0 || !region.ways.is_multiple_of(bridges) {
             return Err(Error::Uneven {
                 ways: region.ways,
                 bridges,
@@ -367,7 +367,7 @@ impl Cxl {
         if seen.len() != window.targets.len() {
             return violation(at("targets"), "a host bridge appears twice in one window");
         }
-        if window.size.bytes() == 0 || window.size.bytes() % Size::mib(256).bytes() != 0 {
+        if window.size.bytes() == 0 || !window.size.bytes().is_multiple_of(Size::mib(256).bytes()) {
             return violation(
                 at("size"),
                 format!("a window's size is a multiple of 256M; got {}", window.size),
@@ -403,7 +403,7 @@ impl Cxl {
             return violation(at("ways"), reason);
         }
         let bridges = window.targets.len() as u32;
-        if region.ways % bridges != 0 || !pow2(u64::from(region.ways / bridges)) {
+        if !region.ways.is_multiple_of(bridges) || !pow2(u64::from(region.ways / bridges)) {
             return violation(at("ways"), format!(
                 "{} ways over a window of {bridges} host bridge(s) leaves {}/{bridges} per bridge; below a host bridge only powers of two interleave",
                 region.ways, region.ways

@@ -288,7 +288,7 @@ impl Topology {
                 "a guest needs at least one CPU",
             ));
         }
-        if machine.numa_nodes == 0 || machine.cpus % machine.numa_nodes != 0 {
+        if machine.numa_nodes == 0 || !machine.cpus.is_multiple_of(machine.numa_nodes) {
             return Err(invalid(
                 origin,
                 "machine.numa_nodes",
@@ -309,7 +309,11 @@ impl Topology {
                 ),
             ));
         }
-        if machine.memory.bytes() % (u64::from(machine.numa_nodes) << 20) != 0 {
+        if !machine
+            .memory
+            .bytes()
+            .is_multiple_of(u64::from(machine.numa_nodes) << 20)
+        {
             return Err(invalid(
                 origin,
                 "machine.memory",
@@ -351,7 +355,7 @@ impl Topology {
             // QEMU carves the label area from the end of the file; a size of
             // 2M multiples plus the label size leaves a region of whole 2M
             // units (one whose available size can equal its size).
-            let whole = |bytes: u64| bytes % (2 << 20) == 0;
+            let whole = |bytes: u64| bytes.is_multiple_of(2 << 20);
             let aligned = whole(size) || (size > label && whole(size - label));
             if !aligned || size < 128 << 20 {
                 return Err(invalid(

@@ -1,0 +1,375 @@
+//! One explored guest: started from the warm state of its topology (or
+//! cold), its devices readied and its labels initialized as a case's first
+//! steps would, then each operation of a sequence run as a real step
+//! (between kernel-log markers) against the region, and the region
+//! observed after it. A namespace is followed by the UUID its create gave
+//! (the device names change across a reboot).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::invariant::{CreateRequest, StepResult};
+use super::model::{MapLocation, Op, SizeChoice, Slot};
+use super::observe::{self, Observation};
+use crate::assemble::{self, Labels};
+use crate::runner::start::SavedState;
+use crate::runner::warm;
+use crate::runner::{Config, GuestEnv};
+use crate::suite::Mode;
+use crate::topology::Loaded;
+use crate::vm::agent;
+use crate::vm::machine::{self, Machine};
+use crate::vm::{RunDir, StartSpec};
+
+/// How long one operation may take.
+const STEP_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// What every guest of an explored topology is started from.
+pub struct Target<'a> {
+    pub config: &'a Config,
+    pub env: &'a GuestEnv,
+    pub topology: &'a Loaded,
+    pub state: Option<SavedState>,
+}
+
+/// The guest could not be started or driven: no verdict on the kernel.
+#[derive(Debug, thiserror::Error)]
+pub enum GuestError {
+    #[error(transparent)]
+    Machine(#[from] machine::Error),
+    #[error(transparent)]
+    Qemu(#[from] crate::vm::qemu::Error),
+    #[error("readying the devices: {0}")]
+    Ready(#[from] warm::ReadyError),
+    #[error("{what}: {detail}")]
+    Setup { what: &'static str, detail: String },
+    /// The kernel reported a problem while the guest was prepared: a
+    /// finding, before any step.
+    #[error("kernel report while preparing the guest: {0}")]
+    Prepared(String),
+}
+
+/// A step's command and how it ended, with its output.
+#[derive(Clone, Debug, Default)]
+pub struct Ran {
+    pub result: StepResult,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+pub struct ExploreGuest<'a> {
+    target: &'a Target<'a>,
+    machine: Option<Machine>,
+    /// The nd region the sequence works on.
+    pub region: String,
+    /// The UUID (as ndctl shows it) of each slot's namespace.
+    uuids: BTreeMap<Slot, String>,
+    steps: usize,
+}
+
+fn shell(script: String) -> Vec<String> {
+    vec!["/bin/sh".into(), "-c".into(), script]
+}
+
+/// The labels a case initializes before its first namespace (new label
+/// areas read as label-less). CXL regions get theirs when assembled.
+const INIT_LABELS: &str =
+    "ndctl disable-region all && ndctl init-labels -f all && ndctl enable-region all";
+
+impl<'a> ExploreGuest<'a> {
+    /// A fresh guest in run folder `name`, ready for a sequence's first step.
+    pub async fn start(target: &'a Target<'a>, name: &str) -> Result<Self, GuestError> {
+        let config = target.config;
+        let run = RunDir::create(&config.runs_dir, name, &target.topology.topology)?;
+        let spec = StartSpec {
+            qemu_binary: &target.env.qemu,
+            image: &target.env.image,
+            topology: &target.topology.topology,
+            accel: target.env.accel,
+            extra_append: "",
+            boot_timeout: config.boot_timeout,
+            incoming: target.state.as_ref().map(|s| s.state.as_path()),
+        };
+        let mut m = Machine::start(&spec, run).await?;
+        let point = target.state.as_ref().map(|s| s.point);
+        if let Err(e) = warm::ready_devices(&mut m, &target.topology.topology, point).await {
+            m.kill().await.remove();
+            if let warm::ReadyError::Guest { source, .. } = &e {
+                if !source.is_infrastructure() {
+                    let first = source.to_string().lines().next().unwrap_or("").to_owned();
+                    return Err(GuestError::Prepared(first));
+                }
+            }
+            return Err(e.into());
+        }
+        let mut guest = ExploreGuest {
+            target,
+            machine: Some(m),
+            region: String::new(),
+            uuids: BTreeMap::new(),
+            steps: 0,
+        };
+        if target.topology.topology.cxl.is_none() {
+            guest.setup("initializing the labels", INIT_LABELS).await?;
+        }
+        let region = guest
+            .setup(
+                "finding the region",
+                "ls /sys/bus/nd/devices | grep '^region' | sort -V | head -1",
+            )
+            .await?;
+        guest.region = region.trim().to_owned();
+        // What the kernel said before the first step (the boot, or the
+        // template's, restored) belongs to no step; a report there is a
+        // finding of its own.
+        guest.machine().read_kernel_log().await?;
+        let records = guest.machine().take_unattributed();
+        if let Some(r) = records.iter().find(|r| crate::kmsg::problem(r).is_some()) {
+            return Err(GuestError::Prepared(r.message.trim().to_owned()));
+        }
+        if guest.region.is_empty() {
+            return Err(GuestError::Setup {
+                what: "finding the region",
+                detail: "the guest has no nd region".into(),
+            });
+        }
+        Ok(guest)
+    }
+
+    fn machine(&mut self) -> &mut Machine {
+        self.machine.as_mut().expect("a running guest")
+    }
+
+    /// Runs a preparation command; its stdout.
+    async fn setup(&mut self, what: &'static str, script: &str) -> Result<String, GuestError> {
+        let out = self
+            .machine()
+            .exec(&shell(script.into()), STEP_TIMEOUT)
+            .await?;
+        if !out.success() {
+            let detail = format!("`{script}`: {}", out.stderr_text().trim());
+            return Err(GuestError::Setup { what, detail });
+        }
+        self.machine().take_unattributed();
+        Ok(out.stdout_text())
+    }
+
+    /// The region and its namespaces as the guest shows them now.
+    pub async fn observe(&mut self) -> Result<Observation, GuestError> {
+        let script = observe::script(&self.region);
+        let out = self.machine().exec(&shell(script), STEP_TIMEOUT).await?;
+        Ok(observe::parse(&out.stdout_text()))
+    }
+
+    /// The device of `slot`'s namespace now, found by its UUID.
+    fn device(&self, slot: Slot, seen: &Observation) -> Option<String> {
+        let uuid = self.uuids.get(&slot)?;
+        seen.listed
+            .iter()
+            .find(|n| n.uuid.as_deref() == Some(uuid))
+            .map(|n| n.dev.clone())
+    }
+
+    /// The command `op` is on this guest, and the create it asks for; none
+    /// when it names a namespace the guest does not have (its create was
+    /// refused): the step is skipped.
+    pub fn command(
+        &self,
+        op: &Op,
+        before: &Observation,
+    ) -> Option<(String, Option<CreateRequest>)> {
+        let region = &self.region;
+        let dev = |slot: &Slot| self.device(*slot, before);
+        let command = match op {
+            Op::Create {
+                mode,
+                size,
+                align,
+                map,
+                ..
+            } => {
+                let bytes = resolve(*size, before);
+                let mut c = format!("ndctl create-namespace -r {region} -m {mode} -s {bytes}");
+                if let Some(a) = align {
+                    c.push_str(&format!(" -a {a}"));
+                }
+                match map {
+                    Some(MapLocation::Device) => c.push_str(" -M dev"),
+                    Some(MapLocation::Memory) => c.push_str(" -M mem"),
+                    None => {}
+                }
+                let request = CreateRequest { mode: *mode, bytes };
+                return Some((c, Some(request)));
+            }
+            Op::Destroy { slot } => format!("ndctl destroy-namespace -f {}", dev(slot)?),
+            Op::Disable { slot } => format!("ndctl disable-namespace {}", dev(slot)?),
+            Op::Enable { slot } => format!("ndctl enable-namespace {}", dev(slot)?),
+            Op::Reconfigure { slot, mode } => {
+                format!("ndctl create-namespace -f -e {} -m {mode}", dev(slot)?)
+            }
+            Op::DaxRoundTrip { slot } => {
+                let chardev = before.listed(&dev(slot)?)?.chardev.clone()?;
+                format!(
+                    "daxctl reconfigure-device -m system-ram {chardev} && daxctl reconfigure-device -f -m devdax {chardev}"
+                )
+            }
+            Op::RegionDisable => format!("ndctl disable-region {region}"),
+            Op::RegionEnable => format!("ndctl enable-region {region}"),
+            Op::WriteAlign { align } => {
+                format!("echo {align} > /sys/bus/nd/devices/{region}/align")
+            }
+            Op::InitLabels => "ndctl init-labels -f all".into(),
+            Op::Reboot => "reboot".into(),
+            Op::Prepare => return None,
+        };
+        Some((command, None))
+    }
+
+    /// Runs `op` as the next step; `Ok` also when the kernel misbehaved
+    /// (a report, a hang: the result says so), `Err` when the harness or
+    /// QEMU failed.
+    pub async fn run(&mut self, op: &Op, command: &str) -> Result<Ran, GuestError> {
+        self.steps += 1;
+        if matches!(op, Op::Reboot) {
+            return self.reboot().await;
+        }
+        let n = self.steps;
+        let mut ran = Ran {
+            result: StepResult {
+                command: Some(command.to_owned()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        match self
+            .machine()
+            .step(n, &shell(command.into()), STEP_TIMEOUT)
+            .await
+        {
+            Ok(step) => {
+                ran.result.exit_code = step.output.exit_code;
+                ran.result.kernel = step.kernel;
+                ran.stdout = step.output.stdout_text();
+                ran.stderr = step.output.stderr_text();
+            }
+            Err(machine::Error::KernelReport { report, .. }) => {
+                ran.result.console_report = report
+                    .excerpt
+                    .lines()
+                    .find(|l| crate::kmsg::fatal_console_report(l).is_some())
+                    .map(str::to_owned);
+                return Ok(ran);
+            }
+            Err(machine::Error::Agent(agent::Error::CommandTimeout { timeout, .. })) => {
+                ran.result.console_report =
+                    Some(format!("the step did not finish within {timeout:?} (hung)"));
+                return Ok(ran);
+            }
+            Err(e) if !e.is_infrastructure() => {
+                ran.result.console_report =
+                    Some(e.to_string().lines().next().unwrap_or("").to_owned());
+                return Ok(ran);
+            }
+            Err(e) => return Err(e.into()),
+        }
+        self.machine().read_kernel_log().await?;
+        ran.result.kernel.extend(self.machine().take_unattributed());
+        if let (Op::Create { slot, .. } | Op::Reconfigure { slot, .. }, Some(0)) =
+            (op, ran.result.exit_code)
+        {
+            if let Some(uuid) = created_uuid(&ran.stdout) {
+                self.uuids.insert(*slot, uuid);
+            }
+        }
+        if let (Op::Destroy { slot }, Some(0)) = (op, ran.result.exit_code) {
+            self.uuids.remove(slot);
+        }
+        if matches!(op, Op::InitLabels) && ran.result.exit_code == Some(0) {
+            self.uuids.clear();
+        }
+        Ok(ran)
+    }
+
+    /// Powers the guest off and boots it again on the same backing files;
+    /// CXL regions are created again with their labels kept.
+    async fn reboot(&mut self) -> Result<Ran, GuestError> {
+        let target = self.target;
+        let run = self.machine.take().expect("a running guest").stop().await;
+        run.keep_boot_logs(self.steps);
+        let spec = StartSpec {
+            qemu_binary: &target.env.qemu,
+            image: &target.env.image,
+            topology: &target.topology.topology,
+            accel: target.env.accel,
+            extra_append: "",
+            boot_timeout: target.config.boot_timeout,
+            incoming: None,
+        };
+        let mut m = Machine::start(&spec, run).await?;
+        if let Some(out) = m.load_drivers().await? {
+            if !out.success() {
+                return Err(GuestError::Setup {
+                    what: "loading the drivers after the reboot",
+                    detail: out.stderr_text(),
+                });
+            }
+        }
+        for line in assemble::plan(&m, &target.topology.topology, Labels::Keep)
+            .await
+            .map_err(|e| GuestError::Setup {
+                what: "assembling the regions after the reboot",
+                detail: e.to_string(),
+            })?
+        {
+            m.exec(&shell(line), STEP_TIMEOUT).await?;
+        }
+        m.read_kernel_log().await?;
+        let kernel = m.take_unattributed();
+        self.machine = Some(m);
+        Ok(Ran {
+            result: StepResult {
+                command: Some("reboot".into()),
+                exit_code: Some(0),
+                kernel,
+                console_report: None,
+            },
+            ..Default::default()
+        })
+    }
+
+    /// Ends QEMU; the run folder, for evidence or removal.
+    pub async fn kill(mut self) -> Option<RunDir> {
+        Some(self.machine.take()?.kill().await)
+    }
+
+    pub fn run_folder(&self) -> Option<PathBuf> {
+        self.machine.as_ref().map(|m| m.run.path.clone())
+    }
+}
+
+/// Bytes for a size choice on the region as it is.
+pub fn resolve(size: SizeChoice, seen: &Observation) -> u64 {
+    let (region_size, align, available) = seen
+        .region
+        .map_or((0, 1, 0), |r| (r.size, r.align.max(1), r.available));
+    match size {
+        SizeChoice::Aligns(k) => u64::from(k) * align,
+        SizeChoice::OffAlign { aligns, delta } => {
+            (u64::from(aligns) * align).saturating_add_signed(i64::from(delta))
+        }
+        SizeChoice::Available => available,
+        SizeChoice::Whole => region_size,
+    }
+}
+
+/// The UUID a create or a reconfigure printed.
+fn created_uuid(stdout: &str) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_str(stdout.trim()).ok()?;
+    v.get("uuid")?.as_str().map(str::to_owned)
+}
+
+/// Whether `mode` has a block device (fsdax, sector, raw) to read.
+pub fn has_block_device(mode: Mode) -> bool {
+    mode != Mode::Devdax
+}

@@ -1,0 +1,336 @@
+//! The invariants `explore` checks after every step, each as named code
+//! over what the guest showed before and after it ([`Observation`]), what
+//! the step was and how it ended ([`StepResult`]). Pure: each is tested on
+//! recorded observations.
+//!
+//! Refined from the kernel's documented rules where it legitimately refuses
+//! what a plain reading would expect (and never weakened to fit):
+//! - a sector namespace holds a BTT, whose arena must be at least 16 MiB
+//!   after the 4 KiB before it (drivers/nvdimm/btt.h ARENA_MIN_SIZE,
+//!   Documentation/driver-api/nvdimm/btt.rst), so a smaller one may be
+//!   refused; refused, it must still leave nothing behind;
+//! - device-dax has no read(2) (it is mapped, not read), so "can be read"
+//!   is checked on the namespaces with a block device;
+//! - a region hands out capacity in units of its align (its
+//!   `available_size` is rounded down to it: `nd_region_available_dpa`),
+//!   so "the whole region available" is its size rounded down to its
+//!   align.
+
+use std::fmt;
+
+use super::model::Op;
+use super::observe::Observation;
+use crate::kmsg::{self, Record};
+use crate::suite::Mode;
+
+/// The named invariants.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Invariant {
+    /// No kernel report (WARNING, BUG, Oops, lockdep, KASAN, hung task).
+    NoKernelReport,
+    /// A create the region can hold succeeds, enabled, in its mode; a
+    /// refused one leaves no namespace behind and takes no capacity.
+    CreateKeepsItsWord,
+    /// With every namespace gone, the whole region is available again.
+    CapacityConserved,
+    /// `ndctl list` agrees with sysfs on the namespaces, their modes and
+    /// whether they are enabled.
+    ListAgreesWithSysfs,
+    /// After a reboot, the same namespaces (uuid, size, mode) as before.
+    RebootKeepsNamespaces,
+    /// An enabled namespace with a block device reads at both ends.
+    EnabledIsReadable,
+}
+
+impl fmt::Display for Invariant {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Invariant::NoKernelReport => "no-kernel-report",
+            Invariant::CreateKeepsItsWord => "create-keeps-its-word",
+            Invariant::CapacityConserved => "capacity-conserved",
+            Invariant::ListAgreesWithSysfs => "list-agrees-with-sysfs",
+            Invariant::RebootKeepsNamespaces => "reboot-keeps-namespaces",
+            Invariant::EnabledIsReadable => "enabled-is-readable",
+        })
+    }
+}
+
+/// A broken invariant: which, and what the guest showed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Violation {
+    pub invariant: Invariant,
+    pub detail: String,
+    /// The kernel report's first line, when there is one.
+    pub kernel_line: Option<String>,
+}
+
+/// How a step ended.
+#[derive(Clone, Debug, Default)]
+pub struct StepResult {
+    /// The command run (none: the operation had nothing to act on).
+    pub command: Option<String>,
+    pub exit_code: Option<i32>,
+    /// The kernel records of the step and of the moments around it.
+    pub kernel: Vec<Record>,
+    /// A fatal report the guest's console showed (its first line).
+    pub console_report: Option<String>,
+}
+
+impl StepResult {
+    fn succeeded(&self) -> bool {
+        self.exit_code == Some(0)
+    }
+}
+
+/// What a step expected of its create, from the real region before it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CreateRequest {
+    pub mode: Mode,
+    pub bytes: u64,
+}
+
+/// BTT's smallest arena and what precedes it in the namespace.
+const BTT_MIN_ARENA: u64 = 16 << 20;
+const BTT_OFFSET: u64 = 4096;
+
+/// Whether the region, as it was before, promised a create of `req`.
+pub fn create_promised(before: &Observation, req: CreateRequest) -> bool {
+    let Some(region) = before.region.filter(|r| r.enabled) else {
+        return false;
+    };
+    let fits =
+        req.bytes > 0 && req.bytes.is_multiple_of(region.align) && req.bytes <= region.max_extent;
+    let btt_room = req.mode != Mode::Sector || req.bytes >= BTT_MIN_ARENA + BTT_OFFSET;
+    fits && btt_room
+}
+
+/// Every invariant the step broke, in the order listed in [`Invariant`].
+pub fn check(
+    op: &Op,
+    create: Option<CreateRequest>,
+    before: &Observation,
+    result: &StepResult,
+    after: &Observation,
+) -> Vec<Violation> {
+    let mut found = Vec::new();
+    found.extend(no_kernel_report(result));
+    if let Some(req) = create {
+        found.extend(create_keeps_its_word(req, before, result, after));
+    }
+    found.extend(capacity_conserved(after));
+    found.extend(list_agrees_with_sysfs(after));
+    if matches!(op, Op::Reboot) {
+        found.extend(reboot_keeps_namespaces(before, after));
+    }
+    found.extend(enabled_is_readable(after));
+    found
+}
+
+fn violation(invariant: Invariant, detail: String) -> Option<Violation> {
+    Some(Violation {
+        invariant,
+        detail,
+        kernel_line: None,
+    })
+}
+
+fn no_kernel_report(result: &StepResult) -> Option<Violation> {
+    let from_log = result
+        .kernel
+        .iter()
+        .find_map(|r| kmsg::problem(r).map(|kind| format!("kernel {kind}: {}", r.message.trim())));
+    let line = from_log.or_else(|| result.console_report.clone())?;
+    Some(Violation {
+        invariant: Invariant::NoKernelReport,
+        detail: line.clone(),
+        kernel_line: Some(line),
+    })
+}
+
+fn create_keeps_its_word(
+    req: CreateRequest,
+    before: &Observation,
+    result: &StepResult,
+    after: &Observation,
+) -> Option<Violation> {
+    let old: Vec<&str> = before.sized().iter().map(|n| n.dev.as_str()).collect();
+    let new: Vec<_> = after
+        .sized()
+        .into_iter()
+        .filter(|n| !old.contains(&n.dev.as_str()))
+        .collect();
+    if result.succeeded() {
+        let made = new.iter().find_map(|n| after.listed(&n.dev));
+        return match made {
+            Some(ns) if ns.enabled && ns.mode == Some(req.mode) => None,
+            Some(ns) => violation(
+                Invariant::CreateKeepsItsWord,
+                format!(
+                    "create of {} {} bytes succeeded, but {} is {} and {}",
+                    req.mode,
+                    req.bytes,
+                    ns.dev,
+                    ns.mode.map_or("of no mode".to_owned(), |m| m.to_string()),
+                    if ns.enabled { "enabled" } else { "disabled" }
+                ),
+            ),
+            None => violation(
+                Invariant::CreateKeepsItsWord,
+                format!(
+                    "create of {} {} bytes succeeded but made no namespace",
+                    req.mode, req.bytes
+                ),
+            ),
+        };
+    }
+    if let Some(left) = new.first() {
+        return violation(
+            Invariant::CreateKeepsItsWord,
+            format!(
+                "refused create of {} {} bytes left {} behind ({} bytes, {})",
+                req.mode,
+                req.bytes,
+                left.dev,
+                left.size,
+                if left.enabled { "enabled" } else { "disabled" }
+            ),
+        );
+    }
+    let taken = match (before.region, after.region) {
+        (Some(b), Some(a)) if a.available < b.available => Some(b.available - a.available),
+        _ => None,
+    };
+    if let Some(taken) = taken {
+        return violation(
+            Invariant::CreateKeepsItsWord,
+            format!(
+                "refused create of {} {} bytes took {taken} bytes of capacity",
+                req.mode, req.bytes
+            ),
+        );
+    }
+    if create_promised(before, req) {
+        return violation(
+            Invariant::CreateKeepsItsWord,
+            format!(
+                "create of {} {} bytes was refused, though the region's align divides it and its largest free extent holds it",
+                req.mode, req.bytes
+            ),
+        );
+    }
+    None
+}
+
+fn capacity_conserved(after: &Observation) -> Option<Violation> {
+    let region = after.region.filter(|r| r.enabled)?;
+    let whole = region.size - region.size % region.align.max(1);
+    if !after.sized().is_empty() || region.available == whole {
+        return None;
+    }
+    violation(
+        Invariant::CapacityConserved,
+        format!(
+            "no namespace holds capacity, yet {} bytes are available of the region's {} ({} in its align's units)",
+            region.available, region.size, whole
+        ),
+    )
+}
+
+fn list_agrees_with_sysfs(after: &Observation) -> Option<Violation> {
+    for ns in after.sized() {
+        let Some(listed) = after.listed(&ns.dev) else {
+            return violation(
+                Invariant::ListAgreesWithSysfs,
+                format!(
+                    "sysfs has {} ({} bytes), ndctl list does not",
+                    ns.dev, ns.size
+                ),
+            );
+        };
+        if listed.enabled != ns.enabled || listed.mode != ns.mode {
+            return violation(
+                Invariant::ListAgreesWithSysfs,
+                format!(
+                    "{}: ndctl says {:?} {}, sysfs says {:?} {}",
+                    ns.dev,
+                    listed.mode,
+                    if listed.enabled {
+                        "enabled"
+                    } else {
+                        "disabled"
+                    },
+                    ns.mode,
+                    if ns.enabled { "enabled" } else { "disabled" }
+                ),
+            );
+        }
+    }
+    let sized: Vec<&str> = after.sized().iter().map(|n| n.dev.as_str()).collect();
+    let extra = after
+        .listed
+        .iter()
+        .find(|l| l.size > 0 && !sized.contains(&l.dev.as_str()))?;
+    violation(
+        Invariant::ListAgreesWithSysfs,
+        format!(
+            "ndctl list has {}, sysfs has no such sized namespace",
+            extra.dev
+        ),
+    )
+}
+
+/// The namespace set as ndctl shows it: (uuid, size, mode), sorted.
+fn namespace_set(seen: &Observation) -> Vec<(Option<String>, u64, Option<Mode>)> {
+    let mut set: Vec<_> = seen
+        .listed
+        .iter()
+        .filter(|n| n.size > 0)
+        .map(|n| (n.uuid.clone(), n.size, n.mode))
+        .collect();
+    set.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+    set
+}
+
+fn reboot_keeps_namespaces(before: &Observation, after: &Observation) -> Option<Violation> {
+    let (was, is) = (namespace_set(before), namespace_set(after));
+    if was == is {
+        return None;
+    }
+    violation(
+        Invariant::RebootKeepsNamespaces,
+        format!("before the reboot {was:?}, after it {is:?}"),
+    )
+}
+
+fn enabled_is_readable(after: &Observation) -> Option<Violation> {
+    for ns in after.listed.iter().filter(|n| n.enabled && n.size > 0) {
+        let Some(block) = &ns.blockdev else {
+            continue;
+        };
+        match after.reads.iter().find(|(dev, _)| dev == block) {
+            Some((_, true)) => {}
+            Some((_, false)) => {
+                return violation(
+                    Invariant::EnabledIsReadable,
+                    format!(
+                        "{} is enabled but /dev/{block} does not read at both ends",
+                        ns.dev
+                    ),
+                )
+            }
+            None => {
+                return violation(
+                    Invariant::EnabledIsReadable,
+                    format!(
+                        "{} is enabled with block device {block}, which does not exist",
+                        ns.dev
+                    ),
+                )
+            }
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests;

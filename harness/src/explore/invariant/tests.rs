@@ -1,0 +1,203 @@
+//! Each invariant on observations as the guest printed them: one where it
+//! holds, and a recorded one that breaks it.
+
+use super::*;
+use crate::explore::model::SizeChoice;
+use crate::explore::observe::parse;
+
+const EMPTY: &str = "region 1073610752 16777216 1056964608 1056964608 1
+namespace namespace0.0 0 raw 0
+ndctl
+";
+
+/// `sizes/sector-minimum` as the explorer saw it: a 16 MiB sector create
+/// refused, and the namespace left behind holding the region's seed.
+const SECTOR_LEFT_BEHIND: &str = "region 1073610752 16777216 1056833536 1056833536 1
+namespace namespace0.0 16777216 safe 0
+namespace namespace0.1 0 raw 0
+ndctl
+[{\"dev\":\"namespace0.0\",\"mode\":\"sector\",\"size\":16777216,\"uuid\":\"u1\",\"state\":\"disabled\"}]
+";
+
+const FSDAX_MADE: &str = "region 1073610752 16777216 1056833536 1056833536 1
+namespace namespace0.0 16777216 memory 1
+namespace namespace0.1 0 raw 0
+read pmem0 1
+ndctl
+{\"dev\":\"namespace0.0\",\"mode\":\"fsdax\",\"size\":14680064,\"uuid\":\"u1\",\"blockdev\":\"pmem0\"}
+";
+
+fn create(mode: Mode) -> Op {
+    Op::Create {
+        slot: 0,
+        mode,
+        size: SizeChoice::Aligns(1),
+        align: None,
+        map: None,
+    }
+}
+
+fn ended(code: i32) -> StepResult {
+    StepResult {
+        command: Some("ndctl create-namespace".into()),
+        exit_code: Some(code),
+        ..Default::default()
+    }
+}
+
+fn names(found: &[Violation]) -> Vec<Invariant> {
+    found.iter().map(|v| v.invariant).collect()
+}
+
+#[test]
+fn a_refused_sector_create_that_leaves_a_namespace_behind_breaks_its_word() {
+    let req = CreateRequest {
+        mode: Mode::Sector,
+        bytes: 16 << 20,
+    };
+    let before = parse(EMPTY);
+    // The BTT minimum makes the refusal itself legitimate...
+    assert!(!create_promised(&before, req));
+    let found = check(
+        &create(Mode::Sector),
+        Some(req),
+        &before,
+        &ended(1),
+        &parse(SECTOR_LEFT_BEHIND),
+    );
+    assert_eq!(names(&found), vec![Invariant::CreateKeepsItsWord]);
+    // ...not what it leaves.
+    assert!(
+        found[0].detail.contains("left namespace0.0 behind"),
+        "{}",
+        found[0].detail
+    );
+    // Refused cleanly: nothing broken.
+    let clean = check(
+        &create(Mode::Sector),
+        Some(req),
+        &before,
+        &ended(1),
+        &parse(EMPTY),
+    );
+    assert!(clean.is_empty(), "{clean:?}");
+}
+
+#[test]
+fn a_promised_create_that_is_refused_breaks_its_word() {
+    let req = CreateRequest {
+        mode: Mode::Fsdax,
+        bytes: 16 << 20,
+    };
+    let before = parse(EMPTY);
+    assert!(create_promised(&before, req));
+    let found = check(&create(Mode::Fsdax), Some(req), &before, &ended(1), &before);
+    assert_eq!(names(&found), vec![Invariant::CreateKeepsItsWord]);
+    let kept = check(
+        &create(Mode::Fsdax),
+        Some(req),
+        &before,
+        &ended(0),
+        &parse(FSDAX_MADE),
+    );
+    assert!(kept.is_empty(), "{kept:?}");
+    // Made, but in another mode.
+    let wrong = FSDAX_MADE
+        .replace("\"fsdax\"", "\"raw\"")
+        .replace("memory", "raw");
+    let found = check(
+        &create(Mode::Fsdax),
+        Some(req),
+        &before,
+        &ended(0),
+        &parse(&wrong),
+    );
+    assert_eq!(names(&found), vec![Invariant::CreateKeepsItsWord]);
+}
+
+#[test]
+fn capacity_lost_with_no_namespace_left_is_found() {
+    let lost = EMPTY.replace(
+        "1073610752 16777216 1056964608 1056964608",
+        "1073610752 16777216 1040187392 1040187392",
+    );
+    let found = check(
+        &Op::Destroy { slot: 0 },
+        None,
+        &parse(FSDAX_MADE),
+        &ended(0),
+        &parse(&lost),
+    );
+    assert_eq!(names(&found), vec![Invariant::CapacityConserved]);
+}
+
+#[test]
+fn ndctl_and_sysfs_disagreeing_is_found() {
+    let disagree = FSDAX_MADE.replace("memory 1", "memory 0");
+    let found = check(
+        &Op::Disable { slot: 0 },
+        None,
+        &parse(FSDAX_MADE),
+        &ended(0),
+        &parse(&disagree),
+    );
+    assert_eq!(names(&found), vec![Invariant::ListAgreesWithSysfs]);
+}
+
+#[test]
+fn a_namespace_lost_in_a_reboot_is_found() {
+    let found = check(
+        &Op::Reboot,
+        None,
+        &parse(FSDAX_MADE),
+        &ended(0),
+        &parse(EMPTY),
+    );
+    assert_eq!(names(&found), vec![Invariant::RebootKeepsNamespaces]);
+    let same = check(
+        &Op::Reboot,
+        None,
+        &parse(FSDAX_MADE),
+        &ended(0),
+        &parse(FSDAX_MADE),
+    );
+    assert!(same.is_empty());
+}
+
+#[test]
+fn an_enabled_namespace_that_does_not_read_is_found() {
+    let unreadable = FSDAX_MADE.replace("read pmem0 1", "read pmem0 0");
+    let found = check(
+        &Op::Enable { slot: 0 },
+        None,
+        &parse(FSDAX_MADE),
+        &ended(0),
+        &parse(&unreadable),
+    );
+    assert_eq!(names(&found), vec![Invariant::EnabledIsReadable]);
+}
+
+#[test]
+fn a_kernel_report_in_the_step_is_found() {
+    let mut result = ended(0);
+    result.kernel = vec![Record {
+        level: 4,
+        facility: 0,
+        seq: 9,
+        ts_usec: 1,
+        message: "WARNING: CPU: 0 PID: 77 at drivers/nvdimm/label.c:123 nd_label_write".into(),
+    }];
+    let found = check(
+        &Op::RegionEnable,
+        None,
+        &parse(EMPTY),
+        &result,
+        &parse(EMPTY),
+    );
+    assert_eq!(names(&found), vec![Invariant::NoKernelReport]);
+    assert!(found[0]
+        .kernel_line
+        .as_deref()
+        .unwrap()
+        .contains("nd_label_write"));
+}

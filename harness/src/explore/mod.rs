@@ -1,0 +1,275 @@
+//! `ndharness explore`: random namespace sequences run through the real
+//! driver in warm-started guests, one per core, each step checked against
+//! named invariants ([`invariant`]); a sequence that breaks one is shrunk
+//! by proptest-state-machine (each candidate in a fresh guest,
+//! [`search`]) and written as a case file ([`case_file`]). Sequences come
+//! from a seed ([`generate`], over the reference model [`model`]): the
+//! same seed gives the same sequences.
+
+pub mod case_file;
+mod coverage;
+pub mod generate;
+pub mod guest;
+pub mod invariant;
+pub mod model;
+pub mod observe;
+mod report;
+pub mod search;
+pub mod sequence;
+
+use std::cell::Cell;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use self::guest::{ExploreGuest, Target};
+use self::model::RegionShape;
+use self::search::{Finding, FindingKey, Outcome, Search};
+use crate::runner::warm::{self, TemplateSpec};
+use crate::runner::{Config, GuestEnv};
+use crate::topology::Loaded;
+
+pub use coverage::Coverage;
+pub use report::{FindingReport, Report, TopologyReport};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Topology(#[from] crate::topology::Error),
+    #[error(transparent)]
+    Warm(#[from] warm::Error),
+    #[error("{topology}: {source}")]
+    Guest {
+        topology: String,
+        source: Box<guest::GuestError>,
+    },
+    #[error("{topology}: the region's attributes could not be read")]
+    NoRegion { topology: String },
+    #[error("failed to start a runtime: {0}")]
+    Runtime(std::io::Error),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// What to explore, and for how long.
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub topologies: Vec<String>,
+    pub seed: u64,
+    /// Wall time for exploring (a shrink in progress finishes).
+    pub budget: Duration,
+    /// Most operations per sequence.
+    pub steps: usize,
+    pub jobs: usize,
+    /// Where case files and explore.json go.
+    pub out: PathBuf,
+    /// Guest runs one finding's shrink may take.
+    pub max_shrink_runs: u32,
+}
+
+/// A topology ready to explore: its guests' target and its region's shape.
+struct Explored<'a> {
+    name: String,
+    target: Target<'a>,
+    shape: RegionShape,
+}
+
+/// What the workers share.
+struct Shared<'a> {
+    options: &'a Options,
+    explored: Vec<Explored<'a>>,
+    next: AtomicU64,
+    deadline: Instant,
+    tally: Mutex<Tally>,
+}
+
+/// What the workers have done, as they report it.
+#[derive(Default)]
+struct Tally {
+    per_topology: BTreeMap<String, TopologyReport>,
+    findings: BTreeMap<FindingKey, (Finding, String, usize)>,
+    infrastructure: Vec<String>,
+}
+
+/// Explores until the budget is spent; the report says what was run and
+/// found (the case files are written as findings come).
+pub fn explore(config: &Config, env: &GuestEnv, options: &Options) -> Result<Report, Error> {
+    let started = Instant::now();
+    std::fs::create_dir_all(&options.out).map_err(|source| Error::Io {
+        path: options.out.clone(),
+        source,
+    })?;
+    let loaded: Vec<Loaded> = options
+        .topologies
+        .iter()
+        .map(|t| crate::topology::load(t))
+        .collect::<Result<_, _>>()?;
+    let mut explored = Vec::new();
+    for topology in &loaded {
+        explored.push(prepare(config, env, topology)?);
+    }
+    let shared = Shared {
+        options,
+        explored,
+        next: AtomicU64::new(0),
+        deadline: started + options.budget,
+        tally: Mutex::new(Tally::default()),
+    };
+    std::thread::scope(|scope| {
+        for worker in 0..options.jobs.max(1) {
+            let shared = &shared;
+            scope.spawn(move || work(shared, worker, config));
+        }
+        scope.spawn(|| progress(&shared, started));
+    });
+    let tally = shared.tally.into_inner().unwrap_or_else(|e| e.into_inner());
+    Ok(report::build(
+        options,
+        config,
+        env,
+        tally,
+        started.elapsed(),
+    ))
+}
+
+/// A topology's warm state (made if need be) and its region's shape, read
+/// from a first guest.
+fn prepare<'a>(
+    config: &'a Config,
+    env: &'a GuestEnv,
+    topology: &'a Loaded,
+) -> Result<Explored<'a>, Error> {
+    let state = warm::state(config, env, TemplateSpec::plain(topology))?;
+    let target = Target {
+        config,
+        env,
+        topology,
+        state,
+    };
+    let rt = crate::vm::runtime().map_err(Error::Runtime)?;
+    let name = topology.name.clone();
+    let guest_error = |source| Error::Guest {
+        topology: name.clone(),
+        source: Box::new(source),
+    };
+    let shape = rt.block_on(async {
+        let mut guest = ExploreGuest::start(&target, &format!("explore-{}-shape", topology.name))
+            .await
+            .map_err(guest_error)?;
+        let seen = guest.observe().await.map_err(guest_error);
+        if let Some(run) = guest.kill().await {
+            run.remove();
+        }
+        seen
+    })?;
+    let region = shape.region.ok_or_else(|| Error::NoRegion {
+        topology: topology.name.clone(),
+    })?;
+    Ok(Explored {
+        name: topology.name.clone(),
+        target,
+        shape: RegionShape {
+            size: region.size,
+            align: region.align,
+        },
+    })
+}
+
+/// A worker: sequences in turn (topologies round-robin) until the budget
+/// is spent.
+fn work(shared: &Shared<'_>, worker: usize, config: &Config) {
+    let Ok(rt) = crate::vm::runtime() else {
+        return;
+    };
+    let topologies = shared.explored.len() as u64;
+    while Instant::now() < shared.deadline {
+        let k = shared.next.fetch_add(1, Ordering::SeqCst);
+        let explored = &shared.explored[(k % topologies) as usize];
+        let index = k / topologies;
+        let left = shared.deadline.saturating_duration_since(Instant::now());
+        let search = Search {
+            target: &explored.target,
+            shape: explored.shape,
+            steps: 1..=shared.options.steps.max(1),
+            seed: shared.options.seed,
+            folder: format!("explore-{}-w{worker}", explored.name),
+            max_shrink_runs: shared.options.max_shrink_runs,
+            max_shrink_time: left.max(Duration::from_secs(120)),
+            rt: &rt,
+            steps_run: Cell::new(0),
+            coverage: Default::default(),
+        };
+        let began = Instant::now();
+        let outcome = search.sequence(index);
+        let done = Done {
+            steps: search.steps_run.get(),
+            took: began.elapsed(),
+            coverage: search.coverage.into_inner(),
+        };
+        record(shared, explored, outcome, done, config);
+    }
+}
+
+/// What a search ran.
+struct Done {
+    steps: usize,
+    took: Duration,
+    coverage: Coverage,
+}
+
+fn record(
+    shared: &Shared<'_>,
+    explored: &Explored<'_>,
+    outcome: Outcome,
+    done: Done,
+    config: &Config,
+) {
+    let mut tally = shared.tally.lock().unwrap_or_else(|e| e.into_inner());
+    let entry = tally.per_topology.entry(explored.name.clone()).or_default();
+    entry.sequences += 1;
+    entry.steps += done.steps;
+    entry.seconds += done.took.as_secs_f64();
+    for (key, n) in done.coverage {
+        *entry.coverage.entry(key).or_default() += n;
+    }
+    match outcome {
+        Outcome::Passed { .. } => {}
+        Outcome::Infrastructure(e) => tally.infrastructure.push(format!("{}: {e}", explored.name)),
+        Outcome::Found(finding) => {
+            if let Some(seen) = tally.findings.get_mut(&finding.key) {
+                seen.2 += 1;
+                return;
+            }
+            let path = report::write_case(&shared.options.out, &explored.name, &finding, config);
+            crate::progress::say(&report::announce(&explored.name, &finding, &path));
+            tally
+                .findings
+                .insert(finding.key.clone(), (*finding, explored.name.clone(), 1));
+        }
+    }
+}
+
+/// A progress line every 15 s while the workers run.
+fn progress(shared: &Shared<'_>, started: Instant) {
+    while Instant::now() < shared.deadline {
+        std::thread::sleep(
+            Duration::from_secs(15).min(shared.deadline.saturating_duration_since(Instant::now())),
+        );
+        let tally = shared.tally.lock().unwrap_or_else(|e| e.into_inner());
+        let sequences: usize = tally.per_topology.values().map(|t| t.sequences).sum();
+        let steps: usize = tally.per_topology.values().map(|t| t.steps).sum();
+        let elapsed = started.elapsed().as_secs_f64();
+        let left = shared.deadline.saturating_duration_since(Instant::now());
+        crate::progress::say(&format!(
+            "explore: {sequences} sequences, {steps} steps ({:.2} steps/s), {} findings, {}s left",
+            steps as f64 / elapsed.max(1.0),
+            tally.findings.len(),
+            left.as_secs()
+        ));
+    }
+}

@@ -1,0 +1,367 @@
+//! The reference model `explore` generates sequences from: what it knows of
+//! a region (size, align, what it predicts is available, its namespaces by
+//! slot), the operations ([`Op`]) a sequence is made of, which are possible
+//! in each state (preconditions), and how each changes the model.
+//!
+//! The model only predicts: a sequence is generated whole before the guest
+//! runs it, and the kernel decides every outcome (the invariants read the
+//! real state, [`super::invariant`]). Sizes are symbolic ([`SizeChoice`]),
+//! resolved against the real region right before the step, so a step keeps
+//! its meaning when shrinking deletes the ones before it. A namespace is
+//! named by the slot its create step carries, never by a count, so deleting
+//! an earlier create cannot make a later step point at another namespace.
+
+use std::collections::BTreeMap;
+
+use proptest::prelude::*;
+use proptest::sample::select;
+use proptest::strategy::{BoxedStrategy, Just, Union};
+
+use crate::suite::Mode;
+
+/// A namespace's handle in a sequence: fixed when its create is generated.
+pub type Slot = u32;
+
+/// A create's size, resolved against the region before the step.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum SizeChoice {
+    /// `k` times the region's align.
+    Aligns(u32),
+    /// `k` aligns plus `delta` bytes (negative: less): off the align.
+    OffAlign { aligns: u32, delta: i32 },
+    /// All the region has available now.
+    Available,
+    /// The region's whole size (more than is available once anything is).
+    Whole,
+}
+
+/// How an fsdax or devdax namespace keeps its page map.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum MapLocation {
+    /// In the namespace itself (`-M dev`).
+    Device,
+    /// In system memory (`-M mem`).
+    Memory,
+}
+
+/// One operation of a sequence.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Op {
+    Create {
+        slot: Slot,
+        mode: Mode,
+        size: SizeChoice,
+        /// `-a`: the namespace's align, where its mode takes one.
+        align: Option<u64>,
+        map: Option<MapLocation>,
+    },
+    Destroy {
+        slot: Slot,
+    },
+    Disable {
+        slot: Slot,
+    },
+    Enable {
+        slot: Slot,
+    },
+    /// `create-namespace -f -e`: the namespace in another mode, in place.
+    Reconfigure {
+        slot: Slot,
+        mode: Mode,
+    },
+    /// daxctl reconfigure-device to system-ram, then back to devdax.
+    DaxRoundTrip {
+        slot: Slot,
+    },
+    RegionDisable,
+    RegionEnable,
+    /// A write to the region's `align` (the kernel may refuse it).
+    WriteAlign {
+        align: u64,
+    },
+    /// `ndctl init-labels -f`, on a disabled region.
+    InitLabels,
+    /// Power off and boot again on the same backing files.
+    Reboot,
+    /// What the guest does before the first step (the drivers, the CXL
+    /// regions' assembly, the labels): never generated, it names where a
+    /// kernel report came from when it came before any step.
+    Prepare,
+}
+
+impl Op {
+    /// The operation's kind, for coverage and finding keys.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Op::Create { .. } => "create",
+            Op::Destroy { .. } => "destroy",
+            Op::Disable { .. } => "disable",
+            Op::Enable { .. } => "enable",
+            Op::Reconfigure { .. } => "reconfigure",
+            Op::DaxRoundTrip { .. } => "dax-round-trip",
+            Op::RegionDisable => "region-disable",
+            Op::RegionEnable => "region-enable",
+            Op::WriteAlign { .. } => "write-align",
+            Op::InitLabels => "init-labels",
+            Op::Reboot => "reboot",
+            Op::Prepare => "prepare",
+        }
+    }
+
+    /// The slot the operation names, if any.
+    pub fn slot(&self) -> Option<Slot> {
+        match self {
+            Op::Create { slot, .. }
+            | Op::Destroy { slot }
+            | Op::Disable { slot }
+            | Op::Enable { slot }
+            | Op::Reconfigure { slot, .. }
+            | Op::DaxRoundTrip { slot } => Some(*slot),
+            _ => None,
+        }
+    }
+}
+
+/// What the model knows of a namespace it predicts exists.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PredictedNamespace {
+    pub mode: Mode,
+    pub enabled: bool,
+}
+
+/// The region a sequence starts on, as the explorer found it in the guest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RegionShape {
+    pub size: u64,
+    pub align: u64,
+}
+
+/// The model of one region.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Model {
+    pub shape: RegionShape,
+    pub region_enabled: bool,
+    pub namespaces: BTreeMap<Slot, PredictedNamespace>,
+    pub next_slot: Slot,
+    /// Operations applied so far (the replay strategy indexes by it).
+    pub applied: usize,
+}
+
+const MIB: u64 = 1 << 20;
+
+fn any_mode() -> impl Strategy<Value = Mode> {
+    select(vec![Mode::Fsdax, Mode::Devdax, Mode::Sector, Mode::Raw])
+}
+
+fn size_choices() -> Vec<SizeChoice> {
+    vec![
+        SizeChoice::Aligns(1),
+        SizeChoice::Aligns(2),
+        SizeChoice::Aligns(4),
+        SizeChoice::OffAlign {
+            aligns: 1,
+            delta: 4096,
+        },
+        SizeChoice::OffAlign {
+            aligns: 1,
+            delta: -4096,
+        },
+        SizeChoice::OffAlign {
+            aligns: 0,
+            delta: 4 << 20,
+        },
+        SizeChoice::Available,
+        SizeChoice::Whole,
+    ]
+}
+
+/// Per mode, the namespace aligns (`-a`) it takes.
+fn aligns_for(mode: Mode) -> Vec<Option<u64>> {
+    match mode {
+        Mode::Fsdax | Mode::Devdax => vec![None, Some(4096), Some(2 * MIB)],
+        Mode::Sector | Mode::Raw => vec![None],
+    }
+}
+
+fn maps_for(mode: Mode) -> Vec<Option<MapLocation>> {
+    match mode {
+        Mode::Fsdax | Mode::Devdax => {
+            vec![None, Some(MapLocation::Device), Some(MapLocation::Memory)]
+        }
+        Mode::Sector | Mode::Raw => vec![None],
+    }
+}
+
+impl Model {
+    pub fn new(shape: RegionShape) -> Model {
+        Model {
+            shape,
+            region_enabled: true,
+            namespaces: BTreeMap::new(),
+            next_slot: 0,
+            applied: 0,
+        }
+    }
+
+    fn slots_where(&self, pred: impl Fn(&PredictedNamespace) -> bool) -> Vec<Slot> {
+        self.namespaces
+            .iter()
+            .filter(|(_, n)| pred(n))
+            .map(|(s, _)| *s)
+            .collect()
+    }
+
+    /// The operations possible now, weighted: creates most, the region's
+    /// own operations least (a reboot costs a cold boot).
+    pub fn transitions(&self) -> BoxedStrategy<Op> {
+        let mut arms: Vec<(u32, BoxedStrategy<Op>)> = vec![(1, Just(Op::Reboot).boxed())];
+        if self.region_enabled {
+            let slot = self.next_slot;
+            let create = any_mode()
+                .prop_flat_map(move |mode| {
+                    (
+                        Just(mode),
+                        select(size_choices()),
+                        select(aligns_for(mode)),
+                        select(maps_for(mode)),
+                    )
+                })
+                .prop_map(move |(mode, size, align, map)| Op::Create {
+                    slot,
+                    mode,
+                    size,
+                    align,
+                    map,
+                });
+            arms.push((8, create.boxed()));
+            arms.push((1, Just(Op::RegionDisable).boxed()));
+            let all = self.slots_where(|_| true);
+            if !all.is_empty() {
+                let pick = || select(all.clone());
+                arms.push((4, pick().prop_map(|slot| Op::Destroy { slot }).boxed()));
+                arms.push((1, pick().prop_map(|slot| Op::Disable { slot }).boxed()));
+                arms.push((1, pick().prop_map(|slot| Op::Enable { slot }).boxed()));
+                let reconfigure =
+                    (pick(), any_mode()).prop_map(|(slot, mode)| Op::Reconfigure { slot, mode });
+                arms.push((2, reconfigure.boxed()));
+            }
+            let devdax = self.slots_where(|n| n.mode == Mode::Devdax && n.enabled);
+            if !devdax.is_empty() {
+                arms.push((
+                    1,
+                    select(devdax)
+                        .prop_map(|slot| Op::DaxRoundTrip { slot })
+                        .boxed(),
+                ));
+            }
+        } else {
+            arms.push((4, Just(Op::RegionEnable).boxed()));
+            arms.push((1, Just(Op::InitLabels).boxed()));
+            let aligns = vec![4096, 2 * MIB, self.shape.align, 2 * self.shape.align];
+            arms.push((
+                1,
+                select(aligns)
+                    .prop_map(|align| Op::WriteAlign { align })
+                    .boxed(),
+            ));
+        }
+        // A shrink candidate costs a guest: each operation stays as it was
+        // generated (no morphing of one kind into another), only deleted.
+        Union::new_weighted(arms).no_shrink().boxed()
+    }
+
+    /// Whether `op` makes sense in this state (re-checked by the library on
+    /// every shrink candidate).
+    pub fn preconditions(&self, op: &Op) -> bool {
+        let has = |slot: &Slot| self.namespaces.contains_key(slot);
+        match op {
+            Op::Create { slot, .. } => self.region_enabled && !has(slot),
+            Op::Destroy { slot }
+            | Op::Disable { slot }
+            | Op::Enable { slot }
+            | Op::Reconfigure { slot, .. } => self.region_enabled && has(slot),
+            Op::DaxRoundTrip { slot } => {
+                self.region_enabled
+                    && self
+                        .namespaces
+                        .get(slot)
+                        .is_some_and(|n| n.mode == Mode::Devdax && n.enabled)
+            }
+            Op::RegionDisable => self.region_enabled,
+            Op::RegionEnable | Op::InitLabels | Op::WriteAlign { .. } => !self.region_enabled,
+            Op::Reboot => true,
+            Op::Prepare => false,
+        }
+    }
+
+    /// The state after `op`, as the model predicts it.
+    pub fn apply(mut self, op: &Op) -> Model {
+        self.applied += 1;
+        match op {
+            Op::Create { slot, mode, .. } => {
+                self.next_slot = self.next_slot.max(slot + 1);
+                let namespace = PredictedNamespace {
+                    mode: *mode,
+                    enabled: true,
+                };
+                self.namespaces.insert(*slot, namespace);
+            }
+            Op::Destroy { slot } => {
+                self.namespaces.remove(slot);
+            }
+            Op::Disable { slot } | Op::Enable { slot } => {
+                let enabled = matches!(op, Op::Enable { .. });
+                if let Some(n) = self.namespaces.get_mut(slot) {
+                    n.enabled = enabled;
+                }
+            }
+            Op::Reconfigure { slot, mode } => {
+                if let Some(n) = self.namespaces.get_mut(slot) {
+                    n.mode = *mode;
+                    n.enabled = true;
+                }
+            }
+            Op::DaxRoundTrip { .. } | Op::Reboot | Op::WriteAlign { .. } | Op::Prepare => {}
+            Op::RegionDisable => self.region_enabled = false,
+            Op::RegionEnable => self.region_enabled = true,
+            Op::InitLabels => self.namespaces.clear(),
+        }
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shape() -> RegionShape {
+        RegionShape {
+            size: 1 << 30,
+            align: 16 * MIB,
+        }
+    }
+
+    #[test]
+    fn preconditions_follow_the_region_and_the_slots() {
+        let m = Model::new(shape());
+        let create = Op::Create {
+            slot: 0,
+            mode: Mode::Devdax,
+            size: SizeChoice::Aligns(1),
+            align: None,
+            map: None,
+        };
+        assert!(m.preconditions(&create));
+        assert!(!m.preconditions(&Op::Destroy { slot: 0 }));
+        assert!(!m.preconditions(&Op::RegionEnable));
+        let m = m.apply(&create);
+        assert_eq!(m.next_slot, 1);
+        assert!(!m.preconditions(&create), "a slot is created once");
+        assert!(m.preconditions(&Op::DaxRoundTrip { slot: 0 }));
+        let m = m.apply(&Op::RegionDisable);
+        assert!(!m.preconditions(&Op::Destroy { slot: 0 }));
+        assert!(m.preconditions(&Op::InitLabels));
+        let m = m.apply(&Op::InitLabels).apply(&Op::RegionEnable);
+        assert!(m.namespaces.is_empty());
+    }
+}

@@ -14,6 +14,7 @@ pub mod kbuild;
 pub mod kmsg;
 pub mod names;
 pub mod normalize;
+pub mod powercut;
 pub mod progress;
 pub mod runner;
 pub mod select;

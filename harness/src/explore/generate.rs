@@ -19,7 +19,7 @@ use super::model::{Model, Op, RegionShape};
 
 /// Bumped when what a seed generates changes (the model's choices, their
 /// weights): recorded in every case file the explorer writes.
-pub const GENERATOR: u32 = 1;
+pub const GENERATOR: u32 = 2;
 
 /// A generated sequence as the library hands it to the test: the initial
 /// model, the operations, and the counter of steps run (for shrinking).
@@ -78,18 +78,21 @@ pub fn config(max_shrink_runs: u32, max_shrink_time: Duration) -> Config {
     }
 }
 
-/// The random stream of sequence `index` of `seed`.
-pub fn rng_for(seed: u64, index: u64) -> TestRng {
+/// The random stream of sequence `index` of `seed` on `topology` (each
+/// topology its own sequences).
+pub fn rng_for(seed: u64, topology: &str, index: u64) -> TestRng {
+    use sha2::Digest;
     let mut bytes = [0u8; 32];
     bytes[..8].copy_from_slice(&seed.to_le_bytes());
     bytes[8..16].copy_from_slice(&index.to_le_bytes());
-    bytes[16..24].copy_from_slice(b"ndexplor");
+    let name = sha2::Sha256::digest(topology.as_bytes());
+    bytes[16..32].copy_from_slice(&name[..16]);
     TestRng::from_seed(RngAlgorithm::ChaCha, &bytes)
 }
 
-/// A runner for sequence `index` of `seed`.
-pub fn runner(seed: u64, index: u64, config: &Config) -> TestRunner {
-    TestRunner::new_with_rng(config.clone(), rng_for(seed, index))
+/// A runner for sequence `index` of `seed` on `topology`.
+pub fn runner(seed: u64, topology: &str, index: u64, config: &Config) -> TestRunner {
+    TestRunner::new_with_rng(config.clone(), rng_for(seed, topology, index))
 }
 
 /// Sequence `index` of `seed`, without running it (listing, tests).
@@ -99,7 +102,7 @@ pub fn sequence(
     shape: RegionShape,
     steps: RangeInclusive<usize>,
 ) -> Vec<Op> {
-    let mut runner = runner(seed, index, &config(1, Duration::from_secs(1)));
+    let mut runner = runner(seed, "nfit-1", index, &config(1, Duration::from_secs(1)));
     let tree = strategy(shape, steps)
         .new_tree(&mut runner)
         .expect("a sequence of operations that always have a transition");
@@ -115,6 +118,7 @@ mod tests {
         RegionShape {
             size: 1 << 30,
             align: 16 << 20,
+            cxl: false,
         }
     }
 
@@ -167,7 +171,7 @@ mod tests {
     #[test]
     fn a_replay_is_the_sequence_it_replays() {
         let ops = sequence(5, 9, shape(), 1..=12);
-        let mut runner = runner(0, 0, &config(1, Duration::from_secs(1)));
+        let mut runner = runner(0, "nfit-1", 0, &config(1, Duration::from_secs(1)));
         let tree = replay(shape(), Arc::new(ops.clone()))
             .new_tree(&mut runner)
             .unwrap();

@@ -22,6 +22,10 @@ use crate::vm::agent;
 use crate::vm::machine::{self, Machine};
 use crate::vm::{RunDir, StartSpec};
 
+/// Waits for the nd buses' asynchronous probes (namespaces after a
+/// region comes back).
+const FLUSH_PROBES: &str = "cat /sys/bus/nd/devices/ndbus*/wait_probe >/dev/null";
+
 /// How long one operation may take.
 const STEP_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -63,6 +67,10 @@ pub struct ExploreGuest<'a> {
     machine: Option<Machine>,
     /// The nd region the sequence works on.
     pub region: String,
+    /// The CXL region under it, and the command that creates it again on
+    /// the same devices, labels kept (CXL topologies).
+    cxl_region: String,
+    recreate: String,
     /// The UUID (as ndctl shows it) of each slot's namespace.
     uuids: BTreeMap<Slot, String>,
     steps: usize,
@@ -107,6 +115,8 @@ impl<'a> ExploreGuest<'a> {
             target,
             machine: Some(m),
             region: String::new(),
+            cxl_region: String::new(),
+            recreate: String::new(),
             uuids: BTreeMap::new(),
             steps: 0,
         };
@@ -135,6 +145,42 @@ impl<'a> ExploreGuest<'a> {
             });
         }
         Ok(guest)
+    }
+
+    /// The nd region (and the CXL region under it, with the command that
+    /// makes it again) as the guest names them now: a reboot or a CXL
+    /// region's re-creation may renumber them.
+    async fn find_regions(&mut self) -> Result<(), GuestError> {
+        let first =
+            |bus: &str| format!("ls /sys/bus/{bus}/devices | grep '^region' | sort -V | head -1");
+        self.region = self
+            .setup("finding the region", &first("nd"))
+            .await?
+            .trim()
+            .to_owned();
+        if self.region.is_empty() {
+            return Err(GuestError::Setup {
+                what: "finding the region",
+                detail: "the guest has no nd region".into(),
+            });
+        }
+        if self.target.topology.topology.cxl.is_none() {
+            return Ok(());
+        }
+        self.cxl_region = self
+            .setup("finding the CXL region", &first("cxl"))
+            .await?
+            .trim()
+            .to_owned();
+        let m = self.machine.as_ref().expect("a running guest");
+        let plan = assemble::plan(m, &self.target.topology.topology, Labels::Keep)
+            .await
+            .map_err(|e| GuestError::Setup {
+                what: "planning the CXL region's re-creation",
+                detail: e.to_string(),
+            })?;
+        self.recreate = plan.join(" >/dev/null && ");
+        Ok(())
     }
 
     fn machine(&mut self) -> &mut Machine {
@@ -221,6 +267,14 @@ impl<'a> ExploreGuest<'a> {
             }
             Op::InitLabels => "ndctl init-labels -f all".into(),
             Op::Reboot => "reboot".into(),
+            Op::CxlRegionCycle => format!(
+                "cxl disable-region {0} && cxl enable-region {0} && {FLUSH_PROBES}",
+                self.cxl_region
+            ),
+            Op::CxlRegionRecreate => format!(
+                "cxl destroy-region -f {} && {} >/dev/null",
+                self.cxl_region, self.recreate
+            ),
             Op::Prepare => return None,
         };
         Some((command, None))
@@ -288,6 +342,9 @@ impl<'a> ExploreGuest<'a> {
         if matches!(op, Op::InitLabels) && ran.result.exit_code == Some(0) {
             self.uuids.clear();
         }
+        if matches!(op, Op::CxlRegionCycle | Op::CxlRegionRecreate) {
+            self.find_regions().await?;
+        }
         Ok(ran)
     }
 
@@ -327,6 +384,7 @@ impl<'a> ExploreGuest<'a> {
         m.read_kernel_log().await?;
         let kernel = m.take_unattributed();
         self.machine = Some(m);
+        self.find_regions().await?;
         Ok(Ran {
             result: StepResult {
                 command: Some("reboot".into()),

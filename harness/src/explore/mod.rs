@@ -176,6 +176,7 @@ fn prepare<'a>(
         shape: RegionShape {
             size: region.size,
             align: region.align,
+            cxl: topology.topology.cxl.is_some(),
         },
     })
 }
@@ -198,6 +199,7 @@ fn work(shared: &Shared<'_>, worker: usize, config: &Config) {
             steps: 1..=shared.options.steps.max(1),
             seed: shared.options.seed,
             folder: format!("explore-{}-w{worker}", explored.name),
+            topology: explored.name.clone(),
             max_shrink_runs: shared.options.max_shrink_runs,
             max_shrink_time: left.max(Duration::from_secs(120)),
             rt: &rt,

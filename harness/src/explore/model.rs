@@ -83,6 +83,12 @@ pub enum Op {
     InitLabels,
     /// Power off and boot again on the same backing files.
     Reboot,
+    /// CXL: the CXL region disabled and enabled again (its pmem region
+    /// and nvdimm bridge torn down and probed again).
+    CxlRegionCycle,
+    /// CXL: the CXL region destroyed and created again on the same
+    /// devices, their labels kept.
+    CxlRegionRecreate,
     /// What the guest does before the first step (the drivers, the CXL
     /// regions' assembly, the labels): never generated, it names where a
     /// kernel report came from when it came before any step.
@@ -104,6 +110,8 @@ impl Op {
             Op::WriteAlign { .. } => "write-align",
             Op::InitLabels => "init-labels",
             Op::Reboot => "reboot",
+            Op::CxlRegionCycle => "cxl-region-cycle",
+            Op::CxlRegionRecreate => "cxl-region-recreate",
             Op::Prepare => "prepare",
         }
     }
@@ -134,6 +142,8 @@ pub struct PredictedNamespace {
 pub struct RegionShape {
     pub size: u64,
     pub align: u64,
+    /// A CXL region: the CXL region operations apply.
+    pub cxl: bool,
 }
 
 /// The model of one region.
@@ -245,6 +255,10 @@ impl Model {
                     (pick(), any_mode()).prop_map(|(slot, mode)| Op::Reconfigure { slot, mode });
                 arms.push((2, reconfigure.boxed()));
             }
+            if self.shape.cxl {
+                arms.push((1, Just(Op::CxlRegionCycle).boxed()));
+                arms.push((1, Just(Op::CxlRegionRecreate).boxed()));
+            }
             let devdax = self.slots_where(|n| n.mode == Mode::Devdax && n.enabled);
             if !devdax.is_empty() {
                 arms.push((
@@ -288,6 +302,7 @@ impl Model {
                         .is_some_and(|n| n.mode == Mode::Devdax && n.enabled)
             }
             Op::RegionDisable => self.region_enabled,
+            Op::CxlRegionCycle | Op::CxlRegionRecreate => self.region_enabled && self.shape.cxl,
             Op::RegionEnable | Op::InitLabels | Op::WriteAlign { .. } => !self.region_enabled,
             Op::Reboot => true,
             Op::Prepare => false,
@@ -321,7 +336,12 @@ impl Model {
                     n.enabled = true;
                 }
             }
-            Op::DaxRoundTrip { .. } | Op::Reboot | Op::WriteAlign { .. } | Op::Prepare => {}
+            Op::DaxRoundTrip { .. }
+            | Op::Reboot
+            | Op::WriteAlign { .. }
+            | Op::CxlRegionCycle
+            | Op::CxlRegionRecreate
+            | Op::Prepare => {}
             Op::RegionDisable => self.region_enabled = false,
             Op::RegionEnable => self.region_enabled = true,
             Op::InitLabels => self.namespaces.clear(),
@@ -338,6 +358,7 @@ mod tests {
         RegionShape {
             size: 1 << 30,
             align: 16 * MIB,
+            cxl: false,
         }
     }
 

@@ -72,6 +72,8 @@ pub struct Search<'a> {
     pub seed: u64,
     /// The guest run folder name of this worker.
     pub folder: String,
+    /// The topology's name (each topology has its own sequences).
+    pub topology: String,
     pub max_shrink_runs: u32,
     pub max_shrink_time: Duration,
     pub rt: &'a Runtime,
@@ -122,7 +124,7 @@ impl Search<'_> {
     /// when it fails (kept on `target` when given).
     fn pass(&self, strategy: &SequenceStrategy, index: u64, target: Option<&FindingKey>) -> Pass {
         let config = generate::config(self.max_shrink_runs, self.max_shrink_time);
-        let mut runner = generate::runner(self.seed, index, &config);
+        let mut runner = generate::runner(self.seed, &self.topology, index, &config);
         let tree = match strategy.new_tree(&mut runner) {
             Ok(t) => t,
             Err(e) => return Pass::Error(e.to_string()),

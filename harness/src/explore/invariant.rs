@@ -16,6 +16,7 @@
 //!   so "the whole region available" is its size rounded down to its
 //!   align.
 
+use std::collections::BTreeSet;
 use std::fmt;
 
 use super::model::Op;
@@ -279,26 +280,38 @@ fn list_agrees_with_sysfs(after: &Observation) -> Option<Violation> {
     )
 }
 
-/// The namespace set as ndctl shows it: (uuid, size, mode), sorted.
-fn namespace_set(seen: &Observation) -> Vec<(Option<String>, u64, Option<Mode>)> {
-    let mut set: Vec<_> = seen
-        .listed
+/// The namespaces the labels hold, as the guest shows them: each one's
+/// own UUID and raw size (sysfs, whatever its claim and state), and the
+/// mode of those that are enabled (a disabled namespace shows no claim).
+type NamespaceSet = (
+    BTreeSet<(Option<String>, u64)>,
+    BTreeSet<(Option<String>, Option<Mode>)>,
+);
+
+fn namespace_set(seen: &Observation) -> NamespaceSet {
+    let held = seen.sized().iter().map(|n| (n.uuid.clone(), n.size)).collect();
+    let modes = seen
+        .sized()
         .iter()
-        .filter(|n| n.size > 0)
-        .map(|n| (n.uuid.clone(), n.size, n.mode))
+        .filter(|n| n.enabled)
+        .map(|n| (n.uuid.clone(), seen.listed(&n.dev).and_then(|l| l.mode)))
         .collect();
-    set.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
-    set
+    (held, modes)
 }
 
 fn reboot_keeps_namespaces(before: &Observation, after: &Observation) -> Option<Violation> {
-    let (was, is) = (namespace_set(before), namespace_set(after));
-    if was == is {
-        return None;
+    let (was, was_modes) = namespace_set(before);
+    let (is, is_modes) = namespace_set(after);
+    if was != is {
+        return violation(
+            Invariant::RebootKeepsNamespaces,
+            format!("before the reboot {was:?}, after it {is:?}"),
+        );
     }
+    let changed = was_modes.difference(&is_modes).next()?;
     violation(
         Invariant::RebootKeepsNamespaces,
-        format!("before the reboot {was:?}, after it {is:?}"),
+        format!("{changed:?} was enabled in that mode before the reboot, not after it ({is_modes:?})"),
     )
 }
 

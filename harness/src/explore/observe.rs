@@ -26,6 +26,8 @@ pub struct SysfsNamespace {
     pub size: u64,
     pub mode: Option<Mode>,
     pub enabled: bool,
+    /// The namespace's own UUID (its label's), whatever its claim.
+    pub uuid: Option<String>,
 }
 
 /// A namespace as `ndctl list -N -i` has it.
@@ -75,7 +77,7 @@ for n in $r/namespace*; do
   # A claimed namespace (sector, fsdax, devdax) is enabled through its claim.
   h=$(cat $n/holder 2>/dev/null); e=$(on $n)
   if [ -n "$h" ] && [ -e /sys/bus/nd/devices/$h ]; then e=$(on /sys/bus/nd/devices/$h); fi
-  echo "namespace ${{n##*/}} $(v $n/size) $(v $n/mode) $e"
+  echo "namespace ${{n##*/}} $(v $n/size) $(v $n/mode) $e $(v $n/uuid)"
 done
 for b in /sys/block/pmem*; do
   [ -e "$b" ] || continue
@@ -128,11 +130,12 @@ pub fn parse(text: &str) -> Observation {
                     })
                 })();
             }
-            ["namespace", dev, size, mode, enabled] => seen.sysfs.push(SysfsNamespace {
+            ["namespace", dev, size, mode, enabled, rest @ ..] => seen.sysfs.push(SysfsNamespace {
                 dev: (*dev).to_owned(),
                 size: number(Some(size)).unwrap_or(0),
                 mode: mode_named(mode),
                 enabled: *enabled == "1",
+                uuid: rest.first().filter(|u| **u != "-").map(|u| (*u).to_owned()),
             }),
             ["read", dev, ok] => seen.reads.push(((*dev).to_owned(), *ok == "1")),
             _ => {}

@@ -7,5 +7,7 @@
 //! the guest had written, and the next start on the same files is the
 //! machine coming back.
 
+pub mod classify;
 pub mod gdb;
 pub mod labels;
+pub mod record;

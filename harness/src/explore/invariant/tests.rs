@@ -13,14 +13,14 @@ ndctl
 /// `sizes/sector-minimum` as the explorer saw it: a 16 MiB sector create
 /// refused, and the namespace left behind holding the region's seed.
 const SECTOR_LEFT_BEHIND: &str = "region 1073610752 16777216 1056833536 1056833536 1
-namespace namespace0.0 16777216 safe 0
+namespace namespace0.0 16777216 safe 0 u1
 namespace namespace0.1 0 raw 0
 ndctl
 [{\"dev\":\"namespace0.0\",\"mode\":\"sector\",\"size\":16777216,\"uuid\":\"u1\",\"state\":\"disabled\"}]
 ";
 
 const FSDAX_MADE: &str = "region 1073610752 16777216 1056833536 1056833536 1
-namespace namespace0.0 16777216 memory 1
+namespace namespace0.0 16777216 memory 1 u1
 namespace namespace0.1 0 raw 0
 read pmem0 1
 ndctl
@@ -162,6 +162,27 @@ fn a_namespace_lost_in_a_reboot_is_found() {
         &parse(FSDAX_MADE),
     );
     assert!(same.is_empty());
+}
+
+#[test]
+fn a_disabled_namespace_coming_back_enabled_after_a_reboot_is_the_same_namespace() {
+    // Disabled, it shows raw (no claim); after the reboot its sector claim.
+    let disabled = "region 1073610752 16777216 1040187392 1040187392 1
+namespace namespace0.0 33554432 raw 0 u7
+ndctl
+[{\"dev\":\"namespace0.0\",\"mode\":\"raw\",\"size\":33554432,\"uuid\":\"u7\",\"state\":\"disabled\"}]
+";
+    let back = "region 1073610752 16777216 1040187392 1040187392 1
+namespace namespace0.0 33554432 safe 1 u7
+ndctl
+[{\"dev\":\"namespace0.0\",\"mode\":\"sector\",\"size\":32899072,\"uuid\":\"b9\"}]
+";
+    let found = check(&Op::Reboot, None, &parse(disabled), &ended(0), &parse(back));
+    assert!(found.is_empty(), "{found:?}");
+    // An enabled fsdax namespace that comes back in another mode is not.
+    let raw = FSDAX_MADE.replace("memory 1", "raw 1").replace("\"fsdax\"", "\"raw\"");
+    let found = check(&Op::Reboot, None, &parse(FSDAX_MADE), &ended(0), &parse(&raw));
+    assert_eq!(names(&found), vec![Invariant::RebootKeepsNamespaces]);
 }
 
 #[test]

@@ -6,6 +6,7 @@
 //! share one round trip in [`each`].
 
 mod checks;
+mod debug;
 pub mod console;
 mod devices;
 mod each;

@@ -1,0 +1,217 @@
+//! The verdict on one crash image: what its label areas hold (read on the
+//! host), what the guest started on it found, and which generation of the
+//! step it is: the namespaces before the step, after it, or between (ndctl
+//! makes a namespace with several label updates, uuid, size, sector size,
+//! claim: each is atomic, the command is not, so a cut may leave a
+//! namespace of the step's uuid at its raw size and no claim yet). Anything
+//! else is a violation: labels the kernel's write order never leaves, a
+//! namespace that is neither before nor after nor the step's own, a kernel
+//! that does not find what the labels hold, a kernel report, a failing
+//! `check-labels`, a further create refused.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use super::labels::{LabelViolation, NamespaceKey, Uuid};
+
+/// What a guest started on a crash image showed.
+#[derive(Clone, Debug, Default)]
+pub struct GuestView {
+    /// Namespaces with capacity, by sysfs: raw UUID and raw size.
+    pub namespaces: BTreeSet<(Uuid, u64)>,
+    pub region_enabled: bool,
+    /// Kernel reports (first lines) while the drivers probed.
+    pub kernel_reports: Vec<String>,
+    /// `ndctl check-labels` per DIMM: its name and whether it passed.
+    pub check_labels: Vec<(String, bool)>,
+    /// A create of one align after the checks: none when the region had
+    /// no room for it; else whether it succeeded.
+    pub further_create: Option<bool>,
+}
+
+/// How a crash image came out.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Before,
+    After,
+    Between,
+    Violation(String),
+}
+
+impl Outcome {
+    pub fn class(&self) -> &'static str {
+        match self {
+            Outcome::Before => "before",
+            Outcome::After => "after",
+            Outcome::Between => "between",
+            Outcome::Violation(_) => "VIOLATION",
+        }
+    }
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Outcome::Violation(why) => write!(f, "VIOLATION: {why}"),
+            other => f.write_str(other.class()),
+        }
+    }
+}
+
+/// The namespace sets the step went from and to (by their labels).
+#[derive(Clone, Debug)]
+pub struct Generations {
+    pub before: BTreeSet<NamespaceKey>,
+    pub after: BTreeSet<NamespaceKey>,
+}
+
+fn uuids(set: &BTreeSet<NamespaceKey>) -> BTreeSet<Uuid> {
+    set.iter().map(|k| k.uuid).collect()
+}
+
+/// Judges one crash image.
+pub fn judge(
+    media: &BTreeSet<NamespaceKey>,
+    label_violations: &[LabelViolation],
+    guest: &GuestView,
+    generations: &Generations,
+) -> Outcome {
+    if let Some(v) = label_violations.first() {
+        return Outcome::Violation(format!("labels: {v}"));
+    }
+    if let Some(report) = guest.kernel_reports.first() {
+        return Outcome::Violation(format!("kernel report while the drivers probed: {report}"));
+    }
+    let held: BTreeSet<(Uuid, u64)> = media
+        .iter()
+        .filter(|k| k.missing_positions.is_empty())
+        .map(|k| (k.uuid, k.size))
+        .collect();
+    if !held.is_empty() && !guest.region_enabled {
+        return Outcome::Violation(format!(
+            "the region did not come back, though its labels hold {} namespaces",
+            held.len()
+        ));
+    }
+    if held != guest.namespaces {
+        return Outcome::Violation(format!(
+            "the kernel found {:?}, the labels hold {:?}",
+            guest.namespaces, held
+        ));
+    }
+    if let Some((dimm, _)) = guest.check_labels.iter().find(|(_, ok)| !ok) {
+        return Outcome::Violation(format!("`ndctl check-labels {dimm}` failed"));
+    }
+    if guest.further_create == Some(false) {
+        return Outcome::Violation("a further create-namespace was refused".into());
+    }
+    generation(media, generations)
+}
+
+/// Which generation of the step `media` is.
+fn generation(media: &BTreeSet<NamespaceKey>, generations: &Generations) -> Outcome {
+    if *media == generations.before {
+        return Outcome::Before;
+    }
+    if *media == generations.after {
+        return Outcome::After;
+    }
+    let known: BTreeSet<Uuid> = uuids(&generations.before)
+        .union(&uuids(&generations.after))
+        .copied()
+        .collect();
+    if let Some(stranger) = media.iter().find(|k| !known.contains(&k.uuid)) {
+        return Outcome::Violation(format!(
+            "namespace {:?} is neither before the step, nor after it, nor the step's own",
+            stranger.uuid
+        ));
+    }
+    let kept: BTreeSet<Uuid> = uuids(&generations.before)
+        .intersection(&uuids(&generations.after))
+        .copied()
+        .collect();
+    if let Some(lost) = kept.difference(&uuids(media)).next() {
+        return Outcome::Violation(format!(
+            "namespace {lost:?}, which the step leaves alone, is gone"
+        ));
+    }
+    Outcome::Between
+}
+
+/// Outcomes counted by class, for the transcript.
+pub fn tally(outcomes: &[Outcome]) -> BTreeMap<&'static str, usize> {
+    let mut counts = BTreeMap::new();
+    for o in outcomes {
+        *counts.entry(o.class()).or_default() += 1;
+    }
+    counts
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::powercut::labels::ClaimClass;
+
+    fn key(byte: u8, size: u64, claim: ClaimClass) -> NamespaceKey {
+        NamespaceKey {
+            uuid: Uuid([byte; 16]),
+            size,
+            name: String::new(),
+            claim,
+            lbasize: 0,
+            missing_positions: Vec::new(),
+        }
+    }
+
+    fn guest_on(media: &BTreeSet<NamespaceKey>) -> GuestView {
+        GuestView {
+            namespaces: media.iter().map(|k| (k.uuid, k.size)).collect(),
+            region_enabled: true,
+            further_create: Some(true),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn before_after_and_between_a_create() {
+        let old = key(1, 64 << 20, ClaimClass::Pfn);
+        let new = key(2, 32 << 20, ClaimClass::Pfn);
+        let gens = Generations {
+            before: [old.clone()].into(),
+            after: [old.clone(), new.clone()].into(),
+        };
+        let judge_media = |m: BTreeSet<NamespaceKey>| judge(&m, &[], &guest_on(&m), &gens);
+        assert_eq!(judge_media(gens.before.clone()), Outcome::Before);
+        assert_eq!(judge_media(gens.after.clone()), Outcome::After);
+        // The new namespace at its size, its claim not yet written.
+        let raw = key(2, 32 << 20, ClaimClass::None);
+        assert_eq!(judge_media([old.clone(), raw].into()), Outcome::Between);
+        // The old namespace gone, or a stranger: never a cut's doing.
+        assert!(matches!(judge_media([new.clone()].into()), Outcome::Violation(_)));
+        let stranger = key(9, 16 << 20, ClaimClass::None);
+        assert!(matches!(judge_media([old, stranger].into()), Outcome::Violation(_)));
+    }
+
+    #[test]
+    fn a_kernel_that_does_not_find_the_labels_namespaces_is_a_violation() {
+        let new = key(2, 32 << 20, ClaimClass::Pfn);
+        let gens = Generations {
+            before: BTreeSet::new(),
+            after: [new.clone()].into(),
+        };
+        let media: BTreeSet<NamespaceKey> = [new].into();
+        let mut guest = guest_on(&media);
+        guest.region_enabled = false;
+        guest.namespaces.clear();
+        let outcome = judge(&media, &[], &guest, &gens);
+        assert!(matches!(&outcome, Outcome::Violation(w) if w.contains("did not come back")), "{outcome}");
+        let mut guest = guest_on(&media);
+        guest.check_labels.push(("nmem0".into(), false));
+        assert!(matches!(judge(&media, &[], &guest, &gens), Outcome::Violation(_)));
+        let mut guest = guest_on(&media);
+        guest.kernel_reports.push("WARNING: at label.c".into());
+        assert!(matches!(judge(&media, &[], &guest, &gens), Outcome::Violation(_)));
+        let counted = tally(&[Outcome::Before, Outcome::Before, Outcome::After]);
+        assert_eq!(counted.get("before"), Some(&2));
+    }
+}

@@ -10,7 +10,7 @@ use std::process::{Command as Process, ExitCode, ExitStatus};
 use anyhow::Context;
 use ndharness::tool::{self, Tool};
 
-use super::args::{BisectArgs, Common, GuestArgs, MachineArgs, RunArgs, SelectArgs};
+use super::args::{BisectArgs, Common, GuestArgs, MachineArgs, RunArgs, SelectArgs, ShareArgs};
 use super::config::find_root;
 
 pub fn bisect(args: BisectArgs) -> anyhow::Result<ExitCode> {
@@ -157,6 +157,7 @@ pub fn run_argv(run: &RunArgs) -> Vec<OsString> {
         results,
         bisect,
         new_variant,
+        share: ShareArgs { shares },
         guest,
     } = run;
     let mut argv = Argv::default();
@@ -172,6 +173,12 @@ pub fn run_argv(run: &RunArgs) -> Vec<OsString> {
     argv.optional("--results", results.as_ref());
     argv.switch("--bisect", *bisect);
     argv.switch("--new-variant", *new_variant);
+    for s in shares {
+        argv.value(
+            "--share",
+            format!("{}:{}", s.host.display(), s.guest.display()),
+        );
+    }
     guest_argv(&mut argv, guest);
     argv.0
 }
@@ -244,6 +251,21 @@ mod tests {
             results: Some("/results dir".into()),
             bisect: true,
             new_variant: true,
+            share: ShareArgs {
+                // Parsing finds the host folders: ones every host has.
+                shares: vec![
+                    ndharness::vm::Share {
+                        host: "/tmp".into(),
+                        guest: "/tmp".into(),
+                        read_only: false,
+                    },
+                    ndharness::vm::Share {
+                        host: "/".into(),
+                        guest: "/mnt/host root".into(),
+                        read_only: false,
+                    },
+                ],
+            },
             guest: GuestArgs {
                 common: Common {
                     root: Some("/repo".into()),

@@ -10,5 +10,6 @@ pub mod compare;
 pub mod config;
 pub mod image;
 pub mod run;
+pub mod shell;
 pub mod states;
 pub mod topology;

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 use ndharness::vm::accel::AccelChoice;
+use ndharness::vm::share::{self, Share};
 
 #[derive(Parser)]
 #[command(
@@ -24,8 +25,8 @@ pub enum Command {
         #[command(subcommand)]
         action: ImageAction,
     },
-    /// Boot one guest; run COMMAND in it and exit with its exit code, or stay
-    /// up until Ctrl-C.
+    /// Boot one guest; run COMMAND in it and exit with its exit code, or
+    /// open a shell in it (at a terminal; exit or Ctrl-a x stops the guest).
     Boot(BootArgs),
     /// Run suite cases as tests (libtest conventions).
     Run(RunArgs),
@@ -271,9 +272,29 @@ pub struct CompareArgs {
     #[arg(long)]
     pub out: Option<PathBuf>,
     #[command(flatten)]
+    pub share: ShareArgs,
+    #[command(flatten)]
     pub common: Common,
     #[command(flatten)]
     pub machine: MachineArgs,
+}
+
+/// Host folders in the guest.
+#[derive(Args, Clone, Debug, Default, PartialEq)]
+pub struct ShareArgs {
+    /// Share a host folder into the guest (9p, read-write), mounted at
+    /// GUEST_PATH [default: the host folder's own absolute path]; repeatable.
+    #[arg(long = "share", value_name = "HOST_DIR[:GUEST_PATH]", value_parser = parse_share)]
+    pub shares: Vec<Share>,
+}
+
+/// `--share`'s value: parsed, its host folder found.
+fn parse_share(spec: &str) -> Result<Share, share::Error> {
+    let cwd = std::env::current_dir().map_err(|source| share::Error::Host {
+        path: ".".into(),
+        source,
+    })?;
+    Share::parse(spec, &cwd)?.resolve()
 }
 
 #[derive(Args)]
@@ -293,6 +314,17 @@ pub struct BootArgs {
     /// Start from this state (saved with --save-state, same topology).
     #[arg(long, hide = true)]
     pub from_state: Option<PathBuf>,
+    #[command(flatten)]
+    pub share: ShareArgs,
+    /// Start QEMU's gdbstub on a free local port and boot the kernel with
+    /// nokaslr (a cold boot); prints the gdb command to attach.
+    #[arg(long)]
+    pub gdb: bool,
+    /// Without COMMAND, keep the guest up printing its sockets until
+    /// Ctrl-C instead of opening a shell (what happens when stdin is not a
+    /// terminal).
+    #[arg(long, conflicts_with = "command")]
+    pub no_shell: bool,
     /// Command to run in the guest.
     #[arg(last = true)]
     pub command: Vec<String>,
@@ -355,6 +387,8 @@ pub struct RunArgs {
     pub previous: Option<PathBuf>,
     #[command(flatten)]
     pub kcidb: KcidbArgs,
+    #[command(flatten)]
+    pub share: ShareArgs,
     #[command(flatten)]
     pub guest: GuestArgs,
 }

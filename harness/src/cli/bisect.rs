@@ -10,7 +10,9 @@ use std::process::{Command as Process, ExitCode, ExitStatus};
 use anyhow::Context;
 use ndharness::tool::{self, Tool};
 
-use super::args::{BisectArgs, Common, GuestArgs, KcidbArgs, MachineArgs, RunArgs, SelectArgs};
+use super::args::{
+    BisectArgs, Common, GuestArgs, KcidbArgs, MachineArgs, RunArgs, SelectArgs, ShareArgs,
+};
 use super::config::find_root;
 
 pub fn bisect(args: BisectArgs) -> anyhow::Result<ExitCode> {
@@ -166,6 +168,7 @@ pub fn run_argv(run: &RunArgs) -> Vec<OsString> {
             kcidb,
             kcidb_origin,
         },
+        share: ShareArgs { shares },
         guest,
     } = run;
     let mut argv = Argv::default();
@@ -189,6 +192,12 @@ pub fn run_argv(run: &RunArgs) -> Vec<OsString> {
     argv.optional("--previous", previous.as_ref());
     argv.optional("--kcidb", kcidb.as_ref());
     argv.optional("--kcidb-origin", kcidb_origin.as_ref().map(|o| o.as_str()));
+    for s in shares {
+        argv.value(
+            "--share",
+            format!("{}:{}", s.host.display(), s.guest.display()),
+        );
+    }
     guest_argv(&mut argv, guest);
     argv.0
 }
@@ -269,6 +278,21 @@ mod tests {
             kcidb: KcidbArgs {
                 kcidb: Some("/out/kcidb.json".into()),
                 kcidb_origin: Some("my_lab".parse().unwrap()),
+            },
+            share: ShareArgs {
+                // Parsing finds the host folders: ones every host has.
+                shares: vec![
+                    ndharness::vm::Share {
+                        host: "/tmp".into(),
+                        guest: "/tmp".into(),
+                        read_only: false,
+                    },
+                    ndharness::vm::Share {
+                        host: "/".into(),
+                        guest: "/mnt/host root".into(),
+                        read_only: false,
+                    },
+                ],
             },
             guest: GuestArgs {
                 common: Common {

@@ -1,7 +1,11 @@
 //! `ndharness boot`: one guest, started as a trial's would be (booted, or
-//! restored from a saved state) with its devices ready; then COMMAND run in
-//! it, or the guest left up until Ctrl-C.
+//! restored from a saved state, on the image its topology needs) with its
+//! devices ready and the host folders of `--share` mounted; then COMMAND
+//! run in it, or a shell in it at the terminal ([`super::shell`]), or the
+//! guest left up until Ctrl-C when stdin is no terminal. `--gdb` boots it
+//! cold with QEMU's gdbstub and prints how to attach.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -10,9 +14,11 @@ use anyhow::Context;
 use ndharness::runner::start::SavePoint;
 use ndharness::runner::{self, warm, Config, GuestEnv};
 use ndharness::topology::Loaded;
+use ndharness::vm::gdb::{self, KernelOrigin};
 use ndharness::vm::{self, Machine, RunDir, StartSpec};
 
 use super::args::BootArgs;
+use super::shell::{self, End};
 
 /// What the guest starts from: a saved state and the point of a guest's
 /// life it was saved at, or neither (a cold boot).
@@ -22,10 +28,16 @@ struct Start {
 }
 
 pub fn boot(args: BootArgs) -> anyhow::Result<ExitCode> {
-    let config = args.guest.config()?;
+    let mut config = args.guest.config()?;
+    config.shares = args.share.shares.clone();
     let topology = ndharness::topology::load(&args.topology)?;
-    let env = runner::prepare(&config)?;
+    let env = runner::for_topology(&config, &topology)?;
     let start = starting_point(&args, &config, &env, &topology)?;
+    let gdb = if args.gdb {
+        Some(gdb::free_port().context("finding a free port for the gdbstub")?)
+    } else {
+        None
+    };
     let run = RunDir::create(
         &config.runs_dir,
         &format!("boot-{}", topology.name),
@@ -39,8 +51,32 @@ pub fn boot(args: BootArgs) -> anyhow::Result<ExitCode> {
         extra_append: "",
         boot_timeout: config.boot_timeout,
         incoming: start.state.as_deref(),
+        shares: &config.shares,
+        gdb,
     };
+    if let Some(port) = gdb {
+        print_gdb(&config, &env, port)?;
+    }
     vm::runtime()?.block_on(drive(&args, &spec, &topology, run, &start))
+}
+
+/// How to attach gdb to the stub on `port`, with the kernel's symbols.
+fn print_gdb(config: &Config, env: &GuestEnv, port: u16) -> anyhow::Result<()> {
+    let release = &env.image.manifest.kernel_release;
+    let recipe =
+        ndharness::image::ImageFiles::load(&config.images_dir(), &env.image.manifest.image)?;
+    let origin = match &config.build.user_kernel {
+        Some(user) => KernelOrigin::Build(&user.bzimage),
+        None if recipe.recipe.kernel.build.is_some() => KernelOrigin::FromSource(release),
+        None => KernelOrigin::Packaged(release),
+    };
+    let symbols = gdb::symbols(origin);
+    eprintln!("gdbstub on 127.0.0.1:{port}, kernel booted with nokaslr; attach with:");
+    eprintln!("  {}", gdb::command(port, &symbols));
+    if let gdb::Symbols::Missing(why) = &symbols {
+        eprintln!("  VMLINUX: {why}");
+    }
+    Ok(())
 }
 
 /// Where the guest starts: `--from-state`, a cold boot when it is to be
@@ -59,6 +95,10 @@ fn starting_point(
         state: None,
         point: None,
     };
+    // nokaslr changes the kernel's command line: no saved state has it.
+    if args.gdb {
+        return Ok(cold);
+    }
     if let Some(path) = &args.from_state {
         return Ok(Start {
             state: Some(path.clone()),
@@ -68,7 +108,7 @@ fn starting_point(
     if args.save_state.is_some() {
         return Ok(cold);
     }
-    let group = warm::TemplateSpec::plain(topology);
+    let group = warm::TemplateSpec::plain(topology, &config.shares);
     Ok(match warm::state(config, env, group)? {
         Some(saved) => Start {
             state: Some(saved.state),
@@ -106,11 +146,53 @@ async fn drive(
         anyhow::bail!("{e} (evidence kept in {})", run.path.display());
     }
     let devices_took = unsaved.then(|| devices_started.elapsed());
+    if let Err(e) = m.mount_shares().await {
+        let run = m.stop().await;
+        anyhow::bail!("{e} (evidence kept in {})", run.path.display());
+    }
     eprintln!("{}", ready_line(&m, spec, start, devices_took));
-    if args.command.is_empty() {
+    for s in spec.shares {
+        eprintln!(
+            "  {} at {} in the guest",
+            s.host.display(),
+            s.guest.display()
+        );
+    }
+    if !args.command.is_empty() {
+        return run_command(m, &args.command, Duration::from_secs(args.timeout)).await;
+    }
+    if args.no_shell || !shell::wanted() {
         return stay_up(m).await;
     }
-    run_command(m, &args.command, Duration::from_secs(args.timeout)).await
+    shell_session(m, &topology.name).await
+}
+
+/// A shell in the guest until it ends; then the guest is stopped. Exits
+/// with the shell's exit code (128 + the signal for a signal).
+async fn shell_session(m: Machine, name: &str) -> anyhow::Result<ExitCode> {
+    let end = shell::session(&m, name).await;
+    let (code, why) = match end {
+        Ok(End::Exited(code)) => (code.unwrap_or(128), None),
+        Ok(End::Escape) => (0, None),
+        Ok(End::Signal(n)) => (128 + n, None),
+        Ok(End::Gone(e)) => (2, Some(e.to_string())),
+        Err(e) => (2, Some(format!("{e:#}"))),
+    };
+    let run = m.stop().await;
+    // The terminal may be gone (SIGHUP): a line it cannot take is no panic.
+    let mut stderr = std::io::stderr();
+    let _ = match why {
+        None => {
+            run.remove();
+            writeln!(stderr, "\r\nshell ended; guest stopped")
+        }
+        Some(why) => writeln!(
+            stderr,
+            "\r\nerror: {why} (evidence kept in {})",
+            run.path.display()
+        ),
+    };
+    Ok(ExitCode::from(code as u8))
 }
 
 async fn save(m: Machine, path: &Path) -> anyhow::Result<ExitCode> {
@@ -125,8 +207,8 @@ async fn save(m: Machine, path: &Path) -> anyhow::Result<ExitCode> {
 }
 
 /// `guest ready in 1.23s, drivers and regions in 0.45s more (kvm, cold
-/// boot, QEMU pid 42)`; the devices' time only when the harness readied
-/// them.
+/// boot, image nfit-test, QEMU pid 42)`; the devices' time only when the
+/// harness readied them.
 fn ready_line(
     m: &Machine,
     spec: &StartSpec<'_>,
@@ -146,7 +228,7 @@ fn ready_line(
         None => String::new(),
     };
     format!(
-        "guest ready in {:.2}s{devices} ({}, {}, QEMU pid {})",
+        "guest ready in {:.2}s{devices} ({}, {}, image {}, QEMU pid {})",
         m.times.agent_ready.as_secs_f64(),
         spec.accel.name(),
         if start.state.is_some() {
@@ -154,11 +236,13 @@ fn ready_line(
         } else {
             "cold boot"
         },
+        spec.image.manifest.image,
         m.pid()
     )
 }
 
-/// Prints where to reach the guest and keeps it up until Ctrl-C.
+/// Prints where to reach the guest and keeps it up until Ctrl-C (no shell:
+/// `--no-shell`, or stdin is no terminal of this process's).
 async fn stay_up(m: Machine) -> anyhow::Result<ExitCode> {
     let files = &m.run.files;
     eprintln!("  run folder   {}", m.run.path.display());
@@ -179,7 +263,6 @@ async fn run_command(
     command: &[String],
     timeout: Duration,
 ) -> anyhow::Result<ExitCode> {
-    use std::io::Write;
     let out = m.exec(command, timeout).await;
     let run = m.stop().await;
     let out =

@@ -76,6 +76,7 @@ fn side(args: &CompareArgs, out: &Path, label: &'static str, spec: &str) -> anyh
     // far is shown against the shared snapshot.
     config.variants = Vec::new();
     config.collect = Some(snapshots.clone());
+    config.shares = args.share.shares.clone();
     Ok(Side {
         label,
         spec: spec.to_owned(),

@@ -77,6 +77,7 @@ pub fn config(
         },
         accel: machine.accel,
         boot_timeout: Duration::from_secs(machine.boot_timeout),
+        shares: Vec::new(),
         root,
     })
 }

@@ -12,5 +12,6 @@ pub mod explore;
 pub mod image;
 pub mod merge;
 pub mod run;
+pub mod shell;
 pub mod states;
 pub mod topology;

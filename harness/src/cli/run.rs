@@ -45,6 +45,7 @@ fn run_cases(args: RunArgs) -> anyhow::Result<u8> {
     }
     config.new_variant = args.new_variant;
     let options = options(&args)?;
+    config.shares = args.share.shares;
     let filter = libtest_mimic::Arguments {
         filter: args.filter,
         list: args.list,

@@ -22,6 +22,8 @@ pub fn show(topology: &str) -> anyhow::Result<ExitCode> {
         accel: Accel::Tcg,
         extra_append: "",
         incoming: None,
+        shares: &[],
+        gdb: None,
     };
     println!("qemu-system-x86_64 {}", vm::cmdline::argv(&spec).join(" "));
     Ok(ExitCode::SUCCESS)

@@ -98,6 +98,8 @@ impl<'a> ExploreGuest<'a> {
             extra_append: "",
             boot_timeout: config.boot_timeout,
             incoming: target.state.as_ref().map(|s| s.state.as_path()),
+            shares: &[],
+            gdb: None,
         };
         let mut m = Machine::start(&spec, run).await?;
         let point = target.state.as_ref().map(|s| s.point);
@@ -362,6 +364,8 @@ impl<'a> ExploreGuest<'a> {
             extra_append: "",
             boot_timeout: target.config.boot_timeout,
             incoming: None,
+            shares: &[],
+            gdb: None,
         };
         let mut m = Machine::start(&spec, run).await?;
         if let Some(out) = m.load_drivers().await? {

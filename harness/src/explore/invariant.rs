@@ -289,7 +289,11 @@ type NamespaceSet = (
 );
 
 fn namespace_set(seen: &Observation) -> NamespaceSet {
-    let held = seen.sized().iter().map(|n| (n.uuid.clone(), n.size)).collect();
+    let held = seen
+        .sized()
+        .iter()
+        .map(|n| (n.uuid.clone(), n.size))
+        .collect();
     let modes = seen
         .sized()
         .iter()
@@ -311,7 +315,9 @@ fn reboot_keeps_namespaces(before: &Observation, after: &Observation) -> Option<
     let changed = was_modes.difference(&is_modes).next()?;
     violation(
         Invariant::RebootKeepsNamespaces,
-        format!("{changed:?} was enabled in that mode before the reboot, not after it ({is_modes:?})"),
+        format!(
+            "{changed:?} was enabled in that mode before the reboot, not after it ({is_modes:?})"
+        ),
     )
 }
 

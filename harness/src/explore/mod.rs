@@ -144,7 +144,7 @@ fn prepare<'a>(
     env: &'a GuestEnv,
     topology: &'a Loaded,
 ) -> Result<Explored<'a>, Error> {
-    let state = warm::state(config, env, TemplateSpec::plain(topology))?;
+    let state = warm::state(config, env, TemplateSpec::plain(topology, &[]))?;
     let target = Target {
         config,
         env,

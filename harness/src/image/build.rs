@@ -139,6 +139,7 @@ fn ship_modules(files: &ImageFiles, kernel: &StagedKernel, root: &Path) -> Resul
         root,
         &kernel.release,
         &files.recipe.modules,
+        &files.recipe.optional_modules,
     )?;
     depmod(root, &kernel.release)?;
     Ok(modules)

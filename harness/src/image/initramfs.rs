@@ -68,12 +68,14 @@ fn module_name(path: &str) -> String {
 
 /// Copies `wanted` modules and their dependencies from `src` (a
 /// `lib/modules/RELEASE` folder with modules.dep) into the root, decompressed
-/// (busybox and kmod without compression support need them plain).
+/// (busybox and kmod without compression support need them plain); the
+/// `optional` ones too when the kernel has them. Returns what was shipped.
 pub fn install_modules(
     src: &Path,
     root: &Path,
     release: &str,
     wanted: &[String],
+    optional: &[String],
 ) -> Result<Vec<String>> {
     let dep_path = src.join("modules.dep");
     let dep_text = std::fs::read_to_string(&dep_path).map_err(|e| Error::io(&dep_path, e))?;
@@ -83,7 +85,8 @@ pub fn install_modules(
 
     let mut files = BTreeSet::new();
     let mut shipped = Vec::new();
-    for module in wanted {
+    let required = wanted.iter().map(|m| (m, true));
+    for (module, needed) in required.chain(optional.iter().map(|m| (m, false))) {
         let module = module.replace('-', "_");
         match deps.get(&module) {
             Some((file, requires)) => {
@@ -92,6 +95,7 @@ pub fn install_modules(
                 shipped.push(module);
             }
             None if builtin.contains(&module) => shipped.push(format!("{module} (built in)")),
+            None if !needed => shipped.push(format!("{module} (not in this kernel)")),
             None => {
                 return Err(Error::Modules(format!(
                     "module `{module}` is neither built into kernel {release} nor in {}",

@@ -20,6 +20,12 @@ pub struct Recipe {
     /// Kernel modules shipped (with their dependencies).
     #[serde(default)]
     pub modules: Vec<String>,
+    /// Kernel modules shipped when the kernel has them (as modules or built
+    /// in), left out without an error when it does not: what only an
+    /// optional feature needs (9p for `--share`), so that a user's kernel
+    /// built without it still boots.
+    #[serde(default)]
+    pub optional_modules: Vec<String>,
     /// Paths left out of the initramfs.
     #[serde(default)]
     pub strip: Vec<String>,

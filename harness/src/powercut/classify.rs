@@ -187,9 +187,15 @@ mod tests {
         let raw = key(2, 32 << 20, ClaimClass::None);
         assert_eq!(judge_media([old.clone(), raw].into()), Outcome::Between);
         // The old namespace gone, or a stranger: never a cut's doing.
-        assert!(matches!(judge_media([new.clone()].into()), Outcome::Violation(_)));
+        assert!(matches!(
+            judge_media([new.clone()].into()),
+            Outcome::Violation(_)
+        ));
         let stranger = key(9, 16 << 20, ClaimClass::None);
-        assert!(matches!(judge_media([old, stranger].into()), Outcome::Violation(_)));
+        assert!(matches!(
+            judge_media([old, stranger].into()),
+            Outcome::Violation(_)
+        ));
     }
 
     #[test]
@@ -204,13 +210,22 @@ mod tests {
         guest.region_enabled = false;
         guest.namespaces.clear();
         let outcome = judge(&media, &[], &guest, &gens);
-        assert!(matches!(&outcome, Outcome::Violation(w) if w.contains("did not come back")), "{outcome}");
+        assert!(
+            matches!(&outcome, Outcome::Violation(w) if w.contains("did not come back")),
+            "{outcome}"
+        );
         let mut guest = guest_on(&media);
         guest.check_labels.push(("nmem0".into(), false));
-        assert!(matches!(judge(&media, &[], &guest, &gens), Outcome::Violation(_)));
+        assert!(matches!(
+            judge(&media, &[], &guest, &gens),
+            Outcome::Violation(_)
+        ));
         let mut guest = guest_on(&media);
         guest.kernel_reports.push("WARNING: at label.c".into());
-        assert!(matches!(judge(&media, &[], &guest, &gens), Outcome::Violation(_)));
+        assert!(matches!(
+            judge(&media, &[], &guest, &gens),
+            Outcome::Violation(_)
+        ));
         let counted = tally(&[Outcome::Before, Outcome::Before, Outcome::After]);
         assert_eq!(counted.get("before"), Some(&2));
     }

@@ -138,7 +138,8 @@ pub async fn label_writes(
         loop {
             match stub.wait_stop(POLL).await {
                 Ok(_) => {
-                    if let Some(write) = label_write(&mut stub, writes.borrow().len() + 1).await? {
+                    let next = writes.borrow().len() + 1;
+                    if let Some(write) = label_write(&mut stub, next).await? {
                         let dir = crash_dir.join(write.number.to_string());
                         copy_files(&files, &dir)?;
                         images.push(CrashImage {

@@ -7,6 +7,7 @@ use crate::image::{self, BuildOptions};
 use crate::kbuild::MockBuses;
 use crate::suite::GuestNames;
 use crate::vm::accel::AccelChoice;
+use crate::vm::Share;
 
 /// How long a guest may take from QEMU's start until its agent answers.
 pub const BOOT_TIMEOUT: Duration = Duration::from_secs(90);
@@ -38,6 +39,8 @@ pub struct Config {
     pub boot_timeout: Duration,
     /// The guest's kernel and ndctl by name: which `ignored:` entries apply.
     pub guest: GuestNames,
+    /// Host folders shared into every guest of the run (`--share`).
+    pub shares: Vec<Share>,
 }
 
 impl Config {
@@ -69,6 +72,7 @@ impl Config {
             },
             accel: AccelChoice::Auto,
             boot_timeout: BOOT_TIMEOUT,
+            shares: Vec::new(),
         }
     }
 

@@ -1,14 +1,17 @@
 //! The guest every trial of a run boots: the image (built or found in the
 //! cache), the QEMU binary and the accelerator, resolved once per run
-//! ([`GuestEnvs`]), with a second image for the trials that need the mock
-//! bus `nfit_test`.
+//! ([`GuestEnvs`]), with a second image for the trials that need a mock
+//! bus (`nfit_test`, `cxl_test`); [`for_topology`] picks the same way for
+//! one guest outside a run.
 
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
 use super::Config;
 use crate::image::{self, Image, ImageFiles};
+use crate::kbuild::MockBuses;
 use crate::suite::Trial;
+use crate::topology::Loaded;
 use crate::vm::Accel;
 
 /// The image, QEMU and accelerator a guest uses.
@@ -86,13 +89,44 @@ impl GuestEnvs {
     }
 }
 
+/// The guest a topology boots on outside a run (`boot`, `bench`), as a
+/// trial on it would: the run's image, or for a mock bus topology the
+/// run's test image ([`Config::test_image`]). An error names the flag to
+/// pass when no image of the configuration has the mock bus.
+pub fn for_topology(config: &Config, topology: &Loaded) -> Result<GuestEnv, Error> {
+    let t = &topology.topology;
+    let wants = MockBuses {
+        nfit_test: t.nfit_test.is_some(),
+        cxl_test: t.cxl_test.is_some(),
+    };
+    if !wants.nfit_test && !wants.cxl_test {
+        return prepare(config);
+    }
+    if let Some(why) = missing(config, wants, false) {
+        return Err(Error::NoNfitTest(format!(
+            "topology {} {why}",
+            topology.name
+        )));
+    }
+    match &config.test_image {
+        Some((name, _)) => prepare_image(config, name),
+        None => prepare(config),
+    }
+}
+
 /// Why `trial` cannot run with this configuration: it needs a mock bus or
 /// ndctl's tests, and no image of the run has them. None: it can.
 pub fn cannot_run(config: &Config, trial: &Trial) -> Option<String> {
     if !trial.needs_test_image() {
         return None;
     }
-    let wants = trial.mock_buses();
+    missing(config, trial.mock_buses(), trial.case.spec.ndctl_tests)
+}
+
+/// What the run's test image lacks of the mock buses `wants` (and of
+/// ndctl's own tests, which every test image ships), said with the flag
+/// that gets it; None when it has them.
+fn missing(config: &Config, wants: MockBuses, ndctl_tests: bool) -> Option<String> {
     let has = config.test_image.as_ref().map(|(_, mocks)| *mocks);
     let missing = match has {
         Some(has) if (!wants.nfit_test || has.nfit_test) && (!wants.cxl_test || has.cxl_test) => {
@@ -100,7 +134,8 @@ pub fn cannot_run(config: &Config, trial: &Trial) -> Option<String> {
         }
         _ if wants.cxl_test => "cxl_test",
         _ if wants.nfit_test => "nfit_test",
-        _ => "ndctl's own tests",
+        _ if ndctl_tests => "ndctl's own tests",
+        _ => return None,
     };
     let needs = format!("needs {missing}");
     Some(if config.build.user_ndctl.is_some() {

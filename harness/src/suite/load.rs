@@ -16,6 +16,13 @@ pub struct Case {
 }
 
 impl Case {
+    /// The files the case brings (`suites/SUITE/CASE.files/`), when it has
+    /// that folder; its guest has them read-only at `/case`.
+    pub fn files_dir(&self) -> Option<PathBuf> {
+        let dir = self.path.with_extension("files");
+        dir.is_dir().then_some(dir)
+    }
+
     pub fn snapshot_dir(&self) -> PathBuf {
         self.path
             .parent()

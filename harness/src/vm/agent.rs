@@ -243,13 +243,9 @@ impl Agent {
         }
     }
 
-    /// Runs `path args...` in the guest and waits for it, up to `timeout`.
-    pub async fn exec(&self, path: &str, args: &[String], timeout: Duration) -> Result<ExecOutput> {
-        let start = Instant::now();
-        let shown = std::iter::once(path.to_owned())
-            .chain(args.iter().cloned())
-            .collect::<Vec<_>>()
-            .join(" ");
+    /// Starts `path args...` in the guest and returns its pid; its output
+    /// is captured (for [`Agent::status`]) when `capture` is set.
+    pub async fn spawn(&self, path: &str, args: &[String], capture: bool) -> Result<i64> {
         let started = self
             .call(
                 qga::guest_exec {
@@ -263,21 +259,45 @@ impl Agent {
                     input_data: None,
                     // `true` (stdout and stderr apart) is what every agent
                     // takes; the `mode` form came with QEMU 8.1.
-                    capture_output: Some(qga::GuestExecCaptureOutput::flag(true)),
+                    capture_output: capture.then_some(qga::GuestExecCaptureOutput::flag(true)),
                 },
                 CALL_TIMEOUT,
             )
             .await?;
+        Ok(started.pid)
+    }
+
+    /// How a command [`Agent::spawn`] started ended, or `None` while it
+    /// runs (its duration is left zero). The agent forgets a command once
+    /// it has reported its end.
+    pub async fn status(&self, pid: i64) -> Result<Option<ExecOutput>> {
+        let status = self
+            .call(qga::guest_exec_status { pid }, CALL_TIMEOUT)
+            .await?;
+        Ok(status.exited.then(|| ExecOutput {
+            exit_code: status.exitcode.map(|c| c as i32),
+            signal: status.signal.map(|s| s as i32),
+            stdout: status.out_data.unwrap_or_default(),
+            stderr: status.err_data.unwrap_or_default(),
+            duration: Duration::ZERO,
+        }))
+    }
+
+    /// Runs `path args...` in the guest and waits for it, up to `timeout`.
+    pub async fn exec(&self, path: &str, args: &[String], timeout: Duration) -> Result<ExecOutput> {
+        let start = Instant::now();
+        let shown = std::iter::once(path.to_owned())
+            .chain(args.iter().cloned())
+            .collect::<Vec<_>>()
+            .join(" ");
+        let pid = self.spawn(path, args, true).await?;
         // Most commands end within a few hundred ms: a short cap on the
         // interval keeps the wait after the end short (a 50 ms cap cost
         // ~25 ms per command), at one cheap status call per 20 ms.
         let mut poll = Duration::from_millis(2);
         let mut lost = 0;
         loop {
-            let status = match self
-                .call(qga::guest_exec_status { pid: started.pid }, CALL_TIMEOUT)
-                .await
-            {
+            let status = match self.status(pid).await {
                 Ok(s) => s,
                 // A guest that froze for a moment (firmware activation
                 // quiesces user space and devices) can lose a request or its
@@ -298,13 +318,10 @@ impl Agent {
                 }
                 Err(e) => return Err(e),
             };
-            if status.exited {
+            if let Some(out) = status {
                 return Ok(ExecOutput {
-                    exit_code: status.exitcode.map(|c| c as i32),
-                    signal: status.signal.map(|s| s as i32),
-                    stdout: status.out_data.unwrap_or_default(),
-                    stderr: status.err_data.unwrap_or_default(),
                     duration: start.elapsed(),
+                    ..out
                 });
             }
             if start.elapsed() > timeout {

@@ -2,6 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
+use super::share::{self, Share};
 use crate::topology::Topology;
 
 /// The accelerator a guest runs under.
@@ -25,7 +26,12 @@ impl Accel {
 pub struct GuestFiles {
     pub qmp_socket: PathBuf,
     pub agent_socket: PathBuf,
+    /// The host end of the interactive shell's console (`ndharness boot`),
+    /// a port added to the running guest: not on the command line.
+    pub shell_socket: PathBuf,
     pub serial_log: PathBuf,
+    /// What the shell's console sent, as QEMU logs it.
+    pub shell_log: PathBuf,
     /// One backing file per NVDIMM, in topology order.
     pub nvdimm_backing: Vec<PathBuf>,
     /// (persistent memory, label area) per CXL type-3 device, in creation order.
@@ -42,7 +48,9 @@ impl GuestFiles {
         GuestFiles {
             qmp_socket: sockets.join("qmp.sock"),
             agent_socket: sockets.join("agent.sock"),
+            shell_socket: sockets.join("shell.sock"),
             serial_log: run.join("serial.log"),
+            shell_log: run.join("shell.log"),
             nvdimm_backing: (0..topology.nvdimms.len())
                 .map(|i| run.join(format!("nvdimm{i}.img")))
                 .collect(),
@@ -88,6 +96,10 @@ pub struct LaunchSpec<'a> {
     /// `migrate-incoming file:PATH`) instead of
     /// booting; the rest of the command line must be the one it was saved from.
     pub incoming: Option<&'a Path>,
+    /// Host folders shared into the guest (9p).
+    pub shares: &'a [Share],
+    /// QEMU's gdbstub on this local TCP port, the kernel without KASLR.
+    pub gdb: Option<u16>,
 }
 
 /// The QMP id of the guest agent's virtio-serial port; its VSERPORT_CHANGE
@@ -96,17 +108,22 @@ pub const AGENT_PORT_ID: &str = "agent0";
 
 /// The kernel command line.
 pub fn kernel_append(spec: &LaunchSpec) -> String {
+    let mut modules = super::modules::guest_modules(spec.topology);
+    if !spec.shares.is_empty() {
+        modules.extend(share::MODULES);
+    }
     let mut a = vec![
         "console=ttyS0".to_owned(),
         // An early panic reboots at once, and -no-reboot turns that into a
         // QEMU exit the harness sees.
         "panic=-1".to_owned(),
         "rdinit=/init".to_owned(),
-        format!(
-            "ndharness.modules={}",
-            super::modules::guest_modules(spec.topology).join(",")
-        ),
+        format!("ndharness.modules={}", modules.join(",")),
     ];
+    if spec.gdb.is_some() {
+        // Symbols at the addresses vmlinux gives them.
+        a.push("nokaslr".to_owned());
+    }
     for r in &spec.topology.e820 {
         a.push(format!("memmap={}!{}", r.size, r.offset));
     }
@@ -124,6 +141,11 @@ pub fn argv(spec: &LaunchSpec) -> Vec<String> {
     numa(&mut a, t);
     boot_args(&mut a, spec);
     channel_args(&mut a, spec.files);
+    a.extend(share::args(spec.shares));
+    if let Some(port) = spec.gdb {
+        // Local only: the stub gives whoever connects the whole machine.
+        push(&mut a, &["-gdb", &format!("tcp:127.0.0.1:{port}")]);
+    }
     pmem_args(&mut a, t, spec.files);
     if let Some(c) = &t.cxl {
         cxl_args(&mut a, c, &spec.files.cxl_backing);
@@ -429,6 +451,10 @@ mod tests {
     use super::*;
 
     fn render(name: &str, accel: Accel) -> String {
+        render_with(name, accel, &[], None)
+    }
+
+    fn render_with(name: &str, accel: Accel, shares: &[Share], gdb: Option<u16>) -> String {
         let t = crate::topology::load(name).unwrap().topology;
         let run = Path::new("<run>");
         let f = GuestFiles::under(run, run, &t);
@@ -440,6 +466,8 @@ mod tests {
             accel,
             extra_append: "",
             incoming: None,
+            shares,
+            gdb,
         };
         // One option and its value per line reads like a review diff should.
         let mut out = String::new();
@@ -479,5 +507,25 @@ mod tests {
     fn kvm_uses_host_cpu() {
         let text = render("nfit-1", Accel::Kvm);
         assert!(text.contains("-accel kvm\n-cpu host"), "{text}");
+    }
+
+    #[test]
+    fn shares_add_9p_devices_and_their_modules() {
+        let shares = [Share::parse("/tmp/x", Path::new("/")).unwrap()];
+        let text = render_with("nfit-1", Accel::Tcg, &shares, None);
+        assert!(
+            text.contains("\n-fsdev local,id=fsdev0,path=/tmp/x,security_model=none\n-device virtio-9p-pci,id=share0,fsdev=fsdev0,mount_tag=share0\n"),
+            "{text}"
+        );
+        assert!(text.contains(",ext4,9pnet_virtio,9p\n"), "{text}");
+        assert!(!render("nfit-1", Accel::Tcg).contains("9p"));
+    }
+
+    #[test]
+    fn gdb_adds_a_local_stub_and_nokaslr() {
+        let text = render_with("nfit-1", Accel::Tcg, &[], Some(1234));
+        assert!(text.contains("\n-gdb tcp:127.0.0.1:1234\n"), "{text}");
+        assert!(text.contains(" nokaslr\n"), "{text}");
+        assert!(!render("nfit-1", Accel::Tcg).contains("nokaslr"));
     }
 }

@@ -159,6 +159,8 @@ mod tests {
                 accel: Accel::Tcg,
                 extra_append: "",
                 incoming: None,
+                shares: &[],
+                gdb: None,
             });
             let drivers = driver_modules(&t);
             for d in &drivers {

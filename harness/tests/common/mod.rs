@@ -42,6 +42,8 @@ impl Guest {
             extra_append: "",
             boot_timeout: self.config.boot_timeout,
             incoming: None,
+            shares: &[],
+            gdb: None,
         };
         let run = || RunDir::create(&self.config.runs_dir, name, &self.t.topology).unwrap();
         match Machine::start(&spec, run()).await {

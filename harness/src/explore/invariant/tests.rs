@@ -180,8 +180,16 @@ ndctl
     let found = check(&Op::Reboot, None, &parse(disabled), &ended(0), &parse(back));
     assert!(found.is_empty(), "{found:?}");
     // An enabled fsdax namespace that comes back in another mode is not.
-    let raw = FSDAX_MADE.replace("memory 1", "raw 1").replace("\"fsdax\"", "\"raw\"");
-    let found = check(&Op::Reboot, None, &parse(FSDAX_MADE), &ended(0), &parse(&raw));
+    let raw = FSDAX_MADE
+        .replace("memory 1", "raw 1")
+        .replace("\"fsdax\"", "\"raw\"");
+    let found = check(
+        &Op::Reboot,
+        None,
+        &parse(FSDAX_MADE),
+        &ended(0),
+        &parse(&raw),
+    );
     assert_eq!(names(&found), vec![Invariant::RebootKeepsNamespaces]);
 }
 

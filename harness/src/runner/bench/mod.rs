@@ -67,6 +67,8 @@ pub enum Error {
     #[error(transparent)]
     Warm(#[from] super::warm::Error),
     #[error(transparent)]
+    GuestEnv(#[from] super::guest_env::Error),
+    #[error(transparent)]
     Ready(#[from] super::warm::ReadyError),
     #[error("{0}: no saved state (its template failed)")]
     NoState(String),
@@ -79,10 +81,28 @@ pub enum Error {
 
 /// Every measurement, in the order printed.
 pub fn bench(config: &Config, env: &GuestEnv, opts: &Options) -> Result<Vec<Measure>, Error> {
+    // Each topology on the image it needs, as `run` does (a mock bus
+    // topology on the test image), or a refusal before anything is measured.
+    let mut guests = Vec::new();
+    for name in &opts.topologies {
+        let topo = crate::topology::load(name)?;
+        let t = &topo.topology;
+        let own = if t.nfit_test.is_some() || t.cxl_test.is_some() {
+            Some(super::guest_env::for_topology(config, &topo)?)
+        } else {
+            None
+        };
+        guests.push((topo, own));
+    }
     let mut out = Vec::new();
     out.extend(image_builds(config, opts.runs)?);
-    for name in &opts.topologies {
-        out.extend(starts::measure(config, env, name, opts.runs)?);
+    for (topo, own) in &guests {
+        out.extend(starts::measure(
+            config,
+            own.as_ref().unwrap_or(env),
+            topo,
+            opts.runs,
+        )?);
     }
     if let Some(filter) = &opts.suite_filter {
         out.extend(suite::walls(config, filter, opts));

@@ -11,34 +11,31 @@ use crate::runner::{Config, GuestEnv};
 use crate::topology::Loaded;
 use crate::vm::{Machine, RunDir, StartSpec};
 
-/// The measures of topology `name`: `runs` cold boots, its saved state
+/// The measures of topology `topo`: `runs` cold boots, its saved state
 /// found or made, `runs` warm starts.
 pub fn measure(
     config: &Config,
     env: &GuestEnv,
-    name: &str,
+    topo: &Loaded,
     runs: usize,
 ) -> Result<Vec<Measure>, Error> {
+    let name = &topo.name;
     let rt = crate::vm::runtime().map_err(|source| Error::Io {
         path: config.runs_dir.clone(),
         source,
     })?;
-    let topo = crate::topology::load(name)?;
     let mut trip = Vec::new();
     let mut cold = Starts::default();
     for _ in 0..runs {
-        cold.push(
-            rt.block_on(start_once(config, env, &topo, None))?,
-            &mut trip,
-        );
+        cold.push(rt.block_on(start_once(config, env, topo, None))?, &mut trip);
     }
     let t0 = Instant::now();
-    let state = warm::state(config, env, TemplateSpec::plain(&topo))?
+    let state = warm::state(config, env, TemplateSpec::plain(topo, &[]))?
         .ok_or_else(|| Error::NoState(name.to_owned()))?;
     let made = t0.elapsed().as_secs_f64();
     let mut warm = Starts::default();
     for _ in 0..runs {
-        let start = rt.block_on(start_once(config, env, &topo, Some(&state)))?;
+        let start = rt.block_on(start_once(config, env, topo, Some(&state)))?;
         warm.push(start, &mut trip);
     }
     let size = std::fs::metadata(&state.state)
@@ -127,6 +124,8 @@ async fn start_once(
         extra_append: "",
         boot_timeout: config.boot_timeout,
         incoming: state,
+        shares: &[],
+        gdb: None,
     };
     let mut m = Machine::start(&spec, run).await?;
     let since_ready = Instant::now();

@@ -21,7 +21,7 @@ use super::{evidence, snapshot, Config, GuestEnv};
 use crate::normalize;
 use crate::suite::Trial;
 use crate::transcript;
-use crate::vm::{Machine, RunDir, StartSpec};
+use crate::vm::{Machine, RunDir, Share, StartSpec};
 
 /// How a trial ended.
 #[derive(Debug)]
@@ -101,6 +101,15 @@ pub fn run<E: Display>(
     (outcome, clock.into_phases())
 }
 
+/// The host folders a trial's guest gets: the run's (`--share`), then the
+/// case's own files (`CASE.files/` beside the case file, read-only at
+/// [`crate::vm::share::CASE_FILES`]).
+pub fn shares(config: &Config, trial: &Trial) -> Vec<Share> {
+    let mut shares = config.shares.clone();
+    shares.extend(trial.case.files_dir().map(|d| Share::case_files(&d)));
+    shares
+}
+
 /// Starts the guest and drives the trial; the run folder comes back when
 /// the trial passed.
 async fn drive(
@@ -112,6 +121,7 @@ async fn drive(
     mut clock: Laps,
 ) -> (Result<RunDir, Verdict>, Laps) {
     let evidence = run.path.clone();
+    let shares = shares(config, trial);
     let spec = StartSpec {
         qemu_binary: &env.qemu,
         image: &env.image,
@@ -120,6 +130,8 @@ async fn drive(
         extra_append: &trial.case.spec.kernel_args,
         boot_timeout: config.boot_timeout,
         incoming: state.map(|s| s.state.as_path()),
+        shares: &shares,
+        gdb: None,
     };
     let started = Machine::start(&spec, run).await;
     clock.lap(if state.is_some() { "restore" } else { "boot" });

@@ -158,6 +158,7 @@ impl<'a> Trace<'a> {
             }
             Some(_) => self.reattach().await?,
         }
+        self.mount_shares().await?;
         for step in &trial.case.spec.steps {
             let timeout = step.timeout.unwrap_or(trial.case.spec.step_timeout);
             match &step.action {
@@ -359,6 +360,19 @@ impl<'a> Trace<'a> {
         let context = format!("while booting again (step {})", self.step_count);
         check_reports(&boot_log, &step.expect.kernel_reports, &context)?;
         self.drivers(&step.expect.kernel_reports).await?;
-        self.assemble(Labels::Keep).await
+        self.assemble(Labels::Keep).await?;
+        self.mount_shares().await
+    }
+
+    /// Mounts the shared host folders before the case's steps (never in a
+    /// template: a state is saved with nothing mounted).
+    async fn mount_shares(&mut self) -> Result<(), Verdict> {
+        if self.machine().shares().is_empty() {
+            return Ok(());
+        }
+        self.clock.lap("steps");
+        self.machine().mount_shares().await?;
+        self.clock.lap("mount");
+        Ok(())
     }
 }

@@ -51,7 +51,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use super::start::{Assembly, Prelude, SavePoint, SavedState};
 use super::{Config, GuestEnv};
 use crate::topology::{Loaded, Topology};
-use crate::vm::{machine, Machine};
+use crate::vm::{machine, Machine, Share};
 
 pub use key::key;
 
@@ -79,18 +79,21 @@ pub enum DeviceModel {
 }
 
 /// What a group of trials' guest is started as: a topology, extra kernel
-/// arguments, who assembles its CXL regions, and whether the case drives
-/// QEMU's device models. One template guest (and saved state) per group.
+/// arguments, who assembles its CXL regions, whether the case drives
+/// QEMU's device models, and the host folders shared into it (saved
+/// unmounted; the key counts them, a restore takes any folders). One
+/// template guest (and saved state) per group.
 #[derive(Clone, Copy)]
 pub struct TemplateSpec<'a> {
     pub topology: &'a Loaded,
     pub kernel_args: &'a str,
     pub assembly: Assembly,
     pub device_model: DeviceModel,
+    pub shares: &'a [Share],
 }
 
 impl<'a> TemplateSpec<'a> {
-    pub fn of(trial: &'a crate::suite::Trial) -> TemplateSpec<'a> {
+    pub fn of(trial: &'a crate::suite::Trial, shares: &'a [Share]) -> TemplateSpec<'a> {
         let spec = &trial.case.spec;
         let qmp_steps = spec
             .steps
@@ -105,17 +108,19 @@ impl<'a> TemplateSpec<'a> {
             } else {
                 DeviceModel::Untouched
             },
+            shares,
         }
     }
 
     /// A guest outside a case (`boot`, `bench`): assembled by the harness,
     /// device models untouched.
-    pub fn plain(topology: &'a Loaded) -> TemplateSpec<'a> {
+    pub fn plain(topology: &'a Loaded, shares: &'a [Share]) -> TemplateSpec<'a> {
         TemplateSpec {
             topology,
             kernel_args: "",
             assembly: Assembly::ByHarness,
             device_model: DeviceModel::Untouched,
+            shares,
         }
     }
 
@@ -206,7 +211,8 @@ pub fn state_for(
     if trial.case.spec.cold {
         return Ok(None);
     }
-    state(config, env, TemplateSpec::of(trial))
+    let shares = crate::runner::trial::shares(config, trial);
+    state(config, env, TemplateSpec::of(trial, &shares))
 }
 
 /// How many times this process made each key's state: a state is made
@@ -303,7 +309,7 @@ mod tests {
     fn group(t: &Loaded, device_model: DeviceModel) -> TemplateSpec<'_> {
         TemplateSpec {
             device_model,
-            ..TemplateSpec::plain(t)
+            ..TemplateSpec::plain(t, &[])
         }
     }
 
@@ -349,5 +355,21 @@ mod tests {
             setup_material(a),
             setup_material(group(&cli, DeviceModel::Untouched))
         );
+    }
+
+    #[test]
+    fn shares_count_in_the_key_and_their_host_folders_do_not() {
+        let t = crate::topology::load("nfit-1").unwrap();
+        let at = |host: &str, read_only: bool| Share {
+            host: host.into(),
+            guest: "/mnt".into(),
+            read_only,
+        };
+        let (a, b) = ([at("/tmp/a", false)], [at("/srv/b", false)]);
+        let argv =
+            |shares| super::key::argv(crate::vm::Accel::Tcg, TemplateSpec::plain(&t, shares));
+        assert_eq!(argv(&a), argv(&b));
+        assert_ne!(argv(&a), argv(&[]));
+        assert_ne!(argv(&a), argv(&[at("/tmp/a", true)]));
     }
 }

@@ -102,6 +102,8 @@ async fn boot_and_save(
         extra_append: spec.kernel_args,
         boot_timeout: config.boot_timeout,
         incoming: None,
+        shares: spec.shares,
+        gdb: None,
     };
     let m = match Machine::start(&start, run).await {
         Ok(m) => m,

@@ -39,6 +39,11 @@ impl Machine {
     /// The files behind the guest's NVDIMMs, label areas, CXL memory and
     /// virtio-pmem devices.
     pub fn backing_files(&self) -> Vec<PathBuf> {
-        self.run.files.backing().into_iter().map(Path::to_owned).collect()
+        self.run
+            .files
+            .backing()
+            .into_iter()
+            .map(Path::to_owned)
+            .collect()
     }
 }

@@ -3,13 +3,15 @@
 //! a VM state saved ([`state`]) from a guest that had just become ready.
 //! The devices QEMU does not save are looked after in [`devices`]; QEMU's
 //! view is checked against the topology in [`checks`]; several commands
-//! share one round trip in [`each`].
+//! share one round trip in [`each`]; an interactive shell on a console
+//! added to the running guest is in [`shell`].
 
 mod checks;
-mod debug;
 pub mod console;
+mod debug;
 mod devices;
 mod each;
+pub mod shell;
 mod state;
 
 use std::future::Future;
@@ -20,7 +22,7 @@ use tokio::sync::watch;
 
 use super::agent::{self, Agent, ExecOutput};
 use super::qmp::{self, GuestEvents, Qmp};
-use super::{cmdline, modules, qemu, Accel, LaunchSpec, QemuProcess, RunDir};
+use super::{cmdline, modules, qemu, share, Accel, LaunchSpec, QemuProcess, RunDir, Share};
 use crate::image::Image;
 use crate::kmsg::{self, Marker, Record};
 use crate::topology::Topology;
@@ -61,6 +63,10 @@ pub enum Error {
     Mismatch(String),
     #[error("saved VM state: {0}")]
     State(String),
+    #[error("mounting the shared host folders in the guest: {0}")]
+    Mount(String),
+    #[error("the shell in the guest: {0}")]
+    Shell(String),
 }
 
 impl Error {
@@ -113,6 +119,8 @@ pub struct Machine {
     drivers: Vec<&'static str>,
     /// Started from a saved state.
     restored: bool,
+    /// Host folders on the command line, mounted by [`Machine::mount_shares`].
+    shares: Vec<Share>,
 }
 
 pub struct StartSpec<'a> {
@@ -124,6 +132,11 @@ pub struct StartSpec<'a> {
     pub boot_timeout: Duration,
     /// Start from this saved state (see [`Machine::save`]) instead of booting.
     pub incoming: Option<&'a Path>,
+    /// Host folders shared into the guest: on QEMU's command line from the
+    /// start, mounted by [`Machine::mount_shares`].
+    pub shares: &'a [Share],
+    /// QEMU's gdbstub on this local port (and the kernel without KASLR).
+    pub gdb: Option<u16>,
 }
 
 impl StartSpec<'_> {
@@ -172,6 +185,7 @@ impl Machine {
             hotplugged: 0,
             drivers: modules::driver_modules(spec.topology),
             restored: spec.incoming.is_some(),
+            shares: spec.shares.to_vec(),
         };
         if spec.incoming.is_some() {
             // The agent's port was open when the state was saved: no event
@@ -259,6 +273,37 @@ impl Machine {
             .map(|r| format!("shutdown: {r}"))
             .unwrap_or_else(|| "connection closed".into());
         exited(&self.run, during, status)
+    }
+
+    /// Waits until the guest panics, or QEMU exits or closes QMP, and says
+    /// what happened (for a wait with no end of its own: the shell).
+    pub async fn gone(&self, during: &str) -> Error {
+        let mut events = self.events.clone();
+        let seen =
+            events.wait_for(|e| e.panicked.is_some() || e.shutdown.is_some() || e.disconnected);
+        let _ = seen.await.map(drop);
+        self.trouble(during).await
+    }
+
+    /// The host folders shared into the guest.
+    pub fn shares(&self) -> &[Share] {
+        &self.shares
+    }
+
+    /// Mounts the shared host folders (nothing to do without shares): after
+    /// a boot, a restore or a reboot, never before a state is saved (QEMU
+    /// will not migrate a guest with a 9p export mounted).
+    pub async fn mount_shares(&self) -> Result<()> {
+        if self.shares.is_empty() {
+            return Ok(());
+        }
+        let script = share::mount_script(&self.shares);
+        let argv = ["/bin/sh".to_owned(), "-c".to_owned(), script];
+        let out = self.exec(&argv, Duration::from_secs(60)).await?;
+        if !out.success() {
+            return Err(Error::Mount(out.stderr_text().trim().to_owned()));
+        }
+        Ok(())
     }
 
     /// Runs a command without step markers (the harness's own queries).
@@ -395,6 +440,8 @@ async fn launch(spec: &StartSpec<'_>, run: &RunDir, t0: Instant) -> Result<(Qemu
         accel: spec.accel,
         extra_append: spec.extra_append,
         incoming: spec.incoming,
+        shares: spec.shares,
+        gdb: spec.gdb,
     };
     if let Some(state) = spec.incoming {
         state::restore_backing(state, run)?;

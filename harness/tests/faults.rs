@@ -348,18 +348,24 @@ fn sigkill_of_the_harness_takes_its_guests_along() {
     child.kill().unwrap();
     child.wait().unwrap();
     assert_no_qemu(dir.path(), "after SIGKILL of the harness");
-    // Gone, or a zombie nobody has reaped yet (its parent was killed).
-    let stat = std::fs::read_to_string(format!("/proc/{qemu}/stat")).unwrap_or_default();
-    let state = stat
-        .rsplit(')')
-        .next()
-        .unwrap_or("")
-        .split_whitespace()
-        .next();
-    assert!(
-        matches!(state, None | Some("Z") | Some("X")),
-        "QEMU {qemu}: {stat}"
-    );
+    // Gone, or a zombie nobody has reaped yet (its parent was killed). A
+    // process that got its SIGKILL can still be running its exit (its
+    // memory already released, so no command line): give it seconds.
+    let state_of = || {
+        let stat = std::fs::read_to_string(format!("/proc/{qemu}/stat")).unwrap_or_default();
+        let state = stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .split_whitespace()
+            .next()
+            .map(str::to_owned);
+        (state, stat)
+    };
+    let ended = wait_until(Duration::from_secs(5), || {
+        matches!(state_of().0.as_deref(), None | Some("Z") | Some("X"))
+    });
+    assert!(ended, "QEMU {qemu}: {}", state_of().1);
 }
 
 fn walk(dir: &Path) -> Vec<PathBuf> {

@@ -190,6 +190,17 @@ pub struct BenchArgs {
     /// its templates, as a first run after any change does.
     #[arg(long)]
     pub fresh_states: bool,
+    /// Measure power cuts on this topology (repeatable): a create-namespace
+    /// recorded at each label write, and each crash point's restart.
+    #[arg(long = "power-cut")]
+    pub power_cut: Vec<String>,
+    /// Measure `explore`'s steps per second on this topology (repeatable),
+    /// 2 guests at once, seed 1, for --explore-budget.
+    #[arg(long = "explore")]
+    pub explore: Vec<String>,
+    /// How long each --explore measurement explores.
+    #[arg(long, default_value = "3m", value_parser = humantime::parse_duration)]
+    pub explore_budget: std::time::Duration,
     /// Where the JSON goes [default: ROOT/target/ndharness/bench.json]
     #[arg(long)]
     pub json: Option<PathBuf>,

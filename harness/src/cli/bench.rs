@@ -1,5 +1,6 @@
-//! `ndharness bench`: cold boot, warm start, round trip, image build and
-//! suite wall time, printed and written as JSON.
+//! `ndharness bench`: cold boot, warm start, round trip, image build,
+//! suite wall time, power cuts and explore's rate, printed and written as
+//! JSON.
 
 use std::process::ExitCode;
 
@@ -24,6 +25,7 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
         suite_filter: args.suite,
         suite_skip: args.suite_skip,
         test_threads: args.test_threads,
+        power_cut: args.power_cut.clone(),
     };
     eprintln!(
         "bench: image {}, kernel {}, {}, {} runs each",
@@ -32,7 +34,10 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
         env.accel.name(),
         opts.runs
     );
-    let measures = bench::bench(&config, &env, &opts)?;
+    let mut measures = bench::bench(&config, &env, &opts)?;
+    for topology in &args.explore {
+        measures.push(explore_rate(&config, &env, topology, args.explore_budget)?);
+    }
     print!("{}", bench::render(&measures));
     let json = args
         .json
@@ -43,4 +48,41 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
     std::fs::write(&json, serde_json::to_string_pretty(&measures)?)?;
     println!("  json: {}", json.display());
     Ok(ExitCode::SUCCESS)
+}
+
+/// `explore` on one topology, 2 guests at once, seed 1, findings not
+/// shrunk: its seconds per step (and steps per second in the note).
+fn explore_rate(
+    config: &runner::Config,
+    env: &runner::GuestEnv,
+    topology: &str,
+    budget: std::time::Duration,
+) -> anyhow::Result<bench::Measure> {
+    let out = tempfile::tempdir()?;
+    let options = ndharness::explore::Options {
+        topologies: vec![topology.to_owned()],
+        seed: 1,
+        budget,
+        steps: 12,
+        jobs: 2,
+        out: out.path().to_owned(),
+        max_shrink_runs: 0,
+    };
+    let report = ndharness::explore::explore(config, env, &options)?;
+    let per_step = match report.steps_per_second {
+        r if r > 0.0 => 1.0 / r,
+        _ => f64::NAN,
+    };
+    let sequences: usize = report.topologies.values().map(|t| t.sequences).sum();
+    let note = format!(
+        "{:.2} steps/s over {:.0} s, {sequences} sequences, {} findings",
+        report.steps_per_second,
+        report.wall_seconds,
+        report.findings.len()
+    );
+    Ok(bench::Measure::new(
+        format!("explore {topology}, 2 guests: seconds per step"),
+        vec![per_step],
+        Some(note),
+    ))
 }

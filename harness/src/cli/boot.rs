@@ -53,6 +53,7 @@ pub fn boot(args: BootArgs) -> anyhow::Result<ExitCode> {
         incoming: start.state.as_deref(),
         shares: &config.shares,
         gdb,
+        backing_from: None,
     };
     if let Some(port) = gdb {
         print_gdb(&config, &env, port)?;

@@ -114,7 +114,9 @@ fn rule(invariant: Invariant) -> &'static str {
         }
         Invariant::CapacityConserved => "with every namespace gone, the whole region is available",
         Invariant::ListAgreesWithSysfs => "ndctl list and sysfs agree on enabled",
-        Invariant::RebootKeepsNamespaces => "a reboot keeps the namespaces' sizes",
+        Invariant::RebootKeepsNamespaces => {
+            "a reboot or a driver reload brings the region and its namespaces' sizes back"
+        }
         Invariant::EnabledIsReadable => "an enabled namespace reads at both ends",
     }
 }
@@ -157,7 +159,7 @@ fn check(region: &str, v: &Violation, log: &StepLog) -> Option<String> {
                 .map(|n| n.size.to_string())
                 .collect();
             Some(format!(
-                "test \"$(cat {r}/namespace*/size | grep -v '^0$' | sort -n | tr '\\n' ' ')\" = \"{}\"",
+                "test -d {r} && test \"$(cat {r}/namespace*/size | grep -v '^0$' | sort -n | tr '\\n' ' ')\" = \"{}\"",
                 sizes.iter().map(|s| format!("{s} ")).collect::<String>()
             ))
         }

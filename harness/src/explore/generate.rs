@@ -19,7 +19,7 @@ use super::model::{Model, Op, RegionShape};
 
 /// Bumped when what a seed generates changes (the model's choices, their
 /// weights): recorded in every case file the explorer writes.
-pub const GENERATOR: u32 = 2;
+pub const GENERATOR: u32 = 3;
 
 /// A generated sequence as the library hands it to the test: the initial
 /// model, the operations, and the counter of steps run (for shrinking).

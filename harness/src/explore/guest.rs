@@ -24,7 +24,14 @@ use crate::vm::{RunDir, StartSpec};
 
 /// Waits for the nd buses' asynchronous probes (namespaces after a
 /// region comes back).
+/// What finding the region says when the guest has none.
+const NO_ND_REGION: &str = "the guest has no nd region";
 const FLUSH_PROBES: &str = "cat /sys/bus/nd/devices/ndbus*/wait_probe >/dev/null";
+/// Waits (10 s at most) until every memdev has its endpoint again: what
+/// `cxl create-region` needs after `cxl_mem` is loaded.
+const WAIT_ENDPOINTS: &str = "n=$(ls -d /sys/bus/cxl/devices/mem* | wc -l); i=0; \
+     until [ $(ls -d /sys/bus/cxl/devices/endpoint* 2>/dev/null | wc -l) -ge $n ]; do \
+     i=$((i+1)); [ $i -lt 200 ] || exit 1; sleep 0.05; done";
 
 /// How long one operation may take.
 const STEP_TIMEOUT: Duration = Duration::from_secs(60);
@@ -60,6 +67,8 @@ pub struct Ran {
     pub result: StepResult,
     pub stdout: String,
     pub stderr: String,
+    /// A CXL region operation left the guest without its nd region.
+    pub region_lost: bool,
 }
 
 pub struct ExploreGuest<'a> {
@@ -100,6 +109,7 @@ impl<'a> ExploreGuest<'a> {
             incoming: target.state.as_ref().map(|s| s.state.as_path()),
             shares: &[],
             gdb: None,
+            backing_from: None,
         };
         let mut m = Machine::start(&spec, run).await?;
         let point = target.state.as_ref().map(|s| s.point);
@@ -143,7 +153,7 @@ impl<'a> ExploreGuest<'a> {
         if guest.region.is_empty() {
             return Err(GuestError::Setup {
                 what: "finding the region",
-                detail: "the guest has no nd region".into(),
+                detail: NO_ND_REGION.into(),
             });
         }
         Ok(guest)
@@ -163,7 +173,7 @@ impl<'a> ExploreGuest<'a> {
         if self.region.is_empty() {
             return Err(GuestError::Setup {
                 what: "finding the region",
-                detail: "the guest has no nd region".into(),
+                detail: NO_ND_REGION.into(),
             });
         }
         if self.target.topology.topology.cxl.is_none() {
@@ -277,6 +287,10 @@ impl<'a> ExploreGuest<'a> {
                 "cxl destroy-region -f {} && {} >/dev/null",
                 self.cxl_region, self.recreate
             ),
+            Op::CxlDriverReload => format!(
+                "cxl destroy-region -f {} && rmmod cxl_pmem cxl_mem && modprobe -a cxl_mem cxl_pmem && {WAIT_ENDPOINTS} && {} >/dev/null && {FLUSH_PROBES}",
+                self.cxl_region, self.recreate
+            ),
             Op::Prepare => return None,
         };
         Some((command, None))
@@ -344,8 +358,16 @@ impl<'a> ExploreGuest<'a> {
         if matches!(op, Op::InitLabels) && ran.result.exit_code == Some(0) {
             self.uuids.clear();
         }
-        if matches!(op, Op::CxlRegionCycle | Op::CxlRegionRecreate) {
-            self.find_regions().await?;
+        if matches!(
+            op,
+            Op::CxlRegionCycle | Op::CxlRegionRecreate | Op::CxlDriverReload
+        ) {
+            match self.find_regions().await {
+                Err(GuestError::Setup { detail, .. }) if detail == NO_ND_REGION => {
+                    ran.region_lost = true;
+                }
+                other => other?,
+            }
         }
         Ok(ran)
     }
@@ -366,6 +388,7 @@ impl<'a> ExploreGuest<'a> {
             incoming: None,
             shares: &[],
             gdb: None,
+            backing_from: None,
         };
         let mut m = Machine::start(&spec, run).await?;
         if let Some(out) = m.load_drivers().await? {

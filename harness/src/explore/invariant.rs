@@ -37,7 +37,8 @@ pub enum Invariant {
     /// `ndctl list` agrees with sysfs on the namespaces, their modes and
     /// whether they are enabled.
     ListAgreesWithSysfs,
-    /// After a reboot, the same namespaces (uuid, size, mode) as before.
+    /// After a reboot (or a driver reload), the same namespaces (uuid,
+    /// size, mode) as the labels held before.
     RebootKeepsNamespaces,
     /// An enabled namespace with a block device reads at both ends.
     EnabledIsReadable,
@@ -120,7 +121,7 @@ pub fn check(
     }
     found.extend(capacity_conserved(after));
     found.extend(list_agrees_with_sysfs(after));
-    if matches!(op, Op::Reboot) {
+    if op.rebuilds_from_labels() {
         found.extend(reboot_keeps_namespaces(before, after));
     }
     found.extend(enabled_is_readable(after));

@@ -89,6 +89,12 @@ pub enum Op {
     /// CXL: the CXL region destroyed and created again on the same
     /// devices, their labels kept.
     CxlRegionRecreate,
+    /// CXL: the region destroyed, `cxl_pmem` and `cxl_mem` unloaded and
+    /// loaded again, and the region created again on the same devices as
+    /// soon as their endpoints are back (labels kept): what a developer
+    /// reloading a driver under test does. The namespaces must come back
+    /// as after a reboot.
+    CxlDriverReload,
     /// What the guest does before the first step (the drivers, the CXL
     /// regions' assembly, the labels): never generated, it names where a
     /// kernel report came from when it came before any step.
@@ -112,8 +118,16 @@ impl Op {
             Op::Reboot => "reboot",
             Op::CxlRegionCycle => "cxl-region-cycle",
             Op::CxlRegionRecreate => "cxl-region-recreate",
+            Op::CxlDriverReload => "cxl-driver-reload",
             Op::Prepare => "prepare",
         }
+    }
+
+    /// Whether the namespaces after the operation are read back from the
+    /// labels (a reboot, a driver reload): the set must be the one the
+    /// labels held.
+    pub fn rebuilds_from_labels(&self) -> bool {
+        matches!(self, Op::Reboot | Op::CxlDriverReload)
     }
 
     /// The slot the operation names, if any.
@@ -258,6 +272,7 @@ impl Model {
             if self.shape.cxl {
                 arms.push((1, Just(Op::CxlRegionCycle).boxed()));
                 arms.push((1, Just(Op::CxlRegionRecreate).boxed()));
+                arms.push((1, Just(Op::CxlDriverReload).boxed()));
             }
             let devdax = self.slots_where(|n| n.mode == Mode::Devdax && n.enabled);
             if !devdax.is_empty() {
@@ -302,7 +317,9 @@ impl Model {
                         .is_some_and(|n| n.mode == Mode::Devdax && n.enabled)
             }
             Op::RegionDisable => self.region_enabled,
-            Op::CxlRegionCycle | Op::CxlRegionRecreate => self.region_enabled && self.shape.cxl,
+            Op::CxlRegionCycle | Op::CxlRegionRecreate | Op::CxlDriverReload => {
+                self.region_enabled && self.shape.cxl
+            }
             Op::RegionEnable | Op::InitLabels | Op::WriteAlign { .. } => !self.region_enabled,
             Op::Reboot => true,
             Op::Prepare => false,
@@ -341,6 +358,7 @@ impl Model {
             | Op::WriteAlign { .. }
             | Op::CxlRegionCycle
             | Op::CxlRegionRecreate
+            | Op::CxlDriverReload
             | Op::Prepare => {}
             Op::RegionDisable => self.region_enabled = false,
             Op::RegionEnable => self.region_enabled = true,

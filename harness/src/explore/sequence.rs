@@ -87,13 +87,24 @@ async fn steps(
             continue;
         };
         let ran = guest.run(op, &command).await?;
-        let after = guest.observe().await?;
-        let reference = if matches!(op, Op::Reboot) {
+        let lost = ran.region_lost.then(|| invariant::Violation {
+            invariant: invariant::Invariant::RebootKeepsNamespaces,
+            detail: format!("the nd region did not come back after {}", op.kind()),
+            kernel_line: None,
+        });
+        // Without its region the guest has nothing to observe.
+        let after = if lost.is_some() {
+            Observation::default()
+        } else {
+            guest.observe().await?
+        };
+        let reference = if op.rebuilds_from_labels() {
             labelled.clone()
         } else {
             before.clone()
         };
-        let broken = invariant::check(op, create, &reference, &ran.result, &after);
+        let mut broken = invariant::check(op, create, &reference, &ran.result, &after);
+        broken.splice(0..0, lost);
         if matches!(op, Op::InitLabels) && ran.result.exit_code == Some(0) {
             labelled = Observation::default();
         }

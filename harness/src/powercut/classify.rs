@@ -13,6 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use super::labels::{LabelViolation, NamespaceKey, Uuid};
+use super::sectors::SectorTally;
 
 /// What a guest started on a crash image showed.
 #[derive(Clone, Debug, Default)]
@@ -27,6 +28,10 @@ pub struct GuestView {
     /// A create of one align after the checks: none when the region had
     /// no room for it; else whether it succeeded.
     pub further_create: Option<bool>,
+    /// The drivers or the CXL region assembly failing, as it said.
+    pub setup_failure: Option<String>,
+    /// The sectors a case asked to be read, judged.
+    pub sectors: Option<SectorTally>,
 }
 
 /// How a crash image came out.
@@ -81,6 +86,12 @@ pub fn judge(
     }
     if let Some(report) = guest.kernel_reports.first() {
         return Outcome::Violation(format!("kernel report while the drivers probed: {report}"));
+    }
+    if let Some(failure) = &guest.setup_failure {
+        return Outcome::Violation(failure.clone());
+    }
+    if let Some(sectors) = guest.sectors.as_ref().filter(|s| !s.is_consistent()) {
+        return Outcome::Violation(sectors.to_string());
     }
     let held: BTreeSet<(Uuid, u64)> = media
         .iter()

@@ -8,6 +8,10 @@
 //! machine coming back.
 
 pub mod classify;
+pub mod cut;
 pub mod gdb;
 pub mod labels;
+pub mod media;
 pub mod record;
+pub mod restart;
+pub mod sectors;

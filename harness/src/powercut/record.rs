@@ -86,7 +86,8 @@ pub struct Recorded {
 
 /// The address of kernel symbol `name` in the guest.
 pub async fn symbol(m: &Machine, name: &str) -> Result<u64> {
-    let script = format!("grep -w '{name}' /proc/kallsyms | head -1");
+    // The name exactly: `grep -w` also takes `NAME.cold`, listed first.
+    let script = format!("awk '$3 == \"{name}\" {{ print $1; exit }}' /proc/kallsyms");
     let argv = ["/bin/sh".to_owned(), "-c".to_owned(), script];
     let out = m.exec(&argv, Duration::from_secs(30)).await?;
     let text = out.stdout_text();
@@ -120,7 +121,8 @@ pub async fn label_writes(
     entry: u64,
     crash_dir: &Path,
 ) -> Result<Recorded> {
-    let socket = m.run.path.join("gdb.sock");
+    // Beside QMP's socket: the run folder's path may be too long for one.
+    let socket = m.run.files.qmp_socket.with_file_name("gdb.sock");
     m.start_gdbserver(&socket).await?;
     let mut stub = GdbClient::connect(&socket, gdb::TIMEOUT).await?;
     stub.set_breakpoint(entry).await?;

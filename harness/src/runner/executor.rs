@@ -6,6 +6,7 @@
 //! [`RunEvent`] for each part of the run. It prints nothing of its own
 //! about trials: reporters do ([`super::reporter`]).
 
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -15,11 +16,14 @@ use super::guest_env::GuestEnvs;
 use super::jobs::default_jobs;
 use super::repeat::{Repeat, Stopper};
 use super::reporter::{Reporter, Reporters, RunEvent, RunRecord, Schedule};
-use super::result::{exit_code, Phases, RunInfo, Status, TrialResult, RETRIED_AFTER};
+use super::result::{
+    exit_code, Phases, RunInfo, Status, TrialResult, KNOWN_FAILURE_PASSED, RETRIED_AFTER,
+};
 use super::selection::{self, Planned};
 use super::trial::{self, TrialOutcome};
 use super::{snapshot, warm, Config, GuestEnv};
-use crate::suite::Trial;
+use crate::suite::known::{self, Judged};
+use crate::suite::{KnownFailure, Trial};
 
 /// How many libtest trials (repetitions) one libtest run is given at most:
 /// a soak's rounds are dealt in batches of about this many.
@@ -187,7 +191,7 @@ fn libtest_trial(
             let reason = Some(why.to_owned());
             return Ok(Completion::Ignored { reason });
         }
-        run_one(&exec, &trial, repetition).map(|()| Completion::Completed)
+        run_one(&exec, &trial, repetition)
     })
 }
 
@@ -239,7 +243,7 @@ fn run_info(exec: &Execution) -> RunInfo {
 
 /// One trial (one repetition of it) on one of libtest's threads: run
 /// (again, once, after an infrastructure error), recorded, reported.
-fn run_one(exec: &Execution, trial: &Trial, repetition: Option<u32>) -> Result<(), Failed> {
+fn run_one(exec: &Execution, trial: &Trial, repetition: Option<u32>) -> Result<Completion, Failed> {
     let start = Instant::now();
     let env = exec.envs.for_trial(&exec.config, trial);
     let guest = match (&env, trial.needs_test_image()) {
@@ -260,23 +264,18 @@ fn run_one(exec: &Execution, trial: &Trial, repetition: Option<u32>) -> Result<(
         }
         Ok(env) => attempt_twice(&exec.config, &env, trial, repetition),
     };
-    let (status, evidence, message, skipped) = match outcome {
-        TrialOutcome::Pass => (Status::Pass, None, None, None),
-        TrialOutcome::Fail { message, evidence } => {
-            let message = with_evidence(message, Some(&evidence));
-            (Status::Fail, Some(evidence), Some(message), None)
-        }
-        TrialOutcome::Error { message, evidence } => {
-            let message = with_evidence(message, evidence.as_ref());
-            (Status::Error, evidence, Some(message), None)
-        }
-        TrialOutcome::Skip { reason } => (Status::Ignored, None, None, Some(reason)),
-    };
+    let known = trial
+        .case
+        .spec
+        .known_failures
+        .entries_for(&exec.config.guest, &trial.topology.name);
+    let (status, evidence, message, note) = settle(outcome, &known);
+    let why_known = note.clone().filter(|_| status == Status::KnownFailure);
     let result = TrialResult {
         name: trial.name.clone(),
         topology: trial.topology.name.clone(),
         modes: trial.case.spec.modes.clone(),
-        note: skipped.or(retried),
+        note: note.or(retried),
         status,
         duration: start.elapsed(),
         phases,
@@ -290,9 +289,48 @@ fn run_one(exec: &Execution, trial: &Trial, repetition: Option<u32>) -> Result<(
     if let Ok(mut r) = exec.results.lock() {
         r.push(result);
     }
-    match message {
-        Some(m) => Err(Failed::from(m)),
-        None => Ok(()),
+    match (status, message) {
+        // libtest shows it as ignored, with why: it must not fail the run.
+        (Status::KnownFailure, _) => Ok(Completion::Ignored {
+            reason: why_known.map(|r| format!("known failure: {r}")),
+        }),
+        (_, Some(m)) => Err(Failed::from(m)),
+        (_, None) => Ok(Completion::Completed),
+    }
+}
+
+/// A trial's outcome as it is reported: status, evidence, message and
+/// note, given the known failure its case declares on this guest, if any.
+fn settle(
+    outcome: TrialOutcome,
+    known: &[&KnownFailure],
+) -> (Status, Option<PathBuf>, Option<String>, Option<String>) {
+    match outcome {
+        TrialOutcome::Pass => {
+            let stale = match known::judge(known, None) {
+                Judged::Stale(reason) => Some(format!("{KNOWN_FAILURE_PASSED}{reason}")),
+                _ => None,
+            };
+            (Status::Pass, None, None, stale)
+        }
+        TrialOutcome::Fail { message, evidence } => {
+            let judged = known::judge(known, Some(&message));
+            let message = with_evidence(message, Some(&evidence));
+            match judged {
+                Judged::Known(reason) => (
+                    Status::KnownFailure,
+                    Some(evidence),
+                    Some(message),
+                    Some(reason),
+                ),
+                _ => (Status::Fail, Some(evidence), Some(message), None),
+            }
+        }
+        TrialOutcome::Error { message, evidence } => {
+            let message = with_evidence(message, evidence.as_ref());
+            (Status::Error, evidence, Some(message), None)
+        }
+        TrialOutcome::Skip { reason } => (Status::Ignored, None, None, Some(reason)),
     }
 }
 

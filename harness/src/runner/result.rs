@@ -10,7 +10,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::suite::{Mode, Trial};
 
-/// As results.json says it: `pass`, `fail`, `error`, `ignored`.
+/// As results.json says it: `pass`, `fail`, `error`, `ignored`,
+/// `known-failure`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
@@ -19,6 +20,10 @@ pub enum Status {
     Error,
     /// Marked `ignored` in its case: shown with the reason, never a pass.
     Ignored,
+    /// Failed as a `known_failures:` entry of its case says: shown with
+    /// the reason, never a pass, and not a failure of the run.
+    #[serde(rename = "known-failure")]
+    KnownFailure,
 }
 
 impl Status {
@@ -28,6 +33,7 @@ impl Status {
             Status::Fail => "FAIL",
             Status::Error => "ERROR",
             Status::Ignored => "ignored",
+            Status::KnownFailure => "known",
         }
     }
 }
@@ -63,6 +69,9 @@ pub struct TrialResult {
 
 /// The prefix of a retried trial's note.
 pub(crate) const RETRIED_AFTER: &str = "retried after: ";
+/// The prefix of the note of a trial that passed where its case expects a
+/// known failure.
+pub(crate) const KNOWN_FAILURE_PASSED: &str = "known failure passed: ";
 
 impl TrialResult {
     /// The first attempt's infrastructure error, when the trial was retried.
@@ -70,6 +79,14 @@ impl TrialResult {
         self.note
             .as_deref()
             .and_then(|n| n.strip_prefix(RETRIED_AFTER))
+    }
+
+    /// The reason of the known failure this trial was expected to fail
+    /// with, when it passed instead.
+    pub fn stale_known_failure(&self) -> Option<&str> {
+        self.note
+            .as_deref()
+            .and_then(|n| n.strip_prefix(KNOWN_FAILURE_PASSED))
     }
 
     /// The trial's name, with `#N` when it is the Nth repetition.

@@ -21,6 +21,8 @@ pub enum Outcome {
     Error,
     /// Not run (its case is ignored here), or every run skipped itself.
     Ignored,
+    /// Every run failed as its case's known failure says.
+    Known,
 }
 
 impl Outcome {
@@ -31,6 +33,7 @@ impl Outcome {
             Outcome::Fail => "FAIL",
             Outcome::Error => "ERROR",
             Outcome::Ignored => "ignored",
+            Outcome::Known => "known",
         }
     }
 }
@@ -44,12 +47,19 @@ pub struct Tally {
     pub passed: u32,
     pub failed: u32,
     pub errors: u32,
+    /// Runs that failed as a known failure of their case.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub known: u32,
     /// Mean time of the runs that ran.
     #[serde(rename = "mean_seconds", serialize_with = "seconds")]
     pub mean: Duration,
     /// The repetitions that failed or errored, in order.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub failing: Vec<u32>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 fn seconds<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -61,6 +71,7 @@ impl Tally {
         match self {
             t if t.runs == 0 => Outcome::Ignored,
             t if t.passed == t.runs => Outcome::Pass,
+            t if t.known == t.runs => Outcome::Known,
             t if t.passed > 0 => Outcome::Flaky,
             t if t.failed > 0 => Outcome::Fail,
             _ => Outcome::Error,
@@ -92,6 +103,7 @@ pub fn tally(results: &[TrialResult]) -> Vec<Tally> {
                 passed: 0,
                 failed: 0,
                 errors: 0,
+                known: 0,
                 mean: Duration::ZERO,
                 failing: Vec::new(),
             };
@@ -102,6 +114,7 @@ pub fn tally(results: &[TrialResult]) -> Vec<Tally> {
             Status::Pass => t.passed += 1,
             Status::Fail => t.failed += 1,
             Status::Error => t.errors += 1,
+            Status::KnownFailure => t.known += 1,
         }
         if r.status != Status::Pass {
             t.failing.push(r.repetition.unwrap_or(1));

@@ -105,7 +105,16 @@ fn expand(suite_dir: &Path, case: Arc<Case>, trials: &mut Vec<Trial>) -> Result<
         } else {
             named.clone()
         };
-        let topology = topology::load(&spec)?;
+        let mut topology = topology::load(&spec)?;
+        let cuts = case
+            .spec
+            .steps
+            .iter()
+            .any(|s| matches!(s.action, super::Action::PowerCut(_)));
+        if cuts {
+            // Its restarts read the labels of their own crash images.
+            topology.topology.pmem_drivers = topology::PmemDrivers::AfterStart;
+        }
         trials.push(Trial {
             name: format!("{}::{}::{}", case.suite, case.name, topology.name),
             case: case.clone(),

@@ -1,14 +1,19 @@
 //! Suites: folders under `suites/`, one YAML file per case, snapshots beside
 //! them in `snapshots/`.
 
+mod duration;
 mod ignore;
+pub mod known;
 mod load;
 mod model;
+mod power_cut;
 mod upstream;
 
 pub use ignore::{GuestNames, IgnoreEntry, Ignored};
+pub use known::{KnownFailure, KnownFailures};
 pub use load::{discover, Case, Trial};
 pub use model::{Action, CaseSpec, ExitExpect, Expect, Mode, Step, StepError, TopologyRef};
+pub use power_cut::{CutPoints, PowerCut, SectorCheck};
 pub use upstream::{UpstreamSpec, UpstreamTest};
 
 #[derive(Debug, thiserror::Error)]

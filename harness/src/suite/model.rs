@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::duration as humantime_serde_compat;
 use super::ignore::Ignored;
 use crate::size::Size;
 
@@ -19,6 +20,10 @@ pub struct CaseSpec {
     /// ([`Ignored`]); never counted as passed.
     #[serde(default)]
     pub ignored: Ignored,
+    /// Failures known on some guests and topologies: the trial runs there
+    /// and its failure is reported as known ([`super::known`]).
+    #[serde(default)]
+    pub known_failures: super::known::KnownFailures,
     /// For a regression case: the upstream bug it reproduces.
     #[serde(default)]
     pub bug: Option<Bug>,
@@ -193,6 +198,9 @@ pub enum Action {
     },
     /// Power off and boot the same guest again on the same backing files.
     Reboot,
+    /// A command run with power cuts taken during it, each judged on a
+    /// guest started again on what the cut left.
+    PowerCut(super::power_cut::PowerCut),
     /// Snapshot the layout and the kernel log since the last checkpoint.
     Checkpoint(String),
 }
@@ -201,7 +209,9 @@ impl Action {
     /// The guest command that performs the action.
     pub fn argv(&self) -> Vec<String> {
         match self {
-            Action::Run(line) => vec!["/bin/sh".into(), "-c".into(), line.clone()],
+            Action::Run(line) | Action::PowerCut(super::power_cut::PowerCut { run: line, .. }) => {
+                vec!["/bin/sh".into(), "-c".into(), line.clone()]
+            }
             Action::Exec(argv) => argv.clone(),
             Action::HotplugNvdimm { .. }
             | Action::Qmp { .. }
@@ -232,6 +242,7 @@ impl Action {
             Action::Qmp { command, arguments } if arguments.is_null() => format!("qmp: {command}"),
             Action::Qmp { command, arguments } => format!("qmp: {command} {arguments}"),
             Action::Reboot => "reboot".to_owned(),
+            Action::PowerCut(cut) => cut.display(),
             Action::Checkpoint(name) => format!("checkpoint {name}"),
         }
     }
@@ -326,6 +337,7 @@ struct RawStep {
     hotplug_nvdimm: Option<RawHotplug>,
     qmp: Option<RawQmp>,
     reboot: Option<RawReboot>,
+    power_cut: Option<super::power_cut::PowerCut>,
     checkpoint: Option<String>,
     #[serde(default)]
     expect: Expect,
@@ -377,7 +389,7 @@ pub enum StepError {
     Qmp(#[from] crate::vm::qmp::StepError),
     #[error("checkpoint name `{name}`: use letters, digits, `-` and `_` (it names a snapshot file; `transcript` is taken)")]
     CheckpointName { name: String },
-    #[error("a step has exactly one of `run`, `exec`, `write`, `hotplug_nvdimm`, `qmp`, `reboot`, `checkpoint`; this one has {count}")]
+    #[error("a step has exactly one of `run`, `exec`, `write`, `hotplug_nvdimm`, `qmp`, `reboot`, `power_cut`, `checkpoint`; this one has {count}")]
     ActionCount { count: usize },
 }
 
@@ -416,6 +428,9 @@ impl TryFrom<RawStep> for Step {
         if raw.reboot.is_some() {
             actions.push(Action::Reboot);
         }
+        if let Some(cut) = raw.power_cut {
+            actions.push(Action::PowerCut(cut));
+        }
         if let Some(name) = raw.checkpoint {
             if name.is_empty()
                 || name == "transcript"
@@ -437,27 +452,6 @@ impl TryFrom<RawStep> for Step {
             expect: raw.expect,
             timeout: raw.timeout,
         })
-    }
-}
-
-/// Durations written as `5s`, `2m`, `500ms`.
-pub(super) mod humantime_serde_compat {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer};
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let text = String::deserialize(d)?;
-        humantime::parse_duration(&text)
-            .map_err(|e| serde::de::Error::custom(format!("`{text}`: {e} (examples: 5s, 2m)")))
-    }
-
-    pub mod option {
-        use super::*;
-
-        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-            super::deserialize(d).map(Some)
-        }
     }
 }
 

@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::duration as humantime_serde_compat;
 use super::ignore::Ignored;
-use super::model::{humantime_serde_compat, Action, CaseSpec, Expect, Step, TopologyRef};
+use super::model::{Action, CaseSpec, Expect, Step, TopologyRef};
 
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -45,6 +46,9 @@ pub struct UpstreamTest {
     /// (never counted as passed).
     #[serde(default)]
     pub ignored: Ignored,
+    /// Runs, and fails for a known reason, on the guests it names.
+    #[serde(default)]
+    pub known_failures: super::known::KnownFailures,
     #[serde(default)]
     pub kernel_args: String,
     /// Why it runs where it runs, for the reader.
@@ -82,6 +86,7 @@ impl UpstreamSpec {
                     description,
                     topology: t.topology.clone(),
                     ignored: t.ignored.clone(),
+                    known_failures: t.known_failures.clone(),
                     bug: None,
                     kernel_args: t.kernel_args.clone(),
                     cold: false,

@@ -79,6 +79,23 @@ pub struct Topology {
     /// dax_cxl are loaded at boot either way (no udev loads them later).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cxl_test: Option<MockBus>,
+    /// When the NVDIMM and pmem drivers load: not in topology files, set
+    /// for a case that starts guests again on crash images (power cuts).
+    #[serde(skip)]
+    pub pmem_drivers: PmemDrivers,
+}
+
+/// When the guest's NVDIMM bus and pmem drivers load.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum PmemDrivers {
+    /// At boot, by the guest's init.
+    #[default]
+    AtBoot,
+    /// By the harness once the agent answers, after the point a warm start
+    /// restores: a guest restored from a state saved before them reads the
+    /// labels of its own backing files (a crash image's), not those the
+    /// template's kernel had read into memory.
+    AfterStart,
 }
 
 /// Whether the guest loads a mock bus at boot.

@@ -27,8 +27,9 @@ fn modules(topology: &Topology) -> Vec<(&'static str, bool)> {
         // Bound by alias only: without udev, nothing else loads them.
         m.extend(["cxl_mock_mem", "dax_cxl"].map(|n| (n, false)));
     }
+    let pmem_late = topology.pmem_drivers == crate::topology::PmemDrivers::AfterStart;
     if topology.has_nfit() {
-        m.push(("nfit", false));
+        m.push(("nfit", pmem_late));
     }
     if topology.cxl.is_some() {
         m.extend(
@@ -39,7 +40,7 @@ fn modules(topology: &Topology) -> Vec<(&'static str, bool)> {
         );
     }
     if !topology.e820.is_empty() {
-        m.push(("nd_e820", false));
+        m.push(("nd_e820", pmem_late));
     }
     let virtio_pmem = !topology.virtio_pmem.is_empty();
     if virtio_pmem {
@@ -58,7 +59,7 @@ fn modules(topology: &Topology) -> Vec<(&'static str, bool)> {
                 "crc32c_generic",
                 "ext4",
             ]
-            .map(|n| (n, virtio_pmem)),
+            .map(|n| (n, virtio_pmem || pmem_late)),
         );
     }
     m
@@ -106,6 +107,7 @@ mod tests {
             virtio_pmem: vec![],
             nfit_test: None,
             cxl_test: None,
+            pmem_drivers: Default::default(),
         };
         assert!(!guest_modules(&t).contains(&"nfit"));
         assert!(!guest_modules(&t).contains(&"nd_pmem"));
@@ -119,6 +121,20 @@ mod tests {
         let pos = |n: &str| m.iter().position(|x| *x == n);
         assert!(pos("nfit_test").unwrap() < pos("nd_pmem").unwrap(), "{m:?}");
         assert!(!t.has_nfit());
+    }
+
+    #[test]
+    fn pmem_drivers_after_start_leave_nfit_and_the_stack_to_the_harness() {
+        let mut t = crate::topology::load("nfit-1").unwrap().topology;
+        t.pmem_drivers = crate::topology::PmemDrivers::AfterStart;
+        let at_boot = guest_modules(&t);
+        assert!(
+            !at_boot.contains(&"nfit") && !at_boot.contains(&"nd_pmem"),
+            "{at_boot:?}"
+        );
+        let late = driver_modules(&t);
+        let pos = |n: &str| late.iter().position(|x| *x == n);
+        assert!(pos("nfit").unwrap() < pos("nd_pmem").unwrap(), "{late:?}");
     }
 
     #[test]

@@ -44,6 +44,7 @@ impl Guest {
             incoming: None,
             shares: &[],
             gdb: None,
+            backing_from: None,
         };
         let run = || RunDir::create(&self.config.runs_dir, name, &self.t.topology).unwrap();
         match Machine::start(&spec, run()).await {

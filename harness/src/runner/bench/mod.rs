@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
+mod power_cut;
 mod starts;
 mod suite;
 
@@ -24,11 +25,7 @@ pub struct Measure {
 }
 
 impl Measure {
-    pub(super) fn new(
-        what: impl Into<String>,
-        mut samples: Vec<f64>,
-        note: Option<String>,
-    ) -> Measure {
+    pub fn new(what: impl Into<String>, mut samples: Vec<f64>, note: Option<String>) -> Measure {
         samples.sort_by(f64::total_cmp);
         let median = match samples.len() {
             0 => f64::NAN,
@@ -52,6 +49,9 @@ pub struct Options {
     /// Trials left out of it (libtest `--skip`).
     pub suite_skip: Vec<String>,
     pub test_threads: Option<usize>,
+    /// Topologies whose power-cut cost is measured (a recorded
+    /// create-namespace and its crash points).
+    pub power_cut: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -70,6 +70,8 @@ pub enum Error {
     GuestEnv(#[from] super::guest_env::Error),
     #[error(transparent)]
     Ready(#[from] super::warm::ReadyError),
+    #[error("power cut: {0}")]
+    PowerCut(String),
     #[error("{0}: no saved state (its template failed)")]
     NoState(String),
     #[error("{path}: {source}")]
@@ -103,6 +105,9 @@ pub fn bench(config: &Config, env: &GuestEnv, opts: &Options) -> Result<Vec<Meas
             topo,
             opts.runs,
         )?);
+    }
+    for name in &opts.power_cut {
+        out.extend(power_cut::measure(config, env, name, opts.runs)?);
     }
     if let Some(filter) = &opts.suite_filter {
         out.extend(suite::walls(config, filter, opts));

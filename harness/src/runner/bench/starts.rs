@@ -126,6 +126,7 @@ async fn start_once(
         incoming: state,
         shares: &[],
         gdb: None,
+        backing_from: None,
     };
     let mut m = Machine::start(&spec, run).await?;
     let since_ready = Instant::now();

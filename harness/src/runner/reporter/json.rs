@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::{RunRecord, Schedule, Shard};
-use crate::runner::result::{RunInfo, Status, TrialResult, RETRIED_AFTER};
+use crate::runner::result::{RunInfo, Status, TrialResult, KNOWN_FAILURE_PASSED, RETRIED_AFTER};
 use crate::runner::tally::{tally, Tally};
 use crate::suite::Mode;
 
@@ -52,9 +52,12 @@ struct JsonTrial {
     message: Option<String>,
     /// The infrastructure error of a first attempt that was retried.
     retried_after: Option<String>,
-    /// Why an ignored trial did not run.
+    /// Why an ignored trial did not run; the reason of a known failure.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     reason: Option<String>,
+    /// A pass where the case expects this known failure (a stale entry?).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    known_failure_passed: Option<String>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -67,6 +70,8 @@ struct JsonRun {
     failed: usize,
     errors: usize,
     ignored: usize,
+    #[serde(default)]
+    known_failures: usize,
     exit_code: u8,
     #[serde(default, skip_serializing_if = "Schedule::is_plain")]
     schedule: Schedule,
@@ -105,9 +110,10 @@ fn json_trial(r: &TrialResult, info: &RunInfo) -> JsonTrial {
         evidence: r.evidence.clone(),
         message: r.message.clone(),
         retried_after: r.retried_after().map(str::to_owned),
-        reason: (r.status == Status::Ignored)
+        reason: matches!(r.status, Status::Ignored | Status::KnownFailure)
             .then(|| r.note.clone())
             .flatten(),
+        known_failure_passed: r.stale_known_failure().map(str::to_owned),
     }
 }
 
@@ -126,6 +132,7 @@ pub fn json(run: &RunRecord) -> String {
         failed: count(Status::Fail),
         errors: count(Status::Error),
         ignored: count(Status::Ignored),
+        known_failures: count(Status::KnownFailure),
         exit_code: run.exit_code,
         schedule: run.schedule.clone(),
         pass_rates: if repeated { tally(results) } else { Vec::new() },
@@ -142,7 +149,10 @@ fn seconds(s: f64) -> Duration {
 fn trial_result(t: JsonTrial, info: &RunInfo) -> TrialResult {
     let own_guest = t.kernel != info.kernel || t.image != info.image_key;
     let note = match (t.status, t.reason, t.retried_after) {
-        (Status::Ignored, Some(reason), _) => Some(reason),
+        (Status::Ignored | Status::KnownFailure, Some(reason), _) => Some(reason),
+        _ if t.known_failure_passed.is_some() => t
+            .known_failure_passed
+            .map(|r| format!("{KNOWN_FAILURE_PASSED}{r}")),
         (_, _, Some(first)) => Some(format!("{RETRIED_AFTER}{first}")),
         _ => None,
     };

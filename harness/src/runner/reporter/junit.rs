@@ -60,6 +60,14 @@ fn test_case(suite: &str, r: &TrialResult) -> TestCase {
             }
             s
         }
+        // As pytest reports an expected failure: skipped, with why.
+        Status::KnownFailure => {
+            let mut s = TestCaseStatus::skipped();
+            let reason = r.note.as_deref().unwrap_or_default().trim();
+            s.set_message(format!("known failure: {reason}"));
+            s.set_description(r.message.as_deref().unwrap_or_default());
+            s
+        }
     };
     if let Some(first) = r.retried_after() {
         let mut rerun = TestRerun::new(NonSuccessKind::Error);

@@ -45,7 +45,8 @@ pub fn progress_line(r: &TrialResult) -> String {
     if let Some(p) = &r.evidence {
         tail.push_str(&format!("  {}", p.display()));
     }
-    if let Some(note) = &r.note {
+    // A known failure's reason is long: the summary lists it once.
+    if let Some(note) = r.note.as_ref().filter(|_| r.status != Status::KnownFailure) {
         tail.push_str(&format!("  ({})", note.trim()));
     }
     let time = if r.status == Status::Ignored {
@@ -66,8 +67,13 @@ pub fn failures(results: &[TrialResult]) -> String {
     let mut failed: Vec<&TrialResult> = results.iter().filter(|r| r.message.is_some()).collect();
     failed.sort_by(|a, b| (&a.name, a.repetition).cmp(&(&b.name, b.repetition)));
     for r in failed {
+        let known = if r.status == Status::KnownFailure {
+            " (known failure)"
+        } else {
+            ""
+        };
         out.push_str(&format!(
-            "\n---- {} ----\n{}\n",
+            "\n---- {}{known} ----\n{}\n",
             r.display_name(),
             r.message.as_deref().unwrap_or_default().trim_end()
         ));

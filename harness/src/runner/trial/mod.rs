@@ -132,6 +132,7 @@ async fn drive(
         incoming: state.map(|s| s.state.as_path()),
         shares: &shares,
         gdb: None,
+        backing_from: None,
     };
     let started = Machine::start(&spec, run).await;
     clock.lap(if state.is_some() { "restore" } else { "boot" });

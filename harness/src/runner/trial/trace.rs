@@ -11,9 +11,10 @@ use super::verdict::{check_expect, check_reports, skip_reason, Verdict};
 use crate::assemble::{self, Labels};
 use crate::kmsg::{self, Record};
 use crate::names::Names;
+use crate::powercut::cut::{self, CutPlace};
 use crate::runner::laps::Laps;
 use crate::runner::start::{Assembly, Prelude, SavePoint};
-use crate::suite::{Action, Step, Trial};
+use crate::suite::{Action, PowerCut, Step, Trial};
 use crate::topology::Topology;
 use crate::transcript::{self, StepRecord};
 use crate::vm::agent;
@@ -164,6 +165,10 @@ impl<'a> Trace<'a> {
             match &step.action {
                 Action::Checkpoint(name) => self.checkpoint(name).await?,
                 Action::Reboot => self.reboot(spec, step).await?,
+                Action::PowerCut(cut) => {
+                    let seed = seed_of(&trial.name);
+                    self.power_cut(spec, step, cut, seed, timeout).await?
+                }
                 _ => self.step(step, timeout).await?,
             }
         }
@@ -265,15 +270,29 @@ impl<'a> Trace<'a> {
             }
             Err(e) => return Err(e.into()),
         };
+        self.judge_step(step, number, &out.output, out.kernel)?;
+        let context = format!("after step {number}");
+        self.unattributed(KernelLog::AlreadyRead, &context).await
+    }
+
+    /// Records step `number`'s run and judges it: its kernel reports, its
+    /// skip code, its expectations.
+    fn judge_step(
+        &mut self,
+        step: &Step,
+        number: usize,
+        output: &agent::ExecOutput,
+        kernel: Vec<Record>,
+    ) -> Result<(), Verdict> {
         let rec = StepRecord {
             n: number,
             command: step.action.display(),
-            exit_code: out.output.exit_code,
-            signal: out.output.signal,
-            stdout: out.output.stdout_text(),
-            stderr: out.output.stderr_text(),
-            kernel: out.kernel,
-            duration: out.output.duration,
+            exit_code: output.exit_code,
+            signal: output.signal,
+            stdout: output.stdout_text(),
+            stderr: output.stderr_text(),
+            kernel,
+            duration: output.duration,
             boot: self.boot,
             marker: false,
         };
@@ -286,9 +305,7 @@ impl<'a> Trace<'a> {
         if self.skip_exit.is_some() && rec.exit_code == self.skip_exit {
             return Err(Verdict::Skip(skip_reason(&rec.stdout, &rec.stderr)));
         }
-        check_expect(step, rec)?;
-        let context = format!("after step {number}");
-        self.unattributed(KernelLog::AlreadyRead, &context).await
+        check_expect(step, rec)
     }
 
     /// Snapshots the layout and the kernel log since the last checkpoint.
@@ -364,6 +381,78 @@ impl<'a> Trace<'a> {
         self.mount_shares().await
     }
 
+    /// A step run once with its power cuts taken, each crash image judged
+    /// on a guest started again on it (see [`crate::powercut::cut`]); the
+    /// transcript shows the writes and the outcomes, the evidence keeps
+    /// every point's cost and, for a violation, the image and the restart.
+    async fn power_cut(
+        &mut self,
+        spec: &StartSpec<'_>,
+        step: &Step,
+        cut: &PowerCut,
+        seed: u64,
+        timeout: Duration,
+    ) -> Result<(), Verdict> {
+        self.step_count += 1;
+        let number = self.step_count;
+        let context = format!("before step {number}");
+        self.unattributed(KernelLog::ReadGuest, &context).await?;
+        let dir = self.machine().run.path.join(format!("power-cut-{number}"));
+        let place = CutPlace {
+            spec,
+            dir: &dir,
+            seed: seed ^ number as u64,
+        };
+        let report = match cut::run(self.machine(), cut, timeout, &place).await {
+            Ok(report) => report,
+            Err(cut::Error::Record(crate::powercut::record::Error::Guest(e))) => {
+                return Err(e.into())
+            }
+            Err(e) => return Err(Verdict::Error(format!("step {number}: {e}"))),
+        };
+        let _ = std::fs::write(dir.join("points.txt"), report.details());
+        let summary = report.summary();
+        let output = match &report.output {
+            Ok(output) => output.clone(),
+            Err(machine::Error::Agent(agent::Error::CommandTimeout { timeout, .. })) => {
+                return Err(Verdict::Fail(format!(
+                    "step {number} (`{}`) did not finish within {timeout:?}",
+                    step.action.display()
+                )))
+            }
+            Err(e) if e.is_infrastructure() => return Err(Verdict::Error(e.to_string())),
+            Err(e) => return Err(Verdict::Fail(e.to_string())),
+        };
+        self.machine().read_kernel_log().await?;
+        let kernel = self.machine().take_unattributed();
+        let mut output = output;
+        output.stdout = format!("{}{summary}\n", output.stdout_text()).into_bytes();
+        self.judge_step(step, number, &output, kernel)?;
+        let broken: Vec<String> = report
+            .violations()
+            .map(|p| match &p.evidence {
+                Some((image, restart)) => format!(
+                    "  {}: {}\n    image {}, restart {}",
+                    p.point,
+                    p.outcome,
+                    image.display(),
+                    restart.display()
+                ),
+                None => format!("  {}: {}", p.point, p.outcome),
+            })
+            .collect();
+        if !broken.is_empty() {
+            return Err(Verdict::Fail(format!(
+                "step {number} (`{}`): {} of {} crash points broke consistency:\n{}",
+                step.action.display(),
+                broken.len(),
+                report.points.len(),
+                broken.join("\n")
+            )));
+        }
+        Ok(())
+    }
+
     /// Mounts the shared host folders before the case's steps (never in a
     /// template: a state is saved with nothing mounted).
     async fn mount_shares(&mut self) -> Result<(), Verdict> {
@@ -375,4 +464,11 @@ impl<'a> Trace<'a> {
         self.clock.lap("mount");
         Ok(())
     }
+}
+
+/// A trial's name as a seed (FNV-1a): the same cuts run after run.
+fn seed_of(name: &str) -> u64 {
+    name.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }

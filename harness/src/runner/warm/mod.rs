@@ -136,9 +136,12 @@ impl<'a> TemplateSpec<'a> {
 /// mailbox beyond the PCI headers and the HDM decoders (MSI-X table, event
 /// interrupt policy, mailbox interrupt, RAS masks), which a case that
 /// drives the device model through QMP (poison, events, errors) can reach.
+/// A power-cut case restarts guests on crash images from the same state,
+/// so its pmem drivers must not have read any labels yet.
 pub fn save_point(spec: TemplateSpec<'_>) -> SavePoint {
     let t = spec.topology();
     if !t.virtio_pmem.is_empty()
+        || t.pmem_drivers == crate::topology::PmemDrivers::AfterStart
         || (t.cxl.is_some() && spec.device_model == DeviceModel::DrivenByCase)
     {
         SavePoint::BeforeDrivers

@@ -104,6 +104,7 @@ async fn boot_and_save(
         incoming: None,
         shares: spec.shares,
         gdb: None,
+        backing_from: None,
     };
     let m = match Machine::start(&start, run).await {
         Ok(m) => m,

@@ -137,6 +137,9 @@ pub struct StartSpec<'a> {
     pub shares: &'a [Share],
     /// QEMU's gdbstub on this local port (and the kernel without KASLR).
     pub gdb: Option<u16>,
+    /// The backing files to start on, by name (a power cut's crash image),
+    /// instead of fresh ones (a boot) or the saved state's (a restore).
+    pub backing_from: Option<&'a Path>,
 }
 
 impl StartSpec<'_> {
@@ -443,7 +446,9 @@ async fn launch(spec: &StartSpec<'_>, run: &RunDir, t0: Instant) -> Result<(Qemu
         shares: spec.shares,
         gdb: spec.gdb,
     };
-    if let Some(state) = spec.incoming {
+    if let Some(dir) = spec.backing_from {
+        state::backing_from(dir, run)?;
+    } else if let Some(state) = spec.incoming {
         state::restore_backing(state, run)?;
     }
     let argv = cmdline::argv(&launch);

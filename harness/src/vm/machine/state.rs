@@ -110,6 +110,18 @@ pub(super) fn restore_backing(state: &Path, run: &RunDir) -> Result<()> {
     Ok(())
 }
 
+/// Gives a guest about to start the backing files in `dir` (by name).
+pub(super) fn backing_from(dir: &Path, run: &RunDir) -> Result<()> {
+    for f in run.files.backing() {
+        let from = dir.join(f.file_name().expect("a backing file has a name"));
+        crate::vm::copy_sparse(&from, f).map_err(|source| qemu::Error::RunDir {
+            path: from.clone(),
+            source,
+        })?;
+    }
+    Ok(())
+}
+
 /// Starts loading `state` into a QEMU started with `-incoming defer`, waits
 /// for it and resumes the guest; returns the status after that.
 pub(super) async fn load(

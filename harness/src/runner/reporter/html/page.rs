@@ -29,7 +29,7 @@ th{background:#f6f8fa;font-weight:600}th:first-child{width:42%}td.num,th.num{tex
 tr:hover td{background:#f6f8fa}td a{color:inherit}
 .st{font-weight:700;font-size:12px;padding:1px 7px;border-radius:10px;white-space:nowrap}
 .pass{background:#dafbe1;color:#116329}.fail{background:#ffebe9;color:#a40e26}.error{background:#fff1e5;color:#953800}
-.flaky{background:#fbefff;color:#8250df}.ignored{background:#eaeef2;color:#59636e}
+.flaky{background:#fbefff;color:#8250df}.ignored{background:#eaeef2;color:#59636e}.known{background:#fff1e5;color:#9a6700}
 .slower{color:#a40e26}.faster{color:#116329}.muted{color:#59636e}
 pre{background:#f6f8fa;border:1px solid #eaeef2;border-radius:6px;padding:8px 10px;white-space:pre-wrap;overflow-wrap:anywhere;font:12px/1.4 ui-monospace,SFMono-Regular,Menlo,monospace;margin:6px 0}
 .add{color:#116329;background:#dafbe1;display:inline-block;width:100%}.del{color:#a40e26;background:#ffebe9;display:inline-block;width:100%}.hunk{color:#59636e}
@@ -64,6 +64,7 @@ fn class(o: Outcome) -> &'static str {
         Outcome::Fail => "fail",
         Outcome::Error => "error",
         Outcome::Ignored => "ignored",
+        Outcome::Known => "known",
     }
 }
 
@@ -74,6 +75,7 @@ fn outcome(s: Status) -> Outcome {
         Status::Fail => Outcome::Fail,
         Status::Error => Outcome::Error,
         Status::Ignored => Outcome::Ignored,
+        Status::KnownFailure => Outcome::Known,
     }
 }
 
@@ -140,6 +142,7 @@ fn header(run: &RunRecord) -> String {
         (Status::Fail, "failed"),
         (Status::Error, "errors"),
         (Status::Ignored, "ignored"),
+        (Status::KnownFailure, "known failures"),
     ] {
         let _ = write!(
             h,

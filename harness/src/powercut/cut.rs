@@ -1,0 +1,279 @@
+//! One `power_cut:` step from start to verdicts: the label areas read
+//! before it, the step run once with its crash images taken (before each
+//! label write, or at random moments, and after it), then for each image
+//! its labels read on the host and a guest started on it, and the image
+//! judged ([`classify::judge`]). Images and restart folders are kept only
+//! for the points that broke something: they are the evidence.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use super::classify::{self, Generations, Outcome};
+use super::media::{self, Media};
+use super::record::{self, CrashImage, CrashPoint, LabelWrite};
+use super::restart::{self, Checks};
+use crate::suite::{CutPoints, PowerCut};
+use crate::vm::agent::ExecOutput;
+use crate::vm::machine::{self, Machine, StartSpec};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Media(#[from] media::Error),
+    #[error(transparent)]
+    Record(#[from] record::Error),
+    #[error("restarting on the image {point}: {source}")]
+    Restart {
+        point: CrashPoint,
+        source: restart::Error,
+    },
+}
+
+/// How one crash point came out.
+#[derive(Clone, Debug)]
+pub struct PointResult {
+    pub point: CrashPoint,
+    pub outcome: Outcome,
+    /// The restart and its checks.
+    pub cost: Duration,
+    /// What the sectors held, when the step names some.
+    pub sectors: Option<String>,
+    /// The image and the restart's run folder, kept for a violation.
+    pub evidence: Option<(PathBuf, PathBuf)>,
+}
+
+/// What a power-cut step did.
+pub struct CutReport {
+    /// The step's own run (the guest that was never cut).
+    pub output: Result<ExecOutput, machine::Error>,
+    pub writes: Vec<LabelWrite>,
+    pub points: Vec<PointResult>,
+    /// Whether the points were random moments (their outcomes vary from
+    /// run to run, so the transcript does not name them).
+    pub random: bool,
+}
+
+impl CutReport {
+    pub fn violations(&self) -> impl Iterator<Item = &PointResult> {
+        self.points
+            .iter()
+            .filter(|p| matches!(p.outcome, Outcome::Violation(_)))
+    }
+
+    /// The lines the transcript shows: stable for a given kernel when the
+    /// points are the label writes.
+    pub fn summary(&self) -> String {
+        let mut lines = Vec::new();
+        if !self.random {
+            let mut per_dimm: Vec<(String, usize)> = Vec::new();
+            for w in &self.writes {
+                match per_dimm.iter_mut().find(|(d, _)| *d == w.dimm) {
+                    Some((_, n)) => *n += 1,
+                    None => per_dimm.push((w.dimm.clone(), 1)),
+                }
+            }
+            let by: Vec<String> = per_dimm.iter().map(|(d, n)| format!("{d} {n}")).collect();
+            lines.push(format!(
+                "label writes: {} ({})",
+                self.writes.len(),
+                by.join(", ")
+            ));
+        }
+        let outcomes: Vec<Outcome> = self.points.iter().map(|p| p.outcome.clone()).collect();
+        let violations = self.violations().count();
+        if self.random {
+            // How many moments fell inside the step varies: not shown.
+            lines.push(format!(
+                "crash points at random moments and after the step: {violations} violations"
+            ));
+        } else {
+            let tally: Vec<String> = classify::tally(&outcomes)
+                .iter()
+                .map(|(class, n)| format!("{class} {n}"))
+                .collect();
+            lines.push(format!(
+                "crash points: {} (before each write and after the step): {}",
+                self.points.len(),
+                tally.join(", ")
+            ));
+        }
+        for v in self.violations() {
+            lines.push(format!("  {}: {}", v.point, v.outcome));
+        }
+        lines.join("\n")
+    }
+
+    /// One line per point with its cost, for the evidence.
+    pub fn details(&self) -> String {
+        let mut text = String::new();
+        for w in &self.writes {
+            text.push_str(&format!(
+                "write {}: {} offset {:#x} length {}\n",
+                w.number, w.dimm, w.offset, w.length
+            ));
+        }
+        for p in &self.points {
+            let sectors = p
+                .sectors
+                .as_ref()
+                .map(|s| format!("; {s}"))
+                .unwrap_or_default();
+            text.push_str(&format!(
+                "{}: {}{sectors} ({:.2} s)\n",
+                p.point,
+                p.outcome,
+                p.cost.as_secs_f64()
+            ));
+        }
+        text
+    }
+}
+
+/// Where a cut step works.
+pub struct CutPlace<'a> {
+    /// The trial's start (its saved state): each restart starts from it.
+    pub spec: &'a StartSpec<'a>,
+    /// Crash images and restart folders go under it.
+    pub dir: &'a Path,
+    /// Seeds the random moments (the trial's name and step).
+    pub seed: u64,
+}
+
+/// Runs `cut` in `m` with its power cuts and judges every crash image.
+pub async fn run(
+    m: &Machine,
+    cut: &PowerCut,
+    timeout: Duration,
+    place: &CutPlace<'_>,
+) -> Result<CutReport, Error> {
+    let topology = place.spec.topology;
+    let regions = media::regions(topology, &m.run.files)?;
+    let before = media::read(&regions, &m.run.path)?;
+    let images_dir = place.dir.join("images");
+    let argv = ["/bin/sh".to_owned(), "-c".to_owned(), cut.run.clone()];
+    let recorded = match &cut.points {
+        CutPoints::LabelWrites => {
+            let entry = if topology.nvdimms.is_empty() {
+                "cxl_pmem_ctl"
+            } else {
+                "acpi_nfit_ctl"
+            };
+            let address = record::symbol(m, entry).await?;
+            record::label_writes(m, &argv, timeout, address, &images_dir).await?
+        }
+        CutPoints::Random { count, within } => {
+            let moments = moments(place.seed, *count, *within);
+            record::at_moments(m, &argv, timeout, &moments, &images_dir).await?
+        }
+    };
+    let after_dir = &recorded
+        .images
+        .last()
+        .expect("the image after the step")
+        .dir;
+    let after = media::read(&regions, after_dir)?;
+    let generations = Generations {
+        before: before.namespaces,
+        after: after.namespaces,
+    };
+    let checks = Checks {
+        regions: regions.len(),
+        sectors: cut.sectors.as_ref(),
+    };
+    let mut points = Vec::new();
+    for (i, image) in recorded.images.iter().enumerate() {
+        let t0 = Instant::now();
+        let media = media::read(&regions, &image.dir)?;
+        let name = format!("restart-{}", i + 1);
+        let restart_error = |source| Error::Restart {
+            point: image.point.clone(),
+            source,
+        };
+        let (view, run) = restart::restart(place.spec, place.dir, &name, image, &media, &checks)
+            .await
+            .map_err(restart_error)?;
+        let sectors = view
+            .as_ref()
+            .ok()
+            .and_then(|v| v.sectors.as_ref())
+            .map(ToString::to_string);
+        let outcome = match view {
+            Ok(view) => judge(&media, &view, &generations),
+            Err(e) if !e.is_infrastructure() => {
+                let first = e.to_string().lines().next().unwrap_or("").to_owned();
+                Outcome::Violation(format!("the restarted guest failed: {first}"))
+            }
+            Err(e) => return Err(restart_error(e)),
+        };
+        let evidence = if matches!(outcome, Outcome::Violation(_)) {
+            Some((image.dir.clone(), run.path.clone()))
+        } else {
+            run.remove();
+            remove(image);
+            None
+        };
+        points.push(PointResult {
+            point: image.point.clone(),
+            outcome,
+            cost: t0.elapsed(),
+            sectors,
+            evidence,
+        });
+    }
+    Ok(CutReport {
+        output: recorded.output,
+        writes: recorded.writes,
+        points,
+        random: matches!(cut.points, CutPoints::Random { .. }),
+    })
+}
+
+fn judge(media: &Media, view: &classify::GuestView, generations: &Generations) -> Outcome {
+    let violations: Vec<_> = media.violations.iter().map(|(_, v)| v.clone()).collect();
+    match classify::judge(&media.namespaces, &violations, view, generations) {
+        // Name the region the labels broke in.
+        Outcome::Violation(why) if !violations.is_empty() => Outcome::Violation(format!(
+            "{why} ({})",
+            media.first_violation().unwrap_or_default()
+        )),
+        other => other,
+    }
+}
+
+fn remove(image: &CrashImage) {
+    let _ = std::fs::remove_dir_all(&image.dir);
+}
+
+/// `count` moments within `within`, sorted, the same for the same seed
+/// (splitmix64: a case's cuts fall at the same moments run after run).
+pub fn moments(seed: u64, count: u32, within: Duration) -> Vec<Duration> {
+    let mut state = seed;
+    let mut next = || {
+        state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    };
+    let span = within.as_micros().max(1) as u64;
+    let mut out: Vec<Duration> = (0..count)
+        .map(|_| Duration::from_micros(next() % span))
+        .collect();
+    out.sort();
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn moments_are_sorted_within_and_fixed_by_the_seed() {
+        let a = moments(7, 16, Duration::from_secs(2));
+        assert_eq!(a.len(), 16);
+        assert!(a.windows(2).all(|w| w[0] <= w[1]));
+        assert!(a.iter().all(|m| *m < Duration::from_secs(2)));
+        assert_eq!(a, moments(7, 16, Duration::from_secs(2)));
+        assert_ne!(a, moments(8, 16, Duration::from_secs(2)));
+    }
+}

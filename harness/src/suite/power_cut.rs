@@ -1,0 +1,151 @@
+//! The `power_cut:` step of the case format: a guest command run with
+//! power cuts taken during it, where (before every label write, or at
+//! random moments) and what else each restart must show (sectors of a
+//! known pattern, all old or all new).
+//!
+//! ```yaml
+//! - power_cut:
+//!     run: ndctl create-namespace -r region0 -m fsdax -s 64M
+//!     points: label-writes
+//! - power_cut:
+//!     run: /case/write-sectors.sh /dev/pmem0s 0x22
+//!     points: { random: 8, within: 2s }
+//!     sectors: { device: /dev/pmem0s, count: 256, values: [0x11, 0x22] }
+//! ```
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::duration as humantime_serde_compat;
+
+/// What a `power_cut:` step runs and how it cuts.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PowerCut {
+    /// The shell line the cuts fall in.
+    pub run: String,
+    pub points: CutPoints,
+    /// Sectors each restart reads and checks, for a step that writes them.
+    #[serde(default)]
+    pub sectors: Option<SectorCheck>,
+}
+
+/// Where the cuts fall (the end of the step is always one more).
+#[derive(Clone, Debug, PartialEq)]
+pub enum CutPoints {
+    /// Just before each label write the step makes (the bus's control
+    /// entry, stopped through QEMU's gdbstub).
+    LabelWrites,
+    /// `count` moments drawn uniformly within `within` of the step's start
+    /// (a moment after the step ended takes no image).
+    Random { count: u32, within: Duration },
+}
+
+impl<'de> Deserialize<'de> for CutPoints {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Name(String),
+            Random(RawRandom),
+        }
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct RawRandom {
+            random: u32,
+            #[serde(default, with = "humantime_serde_compat::option")]
+            within: Option<Duration>,
+        }
+        match Raw::deserialize(d)? {
+            Raw::Name(name) if name == "label-writes" => Ok(CutPoints::LabelWrites),
+            Raw::Name(name) => Err(serde::de::Error::custom(format!(
+                "`{name}` is not a set of cut points: use `label-writes` or `{{ random: N, within: 2s }}`"
+            ))),
+            Raw::Random(RawRandom { random: 0, .. }) => Err(serde::de::Error::custom(
+                "`random: 0` takes no cut: give at least 1",
+            )),
+            Raw::Random(r) => Ok(CutPoints::Random {
+                count: r.random,
+                within: r.within.unwrap_or(Duration::from_secs(2)),
+            }),
+        }
+    }
+}
+
+/// Sectors written with a known pattern: after any cut, each of the first
+/// `count` sectors of `device` must hold one of `values` in every byte
+/// (BTT's promise: a sector write is all old or all new).
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SectorCheck {
+    pub device: String,
+    pub count: u64,
+    #[serde(default = "default_sector_size")]
+    pub size: u64,
+    pub values: Vec<u8>,
+}
+
+fn default_sector_size() -> u64 {
+    4096
+}
+
+impl PowerCut {
+    /// How the transcript names the step.
+    pub fn display(&self) -> String {
+        let points = match &self.points {
+            CutPoints::LabelWrites => "at each label write".to_owned(),
+            CutPoints::Random { count, within } => {
+                format!("at {count} random moments within {within:?}")
+            }
+        };
+        format!("power cut {points}: {}", self.run)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(yaml: &str) -> Result<PowerCut, serde_yaml_ng::Error> {
+        serde_yaml_ng::from_str(yaml)
+    }
+
+    #[test]
+    fn points_are_label_writes_or_random_moments() {
+        let p = parse("run: ndctl create-namespace\npoints: label-writes\n").unwrap();
+        assert_eq!(p.points, CutPoints::LabelWrites);
+        assert_eq!(p.sectors, None);
+        let p = parse("run: x\npoints: { random: 8, within: 500ms }\nsectors: { device: /dev/pmem0s, count: 4, values: [0x11, 0x22] }\n").unwrap();
+        assert_eq!(
+            p.points,
+            CutPoints::Random {
+                count: 8,
+                within: Duration::from_millis(500)
+            }
+        );
+        let s = p.sectors.unwrap();
+        assert_eq!((s.size, s.values), (4096, vec![0x11, 0x22]));
+        let p = parse("run: x\npoints: { random: 3 }\n").unwrap();
+        assert_eq!(
+            p.points,
+            CutPoints::Random {
+                count: 3,
+                within: Duration::from_secs(2)
+            }
+        );
+    }
+
+    #[test]
+    fn bad_points_say_what_is_accepted() {
+        let e = parse("run: x\npoints: every-write\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("label-writes"), "{e}");
+        let e = parse("run: x\npoints: { random: 0 }\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("at least 1"), "{e}");
+        assert!(parse("run: x\n").is_err(), "points are required");
+    }
+}

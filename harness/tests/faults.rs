@@ -382,3 +382,44 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     }
     out
 }
+
+/// A step whose command hangs after an Oops ends within seconds of it, as
+/// a failure naming the Oops, not at the step's timeout (300 s here).
+/// lkdtm is only in the kernels ndharness builds, so this runs where
+/// `--kernel debian-6.12-mock` is (the nightly mock-kernel job, or by hand).
+#[test]
+#[ignore = "needs --kernel debian-6.12-mock (lkdtm); cargo test --test faults -- --ignored"]
+fn an_oops_ends_a_hanging_step_within_seconds_naming_it() {
+    let yaml = "topology: nfit-1\nsnapshots: false\nsteps:\n  - run: modprobe lkdtm\n  - run: (echo EXCEPTION > /sys/kernel/debug/provoke-crash/DIRECT); sleep 300\n    timeout: 300s\n";
+    let dir = scratch("faults", "oops", yaml);
+    let start = Instant::now();
+    let out = ndharness(&[
+        "run",
+        "--root",
+        dir.path().to_str().unwrap(),
+        "--accel",
+        "tcg",
+        "--kernel",
+        "debian-6.12-mock",
+    ])
+    .env("CI", "true")
+    .output()
+    .unwrap();
+    let took = start.elapsed();
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    let trial = &results(dir.path())["trials"][0];
+    assert_eq!(trial["status"], "fail", "{trial}\n{t}");
+    let message = trial["message"].as_str().unwrap_or_default();
+    assert!(message.contains("Oops"), "{trial}\n{t}");
+    // The step's own time, from the transcript: the Oops comes at once,
+    // the step must end within 15 s of it.
+    let transcript = walk(&dir.path().join("target/ndharness/runs"))
+        .into_iter()
+        .find(|p| p.ends_with("transcript.txt"))
+        .map(|p| std::fs::read_to_string(p).unwrap())
+        .unwrap_or_default();
+    assert!(took < Duration::from_secs(120), "took {took:?}\n{t}");
+    eprintln!("run took {took:?}\n{transcript}");
+    assert_no_qemu(dir.path(), &t);
+}

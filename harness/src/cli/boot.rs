@@ -43,18 +43,11 @@ pub fn boot(args: BootArgs) -> anyhow::Result<ExitCode> {
         &format!("boot-{}", topology.name),
         &topology.topology,
     )?;
-    let spec = StartSpec {
-        qemu_binary: &env.qemu,
-        image: &env.image,
-        topology: &topology.topology,
-        accel: env.accel,
-        extra_append: "",
-        boot_timeout: config.boot_timeout,
-        incoming: start.state.as_deref(),
-        shares: &config.shares,
-        gdb,
-        backing_from: None,
-    };
+    let spec = env
+        .start_spec(&topology.topology, config.boot_timeout)
+        .with_incoming(start.state.as_deref())
+        .with_shares(&config.shares)
+        .with_gdb(gdb);
     if let Some(port) = gdb {
         print_gdb(&config, &env, port)?;
     }

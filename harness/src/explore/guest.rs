@@ -20,7 +20,7 @@ use crate::suite::Mode;
 use crate::topology::Loaded;
 use crate::vm::agent;
 use crate::vm::machine::{self, Machine};
-use crate::vm::{RunDir, StartSpec};
+use crate::vm::RunDir;
 
 /// Waits for the nd buses' asynchronous probes (namespaces after a
 /// region comes back).
@@ -99,18 +99,10 @@ impl<'a> ExploreGuest<'a> {
     pub async fn start(target: &'a Target<'a>, name: &str) -> Result<Self, GuestError> {
         let config = target.config;
         let run = RunDir::create(&config.runs_dir, name, &target.topology.topology)?;
-        let spec = StartSpec {
-            qemu_binary: &target.env.qemu,
-            image: &target.env.image,
-            topology: &target.topology.topology,
-            accel: target.env.accel,
-            extra_append: "",
-            boot_timeout: config.boot_timeout,
-            incoming: target.state.as_ref().map(|s| s.state.as_path()),
-            shares: &[],
-            gdb: None,
-            backing_from: None,
-        };
+        let spec = target
+            .env
+            .start_spec(&target.topology.topology, config.boot_timeout)
+            .with_incoming(target.state.as_ref().map(|s| s.state.as_path()));
         let mut m = Machine::start(&spec, run).await?;
         let point = target.state.as_ref().map(|s| s.point);
         if let Err(e) = warm::ready_devices(&mut m, &target.topology.topology, point).await {
@@ -378,18 +370,9 @@ impl<'a> ExploreGuest<'a> {
         let target = self.target;
         let run = self.machine.take().expect("a running guest").stop().await;
         run.keep_boot_logs(self.steps);
-        let spec = StartSpec {
-            qemu_binary: &target.env.qemu,
-            image: &target.env.image,
-            topology: &target.topology.topology,
-            accel: target.env.accel,
-            extra_append: "",
-            boot_timeout: target.config.boot_timeout,
-            incoming: None,
-            shares: &[],
-            gdb: None,
-            backing_from: None,
-        };
+        let spec = target
+            .env
+            .start_spec(&target.topology.topology, target.config.boot_timeout);
         let mut m = Machine::start(&spec, run).await?;
         if let Some(out) = m.load_drivers().await? {
             if !out.success() {

@@ -62,10 +62,7 @@ pub async fn restart(
     checks: &Checks<'_>,
 ) -> Result<Looked, Error> {
     let run = RunDir::create(runs_dir, name, spec.topology)?;
-    let on_image = StartSpec {
-        backing_from: Some(&image.dir),
-        ..*spec
-    };
+    let on_image = (*spec).with_backing_from(&image.dir);
     let mut m = Machine::start(&on_image, run).await?;
     let view = look(&mut m, spec, media, checks).await;
     Ok((view, m.kill().await))

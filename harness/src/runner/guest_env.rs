@@ -6,13 +6,14 @@
 
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use super::Config;
 use crate::image::{self, Image, ImageFiles};
 use crate::kbuild::MockBuses;
 use crate::suite::Trial;
-use crate::topology::Loaded;
-use crate::vm::Accel;
+use crate::topology::{Loaded, Topology};
+use crate::vm::{Accel, StartSpec};
 
 /// The image, QEMU and accelerator a guest uses.
 #[derive(Clone, Debug)]
@@ -20,6 +21,17 @@ pub struct GuestEnv {
     pub image: Image,
     pub qemu: PathBuf,
     pub accel: Accel,
+}
+
+impl GuestEnv {
+    /// A cold boot of `topology` in this guest (see [`StartSpec::boot`]).
+    pub fn start_spec<'a>(
+        &'a self,
+        topology: &'a Topology,
+        boot_timeout: Duration,
+    ) -> StartSpec<'a> {
+        StartSpec::boot(&self.qemu, &self.image, topology, self.accel, boot_timeout)
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -12,7 +12,7 @@ use crate::runner::warm::{self, TemplateSpec};
 use crate::runner::{Config, GuestEnv};
 use crate::suite::{CutPoints, PowerCut};
 use crate::topology::{Loaded, PmemDrivers};
-use crate::vm::{Machine, RunDir, StartSpec};
+use crate::vm::{Machine, RunDir};
 
 const INIT_LABELS: &str =
     "ndctl disable-region all && ndctl init-labels -f all && ndctl enable-region all";
@@ -67,18 +67,9 @@ async fn once(
         &format!("bench-power-cut-{}", topo.name),
         &topo.topology,
     )?;
-    let spec = StartSpec {
-        qemu_binary: &env.qemu,
-        image: &env.image,
-        topology: &topo.topology,
-        accel: env.accel,
-        extra_append: "",
-        boot_timeout: config.boot_timeout,
-        incoming: Some(&saved.state),
-        shares: &[],
-        gdb: None,
-        backing_from: None,
-    };
+    let spec = env
+        .start_spec(&topo.topology, config.boot_timeout)
+        .with_incoming(Some(&saved.state));
     let mut m = Machine::start(&spec, run).await?;
     warm::ready_devices(&mut m, &topo.topology, Some(saved.point)).await?;
     let argv = [

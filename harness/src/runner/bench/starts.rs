@@ -9,7 +9,7 @@ use crate::runner::start::{SavePoint, SavedState};
 use crate::runner::warm::{self, TemplateSpec};
 use crate::runner::{Config, GuestEnv};
 use crate::topology::Loaded;
-use crate::vm::{Machine, RunDir, StartSpec};
+use crate::vm::{Machine, RunDir};
 
 /// The measures of topology `topo`: `runs` cold boots, its saved state
 /// found or made, `runs` warm starts.
@@ -116,18 +116,9 @@ async fn start_once(
         &format!("bench-{}", topo.name),
         &topo.topology,
     )?;
-    let spec = StartSpec {
-        qemu_binary: &env.qemu,
-        image: &env.image,
-        topology: &topo.topology,
-        accel: env.accel,
-        extra_append: "",
-        boot_timeout: config.boot_timeout,
-        incoming: state,
-        shares: &[],
-        gdb: None,
-        backing_from: None,
-    };
+    let spec = env
+        .start_spec(&topo.topology, config.boot_timeout)
+        .with_incoming(state);
     let mut m = Machine::start(&spec, run).await?;
     let since_ready = Instant::now();
     let ready = m.times.agent_ready.as_secs_f64();

@@ -21,7 +21,7 @@ use super::{evidence, snapshot, Config, GuestEnv};
 use crate::normalize;
 use crate::suite::Trial;
 use crate::transcript;
-use crate::vm::{Machine, RunDir, Share, StartSpec};
+use crate::vm::{Machine, RunDir, Share};
 
 /// How a trial ended.
 #[derive(Debug)]
@@ -122,18 +122,11 @@ async fn drive(
 ) -> (Result<RunDir, Verdict>, Laps) {
     let evidence = run.path.clone();
     let shares = shares(config, trial);
-    let spec = StartSpec {
-        qemu_binary: &env.qemu,
-        image: &env.image,
-        topology: &trial.topology.topology,
-        accel: env.accel,
-        extra_append: &trial.case.spec.kernel_args,
-        boot_timeout: config.boot_timeout,
-        incoming: state.map(|s| s.state.as_path()),
-        shares: &shares,
-        gdb: None,
-        backing_from: None,
-    };
+    let spec = env
+        .start_spec(&trial.topology.topology, config.boot_timeout)
+        .with_append(&trial.case.spec.kernel_args)
+        .with_incoming(state.map(|s| s.state.as_path()))
+        .with_shares(&shares);
     let started = Machine::start(&spec, run).await;
     clock.lap(if state.is_some() { "restore" } else { "boot" });
     let m = match started {

@@ -10,7 +10,7 @@ use super::{save_point, TemplateSpec};
 use crate::runner::start::Prelude;
 use crate::runner::trial::template::{self, Template};
 use crate::runner::{Config, GuestEnv};
-use crate::vm::{machine, Machine, RunDir, StartSpec};
+use crate::vm::{machine, Machine, RunDir};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -94,18 +94,10 @@ async fn boot_and_save(
     run: RunDir,
     state: &Path,
 ) -> Result<Option<(Duration, Prelude)>, Error> {
-    let start = StartSpec {
-        qemu_binary: &env.qemu,
-        image: &env.image,
-        topology: spec.topology(),
-        accel: env.accel,
-        extra_append: spec.kernel_args,
-        boot_timeout: config.boot_timeout,
-        incoming: None,
-        shares: spec.shares,
-        gdb: None,
-        backing_from: None,
-    };
+    let start = env
+        .start_spec(spec.topology(), config.boot_timeout)
+        .with_append(spec.kernel_args)
+        .with_shares(spec.shares);
     let m = match Machine::start(&start, run).await {
         Ok(m) => m,
         // A panic is a verdict on the kernel, not trouble of the host:

@@ -123,6 +123,9 @@ pub struct Machine {
     shares: Vec<Share>,
 }
 
+/// How a guest starts: what [`Machine::start`] needs, built with
+/// [`StartSpec::boot`] and its `with_*` methods.
+#[derive(Clone, Copy)]
 pub struct StartSpec<'a> {
     pub qemu_binary: &'a Path,
     pub image: &'a Image,
@@ -142,7 +145,62 @@ pub struct StartSpec<'a> {
     pub backing_from: Option<&'a Path>,
 }
 
-impl StartSpec<'_> {
+impl<'a> StartSpec<'a> {
+    /// A cold boot of `topology` on `image`: no extra kernel arguments, no
+    /// shares, no gdbstub, fresh backing files. The `with_*` methods add
+    /// the rest.
+    pub fn boot(
+        qemu_binary: &'a Path,
+        image: &'a Image,
+        topology: &'a Topology,
+        accel: Accel,
+        boot_timeout: Duration,
+    ) -> Self {
+        StartSpec {
+            qemu_binary,
+            image,
+            topology,
+            accel,
+            extra_append: "",
+            boot_timeout,
+            incoming: None,
+            shares: &[],
+            gdb: None,
+            backing_from: None,
+        }
+    }
+
+    /// Started from this saved state, when there is one, instead of booted.
+    pub fn with_incoming(self, incoming: Option<&'a Path>) -> Self {
+        StartSpec { incoming, ..self }
+    }
+
+    /// Words added to the kernel command line.
+    pub fn with_append(self, extra_append: &'a str) -> Self {
+        StartSpec {
+            extra_append,
+            ..self
+        }
+    }
+
+    /// Host folders shared into the guest.
+    pub fn with_shares(self, shares: &'a [Share]) -> Self {
+        StartSpec { shares, ..self }
+    }
+
+    /// QEMU's gdbstub on this port, when given.
+    pub fn with_gdb(self, gdb: Option<u16>) -> Self {
+        StartSpec { gdb, ..self }
+    }
+
+    /// Started on these backing files (a crash image).
+    pub fn with_backing_from(self, dir: &'a Path) -> Self {
+        StartSpec {
+            backing_from: Some(dir),
+            ..self
+        }
+    }
+
     /// The same guest, booted cold (a reboot is a real boot).
     pub fn cold(&self) -> StartSpec<'_> {
         StartSpec {

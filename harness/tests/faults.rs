@@ -392,6 +392,15 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
 fn an_oops_ends_a_hanging_step_within_seconds_naming_it() {
     let yaml = "topology: nfit-1\nsnapshots: false\nsteps:\n  - run: modprobe lkdtm\n  - run: (echo EXCEPTION > /sys/kernel/debug/provoke-crash/DIRECT); sleep 300\n    timeout: 300s\n";
     let dir = scratch("faults", "oops", yaml);
+    // Every recipe: the mock kernel's, its fragment and the image it builds on.
+    for entry in std::fs::read_dir(scratch::repo().join("images")).unwrap() {
+        let from = entry.unwrap().path();
+        std::fs::copy(
+            &from,
+            dir.path().join("images").join(from.file_name().unwrap()),
+        )
+        .unwrap();
+    }
     let start = Instant::now();
     let out = ndharness(&[
         "run",

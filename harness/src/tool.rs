@@ -238,6 +238,8 @@ impl<'a> Tool<'a> {
     pub fn output(mut self) -> Result<Finished> {
         let deadline = self.limit.deadline();
         let (mut child, pgid) = self.spawn()?;
+        // Without a watcher the tool still has PR_SET_PDEATHSIG.
+        let watcher = Watcher::start(pgid).ok();
         let (tx, rx) = mpsc::channel();
         let mut streams = 0;
         if let Some(out) = child.stdout.take() {
@@ -262,8 +264,12 @@ impl<'a> Tool<'a> {
                 Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => timed_out = true,
             }
         }
-        // The whole group goes: a hung tool, or what a finished one left.
+        // The whole group goes: a hung tool, or what a finished one left
+        // (and the watcher).
         kill_group(pgid);
+        if let Some(watcher) = watcher {
+            watcher.reap();
+        }
         let drain_until = Instant::now() + DRAIN;
         while !exited || streams > 0 {
             let left = drain_until.saturating_duration_since(Instant::now());
@@ -358,6 +364,41 @@ impl<'a> Tool<'a> {
             child.stdout = Some(read);
         }
         Ok((child, pgid))
+    }
+}
+
+/// A watcher in a tool's process group that kills the group should the
+/// harness die: its stdin is a pipe only the harness holds open, and when
+/// the harness is gone, however it went, the pipe ends and the watcher
+/// kills its own group. PR_SET_PDEATHSIG alone is not enough: the kernel
+/// clears it when a tool changes its credentials (apt-get drops privileges
+/// for its downloads), and such a tool outlived a SIGKILLed harness. The
+/// harness kills the watcher with the group when the tool is done.
+struct Watcher {
+    child: std::process::Child,
+    /// The pipe's writing end: held, never written.
+    _held: File,
+}
+
+impl Watcher {
+    fn start(pgid: i32) -> std::io::Result<Watcher> {
+        let (read, write) = pipe()?;
+        let child = Command::new("sh")
+            .args(["-c", "read _; kill -KILL 0"])
+            .stdin(Stdio::from(read))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(pgid)
+            .spawn()?;
+        Ok(Watcher {
+            child,
+            _held: write,
+        })
+    }
+
+    /// Waits for the watcher, killed with its group.
+    fn reap(mut self) {
+        let _ = self.child.wait();
     }
 }
 

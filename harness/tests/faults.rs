@@ -275,6 +275,57 @@ fn a_hung_tool_is_killed_at_its_deadline_with_its_output() {
     );
 }
 
+/// A tool that changes its credentials (as apt-get does for its
+/// downloads) loses PR_SET_PDEATHSIG; it must still die with a SIGKILLed
+/// harness. The stand-in apt-get becomes `nobody` and hangs.
+#[test]
+fn sigkill_of_the_harness_takes_a_tool_that_dropped_privileges_along() {
+    if unsafe { libc::geteuid() } != 0 || Command::new("setpriv").arg("--help").output().is_err() {
+        eprintln!("not run: needs root and setpriv to drop privileges");
+        return;
+    }
+    let bin = tempfile::tempdir().unwrap();
+    let stand_in = bin.path().join("apt-get");
+    std::fs::write(
+        &stand_in,
+        "#!/bin/sh\nexec setpriv --reuid=65534 --regid=65534 --clear-groups sleep 3607\n",
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&stand_in, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.path().display(),
+        std::env::var("PATH").unwrap()
+    );
+    let cache = tempfile::tempdir().unwrap();
+    let mut child = ndharness(&[
+        "image",
+        "build",
+        "--root",
+        scratch::repo().to_str().unwrap(),
+    ])
+    .env("PATH", path)
+    .env("NDHARNESS_CACHE_DIR", cache.path())
+    .env("CI", "true")
+    .stdout(Stdio::null())
+    .stderr(Stdio::null())
+    .spawn()
+    .unwrap();
+    let hung = || scratch::pids_matching(|cmdline| cmdline == "sleep 3607 ");
+    assert!(
+        wait_until(Duration::from_secs(60), || !hung().is_empty()),
+        "the stand-in never ran"
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        wait_until(Duration::from_secs(5), || hung().is_empty()),
+        "the tool outlived the harness: {:?}",
+        hung()
+    );
+}
+
 /// Starts a run of a case whose one step sleeps, and waits until its
 /// trial's QEMU (not a template's) has run for `settle`.
 fn run_until_stepping(

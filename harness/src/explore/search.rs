@@ -8,7 +8,7 @@
 use std::cell::{Cell, RefCell};
 use std::ops::RangeInclusive;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use proptest::strategy::{Strategy, ValueTree};
 use proptest::test_runner::{TestCaseError, TestError};
@@ -123,7 +123,7 @@ impl Search<'_> {
     /// One run of the library over `strategy`: the sequence, and its shrink
     /// when it fails (kept on `target` when given).
     fn pass(&self, strategy: &SequenceStrategy, index: u64, target: Option<&FindingKey>) -> Pass {
-        let config = generate::config(self.max_shrink_runs, self.max_shrink_time);
+        let config = generate::config();
         let mut runner = generate::runner(self.seed, &self.topology, index, &config);
         let tree = match strategy.new_tree(&mut runner) {
             Ok(t) => t,
@@ -134,7 +134,18 @@ impl Search<'_> {
         let failing: RefCell<Vec<SequenceRun>> = RefCell::new(Vec::new());
         let runs = Cell::new(0usize);
         let infra: RefCell<Option<String>> = RefCell::new(None);
+        let shrink_started: Cell<Option<Instant>> = Cell::new(None);
         let test = |(_, ops, seen): Steps| -> Result<(), TestCaseError> {
+            // Past the shrink's cap a candidate passes without a run: the
+            // library backs off and keeps the last failing sequence.
+            if let Some(started) = shrink_started.get() {
+                let shrink_runs = runs.get().saturating_sub(1);
+                if shrink_runs >= self.max_shrink_runs as usize
+                    || started.elapsed() >= self.max_shrink_time
+                {
+                    return Ok(());
+                }
+            }
             runs.set(runs.get() + 1);
             let ran = self.rt.block_on(sequence::run(
                 self.target,
@@ -158,6 +169,9 @@ impl Search<'_> {
             let mut wanted = key.borrow_mut();
             if wanted.get_or_insert_with(|| found.clone()) != &found {
                 return Ok(());
+            }
+            if shrink_started.get().is_none() {
+                shrink_started.set(Some(Instant::now()));
             }
             let reason = format!("{}: {}", violation.invariant, violation.detail);
             failing.borrow_mut().push(ran);

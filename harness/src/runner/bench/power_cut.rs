@@ -98,7 +98,13 @@ async fn once(
     let total = t0.elapsed().as_secs_f64();
     let costs: Vec<f64> = report.points.iter().map(|p| p.cost.as_secs_f64()).collect();
     let recording = total - costs.iter().sum::<f64>();
-    let summary = report.summary().replace('\n', "; ");
+    // The counts; each violation's detail is the suite's to show.
+    let summary = report
+        .summary()
+        .lines()
+        .filter(|line| !line.starts_with("  "))
+        .collect::<Vec<_>>()
+        .join("; ");
     m.stop().await.remove();
     Ok((recording, costs, summary))
 }

@@ -161,14 +161,17 @@ fn listed(json: &str) -> Vec<ListedNamespace> {
 
 fn listed_one(v: &Value) -> Option<ListedNamespace> {
     let text = |key: &str| v.get(key).and_then(Value::as_str).map(str::to_owned);
-    let chardev = v
-        .get("daxregion")
-        .and_then(|r| r.get("devices"))
-        .and_then(Value::as_array)
-        .and_then(|d| d.first())
-        .and_then(|d| d.get("chardev"))
-        .and_then(Value::as_str)
-        .map(str::to_owned);
+    // `ndctl list -N` names a devdax namespace's device at its top level;
+    // with -X it is under its dax region.
+    let chardev = text("chardev").or_else(|| {
+        v.get("daxregion")
+            .and_then(|r| r.get("devices"))
+            .and_then(Value::as_array)
+            .and_then(|d| d.first())
+            .and_then(|d| d.get("chardev"))
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+    });
     Some(ListedNamespace {
         dev: text("dev")?,
         mode: text("mode").as_deref().and_then(mode_named),
@@ -225,5 +228,12 @@ ndctl
         assert_eq!(seen.region, None, "a disabled region shows no attributes");
         assert_eq!(seen.listed[0].chardev.as_deref(), Some("dax0.0"));
         assert!(parse("region 1 1 1 1 1\nndctl\n").listed.is_empty());
+    }
+
+    #[test]
+    fn a_devdax_namespace_names_its_device_as_ndctl_list_dash_n_prints_it() {
+        let one = "region - - - - 0\nndctl\n{\"dev\":\"namespace0.0\",\"mode\":\"devdax\",\
+                   \"map\":\"dev\",\"size\":65011712,\"chardev\":\"dax0.0\",\"align\":2097152}\n";
+        assert_eq!(parse(one).listed[0].chardev.as_deref(), Some("dax0.0"));
     }
 }

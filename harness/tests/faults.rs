@@ -480,6 +480,6 @@ fn an_oops_ends_a_hanging_step_within_seconds_naming_it() {
         .map(|p| std::fs::read_to_string(p).unwrap())
         .unwrap_or_default();
     assert!(took < Duration::from_secs(120), "took {took:?}\n{t}");
-    eprintln!("run took {took:?}\n{transcript}");
+    eprintln!("run took {took:?}\n{message}\n{transcript}");
     assert_no_qemu(dir.path(), &t);
 }

@@ -80,6 +80,7 @@ fn a_corrupted_newer_index_in_a_crash_image_is_reported() {
         let checks = restart::Checks {
             regions: regions.len(),
             sectors: None,
+            filesystem: None,
         };
         let (view, run) =
             restart::restart(&spec, &m.run.path, "restart", &image, &damaged, &checks)

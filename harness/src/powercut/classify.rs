@@ -12,6 +12,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
+use super::filesystem::FilesystemView;
 use super::labels::{LabelViolation, NamespaceKey, Uuid};
 use super::sectors::SectorTally;
 
@@ -32,6 +33,8 @@ pub struct GuestView {
     pub setup_failure: Option<String>,
     /// The sectors a case asked to be read, judged.
     pub sectors: Option<SectorTally>,
+    /// The filesystem a case asked to be checked, and what it showed.
+    pub filesystem: Option<FilesystemView>,
 }
 
 /// How a crash image came out.
@@ -92,6 +95,9 @@ pub fn judge(
     }
     if let Some(sectors) = guest.sectors.as_ref().filter(|s| !s.is_consistent()) {
         return Outcome::Violation(sectors.to_string());
+    }
+    if let Some(filesystem) = guest.filesystem.as_ref().filter(|f| !f.is_consistent()) {
+        return Outcome::Violation(filesystem.to_string());
     }
     let held: BTreeSet<(Uuid, u64)> = media
         .iter()

@@ -9,10 +9,11 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use super::classify::{self, Generations, Outcome};
+use super::filesystem;
 use super::media::{self, Media};
 use super::record::{self, CrashImage, CrashPoint, LabelWrite};
 use super::restart::{self, Checks};
-use crate::suite::{CutPoints, PowerCut};
+use crate::suite::{CutPoints, FilesystemCheck, PowerCut};
 use crate::vm::agent::ExecOutput;
 use crate::vm::machine::{self, Machine, StartSpec};
 
@@ -22,6 +23,8 @@ pub enum Error {
     Media(#[from] media::Error),
     #[error(transparent)]
     Record(#[from] record::Error),
+    #[error("the files the filesystem check keeps could not be read before the step: {0}")]
+    Kept(String),
     #[error("restarting on the image {point}: {source}")]
     Restart {
         point: CrashPoint,
@@ -36,8 +39,8 @@ pub struct PointResult {
     pub outcome: Outcome,
     /// The restart and its checks.
     pub cost: Duration,
-    /// What the sectors held, when the step names some.
-    pub sectors: Option<String>,
+    /// What the sectors or the filesystem held, when the step names them.
+    pub checked: Option<String>,
     /// The image and the restart's run folder, kept for a violation.
     pub evidence: Option<(PathBuf, PathBuf)>,
 }
@@ -114,7 +117,7 @@ impl CutReport {
         }
         for p in &self.points {
             let sectors = p
-                .sectors
+                .checked
                 .as_ref()
                 .map(|s| format!("; {s}"))
                 .unwrap_or_default();
@@ -150,6 +153,10 @@ pub async fn run(
     let regions = media::regions(topology, &m.run.files)?;
     let before = media::read(&regions, &m.run.path)?;
     let images_dir = place.dir.join("images");
+    let checksums = match &cut.filesystem {
+        Some(check) => Some(kept_checksums(m, check, timeout).await?),
+        None => None,
+    };
     let argv = ["/bin/sh".to_owned(), "-c".to_owned(), cut.run.clone()];
     let recorded = match &cut.points {
         CutPoints::LabelWrites => {
@@ -179,6 +186,7 @@ pub async fn run(
     let checks = Checks {
         regions: regions.len(),
         sectors: cut.sectors.as_ref(),
+        filesystem: cut.filesystem.as_ref().zip(checksums.as_deref()),
     };
     let mut points = Vec::new();
     for (i, image) in recorded.images.iter().enumerate() {
@@ -192,11 +200,12 @@ pub async fn run(
         let (view, run) = restart::restart(place.spec, place.dir, &name, image, &media, &checks)
             .await
             .map_err(restart_error)?;
-        let sectors = view
-            .as_ref()
-            .ok()
-            .and_then(|v| v.sectors.as_ref())
-            .map(ToString::to_string);
+        let checked = view.as_ref().ok().and_then(|v| {
+            let parts: Vec<String> = (v.sectors.iter().map(ToString::to_string))
+                .chain(v.filesystem.iter().map(ToString::to_string))
+                .collect();
+            (!parts.is_empty()).then(|| parts.join("; "))
+        });
         let outcome = match view {
             Ok(view) => judge(&media, &view, &generations),
             Err(e) if !e.is_infrastructure() => {
@@ -216,7 +225,7 @@ pub async fn run(
             point: image.point.clone(),
             outcome,
             cost: t0.elapsed(),
-            sectors,
+            checked,
             evidence,
         });
     }
@@ -226,6 +235,27 @@ pub async fn run(
         points,
         random: matches!(cut.points, CutPoints::Random { .. }),
     })
+}
+
+/// The kept files' checksums, from the live guest before the step.
+async fn kept_checksums(
+    m: &Machine,
+    check: &FilesystemCheck,
+    timeout: Duration,
+) -> Result<String, Error> {
+    let argv = [
+        "/bin/sh".to_owned(),
+        "-c".to_owned(),
+        filesystem::checksums_command(check),
+    ];
+    let out = m.exec(&argv, timeout).await.map_err(record::Error::Guest)?;
+    if !out.success() {
+        return Err(Error::Kept(filesystem::first_lines(
+            &format!("{}{}", out.stdout_text(), out.stderr_text()),
+            3,
+        )));
+    }
+    Ok(out.stdout_text())
 }
 
 fn judge(media: &Media, view: &classify::GuestView, generations: &Generations) -> Outcome {

@@ -9,6 +9,7 @@
 
 pub mod classify;
 pub mod cut;
+pub mod filesystem;
 pub mod gdb;
 pub mod labels;
 pub mod media;

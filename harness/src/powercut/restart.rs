@@ -10,12 +10,13 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::classify::GuestView;
+use super::filesystem::{self, FilesystemView};
 use super::labels::Uuid;
 use super::media::Media;
 use super::record::CrashImage;
 use super::sectors;
 use crate::assemble::{self, Labels};
-use crate::suite::SectorCheck;
+use crate::suite::{FilesystemCheck, SectorCheck};
 use crate::vm::machine::{self, Machine, StartSpec};
 use crate::vm::RunDir;
 
@@ -45,6 +46,8 @@ pub struct Checks<'a> {
     /// The regions the topology has (a restart that shows fewer lost one).
     pub regions: usize,
     pub sectors: Option<&'a SectorCheck>,
+    /// The filesystem to check, with the kept files' checksums.
+    pub filesystem: Option<(&'a FilesystemCheck, &'a str)>,
 }
 
 /// What a restarted guest showed (or how looking failed: a kernel that
@@ -126,6 +129,34 @@ async fn look(
         );
         let out = m.exec(&shell(&read), COMMAND_TIMEOUT).await?;
         view.sectors = Some(sectors::tally(&out.stdout, s.size, s.count, &s.values));
+    }
+    if let Some((check, checksums)) = checks.filesystem {
+        let verify = m
+            .exec(
+                &shell(&filesystem::verify_command(check, checksums)),
+                COMMAND_TIMEOUT,
+            )
+            .await?;
+        let fsck = m
+            .exec(&shell(&filesystem::fsck_command(check)), COMMAND_TIMEOUT)
+            .await?;
+        said.push_str(&format!(
+            "$ mount, sha256sum -c\n{}{}$ e2fsck -fn\n{}{}",
+            verify.stdout_text(),
+            verify.stderr_text(),
+            fsck.stdout_text(),
+            fsck.stderr_text()
+        ));
+        let failed = if !verify.success() { &verify } else { &fsck };
+        view.filesystem = Some(FilesystemView {
+            kept_intact: verify.success(),
+            fsck_clean: fsck.success(),
+            detail: filesystem::first_lines(
+                &format!("{}{}", failed.stdout_text(), failed.stderr_text()),
+                3,
+            ),
+        });
+        collect_reports(m, &mut view).await?;
     }
     if media.labelled {
         if let Some(room) = regions.iter().find(|r| r.enabled && r.available >= r.align) {

@@ -11,6 +11,10 @@
 //!     run: /case/write-sectors.sh /dev/pmem0s 0x22
 //!     points: { random: 8, within: 2s }
 //!     sectors: { device: /dev/pmem0s, count: 256, values: [0x11, 0x22] }
+//! - power_cut:
+//!     run: for i in 1 2 3; do dd if=/dev/urandom of=/mnt/pmem/new.$i bs=1M count=1 2>/dev/null; sync; done
+//!     points: { random: 8, within: 2s }
+//!     filesystem: { device: /dev/pmem0, mount: /mnt/pmem, kept: [kept] }
 //! ```
 
 use std::time::Duration;
@@ -29,6 +33,11 @@ pub struct PowerCut {
     /// Sectors each restart reads and checks, for a step that writes them.
     #[serde(default)]
     pub sectors: Option<SectorCheck>,
+    /// A filesystem each restart mounts (its journal replayed), whose
+    /// files written and synced before the step must read back as they
+    /// were, and which e2fsck then finds clean.
+    #[serde(default)]
+    pub filesystem: Option<FilesystemCheck>,
 }
 
 /// Where the cuts fall (the end of the step is always one more).
@@ -84,6 +93,18 @@ pub struct SectorCheck {
     #[serde(default = "default_sector_size")]
     pub size: u64,
     pub values: Vec<u8>,
+}
+
+/// ext4 on a pmem block device, mounted at `mount` while the step runs:
+/// the files `kept` (relative to `mount`), written and synced before the
+/// step, must read back unchanged after any cut, and the filesystem must
+/// be clean (`e2fsck -fn`) once its journal has been replayed.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilesystemCheck {
+    pub device: String,
+    pub mount: String,
+    pub kept: Vec<String>,
 }
 
 fn default_sector_size() -> u64 {
@@ -147,5 +168,19 @@ mod tests {
             .to_string();
         assert!(e.contains("at least 1"), "{e}");
         assert!(parse("run: x\n").is_err(), "points are required");
+    }
+
+    #[test]
+    fn a_filesystem_check_names_its_device_mount_and_kept_files() {
+        let p = parse("run: x\npoints: { random: 2 }\nfilesystem: { device: /dev/pmem0, mount: /mnt/pmem, kept: [a, b/c] }\n").unwrap();
+        let f = p.filesystem.unwrap();
+        assert_eq!(
+            (f.device.as_str(), f.mount.as_str()),
+            ("/dev/pmem0", "/mnt/pmem")
+        );
+        assert_eq!(f.kept, vec!["a", "b/c"]);
+        assert!(
+            parse("run: x\npoints: { random: 2 }\nfilesystem: { device: /dev/pmem0 }\n").is_err()
+        );
     }
 }

@@ -90,6 +90,7 @@ async fn once(
                 .into(),
         points: CutPoints::LabelWrites,
         sectors: None,
+        filesystem: None,
     };
     let t0 = Instant::now();
     let report = cut::run(&m, &step, Duration::from_secs(120), &place)

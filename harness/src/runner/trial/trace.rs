@@ -408,6 +408,10 @@ impl<'a> Trace<'a> {
             Err(cut::Error::Record(crate::powercut::record::Error::Guest(e))) => {
                 return Err(e.into())
             }
+            // The case's own files missing: the case's failure.
+            Err(e @ cut::Error::Kept(_)) => {
+                return Err(Verdict::Fail(format!("step {number}: {e}")))
+            }
             Err(e) => return Err(Verdict::Error(format!("step {number}: {e}"))),
         };
         let _ = std::fs::write(dir.join("points.txt"), report.details());

@@ -131,31 +131,7 @@ async fn look(
         view.sectors = Some(sectors::tally(&out.stdout, s.size, s.count, &s.values));
     }
     if let Some((check, checksums)) = checks.filesystem {
-        let verify = m
-            .exec(
-                &shell(&filesystem::verify_command(check, checksums)),
-                COMMAND_TIMEOUT,
-            )
-            .await?;
-        let fsck = m
-            .exec(&shell(&filesystem::fsck_command(check)), COMMAND_TIMEOUT)
-            .await?;
-        said.push_str(&format!(
-            "$ mount, sha256sum -c\n{}{}$ e2fsck -fn\n{}{}",
-            verify.stdout_text(),
-            verify.stderr_text(),
-            fsck.stdout_text(),
-            fsck.stderr_text()
-        ));
-        let failed = if !verify.success() { &verify } else { &fsck };
-        view.filesystem = Some(FilesystemView {
-            kept_intact: verify.success(),
-            fsck_clean: fsck.success(),
-            detail: filesystem::first_lines(
-                &format!("{}{}", failed.stdout_text(), failed.stderr_text()),
-                3,
-            ),
-        });
+        view.filesystem = Some(look_at_filesystem(m, check, checksums, &mut said).await?);
         collect_reports(m, &mut view).await?;
     }
     if media.labelled {
@@ -177,6 +153,41 @@ async fn look(
     // What the guest said, for the evidence of a violation.
     let _ = std::fs::write(m.run.path.join("view.txt"), said);
     Ok(view)
+}
+
+/// Mounts the case's filesystem, checks its kept files, unmounts it and
+/// runs e2fsck; what they said goes to `said`.
+async fn look_at_filesystem(
+    m: &mut Machine,
+    check: &FilesystemCheck,
+    checksums: &str,
+    said: &mut String,
+) -> Result<FilesystemView, Error> {
+    let verify = m
+        .exec(
+            &shell(&filesystem::verify_command(check, checksums)),
+            COMMAND_TIMEOUT,
+        )
+        .await?;
+    let fsck = m
+        .exec(&shell(&filesystem::fsck_command(check)), COMMAND_TIMEOUT)
+        .await?;
+    said.push_str(&format!(
+        "$ mount, sha256sum -c\n{}{}$ e2fsck -fn\n{}{}",
+        verify.stdout_text(),
+        verify.stderr_text(),
+        fsck.stdout_text(),
+        fsck.stderr_text()
+    ));
+    let failed = if verify.success() { &fsck } else { &verify };
+    Ok(FilesystemView {
+        kept_intact: verify.success(),
+        fsck_clean: fsck.success(),
+        detail: filesystem::first_lines(
+            &format!("{}{}", failed.stdout_text(), failed.stderr_text()),
+            3,
+        ),
+    })
 }
 
 /// Kernel reports since the last look, first lines.

@@ -9,6 +9,11 @@
 //!   after the 4 KiB before it (drivers/nvdimm/btt.h ARENA_MIN_SIZE,
 //!   Documentation/driver-api/nvdimm/btt.rst), so a smaller one may be
 //!   refused; refused, it must still leave nothing behind;
+//! - a namespace of any mode but raw is at least 16 MiB: the kernel's
+//!   `nd_namespace_store()` restriction, which ndctl checks before it asks
+//!   ("'--size=' must be >= 16MiB for 'devdax' mode", ndctl/namespace.c);
+//!   a smaller one becomes a promise only once a region align below 16 MiB
+//!   makes it a multiple of the align;
 //! - device-dax has no read(2) (it is mapped, not read), so "can be read"
 //!   is checked on the namespaces with a block device;
 //! - a region hands out capacity in units of its align (its
@@ -91,6 +96,9 @@ pub struct CreateRequest {
     pub bytes: u64,
 }
 
+/// The smallest namespace of a mode other than raw.
+const NAMESPACE_MIN: u64 = 16 << 20;
+
 /// BTT's smallest arena and what precedes it in the namespace.
 const BTT_MIN_ARENA: u64 = 16 << 20;
 const BTT_OFFSET: u64 = 4096;
@@ -103,7 +111,8 @@ pub fn create_promised(before: &Observation, req: CreateRequest) -> bool {
     let fits =
         req.bytes > 0 && req.bytes.is_multiple_of(region.align) && req.bytes <= region.max_extent;
     let btt_room = req.mode != Mode::Sector || req.bytes >= BTT_MIN_ARENA + BTT_OFFSET;
-    fits && btt_room
+    let namespace_room = req.mode == Mode::Raw || req.bytes >= NAMESPACE_MIN;
+    fits && btt_room && namespace_room
 }
 
 /// Every invariant the step broke, in the order listed in [`Invariant`].

@@ -115,6 +115,34 @@ fn a_promised_create_that_is_refused_breaks_its_word() {
     assert_eq!(names(&found), vec![Invariant::CreateKeepsItsWord]);
 }
 
+/// Seed 7 on nfit-1, before this rule: the region's align written down to
+/// 2 MiB made a 4 MiB devdax create look promised, and ndctl refused it as
+/// below 16 MiB. Below 16 MiB only raw is promised; refused, it must still
+/// leave nothing behind.
+#[test]
+fn below_16_mib_only_raw_is_promised_whatever_the_region_align() {
+    let before = parse(&EMPTY.replace(
+        "1073610752 16777216 1056964608 1056964608",
+        "1073610752 2097152 1071644672 1071644672",
+    ));
+    let small = |mode| CreateRequest {
+        mode,
+        bytes: 4 << 20,
+    };
+    assert!(create_promised(&before, small(Mode::Raw)));
+    for mode in [Mode::Fsdax, Mode::Devdax, Mode::Sector] {
+        assert!(!create_promised(&before, small(mode)), "{mode:?}");
+    }
+    let found = check(
+        &create(Mode::Devdax),
+        Some(small(Mode::Devdax)),
+        &before,
+        &ended(1),
+        &before,
+    );
+    assert!(found.is_empty(), "{found:?}");
+}
+
 #[test]
 fn capacity_lost_with_no_namespace_left_is_found() {
     let lost = EMPTY.replace(

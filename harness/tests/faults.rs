@@ -226,24 +226,29 @@ fn a_read_only_cache_is_one_clear_error() {
     assert_clear_error(&o, start.elapsed(), &["Read-only file system"]);
 }
 
-#[test]
-fn a_hung_tool_is_killed_at_its_deadline_with_its_output() {
-    // A stand-in apt-get on PATH that prints a line and never exits.
-    let bin = tempfile::tempdir().unwrap();
-    let marker = bin.path().display().to_string();
-    let stand_in = bin.path().join("apt-get");
-    std::fs::write(
-        &stand_in,
-        "#!/bin/sh\necho 'Reading package lists... (stuck)'\nwhile :; do sleep 1; done\n",
-    )
-    .unwrap();
+/// A folder holding an `apt-get` that runs `script`, and a PATH that
+/// finds it first.
+fn stand_in_apt_get(script: &str) -> (tempfile::TempDir, String) {
     use std::os::unix::fs::PermissionsExt;
+    let bin = tempfile::tempdir().unwrap();
+    let stand_in = bin.path().join("apt-get");
+    std::fs::write(&stand_in, script).unwrap();
     std::fs::set_permissions(&stand_in, std::fs::Permissions::from_mode(0o755)).unwrap();
     let path = format!(
         "{}:{}",
         bin.path().display(),
         std::env::var("PATH").unwrap()
     );
+    (bin, path)
+}
+
+#[test]
+fn a_hung_tool_is_killed_at_its_deadline_with_its_output() {
+    // A stand-in apt-get on PATH that prints a line and never exits.
+    let (bin, path) = stand_in_apt_get(
+        "#!/bin/sh\necho 'Reading package lists... (stuck)'\nwhile :; do sleep 1; done\n",
+    );
+    let marker = bin.path().display().to_string();
     let cache = tempfile::tempdir().unwrap();
     let start = Instant::now();
     let o = ndharness(&[
@@ -284,19 +289,8 @@ fn sigkill_of_the_harness_takes_a_tool_that_dropped_privileges_along() {
         eprintln!("not run: needs root and setpriv to drop privileges");
         return;
     }
-    let bin = tempfile::tempdir().unwrap();
-    let stand_in = bin.path().join("apt-get");
-    std::fs::write(
-        &stand_in,
+    let (_bin, path) = stand_in_apt_get(
         "#!/bin/sh\nexec setpriv --reuid=65534 --regid=65534 --clear-groups sleep 3607\n",
-    )
-    .unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&stand_in, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let path = format!(
-        "{}:{}",
-        bin.path().display(),
-        std::env::var("PATH").unwrap()
     );
     let cache = tempfile::tempdir().unwrap();
     let mut child = ndharness(&[

@@ -165,17 +165,7 @@ pub async fn label_writes(
     };
     let (output, watched) = tokio::join!(run, watch);
     watched?;
-    let dir = crash_dir.join("after");
-    copy_files(&files, &dir)?;
-    images.push(CrashImage {
-        point: CrashPoint::AfterStep,
-        dir,
-    });
-    Ok(Recorded {
-        output,
-        writes: writes.into_inner(),
-        images,
-    })
+    finish(&files, crash_dir, images, output, writes.into_inner())
 }
 
 /// The label write the stopped CPU is about to make, if its call is one:
@@ -248,15 +238,26 @@ pub async fn at_moments(
     };
     let (output, cuts) = tokio::join!(run, cut);
     cuts?;
+    finish(&files, crash_dir, images, output, Vec::new())
+}
+
+/// The recording's end: the image after the step added to the cuts'.
+fn finish(
+    files: &[PathBuf],
+    crash_dir: &Path,
+    mut images: Vec<CrashImage>,
+    output: std::result::Result<ExecOutput, machine::Error>,
+    writes: Vec<LabelWrite>,
+) -> Result<Recorded> {
     let dir = crash_dir.join("after");
-    copy_files(&files, &dir)?;
+    copy_files(files, &dir)?;
     images.push(CrashImage {
         point: CrashPoint::AfterStep,
         dir,
     });
     Ok(Recorded {
         output,
-        writes: Vec::new(),
+        writes,
         images,
     })
 }

@@ -262,13 +262,7 @@ impl<'a> Trace<'a> {
         let number = self.step_count;
         let out = match run_step(self.machine(), number, step, timeout).await {
             Ok(out) => out,
-            Err(machine::Error::Agent(agent::Error::CommandTimeout { timeout, .. })) => {
-                return Err(Verdict::Fail(format!(
-                    "step {number} (`{}`) did not finish within {timeout:?}",
-                    step.action.display()
-                )))
-            }
-            Err(e) => return Err(e.into()),
+            Err(e) => return Err(step_error(number, step, &e)),
         };
         self.judge_step(step, number, &out.output, out.kernel)?;
         let context = format!("after step {number}");
@@ -418,14 +412,7 @@ impl<'a> Trace<'a> {
         let summary = report.summary();
         let output = match &report.output {
             Ok(output) => output.clone(),
-            Err(machine::Error::Agent(agent::Error::CommandTimeout { timeout, .. })) => {
-                return Err(Verdict::Fail(format!(
-                    "step {number} (`{}`) did not finish within {timeout:?}",
-                    step.action.display()
-                )))
-            }
-            Err(e) if e.is_infrastructure() => return Err(Verdict::Error(e.to_string())),
-            Err(e) => return Err(Verdict::Fail(e.to_string())),
+            Err(e) => return Err(step_error(number, step, e)),
         };
         self.machine().read_kernel_log().await?;
         let kernel = self.machine().take_unattributed();
@@ -467,6 +454,21 @@ impl<'a> Trace<'a> {
         self.machine().mount_shares().await?;
         self.clock.lap("mount");
         Ok(())
+    }
+}
+
+/// Step `number` failing in the guest: its timeout is the step's failure,
+/// anything else a failure or an infrastructure error as the error says.
+fn step_error(number: usize, step: &Step, e: &machine::Error) -> Verdict {
+    match e {
+        machine::Error::Agent(agent::Error::CommandTimeout { timeout, .. }) => {
+            Verdict::Fail(format!(
+                "step {number} (`{}`) did not finish within {timeout:?}",
+                step.action.display()
+            ))
+        }
+        e if e.is_infrastructure() => Verdict::Error(e.to_string()),
+        e => Verdict::Fail(e.to_string()),
     }
 }
 

@@ -18,7 +18,7 @@ use super::model::{Model, Op, RegionShape};
 
 /// Bumped when what a seed generates changes (the model's choices, their
 /// weights): recorded in every case file the explorer writes.
-pub const GENERATOR: u32 = 3;
+pub const GENERATOR: u32 = 4;
 
 /// A generated sequence as the library hands it to the test: the initial
 /// model, the operations, and the counter of steps run (for shrinking).
@@ -119,7 +119,7 @@ mod tests {
         RegionShape {
             size: 1 << 30,
             align: 16 << 20,
-            cxl: false,
+            cxl_ways: None,
         }
     }
 
@@ -177,5 +177,26 @@ mod tests {
             .new_tree(&mut runner)
             .unwrap();
         assert_eq!(tree.current().1, ops);
+    }
+
+    #[test]
+    fn cxl_sequences_are_well_formed_and_reach_a_region_probed_a_dimm_short() {
+        let cxl = RegionShape {
+            cxl_ways: Some(6),
+            ..shape()
+        };
+        let mut probed_short = 0;
+        for index in 0..200 {
+            let ops = sequence(3, index, cxl, 1..=12);
+            let mut model = Model::new(cxl);
+            for op in &ops {
+                assert!(model.preconditions(op), "#{index}: {op:?} in {model:?}");
+                let short = model.dimm_unbound.is_some();
+                probed_short +=
+                    usize::from(short && matches!(op, Op::CxlRegionCycle | Op::CxlRegionRecreate));
+                model = model.apply(op);
+            }
+        }
+        assert!(probed_short > 0);
     }
 }

@@ -33,6 +33,11 @@ const WAIT_ENDPOINTS: &str = "n=$(ls -d /sys/bus/cxl/devices/mem* | wc -l); i=0;
      until [ $(ls -d /sys/bus/cxl/devices/endpoint* 2>/dev/null | wc -l) -ge $n ]; do \
      i=$((i+1)); [ $i -lt 200 ] || exit 1; sleep 0.05; done";
 
+/// The sysfs files that take a CXL DIMM's nvdimm from the pmem stack and
+/// give it back (absent where the kernel does not offer it: 6.12).
+const NVDIMM_UNBIND: &str = "/sys/bus/cxl/drivers/cxl_nvdimm/unbind";
+const NVDIMM_BIND: &str = "/sys/bus/cxl/drivers/cxl_nvdimm/bind";
+
 /// How long one operation may take.
 const STEP_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -80,6 +85,12 @@ pub struct ExploreGuest<'a> {
     /// the same devices, labels kept (CXL topologies).
     cxl_region: String,
     recreate: String,
+    /// The CXL region's DIMMs as the pmem stack knows them (their
+    /// `cxl_nvdimm` devices, `pmemK`), in interleave position order.
+    dimms: Vec<String>,
+    /// The DIMM [`Op::CxlDimmUnbind`] took away: while it is, the guest
+    /// has no nd region.
+    unbound: Option<String>,
     /// The UUID (as ndctl shows it) of each slot's namespace.
     uuids: BTreeMap<Slot, String>,
     steps: usize,
@@ -121,33 +132,26 @@ impl<'a> ExploreGuest<'a> {
             region: String::new(),
             cxl_region: String::new(),
             recreate: String::new(),
+            dimms: Vec::new(),
+            unbound: None,
             uuids: BTreeMap::new(),
             steps: 0,
         };
-        if target.topology.topology.cxl.is_none() {
-            guest.setup("initializing the labels", INIT_LABELS).await?;
-        }
-        let region = guest
-            .setup(
-                "finding the region",
-                "ls /sys/bus/nd/devices | grep '^region' | sort -V | head -1",
-            )
-            .await?;
-        guest.region = region.trim().to_owned();
         // What the kernel said before the first step (the boot, or the
-        // template's, restored) belongs to no step; a report there is a
-        // finding of its own.
+        // template's, restored, and the drivers' probes) belongs to no
+        // step; a report there is a finding of its own. Read first: each
+        // setup command drops the records it leaves.
         guest.machine().read_kernel_log().await?;
         let records = guest.machine().take_unattributed();
         if let Some(r) = records.iter().find(|r| crate::kmsg::problem(r).is_some()) {
             return Err(GuestError::Prepared(r.message.trim().to_owned()));
         }
-        if guest.region.is_empty() {
-            return Err(GuestError::Setup {
-                what: "finding the region",
-                detail: NO_ND_REGION.into(),
-            });
+        if target.topology.topology.cxl.is_none() {
+            guest.setup("initializing the labels", INIT_LABELS).await?;
         }
+        // The regions' names (and on CXL the region's re-creation and its
+        // DIMMs) before the first step, which may be a CXL operation.
+        guest.find_regions().await?;
         Ok(guest)
     }
 
@@ -162,7 +166,8 @@ impl<'a> ExploreGuest<'a> {
             .await?
             .trim()
             .to_owned();
-        if self.region.is_empty() {
+        // A DIMM short, the nd region is expected gone.
+        if self.region.is_empty() && self.unbound.is_none() {
             return Err(GuestError::Setup {
                 what: "finding the region",
                 detail: NO_ND_REGION.into(),
@@ -184,6 +189,18 @@ impl<'a> ExploreGuest<'a> {
                 detail: e.to_string(),
             })?;
         self.recreate = plan.join(" >/dev/null && ");
+        let dimms = format!(
+            "cxl list -R -T -r {} \
+             | awk -F'\"' '/\"position\"/ {{p=$3; gsub(/[:,]/, \"\", p)}} /\"memdev\"/ {{print p, $4}}' \
+             | sort -n | while read -r _ m; do d=$(ls -d /sys/bus/cxl/devices/$m/pmem[0-9]* | head -1); echo \"${{d##*/}}\"; done",
+            self.cxl_region
+        );
+        self.dimms = self
+            .setup("finding the CXL region's DIMMs", &dimms)
+            .await?
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect();
         Ok(())
     }
 
@@ -207,6 +224,10 @@ impl<'a> ExploreGuest<'a> {
 
     /// The region and its namespaces as the guest shows them now.
     pub async fn observe(&mut self) -> Result<Observation, GuestError> {
+        if self.region.is_empty() {
+            // A DIMM short: no nd region to show.
+            return Ok(Observation::default());
+        }
         let script = observe::script(&self.region);
         let out = self.machine().exec(&shell(script), STEP_TIMEOUT).await?;
         Ok(observe::parse(&out.stdout_text()))
@@ -280,8 +301,20 @@ impl<'a> ExploreGuest<'a> {
                 self.cxl_region, self.recreate
             ),
             Op::CxlDriverReload => format!(
-                "cxl destroy-region -f {} && rmmod cxl_pmem cxl_mem && modprobe -a cxl_mem cxl_pmem && {WAIT_ENDPOINTS} && {} >/dev/null && {FLUSH_PROBES}",
+                "cxl destroy-region -f {} && rmmod cxl_pmem cxl_mem && modprobe -a cxl_mem cxl_pmem && {WAIT_ENDPOINTS} && {} >/dev/null",
                 self.cxl_region, self.recreate
+            ),
+            Op::CxlDimmUnbind { position } => {
+                let dimm = self.dimms.get(*position as usize)?;
+                format!(
+                    "u={NVDIMM_UNBIND}; if [ -e $u ]; then echo {dimm} > $u && echo unbound {dimm}; \
+                     else echo \"cxl_nvdimm has no unbind file\"; fi"
+                )
+            }
+            Op::CxlDimmBind => format!(
+                "echo {} > {NVDIMM_BIND} && cxl disable-region {1} && cxl enable-region {1} && {FLUSH_PROBES}",
+                self.unbound.as_ref()?,
+                self.cxl_region
             ),
             Op::Prepare => return None,
         };
@@ -316,11 +349,7 @@ impl<'a> ExploreGuest<'a> {
                 ran.stderr = step.output.stderr_text();
             }
             Err(machine::Error::KernelReport { report, .. }) => {
-                ran.result.console_report = report
-                    .excerpt
-                    .lines()
-                    .find(|l| crate::kmsg::fatal_console_report(l).is_some())
-                    .map(str::to_owned);
+                ran.result.console_report = fatal_line(&report.excerpt);
                 return Ok(ran);
             }
             Err(machine::Error::Agent(agent::Error::CommandTimeout { timeout, .. })) => {
@@ -350,18 +379,38 @@ impl<'a> ExploreGuest<'a> {
         if matches!(op, Op::InitLabels) && ran.result.exit_code == Some(0) {
             self.uuids.clear();
         }
+        match op {
+            Op::CxlDimmUnbind { .. } if ran.result.exit_code == Some(0) => {
+                self.unbound = ran
+                    .stdout
+                    .trim()
+                    .strip_prefix("unbound ")
+                    .map(str::to_owned);
+            }
+            // Bound again or not, the region must be whole now.
+            Op::CxlDimmBind => self.unbound = None,
+            _ => {}
+        }
         if matches!(
             op,
-            Op::CxlRegionCycle | Op::CxlRegionRecreate | Op::CxlDriverReload
+            Op::CxlRegionCycle
+                | Op::CxlRegionRecreate
+                | Op::CxlDriverReload
+                | Op::CxlDimmUnbind { .. }
+                | Op::CxlDimmBind
         ) {
-            match self.find_regions().await {
-                Err(GuestError::Setup { detail, .. }) if detail == NO_ND_REGION => {
-                    ran.region_lost = true;
-                }
-                other => other?,
-            }
+            ran.region_lost = self.region_lost().await?;
         }
         Ok(ran)
+    }
+
+    /// Finds the regions again after an operation that must bring the nd
+    /// region back; whether it did not (a finding, not a harness fault).
+    async fn region_lost(&mut self) -> Result<bool, GuestError> {
+        match self.find_regions().await {
+            Err(GuestError::Setup { detail, .. }) if detail == NO_ND_REGION => Ok(true),
+            other => other.map(|()| false),
+        }
     }
 
     /// Powers the guest off and boots it again on the same backing files;
@@ -374,6 +423,7 @@ impl<'a> ExploreGuest<'a> {
             .env
             .start_spec(&target.topology.topology, target.config.boot_timeout);
         let mut m = Machine::start(&spec, run).await?;
+        self.unbound = None;
         if let Some(out) = m.load_drivers().await? {
             if !out.success() {
                 return Err(GuestError::Setup {
@@ -389,12 +439,28 @@ impl<'a> ExploreGuest<'a> {
                 detail: e.to_string(),
             })?
         {
-            m.exec(&shell(line), STEP_TIMEOUT).await?;
+            match m.exec(&shell(line), STEP_TIMEOUT).await {
+                Ok(_) => {}
+                // The region's assembly met a kernel fault: the reboot's
+                // finding.
+                Err(machine::Error::KernelReport { report, .. }) => {
+                    self.machine = Some(m);
+                    return Ok(Ran {
+                        result: StepResult {
+                            command: Some("reboot".into()),
+                            console_report: fatal_line(&report.excerpt),
+                            ..Default::default()
+                        },
+                        ..Default::default()
+                    });
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
         m.read_kernel_log().await?;
         let kernel = m.take_unattributed();
         self.machine = Some(m);
-        self.find_regions().await?;
+        let region_lost = self.region_lost().await?;
         Ok(Ran {
             result: StepResult {
                 command: Some("reboot".into()),
@@ -402,6 +468,7 @@ impl<'a> ExploreGuest<'a> {
                 kernel,
                 console_report: None,
             },
+            region_lost,
             ..Default::default()
         })
     }
@@ -414,6 +481,14 @@ impl<'a> ExploreGuest<'a> {
     pub fn run_folder(&self) -> Option<PathBuf> {
         self.machine.as_ref().map(|m| m.run.path.clone())
     }
+}
+
+/// The first line of a console excerpt that is a fatal kernel report.
+fn fatal_line(excerpt: &str) -> Option<String> {
+    excerpt
+        .lines()
+        .find(|l| crate::kmsg::fatal_console_report(l).is_some())
+        .map(str::to_owned)
 }
 
 /// Bytes for a size choice on the region as it is.

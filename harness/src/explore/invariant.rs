@@ -137,6 +137,24 @@ pub fn check(
     found
 }
 
+/// An operation that must bring the nd region back (a reboot, a CXL
+/// region's operations, a DIMM bound again) left the guest without one.
+pub fn region_lost(op: &Op) -> Violation {
+    Violation {
+        invariant: Invariant::RebootKeepsNamespaces,
+        detail: format!("the nd region did not come back after {}", op.kind()),
+        kernel_line: None,
+    }
+}
+
+/// What a step broke, in the order [`Invariant`] lists them (the first is
+/// the finding): a kernel report that took the region with it is the
+/// report.
+pub fn in_order(mut broken: Vec<Violation>) -> Vec<Violation> {
+    broken.sort_by_key(|v| v.invariant);
+    broken
+}
+
 fn violation(invariant: Invariant, detail: String) -> Option<Violation> {
     Some(Violation {
         invariant,

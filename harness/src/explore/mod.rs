@@ -176,7 +176,12 @@ fn prepare<'a>(
         shape: RegionShape {
             size: region.size,
             align: region.align,
-            cxl: topology.topology.cxl.is_some(),
+            cxl_ways: topology
+                .topology
+                .cxl
+                .as_ref()
+                .and_then(|c| c.regions.iter().find(|r| r.assemble))
+                .map(|r| r.ways),
         },
     })
 }

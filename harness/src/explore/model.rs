@@ -95,6 +95,17 @@ pub enum Op {
     /// reloading a driver under test does. The namespaces must come back
     /// as after a reboot.
     CxlDriverReload,
+    /// CXL: one DIMM of the region (its interleave `position`) taken away
+    /// from the pmem stack: its `cxl_nvdimm` unbound through sysfs, where
+    /// the kernel offers the unbind (6.12's driver has no bind files). The
+    /// nd region goes with it; until [`Op::CxlDimmBind`], only the CXL
+    /// region's own operations and a reboot apply.
+    CxlDimmUnbind {
+        position: u32,
+    },
+    /// CXL: the DIMM bound again and the CXL region cycled: the region and
+    /// its namespaces must come back as the labels hold them.
+    CxlDimmBind,
     /// What the guest does before the first step (the drivers, the CXL
     /// regions' assembly, the labels): never generated, it names where a
     /// kernel report came from when it came before any step.
@@ -119,15 +130,17 @@ impl Op {
             Op::CxlRegionCycle => "cxl-region-cycle",
             Op::CxlRegionRecreate => "cxl-region-recreate",
             Op::CxlDriverReload => "cxl-driver-reload",
+            Op::CxlDimmUnbind { .. } => "cxl-dimm-unbind",
+            Op::CxlDimmBind => "cxl-dimm-bind",
             Op::Prepare => "prepare",
         }
     }
 
     /// Whether the namespaces after the operation are read back from the
-    /// labels (a reboot, a driver reload): the set must be the one the
-    /// labels held.
+    /// labels (a reboot, a driver reload, a DIMM bound again): the set must
+    /// be the one the labels held.
     pub fn rebuilds_from_labels(&self) -> bool {
-        matches!(self, Op::Reboot | Op::CxlDriverReload)
+        matches!(self, Op::Reboot | Op::CxlDriverReload | Op::CxlDimmBind)
     }
 
     /// The slot the operation names, if any.
@@ -156,8 +169,9 @@ pub struct PredictedNamespace {
 pub struct RegionShape {
     pub size: u64,
     pub align: u64,
-    /// A CXL region: the CXL region operations apply.
-    pub cxl: bool,
+    /// A CXL region's interleave ways (none: not CXL): the CXL region
+    /// operations apply, and a DIMM is named by its position below it.
+    pub cxl_ways: Option<u32>,
 }
 
 /// The model of one region.
@@ -167,6 +181,8 @@ pub struct Model {
     pub region_enabled: bool,
     pub namespaces: BTreeMap<Slot, PredictedNamespace>,
     pub next_slot: Slot,
+    /// The position of the DIMM [`Op::CxlDimmUnbind`] took away.
+    pub dimm_unbound: Option<u32>,
     /// Operations applied so far (the replay strategy indexes by it).
     pub applied: usize,
 }
@@ -223,6 +239,7 @@ impl Model {
             region_enabled: true,
             namespaces: BTreeMap::new(),
             next_slot: 0,
+            dimm_unbound: None,
             applied: 0,
         }
     }
@@ -239,7 +256,13 @@ impl Model {
     /// own operations least (a reboot costs a cold boot).
     pub fn transitions(&self) -> BoxedStrategy<Op> {
         let mut arms: Vec<(u32, BoxedStrategy<Op>)> = vec![(1, Just(Op::Reboot).boxed())];
-        if self.region_enabled {
+        if self.dimm_unbound.is_some() {
+            // A DIMM short: the CXL region probed without it, or the DIMM
+            // back.
+            arms.push((2, Just(Op::CxlDimmBind).boxed()));
+            arms.push((1, Just(Op::CxlRegionCycle).boxed()));
+            arms.push((1, Just(Op::CxlRegionRecreate).boxed()));
+        } else if self.region_enabled {
             let slot = self.next_slot;
             let create = any_mode()
                 .prop_flat_map(move |mode| {
@@ -269,10 +292,12 @@ impl Model {
                     (pick(), any_mode()).prop_map(|(slot, mode)| Op::Reconfigure { slot, mode });
                 arms.push((2, reconfigure.boxed()));
             }
-            if self.shape.cxl {
+            if let Some(ways) = self.shape.cxl_ways {
                 arms.push((1, Just(Op::CxlRegionCycle).boxed()));
                 arms.push((1, Just(Op::CxlRegionRecreate).boxed()));
                 arms.push((1, Just(Op::CxlDriverReload).boxed()));
+                let unbind = (0..ways.max(1)).prop_map(|position| Op::CxlDimmUnbind { position });
+                arms.push((1, unbind.boxed()));
             }
             let devdax = self.slots_where(|n| n.mode == Mode::Devdax && n.enabled);
             if !devdax.is_empty() {
@@ -303,23 +328,29 @@ impl Model {
     /// every shrink candidate).
     pub fn preconditions(&self, op: &Op) -> bool {
         let has = |slot: &Slot| self.namespaces.contains_key(slot);
+        // The nd region is there: the region enabled, no DIMM taken away.
+        let whole = self.region_enabled && self.dimm_unbound.is_none();
+        let cxl = self.shape.cxl_ways.is_some();
         match op {
-            Op::Create { slot, .. } => self.region_enabled && !has(slot),
+            Op::Create { slot, .. } => whole && !has(slot),
             Op::Destroy { slot }
             | Op::Disable { slot }
             | Op::Enable { slot }
-            | Op::Reconfigure { slot, .. } => self.region_enabled && has(slot),
+            | Op::Reconfigure { slot, .. } => whole && has(slot),
             Op::DaxRoundTrip { slot } => {
-                self.region_enabled
+                whole
                     && self
                         .namespaces
                         .get(slot)
                         .is_some_and(|n| n.mode == Mode::Devdax && n.enabled)
             }
-            Op::RegionDisable => self.region_enabled,
-            Op::CxlRegionCycle | Op::CxlRegionRecreate | Op::CxlDriverReload => {
-                self.region_enabled && self.shape.cxl
+            Op::RegionDisable => whole,
+            Op::CxlDriverReload => whole && cxl,
+            Op::CxlDimmUnbind { position } => {
+                whole && self.shape.cxl_ways.is_some_and(|ways| *position < ways)
             }
+            Op::CxlRegionCycle | Op::CxlRegionRecreate => self.region_enabled && cxl,
+            Op::CxlDimmBind => self.dimm_unbound.is_some(),
             Op::RegionEnable | Op::InitLabels | Op::WriteAlign { .. } => !self.region_enabled,
             Op::Reboot => true,
             Op::Prepare => false,
@@ -353,8 +384,9 @@ impl Model {
                     n.enabled = true;
                 }
             }
+            Op::CxlDimmUnbind { position } => self.dimm_unbound = Some(*position),
+            Op::CxlDimmBind | Op::Reboot => self.dimm_unbound = None,
             Op::DaxRoundTrip { .. }
-            | Op::Reboot
             | Op::WriteAlign { .. }
             | Op::CxlRegionCycle
             | Op::CxlRegionRecreate
@@ -376,7 +408,7 @@ mod tests {
         RegionShape {
             size: 1 << 30,
             align: 16 * MIB,
-            cxl: false,
+            cxl_ways: None,
         }
     }
 
@@ -402,5 +434,42 @@ mod tests {
         assert!(m.preconditions(&Op::InitLabels));
         let m = m.apply(&Op::InitLabels).apply(&Op::RegionEnable);
         assert!(m.namespaces.is_empty());
+    }
+
+    #[test]
+    fn a_dimm_taken_away_leaves_the_cxl_region_operations_until_it_is_back() {
+        let four = RegionShape {
+            cxl_ways: Some(4),
+            ..shape()
+        };
+        let create = Op::Create {
+            slot: 0,
+            mode: Mode::Fsdax,
+            size: SizeChoice::Aligns(1),
+            align: None,
+            map: None,
+        };
+        let m = Model::new(four);
+        assert!(m.preconditions(&Op::CxlDimmUnbind { position: 3 }));
+        assert!(!m.preconditions(&Op::CxlDimmUnbind { position: 4 }));
+        assert!(!m.preconditions(&Op::CxlDimmBind));
+        assert!(!Model::new(shape()).preconditions(&Op::CxlDimmUnbind { position: 0 }));
+        let short = m.apply(&Op::CxlDimmUnbind { position: 3 });
+        assert_eq!(short.dimm_unbound, Some(3));
+        for nd in [create.clone(), Op::RegionDisable, Op::CxlDriverReload] {
+            assert!(!short.preconditions(&nd), "{nd:?} needs the nd region");
+        }
+        for cxl in [
+            Op::CxlRegionCycle,
+            Op::CxlRegionRecreate,
+            Op::CxlDimmBind,
+            Op::Reboot,
+        ] {
+            assert!(short.preconditions(&cxl), "{cxl:?}");
+        }
+        assert_eq!(short.clone().apply(&Op::Reboot).dimm_unbound, None);
+        let back = short.apply(&Op::CxlDimmBind);
+        assert!(back.preconditions(&create));
+        assert!(Op::CxlDimmBind.rebuilds_from_labels());
     }
 }

@@ -87,11 +87,7 @@ async fn steps(
             continue;
         };
         let ran = guest.run(op, &command).await?;
-        let lost = ran.region_lost.then(|| invariant::Violation {
-            invariant: invariant::Invariant::RebootKeepsNamespaces,
-            detail: format!("the nd region did not come back after {}", op.kind()),
-            kernel_line: None,
-        });
+        let lost = ran.region_lost.then(|| invariant::region_lost(op));
         // Without its region the guest has nothing to observe.
         let after = if lost.is_some() {
             Observation::default()
@@ -104,7 +100,8 @@ async fn steps(
             before.clone()
         };
         let mut broken = invariant::check(op, create, &reference, &ran.result, &after);
-        broken.splice(0..0, lost);
+        broken.extend(lost);
+        let broken = invariant::in_order(broken);
         if matches!(op, Op::InitLabels) && ran.result.exit_code == Some(0) {
             labelled = Observation::default();
         }

@@ -45,6 +45,16 @@ fn ended(code: i32) -> StepResult {
     }
 }
 
+fn kernel_record(level: u8, message: &str) -> Record {
+    Record {
+        level,
+        facility: 0,
+        seq: 9,
+        ts_usec: 1,
+        message: message.into(),
+    }
+}
+
 fn names(found: &[Violation]) -> Vec<Invariant> {
     found.iter().map(|v| v.invariant).collect()
 }
@@ -237,13 +247,10 @@ fn an_enabled_namespace_that_does_not_read_is_found() {
 #[test]
 fn a_kernel_report_in_the_step_is_found() {
     let mut result = ended(0);
-    result.kernel = vec![Record {
-        level: 4,
-        facility: 0,
-        seq: 9,
-        ts_usec: 1,
-        message: "WARNING: CPU: 0 PID: 77 at drivers/nvdimm/label.c:123 nd_label_write".into(),
-    }];
+    result.kernel = vec![kernel_record(
+        4,
+        "WARNING: CPU: 0 PID: 77 at drivers/nvdimm/label.c:123 nd_label_write",
+    )];
     let found = check(
         &Op::RegionEnable,
         None,
@@ -257,4 +264,28 @@ fn a_kernel_report_in_the_step_is_found() {
         .as_deref()
         .unwrap()
         .contains("nd_label_write"));
+}
+
+/// 6.1's NULL dereference in `release_mappings` as a driver reload met it:
+/// the Oops killed `cxl create-region`, and the nd region never came
+/// back. The finding is the report, not the lost region.
+#[test]
+fn a_kernel_report_that_took_the_region_with_it_is_the_finding() {
+    let mut result = ended(137);
+    result.kernel = vec![kernel_record(
+        1,
+        "BUG: kernel NULL pointer dereference, address: 0000000000000300",
+    )];
+    let reload = Op::CxlDriverReload;
+    let empty = Observation::default();
+    let mut found = check(&reload, None, &parse(EMPTY), &result, &empty);
+    found.push(region_lost(&reload));
+    found.rotate_right(1);
+    let found = in_order(found);
+    assert_eq!(found[0].invariant, Invariant::NoKernelReport, "{found:?}");
+    assert!(found[0].detail.contains("NULL pointer"), "{found:?}");
+    assert_eq!(
+        found.last().map(|v| v.detail.as_str()),
+        Some("the nd region did not come back after cxl-driver-reload")
+    );
 }

@@ -8,6 +8,7 @@
 //! → [`transcript`] → snapshots and reports ([`runner`]).
 
 pub mod assemble;
+pub mod drivers;
 pub mod explore;
 pub mod image;
 pub mod kbuild;

@@ -279,6 +279,17 @@ impl PrivateApt {
             })
     }
 
+    /// The `Depends:` field of `name` at `version`, as apt-cache shows it.
+    pub fn depends(&self, name: &str, version: &str) -> Result<String> {
+        let out = self.query("apt-cache", &["show", &format!("{name}={version}")])?;
+        Ok(out
+            .lines()
+            .find_map(|l| l.strip_prefix("Depends:"))
+            .unwrap_or_default()
+            .trim()
+            .to_owned())
+    }
+
     /// `packages` as apt would download them: with their closure on an empty
     /// system, or exactly the packages named.
     pub fn resolve(&self, packages: &[String], deps: Dependencies) -> Result<Vec<Resolved>> {
@@ -387,6 +398,23 @@ impl PrivateApt {
     }
 }
 
+/// The packages a kernel metapackage is made of: the `linux-*` names it
+/// depends on at exactly its own `version` (7.x's `linux-image-VER` pulls
+/// `linux-binary-VER`, `linux-modules-VER` and `linux-base-VER` so). A 6.x
+/// kernel package, which holds everything itself, has none.
+pub fn kernel_parts(depends: &str, version: &str) -> Vec<String> {
+    let exact = format!("(= {version})");
+    depends
+        .split(',')
+        .filter(|alt| !alt.contains('|'))
+        .filter_map(|dep| {
+            let dep = dep.trim();
+            let (name, constraint) = dep.split_once(' ')?;
+            (name.starts_with("linux-") && constraint.trim() == exact).then(|| name.to_owned())
+        })
+        .collect()
+}
+
 /// What a failed apt says: its stderr, or (when that is empty) the last
 /// lines of its output.
 fn apt_message(stderr: &str, tail: &tool::Tail) -> String {
@@ -449,6 +477,28 @@ mod tests {
         let a = parse_deb822(text).unwrap();
         assert_eq!(a.uri, "http://archive.example/debian");
         assert_eq!(a.signed_by.as_deref(), Some("/k.gpg"));
+    }
+
+    #[test]
+    fn a_7x_metapackage_is_made_of_its_exact_version_parts() {
+        let depends = "dracut | initramfs-tools (>= 0.120+deb8u2) | linux-initramfs-tool, \
+            linux-base-7.3.4+deb13-amd64 (= 7.3.4-1~bpo13+1), \
+            linux-binary-7.3.4+deb13-amd64 (= 7.3.4-1~bpo13+1), \
+            linux-modules-7.3.4+deb13-amd64 (= 7.3.4-1~bpo13+1), linux-base (>= 4.17~)";
+        assert_eq!(
+            kernel_parts(depends, "7.3.4-1~bpo13+1"),
+            [
+                "linux-base-7.3.4+deb13-amd64",
+                "linux-binary-7.3.4+deb13-amd64",
+                "linux-modules-7.3.4+deb13-amd64"
+            ]
+        );
+        // 6.12's package holds its image and modules itself.
+        assert!(kernel_parts(
+            "kmod, linux-base (>= 4.3~), initramfs-tools (>= 0.120+deb8u2) | linux-initramfs-tool",
+            "6.12.117-1"
+        )
+        .is_empty());
     }
 
     #[test]

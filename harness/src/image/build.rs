@@ -72,6 +72,7 @@ fn fetch_inputs(files: &ImageFiles, opts: &BuildOptions, lock: &Lock) -> Result<
     let mut wanted: Vec<&LockedPackage> = lock.packages.iter().collect();
     if opts.user_kernel.is_none() {
         wanted.push(&lock.kernel);
+        wanted.extend(&lock.kernel_parts);
         if files.recipe.kernel.nfit_test {
             nfit_test::check_versions(&lock.kernel, &lock.kernel_build)?;
             wanted.extend(&lock.kernel_build);
@@ -131,15 +132,15 @@ fn overlay(dir: &Path, root: &Path) -> Result<()> {
     merge_tree(dir, root)
 }
 
-/// Ships the recipe's modules (and what they depend on) from the kernel
+/// Ships the modules of the recipe's drivers (and what they depend on) from the kernel
 /// into the root, with depmod over them; returns what was shipped.
 fn ship_modules(files: &ImageFiles, kernel: &StagedKernel, root: &Path) -> Result<Vec<String>> {
     let modules = initramfs::install_modules(
         &kernel.modules,
         root,
         &kernel.release,
-        &files.recipe.modules,
-        &files.recipe.optional_modules,
+        &files.recipe.drivers,
+        &files.recipe.optional_drivers,
     )?;
     depmod(root, &kernel.release)?;
     Ok(modules)

@@ -10,6 +10,7 @@ use std::process::Command;
 
 use super::host::{copy, ensure_dir, symlink, write_file};
 use super::{Error, Result};
+use crate::drivers::{Function, Role};
 use crate::tool::{self, Tool};
 
 /// PID 1: mounts, loads the topology's modules, keeps the kernel log and
@@ -66,41 +67,59 @@ fn module_name(path: &str) -> String {
     stem.replace('-', "_")
 }
 
-/// Copies `wanted` modules and their dependencies from `src` (a
-/// `lib/modules/RELEASE` folder with modules.dep) into the root, decompressed
-/// (busybox and kmod without compression support need them plain); the
-/// `optional` ones too when the kernel has them. Returns what was shipped.
+/// Copies the modules of the `needed` functions (and what they depend on)
+/// from `src` (a `lib/modules/RELEASE` folder with modules.dep) into the
+/// root, decompressed (busybox and kmod without compression support need
+/// them plain); the `optional` functions' too where the kernel has them.
+/// Returns what was shipped, with what was built in or left out.
 pub fn install_modules(
     src: &Path,
     root: &Path,
     release: &str,
-    wanted: &[String],
-    optional: &[String],
+    needed: &[Function],
+    optional: &[Function],
 ) -> Result<Vec<String>> {
     let dep_path = src.join("modules.dep");
     let dep_text = std::fs::read_to_string(&dep_path).map_err(|e| Error::io(&dep_path, e))?;
-    let deps = parse_modules_dep(&dep_text);
-    let builtin = std::fs::read_to_string(src.join("modules.builtin")).unwrap_or_default();
-    let builtin: BTreeSet<String> = builtin.lines().map(module_name).collect();
-
+    let kernel = KernelModules {
+        deps: parse_modules_dep(&dep_text),
+        builtin: std::fs::read_to_string(src.join("modules.builtin"))
+            .unwrap_or_default()
+            .lines()
+            .map(module_name)
+            .collect(),
+    };
     let mut files = BTreeSet::new();
     let mut shipped = Vec::new();
-    let required = wanted.iter().map(|m| (m, true));
-    for (module, needed) in required.chain(optional.iter().map(|m| (m, false))) {
-        let module = module.replace('-', "_");
-        match deps.get(&module) {
-            Some((file, requires)) => {
-                files.insert(file.clone());
-                files.extend(requires.iter().cloned());
-                shipped.push(module);
-            }
-            None if builtin.contains(&module) => shipped.push(format!("{module} (built in)")),
-            None if !needed => shipped.push(format!("{module} (not in this kernel)")),
-            None => {
-                return Err(Error::Modules(format!(
-                    "module `{module}` is neither built into kernel {release} nor in {}",
-                    dep_path.display()
-                )))
+    let wanted = needed
+        .iter()
+        .map(|f| (*f, Need::Required))
+        .chain(optional.iter().map(|f| (*f, Need::Optional)));
+    for (function, need) in wanted {
+        for driver in function.drivers() {
+            let need = match driver.role {
+                Role::Helper => Need::Optional,
+                Role::Required => need,
+            };
+            match kernel.find(driver.module) {
+                Found::Module(file, requires) => {
+                    files.insert(file.clone());
+                    files.extend(requires.iter().cloned());
+                    shipped.push(driver.module.to_owned());
+                }
+                Found::BuiltIn => shipped.push(format!("{} (built in)", driver.module)),
+                Found::Absent if need == Need::Optional => {
+                    shipped.push(format!("{} (not in this kernel)", driver.module))
+                }
+                Found::Absent => {
+                    return Err(Error::MissingDriver {
+                        module: driver.module.to_owned(),
+                        what: driver.what.to_owned(),
+                        function: function.name(),
+                        release: release.to_owned(),
+                        modules_dep: dep_path,
+                    })
+                }
             }
         }
     }
@@ -125,6 +144,35 @@ pub fn install_modules(
         }
     }
     Ok(shipped)
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Need {
+    Required,
+    Optional,
+}
+
+/// A kernel's modules.dep and modules.builtin, by module name.
+struct KernelModules {
+    deps: BTreeMap<String, (String, Vec<String>)>,
+    builtin: BTreeSet<String>,
+}
+
+enum Found<'a> {
+    Module(&'a String, &'a Vec<String>),
+    BuiltIn,
+    Absent,
+}
+
+impl KernelModules {
+    fn find(&self, module: &str) -> Found<'_> {
+        let module = module.replace('-', "_");
+        match self.deps.get(&module) {
+            Some((file, requires)) => Found::Module(file, requires),
+            None if self.builtin.contains(&module) => Found::BuiltIn,
+            None => Found::Absent,
+        }
+    }
 }
 
 /// modules.dep maps `path: dep dep ...`; keyed here by module name.

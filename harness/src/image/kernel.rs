@@ -52,7 +52,9 @@ fn debian_kernel(
     lock: &Lock,
     kernel_root: &Path,
 ) -> Result<StagedKernel> {
-    dpkg_extract(&deb_path(&opts.cache, &lock.kernel.sha256), kernel_root)?;
+    for package in std::iter::once(&lock.kernel).chain(&lock.kernel_parts) {
+        dpkg_extract(&deb_path(&opts.cache, &package.sha256), kernel_root)?;
+    }
     // trixie's kernels ship modules under usr/lib, bookworm's under
     // lib; depmod wants them under lib.
     if kernel_root.join("lib/modules").is_dir() {
@@ -75,10 +77,27 @@ fn debian_kernel(
     }
     depmod(kernel_root, &release)?;
     Ok(StagedKernel {
-        image: kernel_root.join(format!("boot/vmlinuz-{release}")),
+        image: vmlinuz(kernel_root, &modules_root.join(&release), &release)?,
         modules: modules_root.join(&release),
         release,
         source: format!("{} {}", lock.kernel.name, lock.kernel.version),
+    })
+}
+
+/// The kernel image: 6.x packages put it in `boot/vmlinuz-RELEASE`, 7.x's
+/// `linux-binary-RELEASE` in the modules folder, as `vmlinuz`.
+fn vmlinuz(kernel_root: &Path, release_dir: &Path, release: &str) -> Result<PathBuf> {
+    [
+        kernel_root.join(format!("boot/vmlinuz-{release}")),
+        release_dir.join("vmlinuz"),
+    ]
+    .into_iter()
+    .find(|p| p.is_file())
+    .ok_or_else(|| {
+        Error::Modules(format!(
+            "the kernel packages hold no image: neither boot/vmlinuz-{release} nor \
+             usr/lib/modules/{release}/vmlinuz"
+        ))
     })
 }
 

@@ -11,7 +11,7 @@ use crate::progress::Stage;
 use crate::space;
 use crate::tool::{self, Tool};
 
-use super::apt::{Archive, Dependencies, PrivateApt, Resolved};
+use super::apt::{kernel_parts, Archive, Dependencies, PrivateApt, Resolved};
 use super::host::scratch_dir;
 use super::recipe::{ImageFiles, Lock, LockedPackage, LockedSource, NdctlTestsLock, Recipe};
 use super::store::{keep_ndctl_orig, store_deb};
@@ -45,8 +45,15 @@ pub fn lock(files: &ImageFiles, opts: &BuildOptions) -> Result<Lock> {
     let kernel_suite_name = kernel_suite.as_deref().unwrap_or(&recipe.suite);
     let kernel_name = newest_match(kernel_from, &recipe.kernel.package, kernel_suite_name)?;
     let mut resolved = apt.resolve(&recipe.packages, Dependencies::Included)?;
-    let kernel_resolved =
-        kernel_from.resolve(std::slice::from_ref(&kernel_name), Dependencies::Excluded)?;
+    let kernel_version = kernel_from.candidate(&kernel_name)?;
+    let part_names = kernel_parts(
+        &kernel_from.depends(&kernel_name, &kernel_version)?,
+        &kernel_version,
+    );
+    let kernel_names: Vec<String> = std::iter::once(kernel_name.clone())
+        .chain(part_names.iter().cloned())
+        .collect();
+    let kernel_resolved = kernel_from.resolve(&kernel_names, Dependencies::Excluded)?;
     let downloads = scratch_dir(&opts.cache)?;
     let (build_names, build_resolved) = resolve_nfit_test_build(
         recipe,
@@ -80,7 +87,7 @@ pub fn lock(files: &ImageFiles, opts: &BuildOptions) -> Result<Lock> {
         &opts.cache,
         downloads.path(),
         resolved,
-        &kernel_name,
+        (&kernel_name, &part_names),
         &build_names,
     )?;
     let lock = Lock {
@@ -91,6 +98,7 @@ pub fn lock(files: &ImageFiles, opts: &BuildOptions) -> Result<Lock> {
             suite: kernel_suite_name.to_owned(),
         })?,
         kernel_suite,
+        kernel_parts: pinned.kernel_parts,
         kernel_build: pinned.kernel_build,
         packages: pinned.packages,
         ndctl_tests,
@@ -138,10 +146,12 @@ fn resolve_nfit_test_build(
     Ok((build_names, build_resolved))
 }
 
-/// The lock's packages, pinned and sorted into the kernel, nfit_test's build
-/// packages (in [`nfit_test::build_packages`] order) and the rest (by name).
+/// The lock's packages, pinned and sorted into the kernel, the parts a 7.x
+/// kernel metapackage is made of, nfit_test's build packages (in
+/// [`nfit_test::build_packages`] order) and the rest (by name).
 struct Pinned {
     kernel: Option<LockedPackage>,
+    kernel_parts: Vec<LockedPackage>,
     kernel_build: Vec<LockedPackage>,
     packages: Vec<LockedPackage>,
 }
@@ -150,11 +160,12 @@ fn pin_all(
     cache: &Path,
     downloads: &Path,
     resolved: Vec<Resolved>,
-    kernel_name: &str,
+    (kernel_name, part_names): (&str, &[String]),
     build_names: &[String],
 ) -> Result<Pinned> {
     let mut pinned = Pinned {
         kernel: None,
+        kernel_parts: Vec::new(),
         kernel_build: Vec::new(),
         packages: Vec::new(),
     };
@@ -163,6 +174,8 @@ fn pin_all(
         let locked = pin(cache, downloads, package)?;
         if name == kernel_name {
             pinned.kernel = Some(locked);
+        } else if part_names.contains(&name) {
+            pinned.kernel_parts.push(locked);
         } else if build_names.contains(&name) {
             pinned.kernel_build.push(locked);
         } else {
@@ -170,6 +183,7 @@ fn pin_all(
         }
     }
     pinned.packages.sort();
+    pinned.kernel_parts.sort();
     pinned
         .kernel_build
         .sort_by_key(|p| build_names.iter().position(|name| *name == p.name));

@@ -99,6 +99,14 @@ pub enum Error {
     NoKernel { pattern: String, suite: String },
     #[error("kernel modules: {0}")]
     Modules(String),
+    #[error("kernel {release} lacks `{module}` ({what}), which the image's `{function}` needs: it is neither a module in {} nor built in (modules.builtin); build the kernel with it, or leave `{function}` out of the recipe's drivers", modules_dep.display())]
+    MissingDriver {
+        module: String,
+        what: String,
+        function: String,
+        release: String,
+        modules_dep: PathBuf,
+    },
     #[error("failed to access {path}: {source}")]
     Io {
         path: PathBuf,

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::{Error, Result};
+use crate::drivers::Function;
 
 /// What a guest image is made of, as a person writes it.
 #[derive(Clone, Debug, Deserialize)]
@@ -17,15 +18,16 @@ pub struct Recipe {
     pub kernel: KernelSpec,
     /// Packages whose dependency closure goes into the initramfs.
     pub packages: Vec<String>,
-    /// Kernel modules shipped (with their dependencies).
+    /// What the guests need from the kernel, by function
+    /// ([`crate::drivers::Function`]): each function's modules are shipped
+    /// with their dependencies; a required one the kernel has neither as a
+    /// module nor built in fails the build, naming it.
+    pub drivers: Vec<Function>,
+    /// Functions shipped when the kernel has them, left out without an
+    /// error when it does not: what only an optional feature needs (9p for
+    /// `--share`), so that a user's kernel built without it still boots.
     #[serde(default)]
-    pub modules: Vec<String>,
-    /// Kernel modules shipped when the kernel has them (as modules or built
-    /// in), left out without an error when it does not: what only an
-    /// optional feature needs (9p for `--share`), so that a user's kernel
-    /// built without it still boots.
-    #[serde(default)]
-    pub optional_modules: Vec<String>,
+    pub optional_drivers: Vec<Function>,
     /// Paths left out of the initramfs.
     #[serde(default)]
     pub strip: Vec<String>,
@@ -38,7 +40,7 @@ pub struct Recipe {
     pub ndctl_tests: Option<NdctlTestsSpec>,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct NdctlTestsSpec {
     /// Packages of the build root (with their dependencies): the compiler,
@@ -67,7 +69,7 @@ fn default_components() -> Vec<String> {
     vec!["main".into()]
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct KernelSpec {
     /// A glob (`*` only) over package names; the lock picks the newest match.
@@ -89,7 +91,7 @@ pub struct KernelSpec {
 }
 
 /// A kernel built from Debian's source package.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct KernelBuildSpec {
     /// The config fragment in images/, merged over tinyconfig.
@@ -100,13 +102,19 @@ pub struct KernelBuildSpec {
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Lock {
-    /// sha256 of the recipe file the lock was made from.
+    /// sha256 of what the lock was made from in the recipe (its suite,
+    /// components, kernel, packages and ndctl tests: [`ImageFiles::recipe_sha256`]);
+    /// the rest of a recipe (drivers, strip) changes the image, not the lock.
     pub recipe_sha256: String,
     pub suite: String,
     /// Where the kernel came from, when not `suite`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kernel_suite: Option<String>,
     pub kernel: LockedPackage,
+    /// What a 7.x kernel metapackage is made of (`linux-binary-VER`,
+    /// `linux-modules-VER`, `linux-base-VER`); none for a 6.x kernel package.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kernel_parts: Vec<LockedPackage>,
     /// What the nfit_test modules are built from: the kernel's headers,
     /// kbuild tools and source, at the kernel's exact version.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -183,8 +191,26 @@ impl ImageFiles {
         })
     }
 
+    /// sha256 of the recipe's inputs to the lock, in a canonical form.
     pub fn recipe_sha256(&self) -> String {
-        super::sha256_hex(self.recipe_text.as_bytes())
+        #[derive(Serialize)]
+        struct LockInputs<'a> {
+            suite: &'a str,
+            components: &'a [String],
+            kernel: &'a KernelSpec,
+            packages: &'a [String],
+            ndctl_tests: &'a Option<NdctlTestsSpec>,
+        }
+        let recipe = &self.recipe;
+        let inputs = LockInputs {
+            suite: &recipe.suite,
+            components: &recipe.components,
+            kernel: &recipe.kernel,
+            packages: &recipe.packages,
+            ndctl_tests: &recipe.ndctl_tests,
+        };
+        let text = serde_yaml_ng::to_string(&inputs).expect("lock inputs serialize");
+        super::sha256_hex(text.as_bytes())
     }
 
     /// Reads the lock, refusing one made from another version of the recipe.

@@ -87,6 +87,7 @@ fn download(
         missing.iter().partition(|p| {
             lock.kernel_suite.is_some()
                 && (p.sha256 == lock.kernel.sha256
+                    || lock.kernel_parts.iter().any(|b| b.sha256 == p.sha256)
                     || lock.kernel_build.iter().any(|b| b.sha256 == p.sha256))
         });
     for (suite, batch) in [

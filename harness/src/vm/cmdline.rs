@@ -118,7 +118,7 @@ pub fn kernel_append(spec: &LaunchSpec) -> String {
         // QEMU exit the harness sees.
         "panic=-1".to_owned(),
         "rdinit=/init".to_owned(),
-        format!("ndharness.modules={}", modules.join(",")),
+        format!("ndharness.modules={}", super::modules::marked(&modules)),
     ];
     if spec.gdb.is_some() {
         // Symbols at the addresses vmlinux gives them.

@@ -2,6 +2,7 @@
 //! init loads at boot (no udev runs in the guest, so nothing else would),
 //! and those it leaves to the harness, loaded after the agent answers.
 
+use crate::drivers::{self, Function};
 use crate::topology::Topology;
 
 /// Every module the topology needs, in load order (no udev runs in the
@@ -13,12 +14,14 @@ use crate::topology::Topology;
 /// instead of `btt0.0` in one run out of five). A CXL region appears only
 /// when the harness assembles it, so the pmem stack stays at boot there.
 fn modules(topology: &Topology) -> Vec<(&'static str, bool)> {
-    let mut m: Vec<(&str, bool)> = ["virtio_pci", "virtio_console", "pvpanic_pci"]
-        .map(|n| (n, false))
-        .to_vec();
+    let of =
+        |function: Function, late: bool| function.drivers().iter().map(move |d| (d.module, late));
+    let mut m: Vec<(&str, bool)> = of(Function::Agent, false)
+        .chain(of(Function::Panic, false))
+        .collect();
     if topology.nfit_test == Some(crate::topology::MockBus::Loaded) {
         // Brings the mock libnvdimm and nfit it wraps.
-        m.push(("nfit_test", false));
+        m.extend(of(Function::NfitTest, false));
     }
     if let Some(cxl_test) = topology.cxl_test {
         if cxl_test == crate::topology::MockBus::Loaded {
@@ -29,46 +32,50 @@ fn modules(topology: &Topology) -> Vec<(&'static str, bool)> {
     }
     let pmem_late = topology.pmem_drivers == crate::topology::PmemDrivers::AfterStart;
     if topology.has_nfit() {
-        m.push(("nfit", pmem_late));
+        m.extend(of(Function::Nfit, pmem_late));
     }
     if topology.cxl.is_some() {
-        m.extend(
-            [
-                "cxl_acpi", "cxl_pci", "cxl_port", "cxl_mem", "cxl_pmem", "dax_cxl",
-            ]
-            .map(|n| (n, true)),
-        );
+        m.extend(of(Function::Cxl, true));
     }
     if !topology.e820.is_empty() {
-        m.push(("nd_e820", pmem_late));
+        m.extend(of(Function::E820, pmem_late));
     }
     let virtio_pmem = !topology.virtio_pmem.is_empty();
     if virtio_pmem {
-        m.push(("virtio_pmem", true));
+        m.extend(of(Function::VirtioPmem, true));
     }
     if topology.has_pmem() {
-        // ext4 (and the checksum it asks the crypto API for) for
+        // ext4 (and, on 6.x, the checksum it asks the crypto API for) for
         // filesystems on fsdax: busybox mount does not load modules.
+        let late = virtio_pmem || pmem_late;
         m.extend(
-            [
-                "nd_pmem",
-                "nd_btt",
-                "dax_pmem",
-                "device_dax",
-                "kmem",
-                "crc32c_generic",
-                "ext4",
-            ]
-            .map(|n| (n, virtio_pmem || pmem_late)),
+            of(Function::Pmem, late)
+                .chain(of(Function::Dax, late))
+                .chain(of(Function::Ext4, late)),
         );
     }
     m
 }
 
-/// Drivers loaded only when the kernel has them: `dax_cxl` (CXL RAM
-/// regions as dax devices) came with Linux 6.3; the pmem regions the
-/// harness assembles do not need it, and Debian's 6.1 has none.
-pub const OPTIONAL_DRIVERS: &[&str] = &["dax_cxl"];
+/// Whether `module` is loaded only where the kernel has it
+/// ([`drivers::Role::Helper`]: `dax_cxl` came with Linux 6.3,
+/// `crc32c_generic` went with 7.x).
+pub fn is_helper(module: &str) -> bool {
+    drivers::role_of(module) == drivers::Role::Helper
+}
+
+/// The modules as the guest's init reads them (`ndharness.modules=`): comma
+/// separated, a helper marked with a trailing `?`.
+pub fn marked(modules: &[&str]) -> String {
+    modules
+        .iter()
+        .map(|m| match is_helper(m) {
+            true => format!("{m}?"),
+            false => (*m).to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
 
 /// The modules the guest's init loads (`ndharness.modules=`).
 pub fn guest_modules(topology: &Topology) -> Vec<&'static str> {

@@ -153,12 +153,11 @@ impl Machine {
 }
 
 /// Loads `drivers` in order (an optional one only when the kernel has it,
-/// [`modules::OPTIONAL_DRIVERS`]), then flushes the nd bus's probes
+/// [`modules::is_helper`]), then flushes the nd bus's probes
 /// ([`FLUSH_ND_PROBES`]).
 fn drivers_script(drivers: &[&str]) -> String {
-    let (optional, required): (Vec<&str>, Vec<&str>) = drivers
-        .iter()
-        .partition(|d| modules::OPTIONAL_DRIVERS.contains(d));
+    let (optional, required): (Vec<&str>, Vec<&str>) =
+        drivers.iter().partition(|d| modules::is_helper(d));
     let mut s = format!("modprobe -a {} || exit; ", required.join(" "));
     for m in optional {
         s.push_str(&format!("! modprobe -n -q {m} || modprobe {m} || exit; "));

@@ -67,6 +67,10 @@ pub enum ImageAction {
     Lock(ImageArgs),
     /// Print what a built image holds.
     Show(ImageArgs),
+    /// Re-lock a line that follows the newest kernel of its package pattern
+    /// (`follows_newest: true` in its recipe), printing what changed; a
+    /// line pinned for good is left as it is. What the nightly runs first.
+    Refresh(ImageArgs),
 }
 
 #[derive(Subcommand)]
@@ -103,15 +107,16 @@ pub struct Common {
 /// Which guest: a packaged kernel and ndctl by name, or your own builds.
 #[derive(Args, Clone, Debug, Default, PartialEq)]
 pub struct SelectArgs {
-    /// Kernel: debian-6.12 (default), debian-6.1, or the path of your own
-    /// bzImage (with --modules).
+    /// Kernel: debian-6.12 (default), debian-7.3, debian-7.2, debian-6.1,
+    /// debian-6.12-mock (with nfit_test and cxl_test), or the path of your
+    /// own bzImage (with --modules).
     #[arg(long)]
     pub kernel: Option<String>,
     /// INSTALL_MOD_PATH of `make modules_install` for --kernel BZIMAGE.
     #[arg(long)]
     pub modules: Option<PathBuf>,
-    /// ndctl: 81 or trixie (default), 76 or bookworm, or the DESTDIR of your
-    /// own `meson install`.
+    /// ndctl: 81 or trixie (default), 85 or sid, 76 or bookworm, or the
+    /// DESTDIR of your own `meson install`.
     #[arg(long)]
     pub ndctl: Option<String>,
     /// A kernel source tree: built out of tree (tinyconfig +

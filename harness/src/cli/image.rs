@@ -19,7 +19,10 @@ enum Detail {
 }
 
 pub fn image(action: ImageAction) -> anyhow::Result<ExitCode> {
-    let (ImageAction::Build(args) | ImageAction::Lock(args) | ImageAction::Show(args)) = &action;
+    let (ImageAction::Build(args)
+    | ImageAction::Lock(args)
+    | ImageAction::Show(args)
+    | ImageAction::Refresh(args)) = &action;
     let selection = args.select.selection(args.name.clone());
     let config = config(&args.common, selection, &MachineArgs::default(), None)?;
     let files = ImageFiles::load(&config.root.join("images"), &config.image)?;
@@ -27,6 +30,7 @@ pub fn image(action: ImageAction) -> anyhow::Result<ExitCode> {
         ImageAction::Lock(_) => lock(&files, &config.build)?,
         ImageAction::Build(_) => build(&files, &config.build, Detail::Summary)?,
         ImageAction::Show(_) => build(&files, &config.build, Detail::Contents)?,
+        ImageAction::Refresh(_) => refresh(&files, &config.build)?,
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -40,6 +44,37 @@ fn lock(files: &ImageFiles, opts: &BuildOptions) -> anyhow::Result<()> {
         lock.kernel.version,
         files.lock_path.display()
     );
+    Ok(())
+}
+
+/// Re-locks a line that follows the newest kernel; says what changed.
+fn refresh(files: &ImageFiles, opts: &BuildOptions) -> anyhow::Result<()> {
+    if !files.recipe.follows_newest {
+        println!(
+            "image {} is pinned (its recipe has no `follows_newest: true`): lock kept",
+            files.name
+        );
+        return Ok(());
+    }
+    let before = files.read_lock().ok().map(|(lock, _)| lock);
+    let after = image::lock(files, opts)?;
+    let version = |lock: &image::Lock| format!("{} {}", lock.kernel.name, lock.kernel.version);
+    match before {
+        Some(before) if before == after => {
+            println!(
+                "image {}: {} is still the newest",
+                files.name,
+                version(&after)
+            )
+        }
+        Some(before) => println!(
+            "image {}: {} -> {}",
+            files.name,
+            version(&before),
+            version(&after)
+        ),
+        None => println!("image {}: locked {}", files.name, version(&after)),
+    }
     Ok(())
 }
 

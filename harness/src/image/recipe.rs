@@ -28,6 +28,10 @@ pub struct Recipe {
     /// `--share`), so that a user's kernel built without it still boots.
     #[serde(default)]
     pub optional_drivers: Vec<Function>,
+    /// A line that follows the newest kernel its package pattern matches:
+    /// `ndharness image refresh` (the nightly's first step) re-locks it.
+    #[serde(default)]
+    pub follows_newest: bool,
     /// Paths left out of the initramfs.
     #[serde(default)]
     pub strip: Vec<String>,

@@ -27,6 +27,8 @@ pub fn junit(run: &RunRecord) -> String {
         trials.sort_by(|a, b| (&a.name, a.repetition).cmp(&(&b.name, b.repetition)));
         let mut ts = TestSuite::new(suite);
         ts.add_property(("kernel", info.kernel.as_str()));
+        ts.add_property(("kernel_package", info.kernel_source.as_str()));
+        ts.add_property(("ndctl", info.ndctl_source.as_str()));
         ts.add_property(("image", info.image_key.as_str()));
         ts.add_property(("accel", info.accel.as_str()));
         for r in trials {
@@ -116,13 +118,21 @@ mod tests {
                 later,
             ],
             info: RunInfo {
-                kernel: "6.12.117+deb13-amd64".into(),
+                kernel: "7.3.4+deb13-amd64".into(),
+                kernel_source: "linux-image-7.3.4+deb13-amd64 7.3.4-1~bpo13+1".into(),
+                ndctl_source: "ndctl=85-1".into(),
                 ..Default::default()
             },
             wall: Duration::from_secs(9),
             ..Default::default()
         };
         let x = junit(&run);
+        // The versions a nightly ran, for a line that follows the newest kernel.
+        assert!(
+            x.contains(r#"<property name="kernel_package" value="linux-image-7.3.4+deb13-amd64 7.3.4-1~bpo13+1"/>"#)
+                && x.contains(r#"<property name="ndctl" value="ndctl=85-1"/>"#),
+            "{x}"
+        );
         assert!(
             x.contains(r#"<testsuite name="a" tests="3" disabled="0" errors="0" failures="1""#),
             "{x}"

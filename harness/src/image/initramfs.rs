@@ -312,6 +312,73 @@ mod tests {
         assert!(deps["libnvdimm"].1.is_empty());
     }
 
+    /// A 7.x-like kernel: the CXL port built in, no crc32c_generic.
+    fn kernel_7x(dir: &Path, with_cxl_pmem: bool) -> PathBuf {
+        let src = dir.join("lib/modules/7.3.4");
+        let mut dep = String::from(
+            "kernel/fs/ext4/ext4.ko: kernel/fs/jbd2/jbd2.ko\nkernel/fs/jbd2/jbd2.ko:\n\
+             kernel/drivers/cxl/cxl_acpi.ko:\nkernel/drivers/cxl/cxl_pci.ko:\n\
+             kernel/drivers/cxl/cxl_mem.ko:\nkernel/drivers/dax/dax_cxl.ko:\n",
+        );
+        if with_cxl_pmem {
+            dep.push_str("kernel/drivers/cxl/cxl_pmem.ko:\n");
+        }
+        for rel in dep.lines().filter_map(|l| l.split(':').next()) {
+            let path = src.join(rel);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, rel).unwrap();
+        }
+        std::fs::write(src.join("modules.dep"), dep).unwrap();
+        std::fs::write(
+            src.join("modules.builtin"),
+            "kernel/drivers/cxl/cxl_port.ko\n",
+        )
+        .unwrap();
+        src
+    }
+
+    #[test]
+    fn a_helper_the_kernel_lacks_is_left_out_and_built_in_ones_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = kernel_7x(dir.path(), true);
+        let root = dir.path().join("root");
+        let shipped =
+            install_modules(&src, &root, "7.3.4", &[Function::Ext4, Function::Cxl], &[]).unwrap();
+        assert!(
+            shipped.contains(&"crc32c_generic (not in this kernel)".to_owned()),
+            "{shipped:?}"
+        );
+        assert!(
+            shipped.contains(&"cxl_port (built in)".to_owned()),
+            "{shipped:?}"
+        );
+        assert!(root
+            .join("usr/lib/modules/7.3.4/kernel/fs/jbd2/jbd2.ko")
+            .is_file());
+        assert!(root.join("usr/lib/modules/7.3.4/modules.builtin").is_file());
+    }
+
+    #[test]
+    fn a_required_driver_the_kernel_lacks_is_one_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = kernel_7x(dir.path(), false);
+        let root = dir.path().join("root");
+        let err = install_modules(&src, &root, "7.3.4", &[Function::Ext4, Function::Cxl], &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("kernel 7.3.4 lacks `cxl_pmem` (CXL persistent memory"),
+            "{err}"
+        );
+        assert!(err.contains("the image's `cxl` needs"), "{err}");
+        // The same function as an optional one is no error.
+        let shipped = install_modules(&src, &root, "7.3.4", &[], &[Function::Cxl]).unwrap();
+        assert!(
+            shipped.contains(&"cxl_pmem (not in this kernel)".to_owned()),
+            "{shipped:?}"
+        );
+    }
+
     #[test]
     fn newc_roundtrip_is_sorted() {
         let dir = tempfile::tempdir().unwrap();

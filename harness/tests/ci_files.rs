@@ -31,7 +31,14 @@ fn assert_script(cmd: &str) {
 const RESULTS: &str = "target/ndharness/results";
 const RUNS: &str = "target/ndharness/runs";
 /// The kernels the nightly runs, in the order the matrices list them.
-const KERNELS: [&str; 3] = ["debian-6.12", "debian-6.1", "debian-6.12-mock"];
+const KERNELS: [&str; 6] = [
+    "debian-6.12",
+    "debian-6.1",
+    "debian-6.12-mock",
+    "debian-7.3",
+    "debian-7.2",
+    "debian-7.3-mock",
+];
 
 fn strings(v: &Value) -> Vec<String> {
     v.as_array()

@@ -75,6 +75,10 @@ pub(super) fn content_key(
         let fragment = super::source_kernel::fragment(files, spec);
         let text = std::fs::read_to_string(&fragment).map_err(|e| Error::io(&fragment, e))?;
         material.push_str(&format!("--kernel-config\n{text}\n"));
+        for patch in super::source_kernel::patches(files, spec) {
+            let text = std::fs::read_to_string(&patch).map_err(|e| Error::io(&patch, e))?;
+            material.push_str(&format!("--kernel-patch\n{text}\n"));
+        }
     }
     if let Some(kernel) = &opts.user_kernel {
         material.push_str(&format!("--kernel\n{}\n", sha256_file(&kernel.bzimage)?));

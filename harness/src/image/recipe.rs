@@ -100,6 +100,11 @@ pub struct KernelSpec {
 pub struct KernelBuildSpec {
     /// The config fragment in images/, merged over tinyconfig.
     pub config: String,
+    /// Patches in images/ applied to the unpacked source, in order, before
+    /// the build (`patch -p1`): the smallest fix for a source that does not
+    /// build as shipped, each with a header saying why.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub patches: Vec<String>,
 }
 
 /// Every package an image is built from, pinned by version and sha256.

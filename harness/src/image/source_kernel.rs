@@ -35,10 +35,21 @@ pub(super) fn fragment(files: &ImageFiles, spec: &KernelBuildSpec) -> PathBuf {
         .join(&spec.config)
 }
 
-/// The key of the kernel built from `lock`'s source with `fragment`.
-pub(super) fn key(lock: &Lock, fragment: &Path) -> Result<String> {
+/// The patches a recipe's kernel source takes, in order.
+pub(super) fn patches(files: &ImageFiles, spec: &KernelBuildSpec) -> Vec<PathBuf> {
+    let dir = files.recipe_path.parent().unwrap_or(Path::new("."));
+    spec.patches.iter().map(|p| dir.join(p)).collect()
+}
+
+/// The key of the kernel built from `lock`'s source with `fragment` and
+/// `patches`.
+pub(super) fn key(lock: &Lock, fragment: &Path, patches: &[PathBuf]) -> Result<String> {
     let text = std::fs::read_to_string(fragment).map_err(|e| Error::io(fragment, e))?;
-    let material = format!("{RECIPE}\n{}\n{text}", lock.kernel.sha256);
+    let mut material = format!("{RECIPE}\n{}\n{text}", lock.kernel.sha256);
+    for patch in patches {
+        let text = std::fs::read_to_string(patch).map_err(|e| Error::io(patch, e))?;
+        material.push_str(&format!("\n--patch\n{text}"));
+    }
     Ok(sha256_hex(material.as_bytes())[..16].to_owned())
 }
 
@@ -50,7 +61,8 @@ pub(super) fn stage(
     lock: &Lock,
 ) -> Result<StagedKernel> {
     let fragment = fragment(files, spec);
-    let key = key(lock, &fragment)?;
+    let patches = patches(files, spec);
+    let key = key(lock, &fragment, &patches)?;
     let kernels = opts.cache.join("kernels");
     let dir = kernels.join(&key);
     let source = format!(
@@ -68,7 +80,7 @@ pub(super) fn stage(
         // left them, the stage folder is not.
         let _ = std::fs::remove_dir_all(work.join("stage"));
     }
-    let tree = unpack(&opts.cache, lock, &work, &what)?;
+    let tree = unpack(&opts.cache, lock, &work, &what, &patches)?;
     let config = KernelConfig::Fragment(fragment);
     let built = kbuild::build_in(&tree, &config, &work.join("build"), &what)?;
     if !(built.mocks.nfit_test && built.mocks.cxl_test) {
@@ -95,7 +107,13 @@ pub(super) fn stage(
 }
 
 /// Unpacks the source package's tarball into `work/`; returns the tree.
-fn unpack(cache: &Path, lock: &Lock, work: &Path, what: &str) -> Result<PathBuf> {
+fn unpack(
+    cache: &Path,
+    lock: &Lock,
+    work: &Path,
+    what: &str,
+    patches: &[PathBuf],
+) -> Result<PathBuf> {
     let mut stage = Stage::start(what, "unpack the source");
     let package = work.join("package");
     if let Some(tree) = find_tree(work) {
@@ -126,13 +144,25 @@ fn unpack(cache: &Path, lock: &Lock, work: &Path, what: &str) -> Result<PathBuf>
     )?;
     let _ = std::fs::remove_dir_all(&package);
     stage.finish();
-    find_tree(work).ok_or_else(|| {
+    let tree = find_tree(work).ok_or_else(|| {
         Error::Modules(format!(
             "{}: no kernel tree in {}",
             lock.kernel.name,
             work.display()
         ))
-    })
+    })?;
+    for patch in patches {
+        let stage = Stage::start(what, &format!("patch {}", patch.display()));
+        run_tool(
+            Command::new("patch")
+                .args(["-p1", "--forward", "--batch", "-i"])
+                .arg(patch)
+                .current_dir(&tree),
+            tool::PATCH,
+        )?;
+        stage.finish();
+    }
+    Ok(tree)
 }
 
 /// The unpacked tree under `work` (`linux-source-6.12/`).

@@ -81,11 +81,21 @@ pub(super) fn configure(
     if let KernelConfig::Fragment(fragment) = config {
         let final_config = std::fs::read_to_string(out.join(".config")).map_err(io(out))?;
         let wanted = std::fs::read_to_string(fragment).map_err(io(fragment))?;
-        for option in not_taken(&wanted, &final_config) {
-            crate::progress::say(&format!(
-                "warning: {what}: {option} from {} did not take (its dependencies are off in this tree)",
-                fragment.display()
-            ));
+        let known = symbols(make.tree());
+        for (option, name) in not_taken(&wanted, &final_config) {
+            if known.contains(name.trim_start_matches("CONFIG_")) {
+                crate::progress::say(&format!(
+                    "warning: {what}: {option} from {} did not take (its dependencies are off in this tree)",
+                    fragment.display()
+                ));
+            } else {
+                // One fragment serves 6.x and 7.x: an option renamed since
+                // (PROC_SYSCTL is SYSCTL in 7.3) stands beside its new name.
+                crate::progress::say(&format!(
+                    "note: {what}: {name} from {} is no option of this tree (renamed or gone): skipped",
+                    fragment.display()
+                ));
+            }
         }
     }
     std::fs::write(&stamp, stamp_text).map_err(io(&stamp))?;
@@ -93,8 +103,47 @@ pub(super) fn configure(
     Ok(())
 }
 
-/// The options of `fragment` the final `.config` does not have as asked.
-fn not_taken(fragment: &str, config: &str) -> Vec<String> {
+/// Every symbol a `config NAME` or `menuconfig NAME` of the tree's Kconfig
+/// files defines.
+fn symbols(tree: &Path) -> std::collections::BTreeSet<String> {
+    let mut found = std::collections::BTreeSet::new();
+    let mut dirs = vec![tree.to_owned()];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if path.is_dir() && !name.starts_with('.') {
+                dirs.push(path);
+            } else if name.starts_with("Kconfig") {
+                let text = std::fs::read_to_string(&path).unwrap_or_default();
+                found.extend(defined_symbols(&text));
+            }
+        }
+    }
+    found
+}
+
+/// The symbols one Kconfig file defines.
+fn defined_symbols(text: &str) -> impl Iterator<Item = String> + '_ {
+    text.lines().filter_map(|l| {
+        let l = l.trim_start();
+        let rest = l
+            .strip_prefix("config ")
+            .or_else(|| l.strip_prefix("menuconfig "))?;
+        let name = rest.trim();
+        // Help text may say "config files"; a symbol is upper case.
+        let symbol = !name.is_empty()
+            && name
+                .chars()
+                .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
+        symbol.then(|| name.to_owned())
+    })
+}
+
+/// The options of `fragment` the final `.config` does not have as asked:
+/// what to say of each, and its name.
+fn not_taken(fragment: &str, config: &str) -> Vec<(String, String)> {
     let value_of = |name: &str| -> Option<&str> {
         config.lines().find_map(|l| {
             l.strip_prefix(name)
@@ -109,7 +158,7 @@ fn not_taken(fragment: &str, config: &str) -> Vec<String> {
         .filter_map(|l| {
             let (name, want) = l.split_once('=')?;
             let have = value_of(name).unwrap_or("n");
-            (have != want).then(|| format!("{name}={want} (is {have})"))
+            (have != want).then(|| (format!("{name}={want} (is {have})"), name.to_owned()))
         })
         .collect()
 }
@@ -129,11 +178,22 @@ mod tests {
     use super::*;
 
     #[test]
+    fn kconfig_symbols_are_read_from_config_and_menuconfig_lines() {
+        let text = "menuconfig CXL_BUS\n\ttristate \"CXL\"\nconfig SYSCTL\n\tbool\n\thelp\n\t  config files\n";
+        let found: Vec<String> = defined_symbols(text).collect();
+        assert_eq!(found, ["CXL_BUS", "SYSCTL"]);
+    }
+
+    #[test]
     fn options_that_did_not_take_are_named() {
         let fragment = "# group\nCONFIG_A=y\nCONFIG_B=m\nCONFIG_C=n\nCONFIG_D=y\n";
         let config = "CONFIG_A=y\nCONFIG_B=y\n# CONFIG_C is not set\n";
+        let said: Vec<String> = not_taken(fragment, config)
+            .into_iter()
+            .map(|(said, _)| said)
+            .collect();
         assert_eq!(
-            not_taken(fragment, config),
+            said,
             vec![
                 "CONFIG_B=m (is y)".to_owned(),
                 "CONFIG_D=y (is n)".to_owned()
@@ -142,7 +202,7 @@ mod tests {
         // An option prefix is not the option.
         assert_eq!(
             not_taken("CONFIG_CXL=m\n", "CONFIG_CXL_BUS=m\n"),
-            vec!["CONFIG_CXL=m (is n)"]
+            vec![("CONFIG_CXL=m (is n)".to_owned(), "CONFIG_CXL".to_owned())]
         );
     }
 }

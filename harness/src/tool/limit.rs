@@ -35,6 +35,8 @@ pub const DPKG_COMPARE: Limit = Limit::new("dpkg --compare-versions", "DPKG_COMP
 pub const DEPMOD: Limit = Limit::new("depmod", "DEPMOD", minutes(5));
 /// tar: parts of a kernel source tarball (xz over 1.4 GB), or ndctl's.
 pub const TAR: Limit = Limit::new("tar", "TAR", minutes(20));
+/// patch -p1 of one of a recipe's kernel patches.
+pub const PATCH: Limit = Limit::new("patch", "PATCH", minutes(2));
 /// strip --strip-debug of one module.
 pub const STRIP: Limit = Limit::new("strip", "STRIP", minutes(2));
 /// xz, zstd or gzip -dc of one module.

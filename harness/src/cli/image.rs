@@ -1,5 +1,6 @@
-//! `ndharness image build|lock|show`: a guest image built (or found in the
-//! cache), its packages pinned, or what it holds.
+//! `ndharness image build|lock|show|refresh`: a guest image built (or found
+//! in the cache), its packages pinned, what it holds, or a line that
+//! follows the newest kernel re-locked.
 
 use std::process::ExitCode;
 use std::time::Instant;
@@ -30,7 +31,17 @@ pub fn image(action: ImageAction) -> anyhow::Result<ExitCode> {
         ImageAction::Lock(_) => lock(&files, &config.build)?,
         ImageAction::Build(_) => build(&files, &config.build, Detail::Summary)?,
         ImageAction::Show(_) => build(&files, &config.build, Detail::Contents)?,
-        ImageAction::Refresh(_) => refresh(&files, &config.build)?,
+        ImageAction::Refresh(_) => {
+            refresh(&files, &config.build)?;
+            // The image the line's mock-bus trials and ndctl's tests run
+            // on follows the same kernel.
+            if let Some((test_image, _)) = &config.test_image {
+                if *test_image != config.image {
+                    let test_files = ImageFiles::load(&config.root.join("images"), test_image)?;
+                    refresh(&test_files, &config.build)?;
+                }
+            }
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

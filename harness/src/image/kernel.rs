@@ -101,13 +101,19 @@ fn vmlinuz(kernel_root: &Path, release_dir: &Path, release: &str) -> Result<Path
     })
 }
 
-/// Where nfit_test builds: a kernel of the guest's suite in the guest
-/// suite's build root; one of the host's release on the host (`None`).
+/// Where nfit_test builds: a kernel of the guest's release (its suite, or
+/// that suite's backports: trixie-backports' 7.3 for a trixie guest) in the
+/// guest suite's build root, whose libc its kbuild tools were linked
+/// against; one of the host's release on the host (`None`).
 fn nfit_test_build_root(lock: &Lock) -> Result<Option<&[LockedPackage]>> {
-    match (&lock.kernel_suite, &lock.ndctl_tests) {
-        (Some(_), _) => Ok(None),
-        (None, Some(tests)) => Ok(Some(tests.build_root.as_slice())),
-        (None, None) => Err(Error::Modules(format!(
+    let same_release = lock
+        .kernel_suite
+        .as_deref()
+        .is_none_or(|suite| suite.split('-').next() == Some(lock.suite.as_str()));
+    match (same_release, &lock.ndctl_tests) {
+        (false, _) => Ok(None),
+        (true, Some(tests)) => Ok(Some(tests.build_root.as_slice())),
+        (true, None) => Err(Error::Modules(format!(
             "nfit_test: the kernel comes from {}, whose kbuild tools do not run on \
              the host; give the recipe a build root (`ndctl_tests.build_root`, with \
              make and libelf1t64) to build in",

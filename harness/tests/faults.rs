@@ -413,6 +413,19 @@ fn sigkill_of_the_harness_takes_its_guests_along() {
     assert!(ended, "QEMU {qemu}: {}", state_of().1);
 }
 
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let path = entry.unwrap().path();
+        let dest = to.join(path.file_name().unwrap());
+        if path.is_dir() {
+            copy_tree(&path, &dest);
+        } else {
+            std::fs::copy(&path, &dest).unwrap();
+        }
+    }
+}
+
 fn walk(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_owned()];
@@ -431,21 +444,15 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
 /// A step whose command hangs after an Oops ends within seconds of it, as
 /// a failure naming the Oops, not at the step's timeout (300 s here).
 /// lkdtm is only in the kernels ndharness builds, so this runs where
-/// `--kernel debian-6.12-mock` is (the nightly mock-kernel job, or by hand).
+/// `--kernel debian-7.3-mock` is (.ci/run's mock-kernel part, or by hand).
 #[test]
-#[ignore = "needs --kernel debian-6.12-mock (lkdtm); cargo test --test faults -- --ignored"]
+#[ignore = "needs --kernel debian-7.3-mock (lkdtm); cargo test --test faults -- --ignored"]
 fn an_oops_ends_a_hanging_step_within_seconds_naming_it() {
     let yaml = "topology: nfit-1\nsnapshots: false\nsteps:\n  - run: modprobe lkdtm\n  - run: (echo EXCEPTION > /sys/kernel/debug/provoke-crash/DIRECT); sleep 300\n    timeout: 300s\n";
     let dir = scratch("faults", "oops", yaml);
-    // Every recipe: the mock kernel's, its fragment and the image it builds on.
-    for entry in std::fs::read_dir(scratch::repo().join("images")).unwrap() {
-        let from = entry.unwrap().path();
-        std::fs::copy(
-            &from,
-            dir.path().join("images").join(from.file_name().unwrap()),
-        )
-        .unwrap();
-    }
+    // Every recipe: the mock kernel's, its fragment, its patches and the
+    // image it builds on.
+    copy_tree(&scratch::repo().join("images"), &dir.path().join("images"));
     let start = Instant::now();
     let out = ndharness(&[
         "run",
@@ -454,7 +461,7 @@ fn an_oops_ends_a_hanging_step_within_seconds_naming_it() {
         "--accel",
         "tcg",
         "--kernel",
-        "debian-6.12-mock",
+        "debian-7.3-mock",
     ])
     .env("CI", "true")
     .output()

@@ -156,11 +156,11 @@ fn missing(config: &Config, wants: MockBuses, ndctl_tests: bool) -> Option<Strin
         format!("{needs}, which your kernel's modules do not have (build it with --kernel-tree, which builds the mock buses)")
     } else if wants.cxl_test {
         format!(
-            "{needs}, which Debian's packaged kernels cannot load (CXL core built in); run it with --kernel debian-6.12-mock"
+            "{needs}, which Debian's packaged kernels cannot load (CXL core built in); run it with a mock kernel: --kernel debian-7.3-mock, debian-7.2-mock or debian-6.12-mock"
         )
     } else {
         format!(
-            "{needs}, which no image builds for image `{}`'s kernel and ndctl; run it with --image nfit-test or --kernel debian-6.12-mock",
+            "{needs}, which no image builds for image `{}`'s kernel and ndctl; run it with --image nfit-test or a mock kernel (--kernel debian-7.3-mock or debian-6.12-mock)",
             config.image
         )
     })

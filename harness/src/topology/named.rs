@@ -18,6 +18,10 @@ pub const NAMED: &[(&str, &str)] = &[
     ("nfit-6g", include_str!("../../topologies/nfit-6g.yaml")),
     ("cxl-test", include_str!("../../topologies/cxl-test.yaml")),
     (
+        "cxl-test-one-node",
+        include_str!("../../topologies/cxl-test-one-node.yaml"),
+    ),
+    (
         "cxl-test-modules",
         include_str!("../../topologies/cxl-test-modules.yaml"),
     ),

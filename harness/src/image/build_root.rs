@@ -45,6 +45,10 @@ pub fn prepare(
     Ok(())
 }
 
+/// Mounts proc in the build root (`$1`) and runs the script (`$2`) there.
+const IN_CHROOT_WITH_PROC: &str =
+    r#"mkdir -p "$1/proc" && mount -t proc proc "$1/proc" && exec chroot "$1" /bin/sh -c "$2""#;
+
 /// Runs a shell script in `root` under chroot, or on the host when `root`
 /// is `None`, with a plain environment, within `limit`; `what` names it in
 /// errors, which carry the script's last lines of output, and `on_line`
@@ -58,8 +62,16 @@ pub fn run(
 ) -> Result<()> {
     let mut cmd = match root {
         Some(root) => {
-            let mut chroot = Command::new("chroot");
-            chroot.arg(root).args(["/bin/sh", "-c", script]);
+            // With /proc, mounted in a mount namespace of its own so that
+            // it goes with the script: 7.x's objtool reads
+            // /proc/self/maps for its stack limit and fails without it.
+            let mut chroot = Command::new("unshare");
+            chroot
+                .args(["--mount", "--propagation", "private", "sh", "-c"])
+                .arg(IN_CHROOT_WITH_PROC)
+                .arg("sh")
+                .arg(root)
+                .arg(script);
             chroot
         }
         None => {

@@ -63,24 +63,14 @@ pub struct Driver {
     pub what: &'static str,
 }
 
-/// A required module: a struct literal, so that the tables below are
-/// promoted to statics (a `const fn` call in them would not be).
-macro_rules! required {
-    ($module:literal, $what:literal) => {
+/// A module of a function, `Required` or `Helper`: a struct literal, so
+/// that the tables below are promoted to statics (a `const fn` call in them
+/// would not be).
+macro_rules! driver {
+    ($role:ident, $module:literal, $what:literal) => {
         Driver {
             module: $module,
-            role: Role::Required,
-            what: $what,
-        }
-    };
-}
-
-/// A helper module, likewise.
-macro_rules! helper {
-    ($module:literal, $what:literal) => {
-        Driver {
-            module: $module,
-            role: Role::Helper,
+            role: Role::$role,
             what: $what,
         }
     };
@@ -91,53 +81,61 @@ impl Function {
     pub fn drivers(self) -> &'static [Driver] {
         match self {
             Function::Agent => &[
-                required!("virtio_pci", "virtio over PCI"),
-                required!("virtio_console", "virtio-serial, the agent's port"),
+                driver!(Required, "virtio_pci", "virtio over PCI"),
+                driver!(
+                    Required,
+                    "virtio_console",
+                    "virtio-serial, the agent's port"
+                ),
             ],
-            Function::Panic => &[required!("pvpanic_pci", "the pvpanic PCI device")],
-            Function::Nfit => &[required!("nfit", "the ACPI NFIT bus")],
-            Function::E820 => &[required!("nd_e820", "legacy e820 pmem")],
-            Function::VirtioPmem => &[required!("virtio_pmem", "virtio-pmem")],
+            Function::Panic => &[driver!(Required, "pvpanic_pci", "the pvpanic PCI device")],
+            Function::Nfit => &[driver!(Required, "nfit", "the ACPI NFIT bus")],
+            Function::E820 => &[driver!(Required, "nd_e820", "legacy e820 pmem")],
+            Function::VirtioPmem => &[driver!(Required, "virtio_pmem", "virtio-pmem")],
             Function::Pmem => &[
-                required!("nd_pmem", "the pmem block driver"),
-                required!("nd_btt", "the BTT"),
+                driver!(Required, "nd_pmem", "the pmem block driver"),
+                driver!(Required, "nd_btt", "the BTT"),
             ],
             Function::Dax => &[
-                required!("dax_pmem", "device DAX over pmem"),
-                required!("device_dax", "the device DAX driver"),
-                required!("kmem", "dax as system RAM"),
+                driver!(Required, "dax_pmem", "device DAX over pmem"),
+                driver!(Required, "device_dax", "the device DAX driver"),
+                driver!(Required, "kmem", "dax as system RAM"),
             ],
             // 6.x's ext4 asks the crypto API for crc32c, which no udev
             // loads in the guest; 7.x computes it in lib/ and has no module.
             Function::Ext4 => &[
-                helper!("crc32c_generic", "crc32c for the crypto API"),
-                required!("ext4", "ext4"),
+                driver!(Helper, "crc32c_generic", "crc32c for the crypto API"),
+                driver!(Required, "ext4", "ext4"),
             ],
             Function::Cxl => &[
-                required!("cxl_acpi", "the CXL root (ACPI CEDT)"),
-                required!("cxl_pci", "CXL memory devices"),
-                required!("cxl_port", "CXL ports"),
-                required!("cxl_mem", "CXL memdevs"),
-                required!("cxl_pmem", "CXL persistent memory (nvdimm bridge)"),
+                driver!(Required, "cxl_acpi", "the CXL root (ACPI CEDT)"),
+                driver!(Required, "cxl_pci", "CXL memory devices"),
+                driver!(Required, "cxl_port", "CXL ports"),
+                driver!(Required, "cxl_mem", "CXL memdevs"),
+                driver!(
+                    Required,
+                    "cxl_pmem",
+                    "CXL persistent memory (nvdimm bridge)"
+                ),
                 // CXL RAM regions as dax devices came with Linux 6.3; the pmem
                 // regions the harness assembles do not need it.
-                helper!("dax_cxl", "CXL RAM regions as DAX"),
+                driver!(Helper, "dax_cxl", "CXL RAM regions as DAX"),
             ],
             Function::Share => &[
-                required!("9pnet_virtio", "9p over virtio"),
-                required!("9p", "the 9p filesystem"),
+                driver!(Required, "9pnet_virtio", "9p over virtio"),
+                driver!(Required, "9p", "the 9p filesystem"),
             ],
-            Function::NfitTest => &[required!("nfit_test", "the mock NFIT bus")],
+            Function::NfitTest => &[driver!(Required, "nfit_test", "the mock NFIT bus")],
             Function::CxlTest => &[
-                required!("cxl_test", "the mock CXL bus"),
-                required!("cxl_mock_mem", "the mock CXL memory devices"),
+                driver!(Required, "cxl_test", "the mock CXL bus"),
+                driver!(Required, "cxl_mock_mem", "the mock CXL memory devices"),
             ],
             Function::NdctlTests => &[
-                required!("dm_mod", "device mapper (dm.sh)"),
-                required!("xfs", "xfs (dax-xfs.sh, mmap.sh)"),
-                required!("brd", "the ram disk of the tests' working folder"),
+                driver!(Required, "dm_mod", "device mapper (dm.sh)"),
+                driver!(Required, "xfs", "xfs (dax-xfs.sh, mmap.sh)"),
+                driver!(Required, "brd", "the ram disk of the tests' working folder"),
             ],
-            Function::Lkdtm => &[required!("lkdtm", "lkdtm")],
+            Function::Lkdtm => &[driver!(Required, "lkdtm", "lkdtm")],
         }
     }
 

@@ -72,13 +72,8 @@ pub(super) fn content_key(
         ));
     }
     if let (None, Some(spec)) = (&opts.user_kernel, &files.recipe.kernel.build) {
-        let fragment = super::source_kernel::fragment(files, spec);
-        let text = std::fs::read_to_string(&fragment).map_err(|e| Error::io(&fragment, e))?;
-        material.push_str(&format!("--kernel-config\n{text}\n"));
-        for patch in super::source_kernel::patches(files, spec) {
-            let text = std::fs::read_to_string(&patch).map_err(|e| Error::io(&patch, e))?;
-            material.push_str(&format!("--kernel-patch\n{text}\n"));
-        }
+        let inputs = super::source_kernel::build_inputs(files, spec)?;
+        material.push_str(&format!("--kernel-config\n{inputs}\n"));
     }
     if let Some(kernel) = &opts.user_kernel {
         material.push_str(&format!("--kernel\n{}\n", sha256_file(&kernel.bzimage)?));

@@ -43,9 +43,9 @@ pub fn lock(files: &ImageFiles, opts: &BuildOptions) -> Result<Lock> {
     };
     let kernel_from = kernel_apt.as_ref().unwrap_or(&apt);
     let kernel_suite_name = kernel_suite.as_deref().unwrap_or(&recipe.suite);
-    let kernel_name = newest_match(kernel_from, &recipe.kernel.package, kernel_suite_name)?;
+    let (kernel_name, kernel_version) =
+        newest_match(kernel_from, &recipe.kernel.package, kernel_suite_name)?;
     let mut resolved = apt.resolve(&recipe.packages, Dependencies::Included)?;
-    let kernel_version = kernel_from.candidate(&kernel_name)?;
     let part_names = kernel_parts(
         &kernel_from.depends(&kernel_name, &kernel_version)?,
         &kernel_version,
@@ -255,8 +255,8 @@ fn pin(cache: &Path, dir: &Path, package: Resolved) -> Result<LockedPackage> {
     })
 }
 
-/// The newest package in the suite whose name matches `glob`.
-fn newest_match(apt: &PrivateApt, glob: &str, suite: &str) -> Result<String> {
+/// The newest package in the suite whose name matches `glob`, and its version.
+fn newest_match(apt: &PrivateApt, glob: &str, suite: &str) -> Result<(String, String)> {
     let mut best: Option<(String, String)> = None;
     for name in apt.names_matching(glob)? {
         let version = apt.candidate(&name)?;
@@ -268,7 +268,7 @@ fn newest_match(apt: &PrivateApt, glob: &str, suite: &str) -> Result<String> {
             best = Some((name, version));
         }
     }
-    best.map(|(name, _)| name).ok_or_else(|| Error::NoKernel {
+    best.ok_or_else(|| Error::NoKernel {
         pattern: glob.to_owned(),
         suite: suite.to_owned(),
     })

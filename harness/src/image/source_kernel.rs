@@ -36,21 +36,29 @@ pub(super) fn fragment(files: &ImageFiles, spec: &KernelBuildSpec) -> PathBuf {
 }
 
 /// The patches a recipe's kernel source takes, in order.
-pub(super) fn patches(files: &ImageFiles, spec: &KernelBuildSpec) -> Vec<PathBuf> {
+fn patches(files: &ImageFiles, spec: &KernelBuildSpec) -> Vec<PathBuf> {
     let dir = files.recipe_path.parent().unwrap_or(Path::new("."));
     spec.patches.iter().map(|p| dir.join(p)).collect()
 }
 
-/// The key of the kernel built from `lock`'s source with `fragment` and
-/// `patches`.
-pub(super) fn key(lock: &Lock, fragment: &Path, patches: &[PathBuf]) -> Result<String> {
-    let text = std::fs::read_to_string(fragment).map_err(|e| Error::io(fragment, e))?;
-    let mut material = format!("{RECIPE}\n{}\n{text}", lock.kernel.sha256);
-    for patch in patches {
-        let text = std::fs::read_to_string(patch).map_err(|e| Error::io(patch, e))?;
-        material.push_str(&format!("\n--patch\n{text}"));
+/// What the recipe gives the kernel's build besides its source: the
+/// fragment's text and each patch's, as one text for the keys that depend
+/// on them (the built kernel's here, the image's in the cache).
+pub(super) fn build_inputs(files: &ImageFiles, spec: &KernelBuildSpec) -> Result<String> {
+    let fragment = fragment(files, spec);
+    let mut text = std::fs::read_to_string(&fragment).map_err(|e| Error::io(&fragment, e))?;
+    for patch in patches(files, spec) {
+        let patch_text = std::fs::read_to_string(&patch).map_err(|e| Error::io(&patch, e))?;
+        text.push_str(&format!("\n--patch\n{patch_text}"));
     }
-    Ok(sha256_hex(material.as_bytes())[..16].to_owned())
+    Ok(text)
+}
+
+/// The key of the kernel built from `lock`'s source with the recipe's
+/// [`build_inputs`].
+fn key(lock: &Lock, build_inputs: &str) -> String {
+    let material = format!("{RECIPE}\n{}\n{build_inputs}", lock.kernel.sha256);
+    sha256_hex(material.as_bytes())[..16].to_owned()
 }
 
 /// The kernel of `files`'s recipe, built now or found in the cache.
@@ -62,7 +70,7 @@ pub(super) fn stage(
 ) -> Result<StagedKernel> {
     let fragment = fragment(files, spec);
     let patches = patches(files, spec);
-    let key = key(lock, &fragment, &patches)?;
+    let key = key(lock, &build_inputs(files, spec)?);
     let kernels = opts.cache.join("kernels");
     let dir = kernels.join(&key);
     let source = format!(

@@ -81,8 +81,13 @@ pub(super) fn configure(
     if let KernelConfig::Fragment(fragment) = config {
         let final_config = std::fs::read_to_string(out.join(".config")).map_err(io(out))?;
         let wanted = std::fs::read_to_string(fragment).map_err(io(fragment))?;
-        let known = symbols(make.tree());
-        for (option, name) in not_taken(&wanted, &final_config) {
+        let not_taken = not_taken(&wanted, &final_config);
+        // Read the tree's Kconfig files only when an option did not take.
+        let known = match not_taken.is_empty() {
+            true => Default::default(),
+            false => symbols(make.tree()),
+        };
+        for (option, name) in not_taken {
             if known.contains(name.trim_start_matches("CONFIG_")) {
                 crate::progress::say(&format!(
                     "warning: {what}: {option} from {} did not take (its dependencies are off in this tree)",

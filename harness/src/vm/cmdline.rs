@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use super::share::{self, Share};
+use crate::drivers::Function;
 use crate::topology::Topology;
 
 /// The accelerator a guest runs under.
@@ -110,7 +111,7 @@ pub const AGENT_PORT_ID: &str = "agent0";
 pub fn kernel_append(spec: &LaunchSpec) -> String {
     let mut modules = super::modules::guest_modules(spec.topology);
     if !spec.shares.is_empty() {
-        modules.extend(share::MODULES);
+        modules.extend(Function::Share.drivers().iter().map(|d| d.module));
     }
     let mut a = vec![
         "console=ttyS0".to_owned(),

@@ -13,9 +13,6 @@ use std::path::{Path, PathBuf};
 /// guest, read-only.
 pub const CASE_FILES: &str = "/case";
 
-/// The modules a guest with shares loads at boot, in load order.
-pub const MODULES: [&str; 2] = ["9pnet_virtio", "9p"];
-
 /// Guest folders a share must not cover: the guest would lose its own
 /// tools, its devices or the harness's scripts.
 const GUEST_SYSTEM: &[&str] = &[

@@ -22,16 +22,24 @@ use crate::vm::agent;
 use crate::vm::machine::{self, Machine};
 use crate::vm::RunDir;
 
-/// Waits for the nd buses' asynchronous probes (namespaces after a
-/// region comes back).
 /// What finding the region says when the guest has none.
 const NO_ND_REGION: &str = "the guest has no nd region";
+/// Waits for the nd buses' asynchronous probes (namespaces after a
+/// region comes back).
 const FLUSH_PROBES: &str = "cat /sys/bus/nd/devices/ndbus*/wait_probe >/dev/null";
-/// Waits (10 s at most) until every memdev has its endpoint again: what
-/// `cxl create-region` needs after `cxl_mem` is loaded.
-const WAIT_ENDPOINTS: &str = "n=$(ls -d /sys/bus/cxl/devices/mem* | wc -l); i=0; \
+/// Counts the memdevs into `n` (before their drivers go away).
+const COUNT_MEMDEVS: &str = "n=$(ls -d /sys/bus/cxl/devices/mem* | wc -l)";
+/// Waits (10 s at most) until each of the `n` memdevs has its endpoint
+/// again: what `cxl create-region` needs after `cxl_mem` is loaded.
+const WAIT_ENDPOINTS: &str = "i=0; \
      until [ $(ls -d /sys/bus/cxl/devices/endpoint* 2>/dev/null | wc -l) -ge $n ]; do \
      i=$((i+1)); [ $i -lt 200 ] || exit 1; sleep 0.05; done";
+/// Unloads `cxl_pmem` and `cxl_mem` with whatever modules hold them on
+/// this kernel (none on 6.12; `cxl_acpi` and `cxl_pci` on 7.x, whose
+/// drivers import from them), then loads back every module it unloaded.
+const RELOAD_CXL_DRIVERS: &str = "u=; unload() { for h in /sys/module/$1/holders/*; do \
+     [ -e \"$h\" ] && unload \"${h##*/}\"; done; rmmod \"$1\" && u=\"$u $1\"; }; \
+     unload cxl_pmem && unload cxl_mem && modprobe -a $u";
 
 /// The sysfs files that take a CXL DIMM's nvdimm from the pmem stack and
 /// give it back (absent where the kernel does not offer it: 6.12).
@@ -181,14 +189,7 @@ impl<'a> ExploreGuest<'a> {
             .await?
             .trim()
             .to_owned();
-        let m = self.machine.as_ref().expect("a running guest");
-        let plan = assemble::plan(m, &self.target.topology.topology, Labels::Keep)
-            .await
-            .map_err(|e| GuestError::Setup {
-                what: "planning the CXL region's re-creation",
-                detail: e.to_string(),
-            })?;
-        self.recreate = plan.join(" >/dev/null && ");
+        self.recreate = self.plan_recreation().await?;
         let dimms = format!(
             "cxl list -R -T -r {} \
              | awk -F'\"' '/\"position\"/ {{p=$3; gsub(/[:,]/, \"\", p)}} /\"memdev\"/ {{print p, $4}}' \
@@ -300,9 +301,11 @@ impl<'a> ExploreGuest<'a> {
                 "cxl destroy-region -f {} && {} >/dev/null",
                 self.cxl_region, self.recreate
             ),
+            // The region is created again after the reload, planned anew:
+            // the memdevs may come back under other names.
             Op::CxlDriverReload => format!(
-                "cxl destroy-region -f {} && rmmod cxl_pmem cxl_mem && modprobe -a cxl_mem cxl_pmem && {WAIT_ENDPOINTS} && {} >/dev/null",
-                self.cxl_region, self.recreate
+                "{COUNT_MEMDEVS} && cxl destroy-region -f {} && {RELOAD_CXL_DRIVERS} && {WAIT_ENDPOINTS}",
+                self.cxl_region
             ),
             Op::CxlDimmUnbind { position } => {
                 let dimm = self.dimms.get(*position as usize)?;
@@ -325,10 +328,49 @@ impl<'a> ExploreGuest<'a> {
     /// (a report, a hang: the result says so), `Err` when the harness or
     /// QEMU failed.
     pub async fn run(&mut self, op: &Op, command: &str) -> Result<Ran, GuestError> {
-        self.steps += 1;
         if matches!(op, Op::Reboot) {
+            self.steps += 1;
             return self.reboot().await;
         }
+        let mut ran = self.execute(command).await?;
+        if matches!(op, Op::CxlDriverReload)
+            && ran.result.console_report.is_none()
+            && ran.result.exit_code == Some(0)
+        {
+            let recreate = self.plan_recreation().await?;
+            let again = self.execute(&recreate).await?;
+            ran.result.command = Some(format!("{command} && {recreate}"));
+            ran.result.exit_code = again.result.exit_code;
+            ran.result.kernel.extend(again.result.kernel);
+            ran.result.console_report = again.result.console_report;
+            ran.stdout.push_str(&again.stdout);
+            ran.stderr.push_str(&again.stderr);
+        }
+        if ran.result.console_report.is_some() {
+            return Ok(ran);
+        }
+        self.after(op, &mut ran).await?;
+        Ok(ran)
+    }
+
+    /// The commands that create the CXL region again on the devices the
+    /// guest has now, labels kept, as one shell line.
+    async fn plan_recreation(&mut self) -> Result<String, GuestError> {
+        let m = self.machine.as_ref().expect("a running guest");
+        let plan = assemble::plan(m, &self.target.topology.topology, Labels::Keep)
+            .await
+            .map_err(|e| GuestError::Setup {
+                what: "planning the CXL region's re-creation",
+                detail: e.to_string(),
+            })?;
+        Ok(plan.join(" >/dev/null && "))
+    }
+
+    /// Runs `command` as the next step between kernel-log markers; a fatal
+    /// kernel report, a hang or a failure of the guest is in the result's
+    /// `console_report`.
+    async fn execute(&mut self, command: &str) -> Result<Ran, GuestError> {
+        self.steps += 1;
         let n = self.steps;
         let mut ran = Ran {
             result: StepResult {
@@ -350,20 +392,23 @@ impl<'a> ExploreGuest<'a> {
             }
             Err(machine::Error::KernelReport { report, .. }) => {
                 ran.result.console_report = fatal_line(&report.excerpt);
-                return Ok(ran);
             }
             Err(machine::Error::Agent(agent::Error::CommandTimeout { timeout, .. })) => {
                 ran.result.console_report =
                     Some(format!("the step did not finish within {timeout:?} (hung)"));
-                return Ok(ran);
             }
             Err(e) if !e.is_infrastructure() => {
                 ran.result.console_report =
                     Some(e.to_string().lines().next().unwrap_or("").to_owned());
-                return Ok(ran);
             }
             Err(e) => return Err(e.into()),
         }
+        Ok(ran)
+    }
+
+    /// What a finished step leaves behind: the kernel's later records, the
+    /// namespaces' UUIDs, the unbound DIMM, the regions found again.
+    async fn after(&mut self, op: &Op, ran: &mut Ran) -> Result<(), GuestError> {
         self.machine().read_kernel_log().await?;
         ran.result.kernel.extend(self.machine().take_unattributed());
         if let (Op::Create { slot, .. } | Op::Reconfigure { slot, .. }, Some(0)) =
@@ -401,7 +446,7 @@ impl<'a> ExploreGuest<'a> {
         ) {
             ran.region_lost = self.region_lost().await?;
         }
-        Ok(ran)
+        Ok(())
     }
 
     /// Finds the regions again after an operation that must bring the nd

@@ -110,7 +110,8 @@ async fn steps(
         }
         run.steps.push(StepLog {
             op: op.clone(),
-            command: Some(command),
+            // What ran, as the guest made it (a driver reload's re-creation).
+            command: ran.result.command.clone().or(Some(command)),
             exit_code: ran.result.exit_code,
             stdout: ran.stdout,
             stderr: ran.stderr,

@@ -1,7 +1,10 @@
-//! `cargo test` runs every case under suites/ in real guests, with the same
-//! runner as `ndharness run` (as many guests at a time as the host has
-//! cores, unless `--test-threads` says otherwise). This file sits in
-//! suites/ so that `cargo insta review` looks here for pending snapshots.
+//! `cargo test --test suites` runs every case under suites/ in real
+//! guests, with the same runner as `ndharness run` (as many guests at a
+//! time as the host has cores, unless `--test-threads` says otherwise).
+//! Not part of a plain `cargo test` (`test = false`: hundreds of guest
+//! runs); `ndharness run --profile NAME` runs a tier of them. This file
+//! sits in suites/ so that `cargo insta review` looks here for pending
+//! snapshots.
 
 use std::path::Path;
 use std::process::ExitCode;

@@ -16,6 +16,7 @@ pub mod kmsg;
 pub mod names;
 pub mod normalize;
 pub mod powercut;
+pub mod profile;
 pub mod progress;
 pub mod runner;
 pub mod select;

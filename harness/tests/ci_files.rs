@@ -266,3 +266,75 @@ fn results_land_where_the_ci_files_look() {
     assert!(c.results_dir.ends_with(RESULTS));
     assert!(c.runs_dir.ends_with(RUNS));
 }
+
+/// Every trial of the suites, by name.
+fn trial_names() -> Vec<String> {
+    let trials = ndharness::suite::discover(&root().join("suites")).expect("the suites parse");
+    trials.into_iter().map(|t| t.name).collect()
+}
+
+/// Each pattern of each profile names a trial (a renamed case does not
+/// leave a profile taking nothing), and each line a profile names is one
+/// an image recipe provides.
+#[test]
+fn profiles_name_trials_and_lines_that_exist() {
+    let profiles = ndharness::profile::Profiles::load(&root()).expect("suites/profiles.yaml");
+    let names = trial_names();
+    let recipes = std::fs::read_dir(root().join("images")).unwrap();
+    let provided: Vec<String> = recipes
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "yaml"))
+        .filter_map(|e| {
+            let recipe: Value =
+                serde_yaml_ng::from_str(&std::fs::read_to_string(e.path()).unwrap()).unwrap();
+            recipe["provides"]["kernel"].as_str().map(str::to_owned)
+        })
+        .collect();
+    for (name, profile) in profiles.iter() {
+        for run in &profile.runs {
+            for pattern in run.patterns() {
+                let glob = ndharness::profile::glob(name, pattern).unwrap();
+                assert!(
+                    names.iter().any(|n| glob.is_match(n)),
+                    "profile {name}: `{pattern}` names no trial"
+                );
+            }
+            if let Some(kernel) = &run.kernel {
+                assert!(
+                    provided.contains(kernel),
+                    "profile {name}: no image provides {kernel}"
+                );
+            }
+        }
+    }
+}
+
+/// `full` takes every trial with every power cut; `check` judges a sample;
+/// `.ci/run` runs `check` and the nightly `full`.
+#[test]
+fn the_tiers_are_what_ci_runs() {
+    use ndharness::suite::PointSelection;
+    let profiles = ndharness::profile::Profiles::load(&root()).unwrap();
+    let full = profiles.get("full").unwrap();
+    assert_eq!(full.power_cuts, PointSelection::Every);
+    let sets: Vec<_> = full
+        .runs
+        .iter()
+        .map(|r| r.trial_set("full").unwrap())
+        .collect();
+    let full_set = ndharness::profile::TrialSet::any_of(sets);
+    for name in trial_names() {
+        assert!(full_set.contains(&name), "full leaves out {name}");
+    }
+    let check = profiles.get("check").unwrap();
+    assert!(matches!(check.power_cuts, PointSelection::Sample { .. }));
+    let test = std::fs::read_to_string(root().join("ci/test")).unwrap();
+    assert!(test.contains("run --profile check"), "ci/test runs check");
+    let nightly = std::fs::read_to_string(root().join("ci/nightly")).unwrap();
+    assert!(
+        nightly.contains("run --profile full"),
+        "ci/nightly runs full"
+    );
+    let ci_run = std::fs::read_to_string(root().join(".ci/run")).unwrap();
+    assert!(ci_run.contains("exec ci/test"), ".ci/run runs ci/test");
+}

@@ -108,8 +108,8 @@ pub struct Common {
 #[derive(Args, Clone, Debug, Default, PartialEq)]
 pub struct SelectArgs {
     /// Kernel: debian-6.12 (default), debian-7.3, debian-7.2, debian-6.1,
-    /// debian-6.12-mock (with nfit_test and cxl_test), or the path of your
-    /// own bzImage (with --modules).
+    /// debian-7.3-mock, debian-7.2-mock, debian-6.12-mock (with nfit_test
+    /// and cxl_test), or the path of your own bzImage (with --modules).
     #[arg(long)]
     pub kernel: Option<String>,
     /// INSTALL_MOD_PATH of `make modules_install` for --kernel BZIMAGE.
@@ -350,6 +350,22 @@ pub struct BootArgs {
 pub struct RunArgs {
     /// Run only trials whose name contains this (suite::case::topology).
     pub filter: Option<String>,
+    /// A named selection from suites/profiles.yaml: `smoke` (minutes, on
+    /// every rebuild), `check` (what .ci/run runs), `full` (everything,
+    /// every power cut); `--list --profile NAME` shows what it takes. On
+    /// the line --kernel (or --kernel-tree) names, every run's trials.
+    #[arg(long, value_name = "NAME")]
+    pub profile: Option<String>,
+    /// Which crash points power-cut steps judge: `sample` (the first and
+    /// last label write, in each round of DIMM updates the cuts that leave
+    /// one DIMM updated and all but one, the end, and 3 seeded more) or
+    /// `every-write` [default: the profile's; without one, sample]
+    #[arg(long, value_name = "every-write|sample")]
+    pub power_cuts: Option<ndharness::suite::PointSelection>,
+    /// The seed of the power-cut sample [default: each trial's own, from
+    /// its name]; a violation found by a sample prints the seed it used.
+    #[arg(long, value_name = "SEED")]
+    pub power_cut_seed: Option<u64>,
     /// List trials without running them.
     #[arg(long)]
     pub list: bool,

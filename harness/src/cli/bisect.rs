@@ -7,13 +7,13 @@ use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
 use std::process::{Command as Process, ExitCode, ExitStatus};
 
-use anyhow::Context;
-use ndharness::tool::{self, Tool};
-
 use super::args::{
     BisectArgs, Common, GuestArgs, KcidbArgs, MachineArgs, RunArgs, SelectArgs, ShareArgs,
 };
 use super::config::find_root;
+use anyhow::Context;
+use ndharness::suite::PointSelection;
+use ndharness::tool::{self, Tool};
 
 pub fn bisect(args: BisectArgs) -> anyhow::Result<ExitCode> {
     let root = find_root(args.common.root.as_deref())?;
@@ -150,6 +150,9 @@ impl Argv {
 pub fn run_argv(run: &RunArgs) -> Vec<OsString> {
     let RunArgs {
         filter,
+        profile,
+        power_cuts,
+        power_cut_seed,
         list,
         exact,
         ignored,
@@ -173,6 +176,14 @@ pub fn run_argv(run: &RunArgs) -> Vec<OsString> {
     } = run;
     let mut argv = Argv::default();
     argv.positional(filter.as_ref());
+    argv.optional("--profile", profile.as_ref());
+    // Parsed from the flag: every write or the default sample.
+    let points = power_cuts.map(|p| match p {
+        PointSelection::Every => "every-write",
+        PointSelection::Sample { .. } => "sample",
+    });
+    argv.optional("--power-cuts", points);
+    argv.optional("--power-cut-seed", power_cut_seed.map(|n| n.to_string()));
     argv.switch("--list", *list);
     argv.switch("--exact", *exact);
     argv.switch("--ignored", *ignored);
@@ -261,6 +272,9 @@ mod tests {
     fn every_run_flag_renders_and_parses_back() {
         let run = RunArgs {
             filter: Some("basic::fsdax".into()),
+            profile: Some("check".into()),
+            power_cuts: Some(PointSelection::Every),
+            power_cut_seed: Some(42),
             list: true,
             exact: true,
             ignored: true,

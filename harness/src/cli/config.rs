@@ -78,6 +78,8 @@ pub fn config(
         accel: machine.accel,
         boot_timeout: Duration::from_secs(machine.boot_timeout),
         shares: Vec::new(),
+        power_cuts: Default::default(),
+        profile_trials: None,
         root,
     })
 }

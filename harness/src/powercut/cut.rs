@@ -13,6 +13,8 @@ use super::filesystem;
 use super::media::{self, Media};
 use super::record::{self, CrashImage, CrashPoint, LabelWrite};
 use super::restart::{self, Checks};
+use super::sample::{self, Chosen};
+use crate::suite::PointSelection;
 use crate::suite::{CutPoints, FilesystemCheck, PowerCut};
 use crate::vm::agent::ExecOutput;
 use crate::vm::machine::{self, Machine, StartSpec};
@@ -54,6 +56,8 @@ pub struct CutReport {
     /// Whether the points were random moments (their outcomes vary from
     /// run to run, so the transcript does not name them).
     pub random: bool,
+    /// Which of the recorded points were judged.
+    pub chosen: Chosen,
 }
 
 impl CutReport {
@@ -64,10 +68,17 @@ impl CutReport {
     }
 
     /// The lines the transcript shows: stable for a given kernel when the
-    /// points are the label writes.
+    /// points are the label writes, and the same whether every point or a
+    /// sample was judged (the outcomes' tally is in [`Self::details`]).
     pub fn summary(&self) -> String {
         let mut lines = Vec::new();
-        if !self.random {
+        let violations = self.violations().count();
+        if self.random {
+            // How many moments fell inside the step varies: not shown.
+            lines.push(format!(
+                "crash points at random moments and after the step: {violations} violations"
+            ));
+        } else {
             let mut per_dimm: Vec<(String, usize)> = Vec::new();
             for w in &self.writes {
                 match per_dimm.iter_mut().find(|(d, _)| *d == w.dimm) {
@@ -81,24 +92,10 @@ impl CutReport {
                 self.writes.len(),
                 by.join(", ")
             ));
-        }
-        let outcomes: Vec<Outcome> = self.points.iter().map(|p| p.outcome.clone()).collect();
-        let violations = self.violations().count();
-        if self.random {
-            // How many moments fell inside the step varies: not shown.
-            lines.push(format!(
-                "crash points at random moments and after the step: {violations} violations"
-            ));
-        } else {
-            let tally: Vec<String> = classify::tally(&outcomes)
-                .iter()
-                .map(|(class, n)| format!("{class} {n}"))
-                .collect();
-            lines.push(format!(
-                "crash points: {} (before each write and after the step): {}",
-                self.points.len(),
-                tally.join(", ")
-            ));
+            lines.push(match violations {
+                0 => "crash points: no violation".to_owned(),
+                n => format!("crash points: {n} violations"),
+            });
         }
         for v in self.violations() {
             lines.push(format!("  {}: {}", v.point, v.outcome));
@@ -106,9 +103,23 @@ impl CutReport {
         lines.join("\n")
     }
 
+    /// How the judged points came out, by class, and how they were chosen.
+    pub fn tally(&self) -> String {
+        let outcomes: Vec<Outcome> = self.points.iter().map(|p| p.outcome.clone()).collect();
+        let tally: Vec<String> = classify::tally(&outcomes)
+            .iter()
+            .map(|(class, n)| format!("{class} {n}"))
+            .collect();
+        let chosen = self
+            .chosen
+            .describe()
+            .unwrap_or_else(|| format!("all {} crash points judged", self.points.len()));
+        format!("{chosen}: {}", tally.join(", "))
+    }
+
     /// One line per point with its cost, for the evidence.
     pub fn details(&self) -> String {
-        let mut text = String::new();
+        let mut text = format!("{}\n", self.tally());
         for w in &self.writes {
             text.push_str(&format!(
                 "write {}: {} offset {:#x} length {}\n",
@@ -138,8 +149,10 @@ pub struct CutPlace<'a> {
     pub spec: &'a StartSpec<'a>,
     /// Crash images and restart folders go under it.
     pub dir: &'a Path,
-    /// Seeds the random moments (the trial's name and step).
+    /// Seeds the random moments and the sample (the trial's name and step).
     pub seed: u64,
+    /// Which recorded points are judged.
+    pub selection: PointSelection,
 }
 
 /// Runs `cut` in `m` with its power cuts and judges every crash image.
@@ -188,8 +201,14 @@ pub async fn run(
         sectors: cut.sectors.as_ref(),
         filesystem: cut.filesystem.as_ref().zip(checksums.as_deref()),
     };
+    let crash_points: Vec<CrashPoint> = recorded.images.iter().map(|i| i.point.clone()).collect();
+    let chosen = sample::choose(place.selection, &recorded.writes, &crash_points, place.seed);
     let mut points = Vec::new();
     for (i, image) in recorded.images.iter().enumerate() {
+        if !chosen.keep.contains(&i) {
+            remove(image);
+            continue;
+        }
         let t0 = Instant::now();
         let media = media::read(&regions, &image.dir)?;
         let name = format!("restart-{}", i + 1);
@@ -234,6 +253,7 @@ pub async fn run(
         writes: recorded.writes,
         points,
         random: matches!(cut.points, CutPoints::Random { .. }),
+        chosen,
     })
 }
 
@@ -278,13 +298,7 @@ fn remove(image: &CrashImage) {
 /// (splitmix64: a case's cuts fall at the same moments run after run).
 pub fn moments(seed: u64, count: u32, within: Duration) -> Vec<Duration> {
     let mut state = seed;
-    let mut next = || {
-        state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    };
+    let mut next = || sample::splitmix64(&mut state);
     let span = within.as_micros().max(1) as u64;
     let mut out: Vec<Duration> = (0..count)
         .map(|_| Duration::from_micros(next() % span))

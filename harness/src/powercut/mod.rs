@@ -15,4 +15,5 @@ pub mod labels;
 pub mod media;
 pub mod record;
 pub mod restart;
+pub mod sample;
 pub mod sectors;

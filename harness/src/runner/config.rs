@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use crate::image::{self, BuildOptions};
 use crate::kbuild::MockBuses;
+use crate::profile::AnyOf;
 use crate::suite::GuestNames;
+use crate::suite::PointSelection;
 use crate::vm::accel::AccelChoice;
 use crate::vm::Share;
 
@@ -41,6 +43,11 @@ pub struct Config {
     pub guest: GuestNames,
     /// Host folders shared into every guest of the run (`--share`).
     pub shares: Vec<Share>,
+    /// Which crash points power-cut steps judge (a sample unless a
+    /// profile or `--power-cuts` says every write).
+    pub power_cuts: PointSelection,
+    /// The trials of the run's profile (`--profile`); none: every trial.
+    pub profile_trials: Option<AnyOf>,
 }
 
 impl Config {
@@ -73,6 +80,8 @@ impl Config {
             accel: AccelChoice::Auto,
             boot_timeout: BOOT_TIMEOUT,
             shares: Vec::new(),
+            power_cuts: PointSelection::default(),
+            profile_trials: None,
         }
     }
 

@@ -1,4 +1,5 @@
-//! Which trials a run runs: each trial of the suites planned (its guest's
+//! Which trials a run runs: each trial of the suites (of the run's
+//! profile, when it has one) planned (its guest's
 //! memory, whether it is ignored here), then selected as libtest-mimic
 //! selects (filter, `--exact`, `--skip`, `--ignored`), sorted by name, and
 //! cut to the run's shard (`--partition`). libtest then only schedules
@@ -46,10 +47,14 @@ impl Planned {
     }
 }
 
-/// Each trial with its guest memory and whether it is ignored here.
+/// Each trial of the run's profile (all without one) with its guest
+/// memory and whether it is ignored here.
 pub fn plan(config: &Config, trials: Vec<Trial>) -> Vec<Planned> {
     trials
         .into_iter()
+        .filter(|trial| {
+            (config.profile_trials.as_ref()).is_none_or(|set| set.contains(&trial.name))
+        })
         .map(|trial| {
             let cannot = cannot_run(config, &trial);
             let ignored = trial.case.spec.ignored.reason_for(&config.guest);

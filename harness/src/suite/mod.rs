@@ -13,7 +13,7 @@ pub use ignore::{GuestNames, IgnoreEntry, Ignored};
 pub use known::{KnownFailure, KnownFailures};
 pub use load::{discover, Case, Trial};
 pub use model::{Action, CaseSpec, ExitExpect, Expect, Mode, Step, StepError, TopologyRef};
-pub use power_cut::{CutPoints, FilesystemCheck, PowerCut, SectorCheck};
+pub use power_cut::{CutPoints, FilesystemCheck, PointSelection, PowerCut, SectorCheck};
 pub use upstream::{UpstreamSpec, UpstreamTest};
 
 #[derive(Debug, thiserror::Error)]

@@ -17,6 +17,7 @@
 //!     filesystem: { device: /dev/pmem0, mount: /mnt/pmem, kept: [kept] }
 //! ```
 
+use std::fmt;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -121,6 +122,96 @@ impl PowerCut {
             }
         };
         format!("power cut {points}: {}", self.run)
+    }
+}
+
+/// How many crash points of a step a run judges.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PointSelection {
+    /// Every label write and the end of the step.
+    Every,
+    /// The points that must be judged and `extra` more from `seed` (the
+    /// trial's own when none); at most `limit` in all (the must-haves
+    /// first, boundaries before ends).
+    Sample {
+        extra: usize,
+        limit: Option<usize>,
+        seed: Option<u64>,
+    },
+}
+
+impl Default for PointSelection {
+    /// What a run judges unless told otherwise: the sample.
+    fn default() -> Self {
+        PointSelection::Sample {
+            extra: 3,
+            limit: None,
+            seed: None,
+        }
+    }
+}
+
+impl fmt::Display for PointSelection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PointSelection::Every => f.write_str("every label write"),
+            PointSelection::Sample { extra, limit, .. } => {
+                write!(f, "a sample (ends, tears across DIMMs, {extra} more")?;
+                if let Some(l) = limit {
+                    write!(f, ", at most {l}")?;
+                }
+                f.write_str(")")
+            }
+        }
+    }
+}
+
+/// `every-write`, `sample`, or `{ sample: EXTRA, limit: N }` (a profile's
+/// `power_cuts:`).
+impl<'de> Deserialize<'de> for PointSelection {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Name(String),
+            Sample(RawSample),
+        }
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct RawSample {
+            sample: usize,
+            #[serde(default)]
+            limit: Option<usize>,
+        }
+        match Raw::deserialize(d)? {
+            Raw::Name(name) => name.parse().map_err(serde::de::Error::custom),
+            Raw::Sample(RawSample { limit: Some(0), .. }) => Err(serde::de::Error::custom(
+                "`limit: 0` judges no crash point: give at least 1",
+            )),
+            Raw::Sample(r) => Ok(PointSelection::Sample {
+                extra: r.sample,
+                limit: r.limit,
+                seed: None,
+            }),
+        }
+    }
+}
+
+/// A name that is not a choice of crash points.
+#[derive(Debug, thiserror::Error)]
+#[error("`{0}` is not a choice of crash points: use `every-write` or `sample` (or, in a profile, `{{ sample: EXTRA, limit: N }}`)")]
+pub struct UnknownPointSelection(String);
+
+impl std::str::FromStr for PointSelection {
+    type Err = UnknownPointSelection;
+
+    /// `every-write` or `sample` (`--power-cuts`).
+    fn from_str(s: &str) -> Result<Self, UnknownPointSelection> {
+        match s {
+            "every-write" | "all" => Ok(PointSelection::Every),
+            "sample" => Ok(PointSelection::default()),
+            other => Err(UnknownPointSelection(other.to_owned())),
+        }
     }
 }
 

@@ -10,6 +10,7 @@ use super::{Error, Measure};
 use crate::powercut::cut::{self, CutPlace};
 use crate::runner::warm::{self, TemplateSpec};
 use crate::runner::{Config, GuestEnv};
+use crate::suite::PointSelection;
 use crate::suite::{CutPoints, PowerCut};
 use crate::topology::{Loaded, PmemDrivers};
 use crate::vm::{Machine, RunDir};
@@ -83,6 +84,8 @@ async fn once(
         spec: &spec,
         dir: &dir,
         seed: 1,
+        // The bench measures the cost of every point.
+        selection: PointSelection::Every,
     };
     let step = PowerCut {
         run:

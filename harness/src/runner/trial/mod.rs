@@ -140,7 +140,7 @@ async fn drive(
             return (Err(e.into()), clock);
         }
     };
-    let mut trace = Trace::of_trial(trial, m, clock);
+    let mut trace = Trace::of_trial(trial, m, clock).with_power_cuts(config.power_cuts);
     if let Some(saved) = state {
         trace.adopt(saved.prelude.clone());
     }

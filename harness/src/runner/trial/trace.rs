@@ -14,6 +14,7 @@ use crate::names::Names;
 use crate::powercut::cut::{self, CutPlace};
 use crate::runner::laps::Laps;
 use crate::runner::start::{Assembly, Prelude, SavePoint};
+use crate::suite::PointSelection;
 use crate::suite::{Action, PowerCut, Step, Trial};
 use crate::topology::Topology;
 use crate::transcript::{self, StepRecord};
@@ -49,6 +50,8 @@ pub struct Trace<'a> {
     skip_exit: Option<i32>,
     /// Where the trial's time went, written to its evidence.
     pub clock: Laps,
+    /// Which crash points a power-cut step judges.
+    power_cuts: PointSelection,
 }
 
 impl<'a> Trace<'a> {
@@ -65,6 +68,7 @@ impl<'a> Trace<'a> {
             step_count: 0,
             skip_exit: None,
             clock,
+            power_cuts: PointSelection::default(),
         }
     }
 
@@ -79,6 +83,12 @@ impl<'a> Trace<'a> {
         );
         trace.skip_exit = spec.skip_exit;
         trace
+    }
+
+    /// The trace with its power-cut steps judging `selection`'s points.
+    pub fn with_power_cuts(mut self, selection: PointSelection) -> Self {
+        self.power_cuts = selection;
+        self
     }
 
     pub fn machine(&mut self) -> &mut Machine {
@@ -396,6 +406,7 @@ impl<'a> Trace<'a> {
             spec,
             dir: &dir,
             seed: seed ^ number as u64,
+            selection: self.power_cuts,
         };
         let report = match cut::run(self.machine(), cut, timeout, &place).await {
             Ok(report) => report,
@@ -433,8 +444,12 @@ impl<'a> Trace<'a> {
             })
             .collect();
         if !broken.is_empty() {
+            let judged = report
+                .chosen
+                .describe()
+                .unwrap_or_else(|| format!("all {} crash points judged", report.points.len()));
             return Err(Verdict::Fail(format!(
-                "step {number} (`{}`): {} of {} crash points broke consistency:\n{}",
+                "step {number} (`{}`): {} of {} crash points broke consistency ({judged}):\n{}",
                 step.action.display(),
                 broken.len(),
                 report.points.len(),

@@ -74,11 +74,21 @@ fn explore_rate(
         _ => f64::NAN,
     };
     let sequences: usize = report.topologies.values().map(|t| t.sequences).sum();
+    let mut phases = Vec::new();
+    for t in report.topologies.values() {
+        ndharness::runner::laps::add(&mut phases, &t.phases);
+    }
+    let total: f64 = phases.iter().map(|(_, d)| d.as_secs_f64()).sum();
+    let shares: Vec<String> = phases
+        .iter()
+        .map(|(n, d)| format!("{n} {:.0}%", 100.0 * d.as_secs_f64() / total.max(1e-9)))
+        .collect();
     let note = format!(
-        "{:.2} steps/s over {:.0} s, {sequences} sequences, {} findings",
+        "{:.2} steps/s over {:.0} s, {sequences} sequences, {} findings; guest time: {}",
         report.steps_per_second,
         report.wall_seconds,
-        report.findings.len()
+        report.findings.len(),
+        shares.join(", ")
     );
     Ok(bench::Measure::new(
         format!("explore {topology}, 2 guests: seconds per step"),

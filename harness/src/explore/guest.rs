@@ -82,6 +82,9 @@ pub struct Ran {
     pub stderr: String,
     /// A CXL region operation left the guest without its nd region.
     pub region_lost: bool,
+    /// The region after the step, read in the step's own guest call (an
+    /// operation that keeps the region's name).
+    pub observed: Option<Observation>,
 }
 
 pub struct ExploreGuest<'a> {
@@ -332,13 +335,17 @@ impl<'a> ExploreGuest<'a> {
             self.steps += 1;
             return self.reboot().await;
         }
-        let mut ran = self.execute(command).await?;
+        // The observation goes with the step unless the step may rename or
+        // take away the region (then it is found again first).
+        let then =
+            (!op.renews_region() && !self.region.is_empty()).then(|| observe::script(&self.region));
+        let mut ran = self.execute(command, then).await?;
         if matches!(op, Op::CxlDriverReload)
             && ran.result.console_report.is_none()
             && ran.result.exit_code == Some(0)
         {
             let recreate = self.plan_recreation().await?;
-            let again = self.execute(&recreate).await?;
+            let again = self.execute(&recreate, None).await?;
             ran.result.command = Some(format!("{command} && {recreate}"));
             ran.result.exit_code = again.result.exit_code;
             ran.result.kernel.extend(again.result.kernel);
@@ -366,10 +373,11 @@ impl<'a> ExploreGuest<'a> {
         Ok(plan.join(" >/dev/null && "))
     }
 
-    /// Runs `command` as the next step between kernel-log markers; a fatal
-    /// kernel report, a hang or a failure of the guest is in the result's
+    /// Runs `command` as the next step between kernel-log markers, and the
+    /// observation script `then` in the same guest call; a fatal kernel
+    /// report, a hang or a failure of the guest is in the result's
     /// `console_report`.
-    async fn execute(&mut self, command: &str) -> Result<Ran, GuestError> {
+    async fn execute(&mut self, command: &str, then: Option<String>) -> Result<Ran, GuestError> {
         self.steps += 1;
         let n = self.steps;
         let mut ran = Ran {
@@ -379,12 +387,18 @@ impl<'a> ExploreGuest<'a> {
             },
             ..Default::default()
         };
-        match self
-            .machine()
-            .step(n, &shell(command.into()), STEP_TIMEOUT)
-            .await
-        {
-            Ok(step) => {
+        let argv = shell(command.into());
+        let stepped = match &then {
+            Some(script) => (self
+                .machine()
+                .step_then(n, &argv, script, STEP_TIMEOUT)
+                .await)
+                .map(|(step, seen)| (step, Some(observe::parse(&seen)))),
+            None => (self.machine().step(n, &argv, STEP_TIMEOUT).await).map(|step| (step, None)),
+        };
+        match stepped {
+            Ok((step, observed)) => {
+                ran.observed = observed;
                 ran.result.exit_code = step.output.exit_code;
                 ran.result.kernel = step.kernel;
                 ran.stdout = step.output.stdout_text();
@@ -436,14 +450,7 @@ impl<'a> ExploreGuest<'a> {
             Op::CxlDimmBind => self.unbound = None,
             _ => {}
         }
-        if matches!(
-            op,
-            Op::CxlRegionCycle
-                | Op::CxlRegionRecreate
-                | Op::CxlDriverReload
-                | Op::CxlDimmUnbind { .. }
-                | Op::CxlDimmBind
-        ) {
+        if op.renews_region() {
             ran.region_lost = self.region_lost().await?;
         }
         Ok(())

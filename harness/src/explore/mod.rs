@@ -210,6 +210,7 @@ fn work(shared: &Shared<'_>, worker: usize, config: &Config) {
             rt: &rt,
             steps_run: Cell::new(0),
             coverage: Default::default(),
+            phases: Default::default(),
         };
         let began = Instant::now();
         let outcome = search.sequence(index);
@@ -217,6 +218,7 @@ fn work(shared: &Shared<'_>, worker: usize, config: &Config) {
             steps: search.steps_run.get(),
             took: began.elapsed(),
             coverage: search.coverage.into_inner(),
+            phases: search.phases.into_inner(),
         };
         record(shared, explored, outcome, done, config);
     }
@@ -227,6 +229,7 @@ struct Done {
     steps: usize,
     took: Duration,
     coverage: Coverage,
+    phases: crate::runner::result::Phases,
 }
 
 fn record(
@@ -244,6 +247,7 @@ fn record(
     for (key, n) in done.coverage {
         *entry.coverage.entry(key).or_default() += n;
     }
+    crate::runner::laps::add(&mut entry.phases, &done.phases);
     match outcome {
         Outcome::Passed { .. } => {}
         Outcome::Infrastructure(e) => tally.infrastructure.push(format!("{}: {e}", explored.name)),

@@ -143,6 +143,19 @@ impl Op {
         matches!(self, Op::Reboot | Op::CxlDriverReload | Op::CxlDimmBind)
     }
 
+    /// Whether the region must be found again after the operation: a CXL
+    /// region operation may rename the nd region or take it away.
+    pub fn renews_region(&self) -> bool {
+        matches!(
+            self,
+            Op::CxlRegionCycle
+                | Op::CxlRegionRecreate
+                | Op::CxlDriverReload
+                | Op::CxlDimmUnbind { .. }
+                | Op::CxlDimmBind
+        )
+    }
+
     /// The slot the operation names, if any.
     pub fn slot(&self) -> Option<Slot> {
         match self {

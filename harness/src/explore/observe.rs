@@ -65,23 +65,28 @@ impl Observation {
     }
 }
 
-/// The script that prints an [`Observation`] of `region`.
+/// The script that prints an [`Observation`] of `region`. It reads sysfs
+/// with the shell's own `read` (a `cat` per attribute was a fork and an
+/// exec each: 534 ms for a region of five namespaces under TCG, most of a
+/// step); only the block reads and `ndctl list` start processes.
 pub fn script(region: &str) -> String {
     format!(
         r#"r=/sys/bus/nd/devices/{region}
-v() {{ cat "$1" 2>/dev/null || echo -; }}
-on() {{ if [ -e "$1/driver" ]; then echo 1; else echo 0; fi; }}
-echo "region $(v $r/size) $(v $r/align) $(v $r/available_size) $(v $r/max_available_extent) $(on $r)"
+v() {{ x=-; read -r x 2>/dev/null <"$1"; }}
+on() {{ if [ -e "$1/driver" ]; then e=1; else e=0; fi; }}
+v $r/size; s=$x; v $r/align; a=$x; v $r/available_size; f=$x; v $r/max_available_extent; m=$x; on $r
+echo "region $s $a $f $m $e"
 for n in $r/namespace*; do
   [ -d "$n" ] || continue
   # A claimed namespace (sector, fsdax, devdax) is enabled through its claim.
-  h=$(cat $n/holder 2>/dev/null); e=$(on $n)
-  if [ -n "$h" ] && [ -e /sys/bus/nd/devices/$h ]; then e=$(on /sys/bus/nd/devices/$h); fi
-  echo "namespace ${{n##*/}} $(v $n/size) $(v $n/mode) $e $(v $n/uuid)"
+  h=; read -r h 2>/dev/null <$n/holder; on $n
+  if [ -n "$h" ] && [ -e /sys/bus/nd/devices/$h ]; then on /sys/bus/nd/devices/$h; fi
+  v $n/size; s=$x; v $n/mode; m=$x; x=; read -r x 2>/dev/null <$n/uuid
+  echo "namespace ${{n##*/}} $s $m $e $x"
 done
 for b in /sys/block/pmem*; do
   [ -e "$b" ] || continue
-  d=${{b##*/}}; blocks=$(( $(cat $b/size) / 8 ))
+  d=${{b##*/}}; read -r z <$b/size; blocks=$(( z / 8 ))
   if dd if=/dev/$d of=/dev/null bs=4096 count=1 2>/dev/null &&
      dd if=/dev/$d of=/dev/null bs=4096 count=1 skip=$((blocks - 1)) 2>/dev/null; then
     echo "read $d 1"; else echo "read $d 0"; fi

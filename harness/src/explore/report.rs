@@ -25,6 +25,20 @@ pub struct TopologyReport {
     pub seconds: f64,
     #[serde(serialize_with = "coverage_as_list")]
     pub coverage: Coverage,
+    /// Where the guests' time went (start, step, observe, judge, stop).
+    #[serde(serialize_with = "phases_as_seconds")]
+    pub phases: crate::runner::result::Phases,
+}
+
+fn phases_as_seconds<S: serde::Serializer>(
+    phases: &crate::runner::result::Phases,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    let list: Vec<(&str, f64)> = phases
+        .iter()
+        .map(|(n, d)| (n.as_ref(), d.as_secs_f64()))
+        .collect();
+    list.serialize(s)
 }
 
 fn coverage_as_list<S: serde::Serializer>(c: &Coverage, s: S) -> Result<S::Ok, S::Error> {
@@ -216,6 +230,18 @@ impl Report {
             "  {:.2} steps/s over all guests",
             self.steps_per_second
         );
+        for (name, t) in &self.topologies {
+            let total: f64 = t.phases.iter().map(|(_, d)| d.as_secs_f64()).sum();
+            let parts: Vec<String> = t
+                .phases
+                .iter()
+                .map(|(n, d)| {
+                    let secs = d.as_secs_f64();
+                    format!("{n} {:.0}%", 100.0 * secs / total.max(1e-9))
+                })
+                .collect();
+            let _ = writeln!(out, "  {name:<12} time by phase: {}", parts.join(", "));
+        }
         let _ = writeln!(out, "\n  coverage (operation x mode: steps per topology)");
         let mut keys: Vec<&(String, String)> = self
             .topologies

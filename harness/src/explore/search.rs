@@ -81,6 +81,8 @@ pub struct Search<'a> {
     pub steps_run: Cell<usize>,
     /// Steps run by operation and mode.
     pub coverage: RefCell<super::coverage::Coverage>,
+    /// Where the sequences' time went, phase by phase.
+    pub phases: RefCell<crate::runner::result::Phases>,
 }
 
 impl Search<'_> {
@@ -162,6 +164,7 @@ impl Search<'_> {
             };
             self.steps_run.set(self.steps_run.get() + ran.steps.len());
             super::coverage::count(&mut self.coverage.borrow_mut(), &ran);
+            crate::runner::laps::add(&mut self.phases.borrow_mut(), &ran.phases);
             let Some((at, violation)) = &ran.violation else {
                 return Ok(());
             };

@@ -9,6 +9,8 @@ use super::guest::{ExploreGuest, GuestError, Target};
 use super::invariant::{self, Violation};
 use super::model::Op;
 use super::observe::Observation;
+use crate::runner::laps::Laps;
+use crate::runner::result::Phases;
 use crate::transcript;
 
 /// What one step did.
@@ -34,6 +36,10 @@ pub struct SequenceRun {
     pub violation: Option<(usize, Violation)>,
     /// The region after the last step.
     pub after: Observation,
+    /// Where the sequence's time went: start (the guest restored, readied,
+    /// its labels initialized), step, observe (when not in the step's own
+    /// guest call), judge (the host's checks), stop.
+    pub phases: Phases,
 }
 
 /// Runs `ops` in a fresh guest named `name`; `seen` counts the steps begun
@@ -44,6 +50,7 @@ pub async fn run(
     ops: &[Op],
     seen: Option<&AtomicUsize>,
 ) -> Result<SequenceRun, GuestError> {
+    let mut clock = Laps::default();
     let mut guest = match ExploreGuest::start(target, name).await {
         Ok(guest) => guest,
         Err(GuestError::Prepared(report)) => {
@@ -55,26 +62,33 @@ pub async fn run(
         }
         Err(e) => return Err(e),
     };
-    let result = steps(&mut guest, ops, seen).await;
+    clock.lap("start");
+    let result = steps(&mut guest, ops, seen, &mut clock).await;
     // Nothing kept: a finding's evidence is its case file, which
     // `ndharness run` replays with a run folder of its own; an
     // infrastructure error says what failed.
     if let Some(run) = guest.kill().await {
         run.remove();
     }
-    result
+    clock.lap("stop");
+    result.map(|run| SequenceRun {
+        phases: clock.into_phases(),
+        ..run
+    })
 }
 
 async fn steps(
     guest: &mut ExploreGuest<'_>,
     ops: &[Op],
     seen: Option<&AtomicUsize>,
+    clock: &mut Laps,
 ) -> Result<SequenceRun, GuestError> {
     let mut run = SequenceRun {
         region: guest.region.clone(),
         ..Default::default()
     };
     let mut before = guest.observe().await?;
+    clock.lap("observe");
     // What the labels hold, as the region last showed it enabled: what a
     // reboot must bring back (a disabled region shows no namespaces).
     let mut labelled = before.clone();
@@ -86,13 +100,19 @@ async fn steps(
             run.steps.push(skipped(op, &before));
             continue;
         };
-        let ran = guest.run(op, &command).await?;
+        clock.lap("judge");
+        let mut ran = guest.run(op, &command).await?;
+        clock.lap("step");
         let lost = ran.region_lost.then(|| invariant::region_lost(op));
         // Without its region the guest has nothing to observe.
         let after = if lost.is_some() {
             Observation::default()
+        } else if let Some(seen) = ran.observed.take() {
+            seen
         } else {
-            guest.observe().await?
+            let seen = guest.observe().await?;
+            clock.lap("observe");
+            seen
         };
         let reference = if op.rebuilds_from_labels() {
             labelled.clone()
@@ -131,6 +151,7 @@ async fn steps(
         }
         before = after;
     }
+    clock.lap("judge");
     run.after = before;
     Ok(run)
 }

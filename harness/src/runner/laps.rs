@@ -1,6 +1,7 @@
 //! A trial's clock: wall time charged to named phases (state, boot or
 //! restore, drivers, plan, setup, reattach, steps, layout, kernel log,
-//! stop), summed by name in first-seen order.
+//! stop), summed by name in first-seen order. Explore's sequences keep
+//! theirs the same way (start, step, observe, judge, stop).
 
 use std::time::{Duration, Instant};
 
@@ -45,5 +46,15 @@ impl Laps {
 
     pub fn into_phases(self) -> Phases {
         self.laps
+    }
+}
+
+/// Adds `more` to `total`, phase by phase (first-seen order kept).
+pub fn add(total: &mut Phases, more: &Phases) {
+    for (name, d) in more {
+        match total.iter_mut().find(|(n, _)| n == name) {
+            Some((_, sum)) => *sum += *d,
+            None => total.push((name.clone(), *d)),
+        }
     }
 }

@@ -19,7 +19,7 @@ pub mod evidence;
 pub mod executor;
 mod guest_env;
 pub mod jobs;
-mod laps;
+pub mod laps;
 pub mod merge;
 pub mod partition;
 pub mod repeat;

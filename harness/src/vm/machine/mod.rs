@@ -13,6 +13,7 @@ mod devices;
 mod each;
 pub mod shell;
 mod state;
+mod step_then;
 
 use std::future::Future;
 use std::path::Path;
@@ -67,6 +68,8 @@ pub enum Error {
     Mount(String),
     #[error("the shell in the guest: {0}")]
     Shell(String),
+    #[error("the step wrapper's output: {0}")]
+    Frames(String),
 }
 
 impl Error {
@@ -403,7 +406,10 @@ impl Machine {
     async fn step_records(&mut self, n: usize) -> Result<Vec<Record>> {
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
-            self.read_kernel_log().await?;
+            // The end marker may have come with the step's own output.
+            if !self.has_end(n) {
+                self.read_kernel_log().await?;
+            }
             let end = self
                 .pending
                 .iter()
@@ -428,6 +434,13 @@ impl Machine {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// Whether step `n`'s end marker is among the records read.
+    fn has_end(&self, n: usize) -> bool {
+        self.pending
+            .iter()
+            .any(|r| kmsg::marker(r) == Some(Marker::End(n)))
     }
 
     /// Records that belong to no step (boot, between steps).

@@ -26,6 +26,22 @@ pub fn build(files: &ImageFiles, opts: &BuildOptions) -> Result<Image> {
     if let Found::Whole(image) = find(&out) {
         return Ok(*image);
     }
+    let what = format!("image {}", files.name);
+    // A kernel built from source (minutes) holds only its own lock, so that
+    // other builds and runs use the cache meanwhile; its source package is
+    // fetched first, under the cache's.
+    let built_kernel = match (&opts.user_kernel, &files.recipe.kernel.build) {
+        (None, Some(spec)) => {
+            let hold = CacheLock::acquire(&opts.cache)?;
+            fetch_inputs(files, opts, &lock)?;
+            drop(hold);
+            let stage = Stage::start(&what, "kernel");
+            let kernel = source_kernel::stage(files, spec, opts, &lock)?;
+            stage.finish();
+            Some(kernel)
+        }
+        _ => None,
+    };
     let _hold = CacheLock::acquire(&opts.cache)?;
     // Another process may have built it (or healed it) while this one
     // waited; a damaged image is set aside only under the lock.
@@ -34,17 +50,19 @@ pub fn build(files: &ImageFiles, opts: &BuildOptions) -> Result<Image> {
         Found::Damaged(damage) => proof::discard(&out, "cached image", &damage),
         Found::Absent => {}
     }
-    let what = format!("image {}", files.name);
     space::require(&opts.cache, space::IMAGE_BUILD, &format!("building {what}"))?;
     fetch_inputs(files, opts, &lock)?;
     let staging = scratch_dir(&opts.cache)?;
     let root = stage_root(opts, &lock, staging.path(), &what)?;
-    let stage = Stage::start(&what, "kernel");
-    let kernel = match (&opts.user_kernel, &files.recipe.kernel.build) {
-        (None, Some(spec)) => source_kernel::stage(files, spec, opts, &lock)?,
-        _ => kernel::stage(files, opts, &lock, staging.path())?,
+    let kernel = match built_kernel {
+        Some(kernel) => kernel,
+        None => {
+            let stage = Stage::start(&what, "kernel");
+            let kernel = kernel::stage(files, opts, &lock, staging.path())?;
+            stage.finish();
+            kernel
+        }
     };
-    stage.finish();
     let stage = Stage::start(&what, "modules");
     let modules = ship_modules(files, &kernel, &root)?;
     stage.finish();

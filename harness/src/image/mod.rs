@@ -162,21 +162,36 @@ pub(crate) struct CacheLock(#[allow(dead_code)] std::fs::File);
 impl CacheLock {
     pub(crate) fn acquire(cache: &Path) -> Result<CacheLock> {
         std::fs::create_dir_all(cache).map_err(|e| Error::io(cache, e))?;
-        let path = cache.join("lock");
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(|e| Error::io(&path, e))?;
-        use std::os::fd::AsRawFd;
-        // SAFETY: flock on a descriptor this function owns.
-        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
-            return Err(Error::io(&path, std::io::Error::last_os_error()));
-        }
+        let file = exclusive(&cache.join("lock"), "the cache")?;
         remove_leftovers(cache);
         Ok(CacheLock(file))
     }
+}
+
+/// An exclusive `flock` on `path` (made if missing), held while the file
+/// stays open; a wait behind another process says so first, naming `what`.
+pub(crate) fn exclusive(path: &Path, what: &str) -> Result<std::fs::File> {
+    use std::os::fd::AsRawFd;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(|e| Error::io(path, e))?;
+    let fd = file.as_raw_fd();
+    // SAFETY: flock on a descriptor this function owns.
+    if unsafe { libc::flock(fd, libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+        return Ok(file);
+    }
+    crate::progress::say(&format!(
+        "waiting for another ndharness to finish with {what} ({} is locked)",
+        path.display()
+    ));
+    // SAFETY: as above.
+    if unsafe { libc::flock(fd, libc::LOCK_EX) } != 0 {
+        return Err(Error::io(path, std::io::Error::last_os_error()));
+    }
+    Ok(file)
 }
 
 /// Removes what killed builds left in the cache: scratch folders, and
@@ -211,4 +226,31 @@ pub fn cache_dir() -> PathBuf {
     }
     let home = std::env::var_os("HOME").unwrap_or_else(|| "/tmp".into());
     PathBuf::from(home).join(".cache/ndharness")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_exclusive_lock_waits_for_its_holder() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lock");
+        let held = exclusive(&path, "the test").unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let waiter = {
+            let path = path.clone();
+            std::thread::spawn(move || {
+                let got = exclusive(&path, "the test").unwrap();
+                tx.send(()).unwrap();
+                drop(got);
+            })
+        };
+        let waited = rx.recv_timeout(std::time::Duration::from_millis(200));
+        assert!(waited.is_err(), "taken while held");
+        drop(held);
+        rx.recv_timeout(std::time::Duration::from_secs(5))
+            .expect("taken once released");
+        waiter.join().unwrap();
+    }
 }

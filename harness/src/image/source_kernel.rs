@@ -80,7 +80,13 @@ pub(super) fn stage(
     if proof::found(&dir, "bzImage", "built kernel") {
         return staged(&dir, source);
     }
+    // This kernel's own lock: one build of it at a time; other builds go on.
+    ensure_dir(&kernels)?;
     let what = format!("kernel {}", lock.kernel.name);
+    let _hold = super::exclusive(&kernels.join(format!(".lock-{key}")), &what)?;
+    if proof::found(&dir, "bzImage", "built kernel") {
+        return staged(&dir, source);
+    }
     space::require(&opts.cache, SOURCE_BUILD, &format!("building {what}"))?;
     let work = kernels.join(format!(".work-{key}"));
     if work.exists() {

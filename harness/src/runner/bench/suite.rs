@@ -1,4 +1,5 @@
-//! A suite's wall time, cold against warm, in one run of each.
+//! A suite's wall time, cold against warm, in one run of each, and the
+//! share of its trials' time spent outside their steps.
 
 use std::time::Instant;
 
@@ -37,11 +38,41 @@ pub fn walls(config: &Config, filter: &str, opts: &Options) -> Vec<Measure> {
             format!("suite `{filter}`{skips} wall, {start}"),
             vec![wall],
             Some(format!(
-                "{passed}/{} passed, exit {}",
+                "{passed}/{} passed, exit {}; {}",
                 run.results.len(),
-                run.exit_code
+                run.exit_code,
+                outside_the_steps(&run.results)
             )),
         ));
     }
     out
+}
+
+/// The trials' time outside their steps, as a share, and by phase: what
+/// the harness costs a trial beyond what the case asked for.
+pub fn outside_the_steps(results: &[crate::runner::TrialResult]) -> String {
+    let mut phases = Vec::new();
+    for r in results {
+        crate::runner::laps::add(&mut phases, &r.phases);
+    }
+    let total: f64 = phases.iter().map(|(_, d)| d.as_secs_f64()).sum();
+    if total <= 0.0 {
+        return "no trial time".into();
+    }
+    let share = |secs: f64| 100.0 * secs / total;
+    let outside: Vec<String> = phases
+        .iter()
+        .filter(|(n, _)| n != "steps")
+        .map(|(n, d)| format!("{n} {:.0}%", share(d.as_secs_f64())))
+        .collect();
+    let steps: f64 = phases
+        .iter()
+        .filter(|(n, _)| n == "steps")
+        .map(|(_, d)| d.as_secs_f64())
+        .sum();
+    format!(
+        "outside the steps {:.0}% of trial time ({})",
+        100.0 - share(steps),
+        outside.join(", ")
+    )
 }

@@ -16,7 +16,10 @@ static UUID: LazyLock<Regex> = LazyLock::new(|| {
         .unwrap()
 });
 static PID: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"\b(PID|pid)([:=] ?)\d+").unwrap());
-static KPTR: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"\b(0x)?ffff[0-9a-f]{12}\b").unwrap());
+/// A kernel address: the top byte set, as with 4-level paging
+/// (`ffff888004a1b2c3`) and with 5-level paging, which `-cpu max` gives the
+/// guest (`0xff5994fa925f9000`, nfit_test's region lines).
+static KPTR: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"\b(0x)?ff[0-9a-f]{14}\b").unwrap());
 static COMM_CPU: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"\bCPU: \d+").unwrap());
 
 /// Redacts run-dependent values in free text (UUIDs are left to [`Uuids`]).
@@ -132,6 +135,14 @@ mod tests {
     #[test]
     fn uuids_and_pids_go() {
         let s = "uuid 6f0e5e3c-8a3b-4c2d-9e1f-0123456789ab on CPU: 1 PID: 321 at ffff888004a1b2c3";
+        assert_eq!(
+            text("nfit region [0xff5994fa925f9000-0xff5994fa925f900b]"),
+            "nfit region [[kptr]-[kptr]]"
+        );
+        assert_eq!(
+            text("serial 0x8a34567890abcdef"),
+            "serial 0x8a34567890abcdef"
+        );
         let mut ids = Uuids::default();
         insta::assert_snapshot!(ids.apply(&text(s)), @"uuid [uuid-1] on CPU: [cpu] PID: [pid] at [kptr]");
     }

@@ -8,8 +8,11 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use crate::image::{ImageFiles, UserKernel};
+
+mod versions;
 use crate::kbuild::MockBuses;
 use crate::suite::GuestNames;
+use versions::{kernel_release, variants_of_version};
 
 /// What the user asked for, before resolution.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -195,6 +198,18 @@ impl BuiltSelection {
     /// Picks the recipe and the user's builds. A bare kernel name that is no
     /// recipe's kernel but is an image's name selects that image.
     pub fn resolve(&self, images_dir: &Path) -> Result<Resolved, Error> {
+        let mut resolved = self.resolve_recipe(images_dir)?;
+        // A kernel of the user's reads the snapshot variants of the named
+        // line of its version (what that version changed, reviewed there).
+        if let (Some(user), true) = (&resolved.user_kernel, resolved.variants.is_empty()) {
+            if let Some(release) = kernel_release(&user.modules) {
+                resolved.variants = variants_of_version(images_dir, &release);
+            }
+        }
+        Ok(resolved)
+    }
+
+    fn resolve_recipe(&self, images_dir: &Path) -> Result<Resolved, Error> {
         let wanted = &self.selection;
         let recipes = provided(images_dir)?;
         let kernel_path = wanted.kernel.as_deref().filter(|k| is_path(k));

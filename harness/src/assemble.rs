@@ -236,7 +236,7 @@ pub async fn plan(m: &Machine, t: &Topology, labels: Labels) -> Result<Vec<Strin
 /// command must succeed.
 pub async fn run(m: &Machine, t: &Topology) -> Result<()> {
     for line in plan(m, t, Labels::Initialize).await? {
-        let argv = vec!["/bin/sh".to_owned(), "-c".to_owned(), line.clone()];
+        let argv = crate::command_line::shell(line.clone());
         let out = m.exec(&argv, Duration::from_secs(120)).await?;
         if !out.success() {
             return Err(Error::Failed(format!(

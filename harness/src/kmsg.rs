@@ -137,8 +137,11 @@ impl fmt::Display for ProblemKind {
     }
 }
 
+/// The line a kernel panic starts with, in the log and on the console.
+pub const PANIC_LINE: &str = "Kernel panic - not syncing";
+
 const PATTERNS: &[(&str, ProblemKind)] = &[
-    ("Kernel panic - not syncing", ProblemKind::Panic),
+    (PANIC_LINE, ProblemKind::Panic),
     ("BUG: KASAN:", ProblemKind::Sanitizer),
     ("UBSAN:", ProblemKind::Sanitizer),
     ("KFENCE:", ProblemKind::Sanitizer),

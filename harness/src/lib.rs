@@ -8,6 +8,8 @@
 //! → [`transcript`] → snapshots and reports ([`runner`]).
 
 pub mod assemble;
+pub mod case_guest;
+pub mod command_line;
 pub mod drivers;
 pub mod explore;
 pub mod image;
@@ -23,6 +25,7 @@ pub mod select;
 pub mod size;
 pub mod space;
 pub mod suite;
+pub mod supervisor;
 pub mod tool;
 pub mod topology;
 pub mod transcript;

@@ -44,8 +44,7 @@ fn install_ctrl_c() {
     let _ = ctrlc::set_handler(|| {
         // A `boot` shell's raw mode, undone before exit() skips its guard.
         cli::shell::restore_terminal();
-        ndharness::vm::kill_all();
-        ndharness::tool::kill_all();
+        ndharness::supervisor::kill_all();
         eprintln!("\ninterrupted: every guest and host tool this run started has been stopped");
         // exit() skips destructors; the guests are already dead, and their
         // run folders are kept as evidence.

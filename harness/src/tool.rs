@@ -6,23 +6,23 @@
 //! A tool that does not finish within its [`Limit`] is killed, the whole
 //! group (make's compilers too) with SIGKILL, and the error says so:
 //! "`TOOL` did not finish within 10m: killed", then its last lines. The
-//! groups of the tools running now are kept in a registry that the Ctrl-C
-//! handler empties ([`kill_all`]), since a tool in a group of its own does
-//! not get the terminal's SIGINT.
+//! groups of the tools running now are in [`crate::supervisor`]'s registry,
+//! which the Ctrl-C handler empties, since a tool in a group of its own
+//! does not get the terminal's SIGINT.
 //!
 //! The deadlines, and how the environment changes them
 //! (`NDHARNESS_TOOL_TIMEOUT_<KEY>`, `NDHARNESS_TOOL_TIMEOUT_SCALE`), are in
 //! [`limit`].
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{BufRead, Write};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, RecvTimeoutError, Sender};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+use crate::supervisor::{pipe, Enrolled, Watcher};
 
 pub mod limit;
 pub use limit::*;
@@ -104,29 +104,6 @@ pub struct Finished {
 impl Finished {
     pub fn stdout_text(&self) -> String {
         String::from_utf8_lossy(&self.stdout).into_owned()
-    }
-}
-
-/// The process groups of the tools running now.
-static LIVE: Mutex<BTreeSet<i32>> = Mutex::new(BTreeSet::new());
-
-fn live() -> std::sync::MutexGuard<'static, BTreeSet<i32>> {
-    LIVE.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// Kills every tool this process is running, with all its children; for
-/// the Ctrl-C handler.
-pub fn kill_all() {
-    for pgid in live().iter() {
-        kill_group(*pgid);
-    }
-}
-
-fn kill_group(pgid: i32) {
-    // SAFETY: killpg(2) on a group whose leader this process spawned and
-    // has not reaped, so the id cannot name anyone else's group.
-    unsafe {
-        libc::killpg(pgid, libc::SIGKILL);
     }
 }
 
@@ -237,7 +214,8 @@ impl<'a> Tool<'a> {
     /// when it would not start, or did not finish within its deadline.
     pub fn output(mut self) -> Result<Finished> {
         let deadline = self.limit.deadline();
-        let (mut child, pgid) = self.spawn()?;
+        let (mut child, group) = self.spawn()?;
+        let pgid = group.pgid();
         // Without a watcher the tool still has PR_SET_PDEATHSIG.
         let watcher = Watcher::start(pgid).ok();
         let (tx, rx) = mpsc::channel();
@@ -266,7 +244,7 @@ impl<'a> Tool<'a> {
         }
         // The whole group goes: a hung tool, or what a finished one left
         // (and the watcher).
-        kill_group(pgid);
+        group.kill();
         if let Some(watcher) = watcher {
             watcher.reap();
         }
@@ -280,7 +258,6 @@ impl<'a> Tool<'a> {
                 Err(_) => break,
             }
         }
-        live().remove(&pgid);
         let status = if exited {
             child.wait().ok()
         } else {
@@ -309,8 +286,8 @@ impl<'a> Tool<'a> {
 
     /// Starts the tool as the leader of a new process group, registered
     /// before anyone can interrupt.
-    fn spawn(&mut self) -> Result<(std::process::Child, i32)> {
-        self.cmd.stdin(Stdio::null()).process_group(0);
+    fn spawn(&mut self) -> Result<(std::process::Child, Enrolled)> {
+        self.cmd.stdin(Stdio::null());
         let mut merged = None;
         self.output = match std::mem::replace(&mut self.output, Output::Capture) {
             Output::StdoutTo(file) => {
@@ -337,17 +314,8 @@ impl<'a> Tool<'a> {
                 one_pipe
             }
         };
-        // SAFETY: prctl is async-signal-safe; nothing else runs between
-        // fork and exec. The tool dies should the harness be killed.
-        unsafe {
-            self.cmd.pre_exec(|| {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        let mut registry = live();
+        crate::supervisor::supervise(self.cmd);
+        let registry = crate::supervisor::spawning();
         let spawned = self.cmd.spawn();
         if merged.is_some() {
             // The command keeps its copies of the pipe's writing end: the
@@ -358,62 +326,12 @@ impl<'a> Tool<'a> {
             tool: self.shown.clone(),
             source,
         })?;
-        let pgid = child.id() as i32;
-        registry.insert(pgid);
+        let group = registry.enroll(child.id());
         if let Some(read) = merged {
             child.stdout = Some(read);
         }
-        Ok((child, pgid))
+        Ok((child, group))
     }
-}
-
-/// A watcher in a tool's process group that kills the group should the
-/// harness die: its stdin is a pipe only the harness holds open, and when
-/// the harness is gone, however it went, the pipe ends and the watcher
-/// kills its own group. PR_SET_PDEATHSIG alone is not enough: the kernel
-/// clears it when a tool changes its credentials (apt-get drops privileges
-/// for its downloads), and such a tool outlived a SIGKILLed harness. The
-/// harness kills the watcher with the group when the tool is done.
-struct Watcher {
-    child: std::process::Child,
-    /// The pipe's writing end: held, never written.
-    _held: File,
-}
-
-impl Watcher {
-    fn start(pgid: i32) -> std::io::Result<Watcher> {
-        let (read, write) = pipe()?;
-        let child = Command::new("sh")
-            .args(["-c", "read _; kill -KILL 0"])
-            .stdin(Stdio::from(read))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .process_group(pgid)
-            .spawn()?;
-        Ok(Watcher {
-            child,
-            _held: write,
-        })
-    }
-
-    /// Waits for the watcher, killed with its group.
-    fn reap(mut self) {
-        let _ = self.child.wait();
-    }
-}
-
-/// A pipe whose ends the tool does not inherit by accident (close on
-/// exec; the command's stdio dups the writing end).
-fn pipe() -> std::io::Result<(std::process::ChildStdout, std::fs::File)> {
-    use std::os::fd::{FromRawFd, OwnedFd};
-    let mut fds = [0; 2];
-    // SAFETY: pipe2 fills the two descriptors it is given; each is owned
-    // once, by the value made from it.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), File::from_raw_fd(fds[1])) };
-    Ok((std::process::ChildStdout::from(read), write))
 }
 
 /// Sends each line of `pipe` to `tx`, then its end.

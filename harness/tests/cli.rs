@@ -78,17 +78,22 @@ fn run_scratch(
     case: &str,
     yaml: &str,
 ) -> (tempfile::TempDir, Output, String, Duration) {
+    run_scratch_with(suite, case, yaml, &[])
+}
+
+/// [`run_scratch`] with more options for `run`.
+fn run_scratch_with(
+    suite: &str,
+    case: &str,
+    yaml: &str,
+    options: &[&str],
+) -> (tempfile::TempDir, Output, String, Duration) {
     let dir = scratch(suite, case, yaml);
     let start = Instant::now();
-    let o = ndharness(&[
-        "run",
-        "--root",
-        dir.path().to_str().unwrap(),
-        "--accel",
-        "tcg",
-    ])
-    .output()
-    .unwrap();
+    let root = dir.path().to_str().unwrap().to_owned();
+    let mut argv = vec!["run", "--root", &root, "--accel", "tcg"];
+    argv.extend(options);
+    let o = ndharness(&argv).output().unwrap();
     let t = text(&o);
     assert!(
         qemu_pids_using(dir.path()).is_empty(),
@@ -197,4 +202,22 @@ fn states_lists_and_prunes_the_cache_it_is_given() {
     let o = states(&["states", "prune", "--older-than", "0"]);
     assert!(text(&o).contains("removed 1 saved states"), "{}", text(&o));
     assert!(!dir.exists());
+}
+
+#[test]
+fn a_slow_trial_is_shown_slow_while_it_runs_with_its_last_step() {
+    let yaml =
+        "topology: nfit-1\nsnapshots: false\nsteps:\n  - run: ndctl list -R\n  - run: sleep 3\n";
+    let (_dir, o, t, _) = run_scratch_with("slow", "naps", yaml, &["--slow-after", "1s"]);
+    assert!(o.status.success(), "{t}");
+    let slow = t
+        .lines()
+        .position(|l| l.trim_start().starts_with("SLOW") && l.contains("slow::naps::nfit-1"));
+    let passed = t
+        .lines()
+        .position(|l| l.trim_start().starts_with("pass") && l.contains("slow::naps::nfit-1"));
+    assert!(
+        matches!((slow, passed), (Some(s), Some(p)) if s < p),
+        "no SLOW line before the trial's end:\n{t}"
+    );
 }

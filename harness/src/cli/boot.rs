@@ -158,12 +158,12 @@ async fn drive(
     if args.no_shell || !shell::wanted() {
         return stay_up(m).await;
     }
-    shell_session(m, &topology.name).await
+    interactive_session(m, &topology.name).await
 }
 
 /// A shell in the guest until it ends; then the guest is stopped. Exits
 /// with the shell's exit code (128 + the signal for a signal).
-async fn shell_session(m: Machine, name: &str) -> anyhow::Result<ExitCode> {
+async fn interactive_session(m: Machine, name: &str) -> anyhow::Result<ExitCode> {
     let end = shell::session(&m, name).await;
     let (code, why) = match end {
         Ok(End::Exited(code)) => (code.unwrap_or(128), None),

@@ -80,6 +80,7 @@ pub fn config(
         shares: Vec::new(),
         power_cuts: Default::default(),
         profile_trials: None,
+        slow_after: ndharness::runner::SLOW_AFTER,
         root,
     })
 }

@@ -191,7 +191,7 @@ async fn relay(m: &Machine, mut shell: GuestShell) -> anyhow::Result<End> {
             _ = hup.recv() => return Ok(End::Signal(libc::SIGHUP)),
             _ = term.recv() => return Ok(End::Signal(libc::SIGTERM)),
             _ = tick.tick() => {
-                if let Some(code) = m.shell_ended(&shell).await? {
+                if let Some(code) = m.session_ended(&shell).await? {
                     drain(&mut shell, &mut buf).await?;
                     return Ok(End::Exited(code));
                 }

@@ -5,26 +5,30 @@
 //! step that broke the invariant, a step that checks it, so the case fails
 //! the same way under `ndharness run`.
 
-use std::fmt::Write as _;
-
 use super::generate::GENERATOR;
 use super::invariant::{Invariant, Violation};
 use super::search::Finding;
 use super::sequence::StepLog;
+use crate::suite::{Action, CaseSpec, ExitExpect, Expect, Step, TopologyRef};
 
-/// The case's YAML.
+/// The case's YAML, written through the suites' own types
+/// ([`CaseSpec`]), so it loads as any case does.
 pub fn render(finding: &Finding, topology: &str, kernel: &str) -> String {
+    match case(finding, topology, kernel) {
+        Some(case) => serde_yaml_ng::to_string(&case).expect("a case serializes"),
+        None => String::new(),
+    }
+}
+
+/// The finding as a case; `None` when its run broke no invariant.
+pub fn case(finding: &Finding, topology: &str, kernel: &str) -> Option<CaseSpec> {
     let run = &finding.run;
-    let Some((at, violation)) = &run.violation else {
-        return String::new();
-    };
+    let (at, violation) = run.violation.as_ref()?;
     let broken = &run.steps[*at];
-    let mut out = String::new();
-    let _ = writeln!(out, "description: >");
-    let description = format!(
+    let mut description = format!(
         "Found by `ndharness explore --topology {topology} --seed {}` (sequence {}, \
          generator {GENERATOR}) on {kernel}, shrunk from {} steps to {}: invariant \
-         {} broken at `{}`: {}.",
+         {} broken at `{}`: {}. Judged by its steps and the kernel log",
         finding.seed,
         finding.index,
         finding.generated,
@@ -36,73 +40,96 @@ pub fn render(finding: &Finding, topology: &str, kernel: &str) -> String {
             .unwrap_or("the guest's preparation (drivers, regions, labels)"),
         violation.detail
     );
-    for line in wrap(&description, 72) {
-        let _ = writeln!(out, "  {line}");
-    }
-    let _ = writeln!(out, "topology: {topology}");
-    let _ = writeln!(
-        out,
-        "# Judged by its steps and the kernel log: what it checks is in them."
-    );
-    let _ = writeln!(out, "snapshots: false");
-    let _ = writeln!(out, "steps:");
+    let mut steps = Vec::new();
+    let spec = |steps: Vec<Step>, description: String| CaseSpec {
+        description,
+        topology: TopologyRef(vec![topology.to_owned()]),
+        ignored: Default::default(),
+        known_failures: Default::default(),
+        bug: None,
+        kernel_args: String::new(),
+        cold: false,
+        modes: Vec::new(),
+        assemble: true,
+        ndctl_tests: false,
+        skip_exit: None,
+        snapshots: false,
+        step_timeout: crate::suite::CaseSpec::DEFAULT_STEP_TIMEOUT,
+        steps,
+    };
     if matches!(broken.op, super::model::Op::Prepare) {
         // The kernel reported it while the guest was prepared (drivers,
         // regions, labels): the case's own preparation reproduces it.
-        step(&mut out, "true", None);
-        return out;
+        description.push('.');
+        return Some(spec(
+            vec![run_step("true", ExitExpect::Success)],
+            description,
+        ));
     }
     if !topology.starts_with("cxl") {
-        step(
-            &mut out,
+        steps.push(run_step(
             "ndctl disable-region all && ndctl init-labels -f all && ndctl enable-region all",
-            None,
-        );
+            ExitExpect::Success,
+        ));
     }
     for (i, log) in run.steps.iter().enumerate() {
         let Some(command) = &log.command else {
             continue;
         };
         if command == "reboot" {
-            let _ = writeln!(out, "  - reboot: {{}}");
+            steps.push(Step {
+                action: Action::Reboot,
+                expect: Expect::default(),
+                timeout: None,
+            });
         } else if i == *at {
-            step(&mut out, command, expectation(violation, log));
+            steps.push(run_step(command, expectation(violation, log)));
         } else {
             // As it ended when found; a refusal then is a refusal now.
-            let any = (log.exit_code != Some(0)).then_some("{ exit: failure }");
-            step(&mut out, command, any);
+            let exit = match log.exit_code {
+                Some(0) => ExitExpect::Success,
+                _ => ExitExpect::Failure,
+            };
+            steps.push(run_step(command, exit));
         }
         if i == *at {
             if let Some(check) = check(&run.region, violation, log) {
-                let _ = writeln!(
-                    out,
-                    "  # {}: {}",
+                description.push_str(&format!(
+                    "; the step after it checks {}: {}",
                     violation.invariant,
                     rule(violation.invariant)
-                );
-                step(&mut out, &check, None);
+                ));
+                steps.push(run_step(&check, ExitExpect::Success));
             }
         }
     }
-    out
+    description.push('.');
+    Some(spec(steps, description))
 }
 
-fn step(out: &mut String, command: &str, expect: Option<&str>) {
-    let _ = writeln!(out, "  - run: {}", yaml_string(command));
-    if let Some(e) = expect {
-        let _ = writeln!(out, "    expect: {e}");
+/// A `run:` step expecting `exit`.
+fn run_step(command: &str, exit: ExitExpect) -> Step {
+    Step {
+        action: Action::Run(command.to_owned()),
+        expect: Expect {
+            exit,
+            ..Expect::default()
+        },
+        timeout: None,
     }
 }
 
 /// The step that broke the invariant: as it ended, unless the invariant is
 /// that it should have succeeded (then the default, exit 0, fails it).
-fn expectation(v: &Violation, log: &StepLog) -> Option<&'static str> {
+fn expectation(v: &Violation, log: &StepLog) -> ExitExpect {
     let refused = log.exit_code != Some(0);
     match v.invariant {
-        Invariant::CreateKeepsItsWord if v.detail.contains("was refused, though") => None,
-        Invariant::NoKernelReport => None,
-        _ if refused => Some("{ exit: failure }"),
-        _ => None,
+        Invariant::CreateKeepsItsWord if v.detail.contains("was refused, though") => {
+            ExitExpect::Success
+        }
+        Invariant::NoKernelReport => ExitExpect::Success,
+        _ if refused => ExitExpect::Failure,
+        _ => ExitExpect::Success,
     }
 }
 
@@ -171,53 +198,26 @@ fn check(region: &str, v: &Violation, log: &StepLog) -> Option<String> {
     }
 }
 
-/// A YAML scalar holding `text` as it is.
-fn yaml_string(text: &str) -> String {
-    let plain = !text.is_empty()
-        && !text.contains(": ")
-        && !text.contains(" #")
-        && !text.starts_with([
-            '!', '&', '*', '{', '[', '"', '\'', '|', '>', '%', '@', '`', '-', '?',
-        ])
-        && !text.contains('\'');
-    if plain {
-        text.to_owned()
-    } else {
-        format!("'{}'", text.replace('\'', "''"))
-    }
-}
-
-fn wrap(text: &str, width: usize) -> Vec<String> {
-    let mut lines = vec![String::new()];
-    for word in text.split_whitespace() {
-        let line = lines.last_mut().expect("one line");
-        if !line.is_empty() && line.len() + 1 + word.len() > width {
-            lines.push(word.to_owned());
-        } else {
-            if !line.is_empty() {
-                line.push(' ');
-            }
-            line.push_str(word);
-        }
-    }
-    lines
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn commands_become_yaml_that_reads_back() {
+    fn commands_with_quotes_and_colons_read_back_as_they_were() {
         for command in [
             "ndctl create-namespace -r region0 -m sector -s 16777216",
             "echo 4096 > /sys/bus/nd/devices/region0/align",
             "x=1; grep -q '\"mode\":\"fsdax\"'",
             "a: b # c",
+            "- looks like a list",
         ] {
-            let yaml = format!("run: {}\n", yaml_string(command));
-            let v: serde_yaml_ng::Value = serde_yaml_ng::from_str(&yaml).unwrap();
-            assert_eq!(v["run"].as_str(), Some(command), "{yaml}");
+            let case = CaseSpec {
+                steps: vec![run_step(command, ExitExpect::Failure)],
+                ..crate::yaml::parse("c.yaml", "topology: nfit-1\nsteps: []\n").unwrap()
+            };
+            let yaml = serde_yaml_ng::to_string(&case).unwrap();
+            let back: CaseSpec = crate::yaml::parse("c.yaml", &yaml).unwrap();
+            assert_eq!(back, case, "{yaml}");
         }
     }
 }

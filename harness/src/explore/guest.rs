@@ -13,6 +13,8 @@ use super::invariant::{CreateRequest, StepResult};
 use super::model::{MapLocation, Op, SizeChoice, Slot};
 use super::observe::{self, Observation};
 use crate::assemble::{self, Labels};
+use crate::case_guest::{self, CaseGuest, Prepared, Regions};
+use crate::command_line::shell;
 use crate::runner::start::SavedState;
 use crate::runner::warm;
 use crate::runner::{Config, GuestEnv};
@@ -63,6 +65,8 @@ pub enum GuestError {
     #[error(transparent)]
     Machine(#[from] machine::Error),
     #[error(transparent)]
+    Guest(#[from] case_guest::Error),
+    #[error(transparent)]
     Qemu(#[from] crate::vm::qemu::Error),
     #[error("readying the devices: {0}")]
     Ready(#[from] warm::ReadyError),
@@ -89,7 +93,7 @@ pub struct Ran {
 
 pub struct ExploreGuest<'a> {
     target: &'a Target<'a>,
-    machine: Option<Machine>,
+    guest: CaseGuest<'a>,
     /// The nd region the sequence works on.
     pub region: String,
     /// The CXL region under it, and the command that creates it again on
@@ -105,10 +109,6 @@ pub struct ExploreGuest<'a> {
     /// The UUID (as ndctl shows it) of each slot's namespace.
     uuids: BTreeMap<Slot, String>,
     steps: usize,
-}
-
-fn shell(script: String) -> Vec<String> {
-    vec!["/bin/sh".into(), "-c".into(), script]
 }
 
 /// The labels a case initializes before its first namespace (new label
@@ -139,7 +139,7 @@ impl<'a> ExploreGuest<'a> {
         }
         let mut guest = ExploreGuest {
             target,
-            machine: Some(m),
+            guest: CaseGuest::new(m, &target.topology.topology),
             region: String::new(),
             cxl_region: String::new(),
             recreate: String::new(),
@@ -209,15 +209,12 @@ impl<'a> ExploreGuest<'a> {
     }
 
     fn machine(&mut self) -> &mut Machine {
-        self.machine.as_mut().expect("a running guest")
+        self.guest.machine()
     }
 
     /// Runs a preparation command; its stdout.
     async fn setup(&mut self, what: &'static str, script: &str) -> Result<String, GuestError> {
-        let out = self
-            .machine()
-            .exec(&shell(script.into()), STEP_TIMEOUT)
-            .await?;
+        let out = self.machine().exec(&shell(script), STEP_TIMEOUT).await?;
         if !out.success() {
             let detail = format!("`{script}`: {}", out.stderr_text().trim());
             return Err(GuestError::Setup { what, detail });
@@ -363,7 +360,7 @@ impl<'a> ExploreGuest<'a> {
     /// The commands that create the CXL region again on the devices the
     /// guest has now, labels kept, as one shell line.
     async fn plan_recreation(&mut self) -> Result<String, GuestError> {
-        let m = self.machine.as_ref().expect("a running guest");
+        let m = self.guest.machine();
         let plan = assemble::plan(m, &self.target.topology.topology, Labels::Keep)
             .await
             .map_err(|e| GuestError::Setup {
@@ -387,7 +384,7 @@ impl<'a> ExploreGuest<'a> {
             },
             ..Default::default()
         };
-        let argv = shell(command.into());
+        let argv = shell(command);
         let stepped = match &then {
             Some(script) => (self
                 .machine()
@@ -469,49 +466,70 @@ impl<'a> ExploreGuest<'a> {
     /// CXL regions are created again with their labels kept.
     async fn reboot(&mut self) -> Result<Ran, GuestError> {
         let target = self.target;
-        let run = self.machine.take().expect("a running guest").stop().await;
-        run.keep_boot_logs(self.steps);
         let spec = target
             .env
             .start_spec(&target.topology.topology, target.config.boot_timeout);
-        let mut m = Machine::start(&spec, run).await?;
+        self.guest.reboot(&spec).await?;
         self.unbound = None;
-        if let Some(out) = m.load_drivers().await? {
-            if !out.success() {
+        let mut kernel = self.guest.boot_log().await?;
+        let brought_up = self
+            .guest
+            .bring_up(Regions::Assemble(Labels::Keep), self.steps, |part| {
+                match part {
+                    Prepared::Drivers { output, kernel: k } => {
+                        kernel.extend(k);
+                        if !output.success() {
+                            return Err(output.stderr_text());
+                        }
+                    }
+                    Prepared::Planned => {}
+                    // An assembly command's own failure shows in what
+                    // the region looks like after.
+                    Prepared::Step {
+                        run, kernel_after, ..
+                    } => {
+                        kernel.extend(run.kernel);
+                        kernel.extend(kernel_after);
+                    }
+                }
+                Ok(())
+            })
+            .await;
+        match brought_up {
+            Ok(Ok(last)) => self.steps = last,
+            Ok(Err(detail)) => {
                 return Err(GuestError::Setup {
                     what: "loading the drivers after the reboot",
-                    detail: out.stderr_text(),
+                    detail,
+                })
+            }
+            // The region's assembly met a kernel fault: the reboot's
+            // finding.
+            Err(case_guest::Error::Step {
+                source: machine::Error::KernelReport { report, .. },
+                number,
+                ..
+            }) => {
+                self.steps = number;
+                return Ok(Ran {
+                    result: StepResult {
+                        command: Some("reboot".into()),
+                        console_report: fatal_line(&report.excerpt),
+                        ..Default::default()
+                    },
+                    ..Default::default()
                 });
             }
-        }
-        for line in assemble::plan(&m, &target.topology.topology, Labels::Keep)
-            .await
-            .map_err(|e| GuestError::Setup {
-                what: "assembling the regions after the reboot",
-                detail: e.to_string(),
-            })?
-        {
-            match m.exec(&shell(line), STEP_TIMEOUT).await {
-                Ok(_) => {}
-                // The region's assembly met a kernel fault: the reboot's
-                // finding.
-                Err(machine::Error::KernelReport { report, .. }) => {
-                    self.machine = Some(m);
-                    return Ok(Ran {
-                        result: StepResult {
-                            command: Some("reboot".into()),
-                            console_report: fatal_line(&report.excerpt),
-                            ..Default::default()
-                        },
-                        ..Default::default()
-                    });
-                }
-                Err(e) => return Err(e.into()),
+            Err(case_guest::Error::Assembly(e)) => {
+                return Err(GuestError::Setup {
+                    what: "assembling the regions after the reboot",
+                    detail: e.to_string(),
+                })
             }
+            Err(e) => return Err(e.into()),
         }
-        m.read_kernel_log().await?;
-        let kernel = m.take_unattributed();
-        self.machine = Some(m);
+        self.machine().read_kernel_log().await?;
+        kernel.extend(self.machine().take_unattributed());
         let region_lost = self.region_lost().await?;
         Ok(Ran {
             result: StepResult {
@@ -526,15 +544,14 @@ impl<'a> ExploreGuest<'a> {
     }
 
     /// Ends QEMU; the run folder, for evidence or removal.
-    pub async fn kill(mut self) -> Option<RunDir> {
-        Some(self.machine.take()?.kill().await)
+    pub async fn kill(self) -> Option<RunDir> {
+        self.guest.kill().await
     }
 
     pub fn run_folder(&self) -> Option<PathBuf> {
-        self.machine.as_ref().map(|m| m.run.path.clone())
+        self.guest.running().map(|m| m.run.path.clone())
     }
 }
-
 /// The first line of a console excerpt that is a fatal kernel report.
 fn fatal_line(excerpt: &str) -> Option<String> {
     excerpt

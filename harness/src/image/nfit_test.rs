@@ -220,7 +220,7 @@ fn make(
     what: &str,
     stage: &mut Stage,
 ) -> Result<()> {
-    let quote = |s: &str| format!("'{}'", s.replace('\'', r"'\''"));
+    let quote = crate::command_line::quote;
     let headers = tree.seen(&tree.path.join("usr/src").join(flavour_headers));
     let include = |part: &str| format!("-I{}", tree.seen(&src.join(part)));
     let jobs = std::thread::available_parallelism().map_or(1, |n| n.get());

@@ -170,7 +170,7 @@ pub async fn run(
         Some(check) => Some(kept_checksums(m, check, timeout).await?),
         None => None,
     };
-    let argv = ["/bin/sh".to_owned(), "-c".to_owned(), cut.run.clone()];
+    let argv = crate::command_line::shell(cut.run.clone());
     let recorded = match &cut.points {
         CutPoints::LabelWrites => {
             let entry = if topology.nvdimms.is_empty() {
@@ -263,11 +263,7 @@ async fn kept_checksums(
     check: &FilesystemCheck,
     timeout: Duration,
 ) -> Result<String, Error> {
-    let argv = [
-        "/bin/sh".to_owned(),
-        "-c".to_owned(),
-        filesystem::checksums_command(check),
-    ];
+    let argv = crate::command_line::shell(filesystem::checksums_command(check));
     let out = m.exec(&argv, timeout).await.map_err(record::Error::Guest)?;
     if !out.success() {
         return Err(Error::Kept(filesystem::first_lines(

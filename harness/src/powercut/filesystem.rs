@@ -76,10 +76,7 @@ pub fn first_lines(text: &str, n: usize) -> String {
         .join("; ")
 }
 
-/// A word for `sh`, in single quotes.
-fn quote(word: &str) -> String {
-    format!("'{}'", word.replace('\'', r"'\''"))
-}
+use crate::command_line::quote;
 
 #[cfg(test)]
 mod tests {
@@ -97,14 +94,14 @@ mod tests {
     fn the_commands_quote_what_the_case_names() {
         assert_eq!(
             checksums_command(&check()),
-            r"cd '/mnt/pmem' && sha256sum -- 'kept' 'it'\''s'"
+            r#"cd /mnt/pmem && sha256sum -- kept "it's""#
         );
         let verify = verify_command(&check(), "abc  kept\n");
-        assert!(verify.starts_with("mkdir -p '/mnt/pmem' && mount -o dax '/dev/pmem0' '/mnt/pmem'"));
+        assert!(verify.starts_with("mkdir -p /mnt/pmem && mount -o dax /dev/pmem0 /mnt/pmem"));
         assert!(verify.ends_with("<<'NDHARNESS_SUMS'\nabc  kept\nNDHARNESS_SUMS"));
         assert_eq!(
             fsck_command(&check()),
-            "umount '/mnt/pmem' 2>/dev/null; e2fsck -fn '/dev/pmem0'"
+            "umount /mnt/pmem 2>/dev/null; e2fsck -fn /dev/pmem0"
         );
     }
 

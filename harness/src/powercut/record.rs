@@ -88,7 +88,7 @@ pub struct Recorded {
 pub async fn symbol(m: &Machine, name: &str) -> Result<u64> {
     // The name exactly: `grep -w` also takes `NAME.cold`, listed first.
     let script = format!("awk '$3 == \"{name}\" {{ print $1; exit }}' /proc/kallsyms");
-    let argv = ["/bin/sh".to_owned(), "-c".to_owned(), script];
+    let argv = crate::command_line::shell(script);
     let out = m.exec(&argv, Duration::from_secs(30)).await?;
     let text = out.stdout_text();
     let address = text.split_whitespace().next().unwrap_or("");

@@ -15,7 +15,9 @@ use super::labels::Uuid;
 use super::media::Media;
 use super::record::CrashImage;
 use super::sectors;
-use crate::assemble::{self, Labels};
+use crate::assemble::Labels;
+use crate::case_guest::{self, CaseGuest, Prepared, Regions};
+use crate::command_line::shell;
 use crate::suite::{FilesystemCheck, SectorCheck};
 use crate::vm::machine::{self, Machine, StartSpec};
 use crate::vm::RunDir;
@@ -24,6 +26,7 @@ impl Error {
     pub fn is_infrastructure(&self) -> bool {
         match self {
             Error::Guest(e) => e.is_infrastructure(),
+            Error::Driven(e) => e.is_infrastructure(),
             Error::Qemu(_) => true,
         }
     }
@@ -39,6 +42,8 @@ pub enum Error {
     Qemu(#[from] crate::vm::qemu::Error),
     #[error(transparent)]
     Guest(#[from] machine::Error),
+    #[error(transparent)]
+    Driven(#[from] case_guest::Error),
 }
 
 /// What a restart is asked beyond the namespaces.
@@ -64,43 +69,40 @@ pub async fn restart(
     media: &Media,
     checks: &Checks<'_>,
 ) -> Result<Looked, Error> {
-    let run = RunDir::create(runs_dir, name, spec.topology)?;
-    let on_image = (*spec).with_backing_from(&image.dir);
-    let mut m = Machine::start(&on_image, run).await?;
-    let view = look(&mut m, spec, media, checks).await;
-    Ok((view, m.kill().await))
+    let mut guest = CaseGuest::start_on_image(spec, runs_dir, name, &image.dir).await?;
+    let view = look(&mut guest, media, checks).await;
+    let run = guest.kill().await.expect("a running guest");
+    Ok((view, run))
 }
 
 async fn look(
-    m: &mut Machine,
-    spec: &StartSpec<'_>,
+    guest: &mut CaseGuest<'_>,
     media: &Media,
     checks: &Checks<'_>,
 ) -> Result<GuestView, Error> {
     let mut view = GuestView::default();
-    if let Some(out) = m.load_drivers().await? {
-        if !out.success() {
-            view.setup_failure = Some(format!(
+    let brought_up = guest
+        .bring_up(Regions::Assemble(Labels::Keep), 0, |part| match part {
+            Prepared::Drivers { output, .. } if !output.success() => Err(format!(
                 "loading the drivers failed: {}",
-                out.stderr_text().trim()
-            ));
+                output.stderr_text().trim()
+            )),
+            Prepared::Step { line, run, .. } if !run.output.success() => Err(format!(
+                "`{line}` failed: {}",
+                run.output.stderr_text().trim()
+            )),
+            _ => Ok(()),
+        })
+        .await;
+    match brought_up {
+        Ok(Ok(_)) => {}
+        Ok(Err(failure)) => view.setup_failure = Some(failure),
+        Err(case_guest::Error::Assembly(e)) => {
+            view.setup_failure = Some(format!("assembling the CXL regions: {e}"))
         }
+        Err(e) => return Err(e.into()),
     }
-    if view.setup_failure.is_none() {
-        match assemble::plan(m, spec.topology, Labels::Keep).await {
-            Ok(lines) => {
-                for line in lines {
-                    let out = m.exec(&shell(&line), COMMAND_TIMEOUT).await?;
-                    if !out.success() {
-                        view.setup_failure =
-                            Some(format!("`{line}` failed: {}", out.stderr_text().trim()));
-                        break;
-                    }
-                }
-            }
-            Err(e) => view.setup_failure = Some(format!("assembling the CXL regions: {e}")),
-        }
-    }
+    let m = guest.machine();
     collect_reports(m, &mut view).await?;
     let listed = m.exec(&shell(LIST), COMMAND_TIMEOUT).await?;
     let mut said = format!("$ list\n{}", listed.stdout_text());
@@ -165,12 +167,12 @@ async fn look_at_filesystem(
 ) -> Result<FilesystemView, Error> {
     let verify = m
         .exec(
-            &shell(&filesystem::verify_command(check, checksums)),
+            &shell(filesystem::verify_command(check, checksums)),
             COMMAND_TIMEOUT,
         )
         .await?;
     let fsck = m
-        .exec(&shell(&filesystem::fsck_command(check)), COMMAND_TIMEOUT)
+        .exec(&shell(filesystem::fsck_command(check)), COMMAND_TIMEOUT)
         .await?;
     said.push_str(&format!(
         "$ mount, sha256sum -c\n{}{}$ e2fsck -fn\n{}{}",
@@ -250,10 +252,6 @@ fn number(text: &str) -> u64 {
         Some(hex) => u64::from_str_radix(hex, 16).unwrap_or(0),
         None => text.parse().unwrap_or(0),
     }
-}
-
-fn shell(line: &str) -> [String; 3] {
-    ["/bin/sh".into(), "-c".into(), line.to_owned()]
 }
 
 #[cfg(test)]

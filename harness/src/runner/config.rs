@@ -48,7 +48,13 @@ pub struct Config {
     pub power_cuts: PointSelection,
     /// The trials of the run's profile (`--profile`); none: every trial.
     pub profile_trials: Option<AnyOf>,
+    /// A trial running longer is reported slow, and again at each multiple
+    /// (`--slow-after`).
+    pub slow_after: Duration,
 }
+
+/// When a running trial is first reported slow, by default.
+pub const SLOW_AFTER: Duration = Duration::from_secs(60);
 
 impl Config {
     /// The defaults for a repository: default image, the user's cache,
@@ -81,6 +87,7 @@ impl Config {
             boot_timeout: BOOT_TIMEOUT,
             shares: Vec::new(),
             power_cuts: PointSelection::default(),
+            slow_after: SLOW_AFTER,
             profile_trials: None,
         }
     }

@@ -15,7 +15,7 @@ use libtest_mimic::{Arguments, Completion, Failed};
 use super::guest_env::GuestEnvs;
 use super::jobs::default_jobs;
 use super::repeat::{Repeat, Stopper};
-use super::reporter::{Reporter, Reporters, RunEvent, RunRecord, Schedule};
+use super::reporter::{Reporter, Reporters, RunEvent, RunRecord, Schedule, StepDone, TrialName};
 use super::result::{
     exit_code, Phases, RunInfo, Status, TrialResult, KNOWN_FAILURE_PASSED, RETRIED_AFTER,
 };
@@ -24,6 +24,7 @@ use super::trial::{self, TrialOutcome};
 use super::{snapshot, warm, Config, GuestEnv};
 use crate::suite::known::{self, Judged};
 use crate::suite::{KnownFailure, Trial};
+use crate::transcript::StepRecord;
 
 /// How many libtest trials (repetitions) one libtest run is given at most:
 /// a soak's rounds are dealt in batches of about this many.
@@ -262,7 +263,7 @@ fn run_one(exec: &Execution, trial: &Trial, repetition: Option<u32>) -> Result<C
             };
             (outcome, Vec::new(), None)
         }
-        Ok(env) => attempt_twice(&exec.config, &env, trial, repetition),
+        Ok(env) => watched(exec, &env, trial, repetition, start),
     };
     let known = trial
         .case
@@ -334,6 +335,84 @@ fn settle(
     }
 }
 
+/// The trial's attempts (see [`attempt_twice`]) with their events: started,
+/// each step finished, slow while it runs (a watcher thread, at each
+/// multiple of [`Config::slow_after`]), an attempt failed and retried.
+fn watched(
+    exec: &Execution,
+    env: &GuestEnv,
+    trial: &Trial,
+    repetition: Option<u32>,
+    start: Instant,
+) -> (TrialOutcome, Phases, Option<String>) {
+    let name = TrialName {
+        name: trial.name.clone(),
+        repetition,
+    };
+    exec.reporters
+        .emit(&RunEvent::TrialStarted { trial: &name });
+    let last_step: Mutex<Option<StepDone>> = Mutex::new(None);
+    let on_step = |rec: &StepRecord| {
+        let step = StepDone {
+            number: rec.n,
+            command: rec.command.clone(),
+            exit_code: rec.exit_code,
+            duration: rec.duration,
+        };
+        exec.reporters.emit(&RunEvent::StepFinished {
+            trial: &name,
+            step: &step,
+        });
+        *last_step.lock().unwrap_or_else(|e| e.into_inner()) = Some(step);
+    };
+    let retrying = |message: &str| {
+        exec.reporters.emit(&RunEvent::AttemptFailed {
+            trial: &name,
+            message,
+        })
+    };
+    let (done, finished) = std::sync::mpsc::channel::<()>();
+    std::thread::scope(|scope| {
+        let (name, last_step) = (&name, &last_step);
+        scope.spawn(move || {
+            let every = exec
+                .config
+                .slow_after
+                .max(std::time::Duration::from_millis(100));
+            let mut next = every;
+            loop {
+                let left = next.saturating_sub(start.elapsed());
+                match finished.recv_timeout(left) {
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                        let last = last_step.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                        exec.reporters.emit(&RunEvent::TrialSlow {
+                            trial: name,
+                            elapsed: start.elapsed(),
+                            last_step: last.as_ref(),
+                        });
+                        next += every;
+                    }
+                    _ => break,
+                }
+            }
+        });
+        let attempts = Attempts {
+            on_step: &on_step,
+            retrying: &retrying,
+        };
+        let outcome = attempt_twice(&exec.config, env, trial, repetition, attempts);
+        drop(done);
+        outcome
+    })
+}
+
+/// Who hears of a trial's attempts: each step as it ends, and an attempt
+/// that failed and is retried.
+struct Attempts<'a> {
+    on_step: &'a trial::OnStep<'a>,
+    retrying: &'a dyn Fn(&str),
+}
+
 /// The trial, and once more after an infrastructure error (QEMU or the
 /// host failed, not the kernel); the first attempt's error is kept as a
 /// note.
@@ -342,11 +421,13 @@ fn attempt_twice(
     env: &GuestEnv,
     trial: &Trial,
     repetition: Option<u32>,
+    hear: Attempts<'_>,
 ) -> (TrialOutcome, Phases, Option<String>) {
     let state = || warm::state_for(config, env, trial);
-    let attempt = || trial::run(config, env, trial, repetition, state);
+    let attempt = || trial::run(config, env, trial, repetition, state, hear.on_step);
     match attempt() {
         (TrialOutcome::Error { message, evidence }, _) => {
+            (hear.retrying)(&message);
             let first = message.lines().next().unwrap_or_default().to_owned();
             let at = evidence
                 .map(|p| format!(" ({})", p.display()))

@@ -34,7 +34,7 @@ pub mod warm;
 
 use std::process::ExitCode;
 
-pub use config::{Config, BOOT_TIMEOUT};
+pub use config::{Config, BOOT_TIMEOUT, SLOW_AFTER};
 pub use guest_env::{for_topology, prepare, GuestEnv};
 pub use reporter::{Reporter, RunEvent, RunRecord, Schedule};
 pub use result::{Status, TrialResult};

@@ -36,15 +36,15 @@ impl GuestNames {
 }
 
 /// One reason not to run, on the guests it names (all when it names none).
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct IgnoreEntry {
     pub reason: String,
     /// Kernel names (`debian-6.1`, `debian-6.12-mock`, `own`); empty: any.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub kernels: Vec<String>,
     /// ndctl names (`81`, `76`, `own`); empty: any.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ndctl: Vec<String>,
 }
 
@@ -80,6 +80,13 @@ impl Ignored {
 
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
+    }
+}
+
+/// Written as the list of its entries.
+impl serde::Serialize for Ignored {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(s)
     }
 }
 

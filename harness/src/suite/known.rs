@@ -13,25 +13,25 @@
 //!     says: has no label at positions
 //! ```
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::ignore::GuestNames;
 
 /// One known failure and where it applies (everywhere when it names no
 /// kernel, ndctl or topology).
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct KnownFailure {
     pub reason: String,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub kernels: Vec<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ndctl: Vec<String>,
     /// Topology names (`cxl-x6`); empty: any.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub topologies: Vec<String>,
     /// Text the failure message must contain to be this known failure.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub says: Option<String>,
 }
 
@@ -51,11 +51,15 @@ impl KnownFailure {
 }
 
 /// A case's `known_failures:` (none by default).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(transparent)]
 pub struct KnownFailures(pub Vec<KnownFailure>);
 
 impl KnownFailures {
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
     /// The entries for a trial on `topology` on `guest`.
     pub fn entries_for<'a>(&'a self, guest: &GuestNames, topology: &str) -> Vec<&'a KnownFailure> {
         self.0

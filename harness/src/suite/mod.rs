@@ -7,13 +7,15 @@ pub mod known;
 mod load;
 mod model;
 mod power_cut;
+mod step;
 mod upstream;
 
 pub use ignore::{GuestNames, IgnoreEntry, Ignored};
 pub use known::{KnownFailure, KnownFailures};
 pub use load::{discover, Case, Trial};
-pub use model::{Action, CaseSpec, ExitExpect, Expect, Mode, Step, StepError, TopologyRef};
+pub use model::{CaseSpec, Mode, TopologyRef};
 pub use power_cut::{CutPoints, FilesystemCheck, PointSelection, PowerCut, SectorCheck};
+pub use step::{Action, ExitExpect, Expect, Step, StepError};
 pub use upstream::{UpstreamSpec, UpstreamTest};
 
 #[derive(Debug, thiserror::Error)]

@@ -25,19 +25,19 @@ use serde::Deserialize;
 use super::duration as humantime_serde_compat;
 
 /// What a `power_cut:` step runs and how it cuts.
-#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct PowerCut {
     /// The shell line the cuts fall in.
     pub run: String,
     pub points: CutPoints,
     /// Sectors each restart reads and checks, for a step that writes them.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sectors: Option<SectorCheck>,
     /// A filesystem each restart mounts (its journal replayed), whose
     /// files written and synced before the step must read back as they
     /// were, and which e2fsck then finds clean.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub filesystem: Option<FilesystemCheck>,
 }
 
@@ -50,6 +50,24 @@ pub enum CutPoints {
     /// `count` moments drawn uniformly within `within` of the step's start
     /// (a moment after the step ended takes no image).
     Random { count: u32, within: Duration },
+}
+
+/// Written as a case file has it: `label-writes`, or `{ random: N,
+/// within: 2s }`.
+impl serde::Serialize for CutPoints {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        match self {
+            CutPoints::LabelWrites => s.serialize_str("label-writes"),
+            CutPoints::Random { count, within } => {
+                let mut map = s.serialize_map(Some(2))?;
+                map.serialize_entry("random", count)?;
+                let within = humantime::format_duration(*within).to_string();
+                map.serialize_entry("within", &within)?;
+                map.end()
+            }
+        }
+    }
 }
 
 impl<'de> Deserialize<'de> for CutPoints {
@@ -86,7 +104,7 @@ impl<'de> Deserialize<'de> for CutPoints {
 /// Sectors written with a known pattern: after any cut, each of the first
 /// `count` sectors of `device` must hold one of `values` in every byte
 /// (BTT's promise: a sector write is all old or all new).
-#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct SectorCheck {
     pub device: String,
@@ -100,7 +118,7 @@ pub struct SectorCheck {
 /// the files `kept` (relative to `mount`), written and synced before the
 /// step, must read back unchanged after any cut, and the filesystem must
 /// be clean (`e2fsck -fn`) once its journal has been replayed.
-#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct FilesystemCheck {
     pub device: String,

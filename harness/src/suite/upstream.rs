@@ -10,7 +10,8 @@ use serde::Deserialize;
 
 use super::duration as humantime_serde_compat;
 use super::ignore::Ignored;
-use super::model::{Action, CaseSpec, Expect, Step, TopologyRef};
+use super::model::{CaseSpec, TopologyRef};
+use super::step::{Action, Expect, Step};
 
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

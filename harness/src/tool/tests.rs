@@ -91,7 +91,7 @@ fn a_hung_tool_is_killed_at_its_deadline_with_its_whole_group() {
         Vec::<String>::new(),
         "left behind"
     );
-    assert!(!live().contains(&pgid));
+    assert!(!crate::supervisor::is_enrolled(pgid));
 }
 
 #[test]
@@ -162,7 +162,7 @@ fn kill_all_ends_a_running_tool_and_a_missing_one_says_how_to_install() {
     let _turn = turn();
     let killer = std::thread::spawn(|| {
         std::thread::sleep(Duration::from_millis(300));
-        kill_all();
+        crate::supervisor::kill_all();
     });
     let long = Limit::new("stand-in", "TEST_STAND_IN", Duration::from_secs(60));
     let started = Instant::now();

@@ -20,7 +20,7 @@ pub mod share;
 
 pub use cmdline::{Accel, GuestFiles, LaunchSpec};
 pub use machine::{Machine, StartSpec, StepRun};
-pub use process::{kill_all, QemuProcess};
+pub use process::QemuProcess;
 pub use qemu::find_binary;
 pub use rundir::{copy_sparse, tail as rundir_tail, RunDir};
 pub use share::Share;

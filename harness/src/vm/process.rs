@@ -1,34 +1,19 @@
-//! The QEMU process. Three owners make sure it dies with its case: Drop
-//! (success, failure, panic), a process-wide registry the Ctrl-C handler
-//! empties, and PR_SET_PDEATHSIG should the harness itself be killed.
+//! The QEMU process. It dies with its case: Drop kills it (success,
+//! failure, panic), and [`crate::supervisor`] (one registry with the host
+//! tools, emptied by the Ctrl-C handler; PR_SET_PDEATHSIG should the
+//! harness itself be killed) starts it as a group of its own.
 
-use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Stdio;
-use std::sync::Mutex;
 use std::time::Duration;
 
 use super::qemu::{Error, Result};
-
-static LIVE: Mutex<BTreeSet<u32>> = Mutex::new(BTreeSet::new());
-
-/// Kills every QEMU this process started; for the Ctrl-C handler.
-pub fn kill_all() {
-    let pids: Vec<u32> = LIVE
-        .lock()
-        .map(|s| s.iter().copied().collect())
-        .unwrap_or_default();
-    for pid in pids {
-        // SAFETY: kill(2) on a pid we spawned and have not reaped.
-        unsafe {
-            libc::kill(pid as i32, libc::SIGKILL);
-        }
-    }
-}
+use crate::supervisor::Enrolled;
 
 pub struct QemuProcess {
     child: tokio::process::Child,
     pid: u32,
+    group: Option<Enrolled>,
 }
 
 impl QemuProcess {
@@ -46,20 +31,12 @@ impl QemuProcess {
             .stdout(out)
             .stderr(err)
             .kill_on_drop(true);
-        // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
-        unsafe {
-            cmd.pre_exec(|| {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        let mut guard = LIVE.lock().unwrap_or_else(|e| e.into_inner());
+        crate::supervisor::supervise(cmd.as_std_mut());
+        let registry = crate::supervisor::spawning();
         let child = cmd.spawn().map_err(spawn_err)?;
         let pid = child.id().unwrap_or_default();
-        guard.insert(pid);
-        Ok(QemuProcess { child, pid })
+        let group = Some(registry.enroll(pid));
+        Ok(QemuProcess { child, pid, group })
     }
 
     pub fn pid(&self) -> u32 {
@@ -86,10 +63,9 @@ impl QemuProcess {
         self.forget();
     }
 
-    fn forget(&self) {
-        if let Ok(mut s) = LIVE.lock() {
-            s.remove(&self.pid);
-        }
+    /// Leaves the registry (QEMU reaped).
+    fn forget(&mut self) {
+        self.group = None;
     }
 }
 
@@ -109,16 +85,8 @@ impl Drop for QemuProcess {
 }
 
 /// `binary` and `argv` as a shell command line, one option per line.
-pub fn shell_words(binary: &Path, argv: &[String]) -> String {
-    let quote = |s: &str| {
-        if s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_=,./:@+".contains(c))
-        {
-            s.to_owned()
-        } else {
-            format!("'{}'", s.replace('\'', r"'\''"))
-        }
-    };
+pub fn command_line_text(binary: &Path, argv: &[String]) -> String {
+    let quote = crate::command_line::quote;
     let mut out = quote(&binary.display().to_string());
     for a in argv {
         out.push_str(if a.starts_with('-') { " \\\n  " } else { " " });

@@ -124,7 +124,7 @@ impl RunDir {
         let lines: Vec<&str> = text.lines().collect();
         match lines
             .iter()
-            .rposition(|l| l.contains("Kernel panic - not syncing"))
+            .rposition(|l| l.contains(crate::kmsg::PANIC_LINE))
         {
             Some(i) => lines[i.saturating_sub(12)..(i + 30).min(lines.len())].join("\n"),
             None => self.serial_tail(40),

@@ -172,10 +172,7 @@ pub fn mount_script(shares: &[Share]) -> String {
     s
 }
 
-/// `s` single-quoted for the guest's shell.
-fn quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', r"'\''"))
-}
+use crate::command_line::quote;
 
 #[cfg(test)]
 mod tests {
@@ -238,11 +235,11 @@ mod tests {
         );
         let script = mount_script(&shares);
         assert!(
-            script.contains("mkdir -p '/tmp/x' && mount -t 9p -o trans=virtio,version=9p2000.L share0 '/tmp/x' || exit"),
+            script.contains("mkdir -p /tmp/x && mount -t 9p -o trans=virtio,version=9p2000.L share0 /tmp/x || exit"),
             "{script}"
         );
         assert!(
-            script.contains("version=9p2000.L,ro share1 '/case'"),
+            script.contains("version=9p2000.L,ro share1 /case"),
             "{script}"
         );
     }

@@ -73,11 +73,7 @@ async fn once(
         .with_incoming(Some(&saved.state));
     let mut m = Machine::start(&spec, run).await?;
     warm::ready_devices(&mut m, &topo.topology, Some(saved.point)).await?;
-    let argv = [
-        "/bin/sh".to_owned(),
-        "-c".to_owned(),
-        INIT_LABELS.to_owned(),
-    ];
+    let argv = crate::command_line::shell(INIT_LABELS.to_owned());
     m.exec(&argv, Duration::from_secs(60)).await?;
     let dir = m.run.path.join("power-cut");
     let place = CutPlace {

@@ -25,9 +25,14 @@ use super::partition::Partition;
 use super::repeat::Repeat;
 use super::result::{RunInfo, TrialResult};
 
-/// What a run tells its reporters, in this order: `Started` once, then
-/// `TrialFinished` per trial (per repetition) as it ends (the ignored
-/// trials after the others), then `Finished` once.
+/// What a run tells its reporters, in this order: `Started` once; per
+/// trial (per repetition) `TrialStarted`, its `StepFinished`s, `TrialSlow`
+/// each time it passes another [`Config::slow_after`] while running,
+/// `AttemptFailed` when an infrastructure error has it run again, then
+/// `TrialFinished` (the ignored trials' after the others'); `Finished`
+/// once. Trials run side by side: their events interleave.
+///
+/// [`Config::slow_after`]: crate::runner::Config::slow_after
 pub enum RunEvent<'a> {
     /// The selected trials are about to run, `threads` guests at a time,
     /// as `schedule` says.
@@ -36,8 +41,57 @@ pub enum RunEvent<'a> {
         threads: usize,
         schedule: &'a Schedule,
     },
+    /// A trial's guest is about to start.
+    TrialStarted {
+        trial: &'a TrialName,
+    },
+    /// A step of a running trial ended (setup steps, markers, checkpoints
+    /// and reboots too).
+    StepFinished {
+        trial: &'a TrialName,
+        step: &'a StepDone,
+    },
+    /// A trial has been running for `elapsed`, past the slow threshold
+    /// (said again at each multiple of it); `last_step` is the last step
+    /// it finished.
+    TrialSlow {
+        trial: &'a TrialName,
+        elapsed: Duration,
+        last_step: Option<&'a StepDone>,
+    },
+    /// An attempt of a trial ended in an infrastructure error, and the
+    /// trial runs once more.
+    AttemptFailed {
+        trial: &'a TrialName,
+        message: &'a str,
+    },
     TrialFinished(&'a TrialResult),
     Finished(&'a RunRecord),
+}
+
+/// A trial as its events name it: its name and repetition.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TrialName {
+    pub name: String,
+    pub repetition: Option<u32>,
+}
+
+impl std::fmt::Display for TrialName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.repetition {
+            Some(n) => write!(f, "{}#{n}", self.name),
+            None => f.write_str(&self.name),
+        }
+    }
+}
+
+/// A step as it ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StepDone {
+    pub number: usize,
+    pub command: String,
+    pub exit_code: Option<i32>,
+    pub duration: Duration,
 }
 
 /// How a run chose and repeated its trials.

@@ -4,7 +4,9 @@
 
 use std::io::Write;
 
-use super::{Reporter, RunEvent};
+use std::time::Duration;
+
+use super::{Reporter, RunEvent, StepDone, TrialName};
 use crate::runner::result::{Status, TrialResult};
 
 /// Prints a line per trial as it ends (libtest's own lines go to a log
@@ -33,9 +35,39 @@ impl Reporter for ProgressReporter {
                 let _ = out.write_all(progress_line(result).as_bytes());
                 let _ = out.flush();
             }
+            RunEvent::TrialSlow {
+                trial,
+                elapsed,
+                last_step,
+            } => println!("{}", slow_line(trial, *elapsed, *last_step)),
+            RunEvent::AttemptFailed { trial, message } => {
+                let first = message.lines().next().unwrap_or_default();
+                println!("  RETRY            {trial}  (infrastructure error: {first})");
+            }
             RunEvent::Finished(run) => print!("{}", failures(&run.results)),
+            RunEvent::TrialStarted { .. } | RunEvent::StepFinished { .. } => {}
         }
     }
+}
+
+/// `SLOW    120.0s  suite::case::topology  (after step 5 `...`, 3.2s)`: a
+/// trial still running, and the last step it finished.
+pub fn slow_line(trial: &TrialName, elapsed: Duration, last_step: Option<&StepDone>) -> String {
+    let after = match last_step {
+        Some(s) => {
+            let mut command = s.command.lines().next().unwrap_or_default().to_owned();
+            if command.chars().count() > 60 {
+                command = command.chars().take(57).collect::<String>() + "...";
+            }
+            format!("  (after step {} `{command}`)", s.number)
+        }
+        None => "  (starting)".to_owned(),
+    };
+    format!(
+        "  {:<7} {:>6.1}s  {trial}{after}",
+        "SLOW",
+        elapsed.as_secs_f64()
+    )
 }
 
 /// `pass     12.3s  suite::case::topology`, with the evidence folder of a
@@ -79,4 +111,36 @@ pub fn failures(results: &[TrialResult]) -> String {
         ));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_slow_line_names_the_trial_its_time_and_its_last_step() {
+        let trial = TrialName {
+            name: "s::c::nfit-1".into(),
+            repetition: Some(2),
+        };
+        let step = StepDone {
+            number: 5,
+            command: format!("ndctl create-namespace {}\nsecond line", "-x ".repeat(30)),
+            exit_code: Some(0),
+            duration: Duration::from_secs(3),
+        };
+        let line = slow_line(&trial, Duration::from_secs(120), Some(&step));
+        assert!(
+            line.starts_with(
+                "  SLOW     120.0s  s::c::nfit-1#2  (after step 5 `ndctl create-namespace -x"
+            ),
+            "{line}"
+        );
+        assert!(
+            line.ends_with("...`)") && !line.contains("second"),
+            "{line}"
+        );
+        let line = slow_line(&trial, Duration::from_secs(60), None);
+        assert!(line.ends_with("(starting)"), "{line}");
+    }
 }

@@ -30,7 +30,7 @@ impl Reporter for ResultsWriter {
                     self.dir.display()
                 ),
             },
-            RunEvent::TrialFinished(_) => {}
+            _ => {}
         }
     }
 }

@@ -12,6 +12,7 @@ mod verdict;
 use std::fmt::Display;
 use std::path::{Path, PathBuf};
 
+pub use self::trace::OnStep;
 use self::trace::Trace;
 use self::verdict::Verdict;
 use super::laps::Laps;
@@ -54,6 +55,7 @@ pub fn run<E: Display>(
     trial: &Trial,
     repetition: Option<u32>,
     saved_state: impl FnOnce() -> Result<Option<SavedState>, E>,
+    on_step: &OnStep<'_>,
 ) -> (TrialOutcome, Phases) {
     let folder = evidence::run_folder(&trial.name, repetition);
     let run = match RunDir::create(&config.runs_dir, &folder, &trial.topology.topology) {
@@ -85,7 +87,12 @@ pub fn run<E: Display>(
         Err(e) => return error(e.to_string()),
     };
     clock.lap("state");
-    let (outcome, clock) = rt.block_on(drive(config, env, trial, run, state.as_ref(), clock));
+    let started = Started {
+        state: state.as_ref(),
+        clock,
+        on_step,
+    };
+    let (outcome, clock) = rt.block_on(drive(config, env, trial, run, started));
     let outcome = match outcome {
         Ok(run) => {
             run.remove();
@@ -110,6 +117,14 @@ pub fn shares(config: &Config, trial: &Trial) -> Vec<Share> {
     shares
 }
 
+/// Where a trial's guest starts from, its clock so far, and who hears of
+/// its steps.
+struct Started<'s> {
+    state: Option<&'s SavedState>,
+    clock: Laps,
+    on_step: &'s OnStep<'s>,
+}
+
 /// Starts the guest and drives the trial; the run folder comes back when
 /// the trial passed.
 async fn drive(
@@ -117,9 +132,13 @@ async fn drive(
     env: &GuestEnv,
     trial: &Trial,
     run: RunDir,
-    state: Option<&SavedState>,
-    mut clock: Laps,
+    started: Started<'_>,
 ) -> (Result<RunDir, Verdict>, Laps) {
+    let Started {
+        state,
+        mut clock,
+        on_step,
+    } = started;
     let evidence = run.path.clone();
     let shares = shares(config, trial);
     let spec = env
@@ -140,7 +159,9 @@ async fn drive(
             return (Err(e.into()), clock);
         }
     };
-    let mut trace = Trace::of_trial(trial, m, clock).with_power_cuts(config.power_cuts);
+    let mut trace = Trace::of_trial(trial, m, clock)
+        .with_power_cuts(config.power_cuts)
+        .with_step_events(on_step);
     if let Some(saved) = state {
         trace.adopt(saved.prelude.clone());
     }
@@ -172,7 +193,7 @@ async fn finish(
         }
     }
     trace.clock.lap("steps");
-    let run = match trace.machine.take() {
+    let run = match trace.guest.take_machine() {
         Some(m) => Some(m.kill().await),
         None => None,
     };

@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use crate::command_line::shell;
 use crate::suite::{Action, Step};
 use crate::vm::machine::{self, Machine, StepRun};
 
@@ -29,7 +30,7 @@ pub async fn run_step(
             let answer = m.qmp_step(command, arguments).await?;
             // Settle: the guest's reaction (an interrupt, a log line) lands
             // in this step's kernel records.
-            let mut run = m.step(number, &shell("sleep 0.5".into()), timeout).await?;
+            let mut run = m.step(number, &shell("sleep 0.5"), timeout).await?;
             match answer {
                 Ok(v) => {
                     run.output.stdout = serde_json::to_string_pretty(&v)
@@ -45,8 +46,4 @@ pub async fn run_step(
         }
         action => m.step(number, &action.argv(), timeout).await,
     }
-}
-
-fn shell(script: String) -> [String; 3] {
-    ["/bin/sh".into(), "-c".into(), script]
 }

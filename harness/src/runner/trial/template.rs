@@ -44,7 +44,7 @@ pub async fn prepare(
         trace.prepare().await
     };
     if let Err(verdict) = prepared {
-        if let Some(m) = trace.machine.take() {
+        if let Some(m) = trace.guest.take_machine() {
             m.stop().await.remove();
         }
         return match verdict {
@@ -66,6 +66,6 @@ pub async fn prepare(
 async fn drivers_unbound(m: &Machine) -> bool {
     let test =
         "[ ! -e /sys/bus/pci/drivers/cxl_pci ] && [ ! -e /sys/bus/virtio/drivers/virtio_pmem ]";
-    let argv = ["/bin/sh".to_owned(), "-c".to_owned(), test.to_owned()];
+    let argv = crate::command_line::shell(test.to_owned());
     matches!(m.exec(&argv, Duration::from_secs(30)).await, Ok(out) if out.success())
 }

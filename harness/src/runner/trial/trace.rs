@@ -7,8 +7,9 @@ use std::time::{Duration, Instant};
 
 use super::capture::{names_and_layout, stable_names};
 use super::step::run_step;
-use super::verdict::{check_expect, check_reports, skip_reason, Verdict};
-use crate::assemble::{self, Labels};
+use super::verdict::{check_reports, guest_error, judge_seen, prepared, Seen, Verdict};
+use crate::assemble::Labels;
+use crate::case_guest::{self, CaseGuest, Prepared, Regions};
 use crate::kmsg::{self, Record};
 use crate::names::Names;
 use crate::powercut::cut::{self, CutPlace};
@@ -34,8 +35,8 @@ enum KernelLog {
 pub struct Trace<'a> {
     topology: &'a Topology,
     assembly: Assembly,
-    /// `None` only when a reboot failed to bring the guest back.
-    pub machine: Option<Machine>,
+    /// The guest, its boots and its bring-ups.
+    pub guest: CaseGuest<'a>,
     pub records: Vec<StepRecord>,
     /// Stable device names of each boot.
     pub names: Vec<Names>,
@@ -43,7 +44,6 @@ pub struct Trace<'a> {
     pub checkpoints: Vec<(String, String)>,
     /// Relevant kernel records since the last checkpoint.
     since_checkpoint: Vec<Record>,
-    boot: usize,
     /// The number of the last step run (setup steps count too).
     step_count: usize,
     /// The exit code that skips the trial.
@@ -52,23 +52,31 @@ pub struct Trace<'a> {
     pub clock: Laps,
     /// Which crash points a power-cut step judges.
     power_cuts: PointSelection,
+    /// Told of each step as it ends (the run's `StepFinished` events).
+    on_step: Option<&'a OnStep<'a>>,
+    /// How many of `records` `on_step` has been told of.
+    announced: usize,
 }
+
+/// What a trial tells of each step as it ends.
+pub type OnStep<'a> = dyn Fn(&StepRecord) + Sync + 'a;
 
 impl<'a> Trace<'a> {
     pub fn new(topology: &'a Topology, assembly: Assembly, machine: Machine, clock: Laps) -> Self {
         Trace {
             topology,
             assembly,
-            machine: Some(machine),
+            guest: CaseGuest::new(machine, topology),
             records: Vec::new(),
             names: Vec::new(),
             checkpoints: Vec::new(),
             since_checkpoint: Vec::new(),
-            boot: 0,
             step_count: 0,
             skip_exit: None,
             clock,
             power_cuts: PointSelection::default(),
+            on_step: None,
+            announced: 0,
         }
     }
 
@@ -85,6 +93,22 @@ impl<'a> Trace<'a> {
         trace
     }
 
+    /// The trace telling `on_step` of each step as it ends.
+    pub fn with_step_events(mut self, on_step: &'a OnStep<'a>) -> Self {
+        self.on_step = Some(on_step);
+        self
+    }
+
+    /// Tells `on_step` of the steps recorded since it was last told.
+    fn announce(&mut self) {
+        if let Some(on_step) = self.on_step {
+            for rec in &self.records[self.announced.min(self.records.len())..] {
+                on_step(rec);
+            }
+        }
+        self.announced = self.records.len();
+    }
+
     /// The trace with its power-cut steps judging `selection`'s points.
     pub fn with_power_cuts(mut self, selection: PointSelection) -> Self {
         self.power_cuts = selection;
@@ -92,20 +116,23 @@ impl<'a> Trace<'a> {
     }
 
     pub fn machine(&mut self) -> &mut Machine {
-        self.machine.as_mut().expect("a running guest")
+        self.guest.machine()
     }
 
     /// Takes over what a template guest did before its state was saved.
     pub fn adopt(&mut self, p: Prelude) {
         self.machine().set_kmsg_position(p.cursor, p.pending);
         self.records = p.records;
+        // Its template's steps, not this trial's.
+        self.announced = self.records.len();
         self.since_checkpoint = p.since_checkpoint;
         self.step_count = p.steps;
     }
 
     /// What a template hands to the trials restored from it.
     pub fn into_prelude(self) -> (Machine, Prelude) {
-        let m = self.machine.expect("a running guest");
+        let mut guest = self.guest;
+        let m = guest.take_machine().expect("a running guest");
         let (cursor, pending) = m.kmsg_position();
         let prelude = Prelude {
             records: self.records,
@@ -122,7 +149,7 @@ impl<'a> Trace<'a> {
     pub async fn transcript_so_far(&mut self) -> Option<String> {
         // The names as they are now (a step may have hotplugged a device
         // since the last checkpoint).
-        let m = self.machine.as_ref()?;
+        let m = self.guest.running()?;
         let names = tokio::time::timeout(Duration::from_secs(10), stable_names(m, self.topology))
             .await
             .ok()?
@@ -145,7 +172,7 @@ impl<'a> Trace<'a> {
 
     /// The stable names of the current boot, replacing any taken before.
     fn set_names(&mut self, names: Names) {
-        self.names.truncate(self.boot);
+        self.names.truncate(self.guest.boot());
         self.names.push(names);
     }
 
@@ -164,13 +191,13 @@ impl<'a> Trace<'a> {
         match restored {
             None => self.prepare().await?,
             Some(SavePoint::BeforeDrivers) if self.machine().defers_drivers() => {
-                self.drivers(&[]).await?;
-                self.assemble(Labels::Initialize).await?;
+                self.bring_up(Labels::Initialize, &[]).await?;
             }
             Some(_) => self.reattach().await?,
         }
         self.mount_shares().await?;
         for step in &trial.case.spec.steps {
+            self.announce();
             let timeout = step.timeout.unwrap_or(trial.case.spec.step_timeout);
             match &step.action {
                 Action::Checkpoint(name) => self.checkpoint(name).await?,
@@ -182,6 +209,7 @@ impl<'a> Trace<'a> {
                 _ => self.step(step, timeout).await?,
             }
         }
+        self.announce();
         // The last checkpoint also records this boot's names.
         self.checkpoint("layout").await?;
         self.unattributed(KernelLog::ReadGuest, "after the last step")
@@ -193,24 +221,13 @@ impl<'a> Trace<'a> {
     /// The boot's kernel log, checked, then the drivers and the setup steps.
     pub async fn prepare(&mut self) -> Result<(), Verdict> {
         self.boot_check().await?;
-        self.drivers(&[]).await?;
-        self.assemble(Labels::Initialize).await
+        self.bring_up(Labels::Initialize, &[]).await
     }
 
     /// The boot's kernel log, checked for reports.
     pub async fn boot_check(&mut self) -> Result<(), Verdict> {
-        self.machine().read_kernel_log().await?;
-        let boot_log = self.machine().take_unattributed();
+        let boot_log = self.guest.boot_log().await.map_err(guest_error)?;
         check_reports(&boot_log, &[], "during boot")
-    }
-
-    /// Loads the drivers init leaves to the harness; their kernel log is
-    /// checked like the boot's.
-    async fn drivers(&mut self, expected: &[String]) -> Result<(), Verdict> {
-        self.clock.lap("steps");
-        let loaded = self.machine().load_drivers().await;
-        self.clock.lap("drivers");
-        self.prepared(loaded?, expected, "loading the topology's drivers")
     }
 
     /// Gives the devices of a guest restored with its drivers bound what
@@ -219,49 +236,89 @@ impl<'a> Trace<'a> {
         self.clock.lap("steps");
         let out = self.machine().reattach_devices().await;
         self.clock.lap("reattach");
-        self.prepared(out?, &[], "reattaching the devices after the restore")
-    }
-
-    /// The verdict on a guest's preparation (`what`, `None` when there was
-    /// nothing to do): its command's failure, else the kernel reports it
-    /// caused beyond `expected`.
-    fn prepared(
-        &mut self,
-        out: Option<agent::ExecOutput>,
-        expected: &[String],
-        what: &str,
-    ) -> Result<(), Verdict> {
-        let Some(out) = out else {
+        let Some(out) = out? else {
             return Ok(());
         };
-        if !out.success() {
-            return Err(Verdict::Fail(format!(
-                "{what}: {}",
-                out.stderr_text().trim()
-            )));
-        }
-        let log = self.machine().take_unattributed();
-        check_reports(&log, expected, &format!("while {what}"))
+        let what = "reattaching the devices after the restore";
+        let kernel = self.machine().take_unattributed();
+        prepared(&out, &kernel, &[], what)
     }
 
-    /// The CXL region assembly, as steps of their own.
-    async fn assemble(&mut self, labels: Labels) -> Result<(), Verdict> {
-        if self.assembly == Assembly::ByCase {
-            return Ok(());
-        }
+    /// The drivers init leaves to the harness, then (unless the case
+    /// assembles them) the CXL regions as setup steps of their own; the
+    /// kernel's reports beyond `expected` fail the trial.
+    async fn bring_up(&mut self, labels: Labels, expected: &[String]) -> Result<(), Verdict> {
         self.clock.lap("steps");
-        let topology = self.topology;
-        let lines = assemble::plan(self.machine(), topology, labels)
-            .await
-            .map_err(|e| Verdict::Fail(format!("CXL region assembly: {e}")))?;
-        self.clock.lap("plan");
-        for line in lines {
-            let step = Step {
-                action: Action::Run(line),
-                expect: Default::default(),
-                timeout: None,
-            };
-            self.step(&step, Duration::from_secs(120)).await?;
+        let regions = match self.assembly {
+            Assembly::ByCase => Regions::LeftToCase,
+            _ => Regions::Assemble(labels),
+        };
+        let setup = Step {
+            action: Action::Run(String::new()),
+            expect: Default::default(),
+            timeout: None,
+        };
+        let done = self
+            .guest
+            .bring_up(regions, self.step_count, |part| match part {
+                Prepared::Drivers { output, kernel } => {
+                    self.clock.lap("drivers");
+                    prepared(output, &kernel, expected, "loading the topology's drivers")
+                }
+                Prepared::Planned => {
+                    self.clock.lap("plan");
+                    Ok(())
+                }
+                Prepared::Step {
+                    number,
+                    line,
+                    boot,
+                    run,
+                    kernel_after,
+                } => {
+                    self.step_count = number;
+                    let step = Step {
+                        action: Action::Run(line.to_owned()),
+                        ..setup.clone()
+                    };
+                    let seen = Seen {
+                        number,
+                        boot,
+                        output: &run.output,
+                        kernel: run.kernel.clone(),
+                    };
+                    judge_seen(
+                        &mut self.records,
+                        &mut self.since_checkpoint,
+                        self.skip_exit,
+                        &step,
+                        seen,
+                    )?;
+                    self.since_checkpoint
+                        .extend(kernel_after.iter().filter(|r| kmsg::relevant(r)).cloned());
+                    check_reports(&kernel_after, &[], &format!("after step {number}"))
+                }
+            })
+            .await;
+        match done {
+            Ok(Ok(_)) => {}
+            Ok(Err(verdict)) => return Err(verdict),
+            Err(case_guest::Error::Step {
+                number,
+                line,
+                source,
+            }) => {
+                self.step_count = number;
+                let step = Step {
+                    action: Action::Run(line),
+                    ..setup
+                };
+                return Err(step_error(number, &step, &source));
+            }
+            Err(case_guest::Error::Assembly(e)) => {
+                return Err(Verdict::Fail(format!("CXL region assembly: {e}")))
+            }
+            Err(e) => return Err(guest_error(e)),
         }
         self.clock.lap("setup");
         Ok(())
@@ -288,28 +345,19 @@ impl<'a> Trace<'a> {
         output: &agent::ExecOutput,
         kernel: Vec<Record>,
     ) -> Result<(), Verdict> {
-        let rec = StepRecord {
-            n: number,
-            command: step.action.display(),
-            exit_code: output.exit_code,
-            signal: output.signal,
-            stdout: output.stdout_text(),
-            stderr: output.stderr_text(),
+        let seen = Seen {
+            number,
+            boot: self.guest.boot(),
+            output,
             kernel,
-            duration: output.duration,
-            boot: self.boot,
-            marker: false,
         };
-        self.since_checkpoint
-            .extend(rec.kernel.iter().filter(|r| kmsg::relevant(r)).cloned());
-        self.records.push(rec);
-        let rec = self.records.last().expect("just pushed");
-        let context = format!("in step {number} (`{}`)", rec.command);
-        check_reports(&rec.kernel, &step.expect.kernel_reports, &context)?;
-        if self.skip_exit.is_some() && rec.exit_code == self.skip_exit {
-            return Err(Verdict::Skip(skip_reason(&rec.stdout, &rec.stderr)));
-        }
-        check_expect(step, rec)
+        judge_seen(
+            &mut self.records,
+            &mut self.since_checkpoint,
+            self.skip_exit,
+            step,
+            seen,
+        )
     }
 
     /// Snapshots the layout and the kernel log since the last checkpoint.
@@ -339,7 +387,7 @@ impl<'a> Trace<'a> {
             let rec = StepRecord::marker(
                 self.step_count,
                 format!("checkpoint {name}"),
-                self.boot,
+                self.guest.boot(),
                 t0.elapsed(),
             );
             self.records.push(rec);
@@ -351,10 +399,7 @@ impl<'a> Trace<'a> {
     /// CXL regions are created again (labels kept), as firmware would not.
     async fn reboot(&mut self, spec: &StartSpec<'_>, step: &Step) -> Result<(), Verdict> {
         if self.machine().hotplugged() > 0 {
-            return Err(Verdict::Fail(
-                "a reboot would lose the hotplugged NVDIMMs (they are not on QEMU's command line)"
-                    .into(),
-            ));
+            return Err(guest_error(case_guest::Error::HotpluggedDevices));
         }
         let t0 = Instant::now();
         let topology = self.topology;
@@ -362,26 +407,21 @@ impl<'a> Trace<'a> {
         self.set_names(names);
         self.unattributed(KernelLog::ReadGuest, "before the reboot")
             .await?;
-        let old = self.machine.take().expect("a running guest");
-        let run = old.stop().await;
-        run.keep_boot_logs(self.boot);
-        self.boot += 1;
         self.clock.lap("steps");
-        self.machine = Some(Machine::start(&spec.cold(), run).await?);
+        self.guest.reboot(spec).await.map_err(guest_error)?;
         self.clock.lap("boot");
         self.step_count += 1;
         self.records.push(StepRecord::marker(
             self.step_count,
             "reboot".into(),
-            self.boot,
+            self.guest.boot(),
             t0.elapsed(),
         ));
-        self.machine().read_kernel_log().await?;
-        let boot_log = self.machine().take_unattributed();
+        let boot_log = self.guest.boot_log().await.map_err(guest_error)?;
         let context = format!("while booting again (step {})", self.step_count);
         check_reports(&boot_log, &step.expect.kernel_reports, &context)?;
-        self.drivers(&step.expect.kernel_reports).await?;
-        self.assemble(Labels::Keep).await?;
+        self.bring_up(Labels::Keep, &step.expect.kernel_reports)
+            .await?;
         self.mount_shares().await
     }
 

@@ -3,11 +3,12 @@
 //! expectations ([`check_expect`]) and the kernel reports among records
 //! ([`check_reports`]).
 
+use crate::case_guest;
 use crate::kmsg::{self, Record};
 use crate::normalize;
 use crate::suite::Step;
 use crate::transcript::{self, StepRecord};
-use crate::vm::machine;
+use crate::vm::{agent, machine};
 
 /// Why a trial stopped before its end.
 #[derive(Debug)]
@@ -113,6 +114,74 @@ pub fn skip_reason(stdout: &str, stderr: &str) -> String {
             || "skipped (no reason printed)".to_owned(),
             |l| l.to_string(),
         )
+}
+
+/// The verdict on a guest's preparation `what`: its command's failure,
+/// else the kernel reports it caused beyond `expected`.
+pub fn prepared(
+    out: &agent::ExecOutput,
+    kernel: &[Record],
+    expected: &[String],
+    what: &str,
+) -> Result<(), Verdict> {
+    if !out.success() {
+        return Err(Verdict::Fail(format!(
+            "{what}: {}",
+            out.stderr_text().trim()
+        )));
+    }
+    check_reports(kernel, expected, &format!("while {what}"))
+}
+
+/// A guest the harness could not drive: the kernel's failure (a panic
+/// on the way) or the harness's own.
+pub fn guest_error(e: case_guest::Error) -> Verdict {
+    match e {
+        case_guest::Error::Guest(e) => e.into(),
+        e if e.is_infrastructure() => Verdict::Error(e.to_string()),
+        e => Verdict::Fail(e.to_string()),
+    }
+}
+
+/// One step as it ran: what [`judge_seen`] records and judges.
+pub struct Seen<'o> {
+    pub number: usize,
+    pub boot: usize,
+    pub output: &'o agent::ExecOutput,
+    pub kernel: Vec<Record>,
+}
+
+/// Records a step's run in `records` (its relevant kernel records in
+/// `since_checkpoint`) and judges it: its kernel reports, its skip code,
+/// its expectations.
+pub fn judge_seen(
+    records: &mut Vec<StepRecord>,
+    since_checkpoint: &mut Vec<Record>,
+    skip_exit: Option<i32>,
+    step: &Step,
+    seen: Seen<'_>,
+) -> Result<(), Verdict> {
+    let rec = StepRecord {
+        n: seen.number,
+        command: step.action.display(),
+        exit_code: seen.output.exit_code,
+        signal: seen.output.signal,
+        stdout: seen.output.stdout_text(),
+        stderr: seen.output.stderr_text(),
+        kernel: seen.kernel,
+        duration: seen.output.duration,
+        boot: seen.boot,
+        marker: false,
+    };
+    since_checkpoint.extend(rec.kernel.iter().filter(|r| kmsg::relevant(r)).cloned());
+    records.push(rec);
+    let rec = records.last().expect("just pushed");
+    let context = format!("in step {} (`{}`)", seen.number, rec.command);
+    check_reports(&rec.kernel, &step.expect.kernel_reports, &context)?;
+    if skip_exit.is_some() && rec.exit_code == skip_exit {
+        return Err(Verdict::Skip(skip_reason(&rec.stdout, &rec.stderr)));
+    }
+    check_expect(step, rec)
 }
 
 #[cfg(test)]

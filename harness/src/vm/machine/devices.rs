@@ -59,11 +59,7 @@ impl Machine {
         if self.restored {
             self.pci_state("restore").await?;
         }
-        let argv = [
-            "/bin/sh".to_owned(),
-            "-c".to_owned(),
-            drivers_script(&self.drivers),
-        ];
+        let argv = crate::command_line::shell(drivers_script(&self.drivers));
         let out = self.exec(&argv, Duration::from_secs(120)).await?;
         self.read_kernel_log().await?;
         Ok(Some(out))
@@ -85,7 +81,7 @@ impl Machine {
         let script = format!(
             "{PCI_STATE} restore >/dev/null || exit; {RECOMMIT_REGIONS}; {FLUSH_ND_PROBES}"
         );
-        let argv = ["/bin/sh".to_owned(), "-c".to_owned(), script];
+        let argv = crate::command_line::shell(script);
         let out = self.exec(&argv, Duration::from_secs(120)).await?;
         self.read_kernel_log().await?;
         Ok(Some(out))

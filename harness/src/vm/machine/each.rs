@@ -19,7 +19,7 @@ impl Machine {
         timeout: Duration,
     ) -> Result<(Vec<(i32, String)>, String)> {
         let script = each_script(commands);
-        let argv = ["/bin/sh".to_owned(), "-c".to_owned(), script];
+        let argv = crate::command_line::shell(script);
         let out = self.exec(&argv, timeout).await?;
         let parts = split_each(&out.stdout_text(), commands.len()).ok_or_else(|| {
             Error::Mismatch(format!(

@@ -326,7 +326,7 @@ impl Machine {
         // Let the console catch up with the panic message.
         tokio::time::sleep(Duration::from_millis(300)).await;
         let ev = self.events.borrow().clone();
-        if ev.panicked.is_some() || self.run.serial_tail(60).contains("Kernel panic") {
+        if ev.panicked.is_some() || self.run.serial_tail(60).contains(kmsg::PANIC_LINE) {
             return Error::Panicked {
                 during: during.to_owned(),
                 serial: self.run.serial_panic_excerpt(),
@@ -362,7 +362,7 @@ impl Machine {
             return Ok(());
         }
         let script = share::mount_script(&self.shares);
-        let argv = ["/bin/sh".to_owned(), "-c".to_owned(), script];
+        let argv = crate::command_line::shell(script);
         let out = self.exec(&argv, Duration::from_secs(60)).await?;
         if !out.success() {
             return Err(Error::Mount(out.stderr_text().trim().to_owned()));
@@ -525,7 +525,7 @@ async fn launch(spec: &StartSpec<'_>, run: &RunDir, t0: Instant) -> Result<(Qemu
     let argv = cmdline::argv(&launch);
     let _ = std::fs::write(
         run.path.join("qemu.argv"),
-        super::process::shell_words(spec.qemu_binary, &argv),
+        super::process::command_line_text(spec.qemu_binary, &argv),
     );
     let mut process = QemuProcess::spawn(spec.qemu_binary, &argv, &run.qemu_log())?;
     let qmp_deadline = t0 + Duration::from_secs(15);

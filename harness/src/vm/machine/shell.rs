@@ -119,7 +119,7 @@ impl Machine {
 
     /// The shell's exit code once it has ended (`Some(None)`: a signal
     /// ended it); `None` while it runs.
-    pub async fn shell_ended(&self, shell: &GuestShell) -> Result<Option<Option<i32>>> {
+    pub async fn session_ended(&self, shell: &GuestShell) -> Result<Option<Option<i32>>> {
         let status = self.agent.status(shell.pid);
         let out = self.guard("while the shell runs", status).await??;
         Ok(out.map(|o| o.exit_code))
@@ -146,7 +146,7 @@ fn stty(size: Size) -> Vec<String> {
 /// the next open) and becomes an interactive shell with it as controlling
 /// terminal.
 fn launch_script(spec: &ShellSpec) -> String {
-    let quote = |s: &str| format!("'{}'", s.replace('\'', r"'\''"));
+    let quote = crate::command_line::quote;
     let size = spec
         .size
         .map(|s| format!("stty rows {} cols {}; ", s.rows, s.cols))
@@ -182,7 +182,7 @@ mod tests {
             "{s}"
         );
         assert!(
-            s.contains("export TERM='tmux-256color' PS1='[nfit-1] \\w # '"),
+            s.contains(r#"export TERM=tmux-256color PS1="[nfit-1] \\w # ""#),
             "{s}"
         );
         assert!(s.ends_with("exec setsid -c sh -i"), "{s}");

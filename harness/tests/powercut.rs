@@ -9,7 +9,7 @@ mod common;
 use std::time::Duration;
 
 use common::{runtime, Guest};
-use ndharness::powercut::classify::{self, Generations, Outcome};
+use ndharness::powercut::classify::{self, CrashOutcome, Generations};
 use ndharness::powercut::labels::{self, LabelArea, LabelLayout, LabelViolation};
 use ndharness::powercut::{media, record, restart};
 use ndharness::vm::StartSpec;
@@ -89,7 +89,7 @@ fn a_corrupted_newer_index_in_a_crash_image_is_reported() {
         let view = view.unwrap();
         let violations: Vec<_> = damaged.violations.iter().map(|(_, v)| v.clone()).collect();
         let outcome = classify::judge(&damaged.namespaces, &violations, &view, &generations);
-        assert!(matches!(outcome, Outcome::Violation(_)), "{outcome}");
+        assert!(matches!(outcome, CrashOutcome::Violation(_)), "{outcome}");
         run.remove();
         m.kill().await.remove();
     });

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use self::guest::{ExploreGuest, Target};
 use self::model::RegionShape;
-use self::search::{Finding, FindingKey, Outcome, Search};
+use self::search::{Finding, FindingKey, Search, SequenceEnd};
 use crate::runner::warm::{self, TemplateSpec};
 use crate::runner::{Config, GuestEnv};
 use crate::topology::Loaded;
@@ -235,7 +235,7 @@ struct Done {
 fn record(
     shared: &Shared<'_>,
     explored: &Explored<'_>,
-    outcome: Outcome,
+    outcome: SequenceEnd,
     done: Done,
     config: &Config,
 ) {
@@ -249,9 +249,11 @@ fn record(
     }
     crate::runner::laps::add(&mut entry.phases, &done.phases);
     match outcome {
-        Outcome::Passed { .. } => {}
-        Outcome::Infrastructure(e) => tally.infrastructure.push(format!("{}: {e}", explored.name)),
-        Outcome::Found(finding) => {
+        SequenceEnd::Passed { .. } => {}
+        SequenceEnd::Infrastructure(e) => {
+            tally.infrastructure.push(format!("{}: {e}", explored.name))
+        }
+        SequenceEnd::Found(finding) => {
             if let Some(seen) = tally.findings.get_mut(&finding.key) {
                 seen.2 += 1;
                 return;

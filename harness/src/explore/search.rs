@@ -54,7 +54,7 @@ pub struct Finding {
 }
 
 /// How a sequence ended.
-pub enum Outcome {
+pub enum SequenceEnd {
     /// It ran every step, no invariant broken.
     Passed {
         steps: usize,
@@ -87,13 +87,13 @@ pub struct Search<'a> {
 
 impl Search<'_> {
     /// Generates, runs and, on a violation, shrinks sequence `index`.
-    pub fn sequence(&self, index: u64) -> Outcome {
+    pub fn sequence(&self, index: u64) -> SequenceEnd {
         let strategy = generate::strategy(self.shape, self.steps.clone());
         let first = self.pass(&strategy, index, None);
         let (finding, key) = match first {
             Pass::Failed(finding, key) => (finding, key),
-            Pass::Passed(steps) => return Outcome::Passed { steps },
-            Pass::Error(e) => return Outcome::Infrastructure(e),
+            Pass::Passed(steps) => return SequenceEnd::Passed { steps },
+            Pass::Error(e) => return SequenceEnd::Infrastructure(e),
         };
         let mut finding = finding;
         // The library deletes steps once, back to front: replay passes
@@ -119,7 +119,7 @@ impl Search<'_> {
                 _ => break,
             }
         }
-        Outcome::Found(finding)
+        SequenceEnd::Found(finding)
     }
 
     /// One run of the library over `strategy`: the sequence, and its shrink

@@ -39,28 +39,28 @@ pub struct GuestView {
 
 /// How a crash image came out.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Outcome {
+pub enum CrashOutcome {
     Before,
     After,
     Between,
     Violation(String),
 }
 
-impl Outcome {
+impl CrashOutcome {
     pub fn class(&self) -> &'static str {
         match self {
-            Outcome::Before => "before",
-            Outcome::After => "after",
-            Outcome::Between => "between",
-            Outcome::Violation(_) => "VIOLATION",
+            CrashOutcome::Before => "before",
+            CrashOutcome::After => "after",
+            CrashOutcome::Between => "between",
+            CrashOutcome::Violation(_) => "VIOLATION",
         }
     }
 }
 
-impl fmt::Display for Outcome {
+impl fmt::Display for CrashOutcome {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Outcome::Violation(why) => write!(f, "VIOLATION: {why}"),
+            CrashOutcome::Violation(why) => write!(f, "VIOLATION: {why}"),
             other => f.write_str(other.class()),
         }
     }
@@ -83,21 +83,23 @@ pub fn judge(
     label_violations: &[LabelViolation],
     guest: &GuestView,
     generations: &Generations,
-) -> Outcome {
+) -> CrashOutcome {
     if let Some(v) = label_violations.first() {
-        return Outcome::Violation(format!("labels: {v}"));
+        return CrashOutcome::Violation(format!("labels: {v}"));
     }
     if let Some(report) = guest.kernel_reports.first() {
-        return Outcome::Violation(format!("kernel report while the drivers probed: {report}"));
+        return CrashOutcome::Violation(format!(
+            "kernel report while the drivers probed: {report}"
+        ));
     }
     if let Some(failure) = &guest.setup_failure {
-        return Outcome::Violation(failure.clone());
+        return CrashOutcome::Violation(failure.clone());
     }
     if let Some(sectors) = guest.sectors.as_ref().filter(|s| !s.is_consistent()) {
-        return Outcome::Violation(sectors.to_string());
+        return CrashOutcome::Violation(sectors.to_string());
     }
     if let Some(filesystem) = guest.filesystem.as_ref().filter(|f| !f.is_consistent()) {
-        return Outcome::Violation(filesystem.to_string());
+        return CrashOutcome::Violation(filesystem.to_string());
     }
     let held: BTreeSet<(Uuid, u64)> = media
         .iter()
@@ -105,40 +107,40 @@ pub fn judge(
         .map(|k| (k.uuid, k.size))
         .collect();
     if !held.is_empty() && !guest.region_enabled {
-        return Outcome::Violation(format!(
+        return CrashOutcome::Violation(format!(
             "the region did not come back, though its labels hold {} namespaces",
             held.len()
         ));
     }
     if held != guest.namespaces {
-        return Outcome::Violation(format!(
+        return CrashOutcome::Violation(format!(
             "the kernel found {:?}, the labels hold {:?}",
             guest.namespaces, held
         ));
     }
     if let Some((dimm, _)) = guest.check_labels.iter().find(|(_, ok)| !ok) {
-        return Outcome::Violation(format!("`ndctl check-labels {dimm}` failed"));
+        return CrashOutcome::Violation(format!("`ndctl check-labels {dimm}` failed"));
     }
     if guest.further_create == Some(false) {
-        return Outcome::Violation("a further create-namespace was refused".into());
+        return CrashOutcome::Violation("a further create-namespace was refused".into());
     }
     generation(media, generations)
 }
 
 /// Which generation of the step `media` is.
-fn generation(media: &BTreeSet<NamespaceKey>, generations: &Generations) -> Outcome {
+fn generation(media: &BTreeSet<NamespaceKey>, generations: &Generations) -> CrashOutcome {
     if *media == generations.before {
-        return Outcome::Before;
+        return CrashOutcome::Before;
     }
     if *media == generations.after {
-        return Outcome::After;
+        return CrashOutcome::After;
     }
     let known: BTreeSet<Uuid> = uuids(&generations.before)
         .union(&uuids(&generations.after))
         .copied()
         .collect();
     if let Some(stranger) = media.iter().find(|k| !known.contains(&k.uuid)) {
-        return Outcome::Violation(format!(
+        return CrashOutcome::Violation(format!(
             "namespace {:?} is neither before the step, nor after it, nor the step's own",
             stranger.uuid
         ));
@@ -148,15 +150,15 @@ fn generation(media: &BTreeSet<NamespaceKey>, generations: &Generations) -> Outc
         .copied()
         .collect();
     if let Some(lost) = kept.difference(&uuids(media)).next() {
-        return Outcome::Violation(format!(
+        return CrashOutcome::Violation(format!(
             "namespace {lost:?}, which the step leaves alone, is gone"
         ));
     }
-    Outcome::Between
+    CrashOutcome::Between
 }
 
 /// Outcomes counted by class, for the transcript.
-pub fn tally(outcomes: &[Outcome]) -> BTreeMap<&'static str, usize> {
+pub fn tally(outcomes: &[CrashOutcome]) -> BTreeMap<&'static str, usize> {
     let mut counts = BTreeMap::new();
     for o in outcomes {
         *counts.entry(o.class()).or_default() += 1;
@@ -198,20 +200,23 @@ mod tests {
             after: [old.clone(), new.clone()].into(),
         };
         let judge_media = |m: BTreeSet<NamespaceKey>| judge(&m, &[], &guest_on(&m), &gens);
-        assert_eq!(judge_media(gens.before.clone()), Outcome::Before);
-        assert_eq!(judge_media(gens.after.clone()), Outcome::After);
+        assert_eq!(judge_media(gens.before.clone()), CrashOutcome::Before);
+        assert_eq!(judge_media(gens.after.clone()), CrashOutcome::After);
         // The new namespace at its size, its claim not yet written.
         let raw = key(2, 32 << 20, ClaimClass::None);
-        assert_eq!(judge_media([old.clone(), raw].into()), Outcome::Between);
+        assert_eq!(
+            judge_media([old.clone(), raw].into()),
+            CrashOutcome::Between
+        );
         // The old namespace gone, or a stranger: never a cut's doing.
         assert!(matches!(
             judge_media([new.clone()].into()),
-            Outcome::Violation(_)
+            CrashOutcome::Violation(_)
         ));
         let stranger = key(9, 16 << 20, ClaimClass::None);
         assert!(matches!(
             judge_media([old, stranger].into()),
-            Outcome::Violation(_)
+            CrashOutcome::Violation(_)
         ));
     }
 
@@ -228,22 +233,26 @@ mod tests {
         guest.namespaces.clear();
         let outcome = judge(&media, &[], &guest, &gens);
         assert!(
-            matches!(&outcome, Outcome::Violation(w) if w.contains("did not come back")),
+            matches!(&outcome, CrashOutcome::Violation(w) if w.contains("did not come back")),
             "{outcome}"
         );
         let mut guest = guest_on(&media);
         guest.check_labels.push(("nmem0".into(), false));
         assert!(matches!(
             judge(&media, &[], &guest, &gens),
-            Outcome::Violation(_)
+            CrashOutcome::Violation(_)
         ));
         let mut guest = guest_on(&media);
         guest.kernel_reports.push("WARNING: at label.c".into());
         assert!(matches!(
             judge(&media, &[], &guest, &gens),
-            Outcome::Violation(_)
+            CrashOutcome::Violation(_)
         ));
-        let counted = tally(&[Outcome::Before, Outcome::Before, Outcome::After]);
+        let counted = tally(&[
+            CrashOutcome::Before,
+            CrashOutcome::Before,
+            CrashOutcome::After,
+        ]);
         assert_eq!(counted.get("before"), Some(&2));
     }
 }

@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use super::classify::{self, Generations, Outcome};
+use super::classify::{self, CrashOutcome, Generations};
 use super::filesystem;
 use super::media::{self, Media};
 use super::record::{self, CrashImage, CrashPoint, LabelWrite};
@@ -38,7 +38,7 @@ pub enum Error {
 #[derive(Clone, Debug)]
 pub struct PointResult {
     pub point: CrashPoint,
-    pub outcome: Outcome,
+    pub outcome: CrashOutcome,
     /// The restart and its checks.
     pub cost: Duration,
     /// What the sectors or the filesystem held, when the step names them.
@@ -64,7 +64,7 @@ impl CutReport {
     pub fn violations(&self) -> impl Iterator<Item = &PointResult> {
         self.points
             .iter()
-            .filter(|p| matches!(p.outcome, Outcome::Violation(_)))
+            .filter(|p| matches!(p.outcome, CrashOutcome::Violation(_)))
     }
 
     /// The lines the transcript shows: stable for a given kernel when the
@@ -105,7 +105,7 @@ impl CutReport {
 
     /// How the judged points came out, by class, and how they were chosen.
     pub fn tally(&self) -> String {
-        let outcomes: Vec<Outcome> = self.points.iter().map(|p| p.outcome.clone()).collect();
+        let outcomes: Vec<CrashOutcome> = self.points.iter().map(|p| p.outcome.clone()).collect();
         let tally: Vec<String> = classify::tally(&outcomes)
             .iter()
             .map(|(class, n)| format!("{class} {n}"))
@@ -229,11 +229,11 @@ pub async fn run(
             Ok(view) => judge(&media, &view, &generations),
             Err(e) if !e.is_infrastructure() => {
                 let first = e.to_string().lines().next().unwrap_or("").to_owned();
-                Outcome::Violation(format!("the restarted guest failed: {first}"))
+                CrashOutcome::Violation(format!("the restarted guest failed: {first}"))
             }
             Err(e) => return Err(restart_error(e)),
         };
-        let evidence = if matches!(outcome, Outcome::Violation(_)) {
+        let evidence = if matches!(outcome, CrashOutcome::Violation(_)) {
             Some((image.dir.clone(), run.path.clone()))
         } else {
             run.remove();
@@ -274,11 +274,11 @@ async fn kept_checksums(
     Ok(out.stdout_text())
 }
 
-fn judge(media: &Media, view: &classify::GuestView, generations: &Generations) -> Outcome {
+fn judge(media: &Media, view: &classify::GuestView, generations: &Generations) -> CrashOutcome {
     let violations: Vec<_> = media.violations.iter().map(|(_, v)| v.clone()).collect();
     match classify::judge(&media.namespaces, &violations, view, generations) {
         // Name the region the labels broke in.
-        Outcome::Violation(why) if !violations.is_empty() => Outcome::Violation(format!(
+        CrashOutcome::Violation(why) if !violations.is_empty() => CrashOutcome::Violation(format!(
             "{why} ({})",
             media.first_violation().unwrap_or_default()
         )),

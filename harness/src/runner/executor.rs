@@ -16,9 +16,7 @@ use super::guest_env::GuestEnvs;
 use super::jobs::default_jobs;
 use super::repeat::{Repeat, Stopper};
 use super::reporter::{Reporter, Reporters, RunEvent, RunRecord, Schedule, StepDone, TrialName};
-use super::result::{
-    exit_code, Phases, RunInfo, Status, TrialResult, KNOWN_FAILURE_PASSED, RETRIED_AFTER,
-};
+use super::result::{exit_code, Cause, Note, Phases, RunInfo, Status, TrialResult};
 use super::selection::{self, Planned};
 use super::trial::{self, TrialOutcome};
 use super::{snapshot, warm, Config, GuestEnv};
@@ -270,13 +268,23 @@ fn run_one(exec: &Execution, trial: &Trial, repetition: Option<u32>) -> Result<C
         .spec
         .known_failures
         .entries_for(&exec.config.guest, &trial.topology.name);
-    let (status, evidence, message, note) = settle(outcome, &known);
-    let why_known = note.clone().filter(|_| status == Status::KnownFailure);
+    let Settled {
+        status,
+        evidence,
+        message,
+        note,
+        failure,
+    } = settle(outcome, &known);
+    let why_known = match &note {
+        Some(Note::KnownFailure(reason)) => Some(reason.clone()),
+        _ => None,
+    };
     let result = TrialResult {
         name: trial.name.clone(),
         topology: trial.topology.name.clone(),
         modes: trial.case.spec.modes.clone(),
         note: note.or(retried),
+        failure,
         status,
         duration: start.elapsed(),
         phases,
@@ -300,38 +308,66 @@ fn run_one(exec: &Execution, trial: &Trial, repetition: Option<u32>) -> Result<C
     }
 }
 
-/// A trial's outcome as it is reported: status, evidence, message and
-/// note, given the known failure its case declares on this guest, if any.
-fn settle(
-    outcome: TrialOutcome,
-    known: &[&KnownFailure],
-) -> (Status, Option<PathBuf>, Option<String>, Option<String>) {
-    match outcome {
-        TrialOutcome::Pass => {
-            let stale = match known::judge(known, None) {
-                Judged::Stale(reason) => Some(format!("{KNOWN_FAILURE_PASSED}{reason}")),
-                _ => None,
-            };
-            (Status::Pass, None, None, stale)
+/// A trial's outcome as it is reported.
+struct Settled {
+    status: Status,
+    evidence: Option<PathBuf>,
+    message: Option<String>,
+    note: Option<Note>,
+    failure: Option<Cause>,
+}
+
+impl Default for Settled {
+    fn default() -> Settled {
+        Settled {
+            status: Status::Pass,
+            evidence: None,
+            message: None,
+            note: None,
+            failure: None,
         }
-        TrialOutcome::Fail { message, evidence } => {
-            let judged = known::judge(known, Some(&message));
-            let message = with_evidence(message, Some(&evidence));
-            match judged {
-                Judged::Known(reason) => (
-                    Status::KnownFailure,
-                    Some(evidence),
-                    Some(message),
-                    Some(reason),
-                ),
-                _ => (Status::Fail, Some(evidence), Some(message), None),
+    }
+}
+
+/// A trial's outcome as it is reported: status, evidence, message, note
+/// and cause, given the known failure its case declares on this guest, if
+/// any.
+fn settle(outcome: TrialOutcome, known: &[&KnownFailure]) -> Settled {
+    match outcome {
+        TrialOutcome::Pass => Settled {
+            status: Status::Pass,
+            note: match known::judge(known, None) {
+                Judged::Stale(reason) => Some(Note::KnownFailurePassed(reason)),
+                _ => None,
+            },
+            ..Settled::default()
+        },
+        TrialOutcome::Fail { failure, evidence } => {
+            let judged = known::judge(known, Some(&failure.message));
+            let message = with_evidence(failure.message, Some(&evidence));
+            let (status, note) = match judged {
+                Judged::Known(reason) => (Status::KnownFailure, Some(Note::KnownFailure(reason))),
+                _ => (Status::Fail, None),
+            };
+            Settled {
+                status,
+                evidence: Some(evidence),
+                message: Some(message),
+                note,
+                failure: Some(failure.cause),
             }
         }
-        TrialOutcome::Error { message, evidence } => {
-            let message = with_evidence(message, evidence.as_ref());
-            (Status::Error, evidence, Some(message), None)
-        }
-        TrialOutcome::Skip { reason } => (Status::Ignored, None, None, Some(reason)),
+        TrialOutcome::Error { message, evidence } => Settled {
+            status: Status::Error,
+            message: Some(with_evidence(message, evidence.as_ref())),
+            evidence,
+            ..Settled::default()
+        },
+        TrialOutcome::Skip { reason } => Settled {
+            status: Status::Ignored,
+            note: Some(Note::Ignored(reason)),
+            ..Settled::default()
+        },
     }
 }
 
@@ -344,7 +380,7 @@ fn watched(
     trial: &Trial,
     repetition: Option<u32>,
     start: Instant,
-) -> (TrialOutcome, Phases, Option<String>) {
+) -> (TrialOutcome, Phases, Option<Note>) {
     let name = TrialName {
         name: trial.name.clone(),
         repetition,
@@ -422,7 +458,7 @@ fn attempt_twice(
     trial: &Trial,
     repetition: Option<u32>,
     hear: Attempts<'_>,
-) -> (TrialOutcome, Phases, Option<String>) {
+) -> (TrialOutcome, Phases, Option<Note>) {
     let state = || warm::state_for(config, env, trial);
     let attempt = || trial::run(config, env, trial, repetition, state, hear.on_step);
     match attempt() {
@@ -433,7 +469,11 @@ fn attempt_twice(
                 .map(|p| format!(" ({})", p.display()))
                 .unwrap_or_default();
             let (outcome, phases) = attempt();
-            (outcome, phases, Some(format!("{RETRIED_AFTER}{first}{at}")))
+            (
+                outcome,
+                phases,
+                Some(Note::RetriedAfter(format!("{first}{at}"))),
+            )
         }
         (outcome, phases) => (outcome, phases, None),
     }

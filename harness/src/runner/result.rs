@@ -38,6 +38,101 @@ impl Status {
     }
 }
 
+/// What a failing trial failed on: results.json's `failure` (`kind` and
+/// its fields), the reporters' grouping; the words are in the message.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Cause {
+    /// Step `step` ended otherwise than its case expects (exit code,
+    /// stdout, stderr).
+    Expectation { step: usize, command: String },
+    /// Step `step` did not finish within its timeout.
+    Timeout { step: usize, command: String },
+    /// The kernel reported a problem not declared: its title (`WARNING`,
+    /// `BUG`, `panic`, ...), its first line, and where.
+    KernelReport {
+        title: String,
+        line: String,
+        context: String,
+    },
+    /// The guest died under the kernel (a panic, a reported oops that
+    /// hung the command) while doing `during`.
+    GuestDied { during: String },
+    /// Preparing the guest failed: drivers, region assembly, a reboot the
+    /// guest cannot have, the layout's listing.
+    Setup { what: String },
+    /// These snapshots differ from what the trial produced.
+    Snapshot { names: Vec<String> },
+    /// A power-cut step: `violations` of the `judged` crash points broke
+    /// consistency.
+    PowerCut {
+        step: usize,
+        violations: usize,
+        judged: usize,
+    },
+}
+
+/// A verdict on the kernel or ndctl: its cause, and the message a person
+/// reads (with the evidence the cause points at).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Failure {
+    pub cause: Cause,
+    pub message: String,
+}
+
+impl Failure {
+    pub fn new(cause: Cause, message: impl Into<String>) -> Failure {
+        Failure {
+            cause,
+            message: message.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// What a trial's result says beside its status, one thing at a time.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Note {
+    /// Why it did not run (its case's `ignored:`, the guest it needs, a
+    /// step's skip code).
+    Ignored(String),
+    /// The reason of the known failure it failed as.
+    KnownFailure(String),
+    /// It passed where its case expects this known failure (stale?).
+    KnownFailurePassed(String),
+    /// Its first attempt's infrastructure error; it ran once more.
+    RetriedAfter(String),
+}
+
+impl Note {
+    /// The note's own text, without what kind of note it is.
+    pub fn text(&self) -> &str {
+        match self {
+            Note::Ignored(t)
+            | Note::KnownFailure(t)
+            | Note::KnownFailurePassed(t)
+            | Note::RetriedAfter(t) => t,
+        }
+    }
+}
+
+/// As a person reads it: `retried after: ...`, `known failure passed:
+/// ...`, or the reason alone.
+impl std::fmt::Display for Note {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Note::Ignored(t) | Note::KnownFailure(t) => f.write_str(t),
+            Note::KnownFailurePassed(t) => write!(f, "known failure passed: {t}"),
+            Note::RetriedAfter(t) => write!(f, "retried after: {t}"),
+        }
+    }
+}
+
 /// Where a trial's wall time went: (phase, time), in first-seen order.
 /// Phases are named in code; a record read back from results.json owns
 /// its names.
@@ -48,9 +143,11 @@ pub struct TrialResult {
     pub name: String,
     pub topology: String,
     pub modes: Vec<Mode>,
-    /// Why an ignored case is ignored, or the first attempt's error of a
-    /// retried trial (`retried after: ...`).
-    pub note: Option<String>,
+    /// Why an ignored case is ignored, the known failure's reason, or the
+    /// first attempt's error of a retried trial.
+    pub note: Option<Note>,
+    /// What a failing (or known-failing) trial failed on.
+    pub failure: Option<Cause>,
     pub status: Status,
     pub duration: Duration,
     pub evidence: Option<PathBuf>,
@@ -67,26 +164,30 @@ pub struct TrialResult {
     pub repetition: Option<u32>,
 }
 
-/// The prefix of a retried trial's note.
-pub(crate) const RETRIED_AFTER: &str = "retried after: ";
-/// The prefix of the note of a trial that passed where its case expects a
-/// known failure.
-pub(crate) const KNOWN_FAILURE_PASSED: &str = "known failure passed: ";
-
 impl TrialResult {
     /// The first attempt's infrastructure error, when the trial was retried.
     pub fn retried_after(&self) -> Option<&str> {
-        self.note
-            .as_deref()
-            .and_then(|n| n.strip_prefix(RETRIED_AFTER))
+        match &self.note {
+            Some(Note::RetriedAfter(t)) => Some(t),
+            _ => None,
+        }
     }
 
     /// The reason of the known failure this trial was expected to fail
     /// with, when it passed instead.
     pub fn stale_known_failure(&self) -> Option<&str> {
-        self.note
-            .as_deref()
-            .and_then(|n| n.strip_prefix(KNOWN_FAILURE_PASSED))
+        match &self.note {
+            Some(Note::KnownFailurePassed(t)) => Some(t),
+            _ => None,
+        }
+    }
+
+    /// Why it did not run, or the known failure's reason.
+    pub fn reason(&self) -> Option<&str> {
+        match &self.note {
+            Some(Note::Ignored(t) | Note::KnownFailure(t)) => Some(t),
+            _ => None,
+        }
     }
 
     /// The trial's name, with `#N` when it is the Nth repetition.
@@ -105,7 +206,8 @@ impl TrialResult {
             name: trial.name.clone(),
             topology: trial.topology.name.clone(),
             modes: trial.case.spec.modes.clone(),
-            note: Some(why),
+            note: Some(Note::Ignored(why)),
+            failure: None,
             status: Status::Ignored,
             duration: Duration::ZERO,
             phases: Vec::new(),
@@ -156,6 +258,10 @@ pub(crate) fn sample(name: &str, status: Status) -> TrialResult {
         topology: name.rsplit("::").next().unwrap_or_default().into(),
         modes: vec![],
         note: None,
+        failure: (status == Status::Fail).then(|| Cause::Expectation {
+            step: 2,
+            command: "x".into(),
+        }),
         status,
         duration: Duration::from_millis(1500),
         phases: Vec::new(),

@@ -13,7 +13,7 @@ use super::result::{Status, TrialResult};
 /// What a trial's runs came to together.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Outcome {
+pub enum RepeatedOutcome {
     Pass,
     /// Some runs passed, some failed or errored.
     Flaky,
@@ -25,15 +25,15 @@ pub enum Outcome {
     Known,
 }
 
-impl Outcome {
+impl RepeatedOutcome {
     pub fn word(self) -> &'static str {
         match self {
-            Outcome::Pass => "pass",
-            Outcome::Flaky => "FLAKY",
-            Outcome::Fail => "FAIL",
-            Outcome::Error => "ERROR",
-            Outcome::Ignored => "ignored",
-            Outcome::Known => "known",
+            RepeatedOutcome::Pass => "pass",
+            RepeatedOutcome::Flaky => "FLAKY",
+            RepeatedOutcome::Fail => "FAIL",
+            RepeatedOutcome::Error => "ERROR",
+            RepeatedOutcome::Ignored => "ignored",
+            RepeatedOutcome::Known => "known",
         }
     }
 }
@@ -67,14 +67,14 @@ fn seconds<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> 
 }
 
 impl Tally {
-    pub fn outcome(&self) -> Outcome {
+    pub fn outcome(&self) -> RepeatedOutcome {
         match self {
-            t if t.runs == 0 => Outcome::Ignored,
-            t if t.passed == t.runs => Outcome::Pass,
-            t if t.known == t.runs => Outcome::Known,
-            t if t.passed > 0 => Outcome::Flaky,
-            t if t.failed > 0 => Outcome::Fail,
-            _ => Outcome::Error,
+            t if t.runs == 0 => RepeatedOutcome::Ignored,
+            t if t.passed == t.runs => RepeatedOutcome::Pass,
+            t if t.known == t.runs => RepeatedOutcome::Known,
+            t if t.passed > 0 => RepeatedOutcome::Flaky,
+            t if t.failed > 0 => RepeatedOutcome::Fail,
+            _ => RepeatedOutcome::Error,
         }
     }
 
@@ -169,9 +169,9 @@ mod tests {
                 "s::d::nfit-1"
             ]
         );
-        assert_eq!(t[0].outcome(), Outcome::Pass);
+        assert_eq!(t[0].outcome(), RepeatedOutcome::Pass);
         assert_eq!(t[0].mean, Duration::from_secs(2));
-        assert_eq!(t[1].outcome(), Outcome::Flaky);
+        assert_eq!(t[1].outcome(), RepeatedOutcome::Flaky);
         assert_eq!(
             (t[1].fraction(), t[1].failing.clone()),
             ("2/3".into(), vec![3])
@@ -179,16 +179,16 @@ mod tests {
         assert!((t[1].pass_rate().unwrap() - 2.0 / 3.0).abs() < 1e-9);
         assert_eq!(t[1].mean, Duration::from_secs(3));
         // Failures before errors: a conformance verdict is the stronger word.
-        assert_eq!(t[2].outcome(), Outcome::Fail);
+        assert_eq!(t[2].outcome(), RepeatedOutcome::Fail);
         assert_eq!(t[2].failing, [1, 2]);
-        assert_eq!(t[3].outcome(), Outcome::Ignored);
+        assert_eq!(t[3].outcome(), RepeatedOutcome::Ignored);
         assert_eq!((t[3].fraction(), t[3].pass_rate()), ("-".into(), None));
     }
 
     #[test]
     fn a_run_without_repetitions_tallies_each_trial_once() {
         let t = tally(&[sample("s::a::nfit-1", Status::Error)]);
-        assert_eq!(t[0].outcome(), Outcome::Error);
+        assert_eq!(t[0].outcome(), RepeatedOutcome::Error);
         assert_eq!(t[0].failing, [1]);
     }
 }

@@ -340,6 +340,7 @@ mod tests {
             topology: "nfit-1".into(),
             modes: vec![],
             note: None,
+            failure: None,
             status,
             duration: Duration::ZERO,
             phases: Vec::new(),

@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::{RunRecord, Schedule, Shard};
-use crate::runner::result::{RunInfo, Status, TrialResult, KNOWN_FAILURE_PASSED, RETRIED_AFTER};
+use crate::runner::result::{Cause, Note, RunInfo, Status, TrialResult};
 use crate::runner::tally::{tally, Tally};
 use crate::suite::Mode;
 
@@ -58,10 +58,22 @@ struct JsonTrial {
     /// A pass where the case expects this known failure (a stale entry?).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     known_failure_passed: Option<String>,
+    /// What a failing or known-failing trial failed on: `kind` (`expectation`,
+    /// `timeout`, `kernel-report`, `guest-died`, `setup`, `snapshot`,
+    /// `power-cut`) and its fields.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    failure: Option<Cause>,
 }
+
+/// The version of results.json this code writes: 2 added it and each
+/// trial's `failure`. Its schema: `harness/schema/results.schema.json`.
+pub const SCHEMA_VERSION: u32 = 2;
 
 #[derive(Serialize, Deserialize)]
 struct JsonRun {
+    /// Absent (1) in a file written before versions were.
+    #[serde(default = "first_version")]
+    schema_version: u32,
     run: RunInfo,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     date: Option<String>,
@@ -82,6 +94,10 @@ struct JsonRun {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     shards: Vec<Shard>,
     trials: Vec<JsonTrial>,
+}
+
+fn first_version() -> u32 {
+    1
 }
 
 fn split(name: &str) -> (&str, &str) {
@@ -110,10 +126,9 @@ fn json_trial(r: &TrialResult, info: &RunInfo) -> JsonTrial {
         evidence: r.evidence.clone(),
         message: r.message.clone(),
         retried_after: r.retried_after().map(str::to_owned),
-        reason: matches!(r.status, Status::Ignored | Status::KnownFailure)
-            .then(|| r.note.clone())
-            .flatten(),
+        reason: r.reason().map(str::to_owned),
         known_failure_passed: r.stale_known_failure().map(str::to_owned),
+        failure: r.failure.clone(),
     }
 }
 
@@ -125,6 +140,7 @@ pub fn json(run: &RunRecord) -> String {
     trials.sort_by(|a, b| (&a.name, a.repetition).cmp(&(&b.name, b.repetition)));
     let repeated = results.iter().any(|r| r.repetition.is_some());
     let out = JsonRun {
+        schema_version: SCHEMA_VERSION,
         run: run.info.clone(),
         date: run.date.clone(),
         wall_seconds: run.wall.as_secs_f64(),
@@ -149,11 +165,12 @@ fn seconds(s: f64) -> Duration {
 fn trial_result(t: JsonTrial, info: &RunInfo) -> TrialResult {
     let own_guest = t.kernel != info.kernel || t.image != info.image_key;
     let note = match (t.status, t.reason, t.retried_after) {
-        (Status::Ignored | Status::KnownFailure, Some(reason), _) => Some(reason),
-        _ if t.known_failure_passed.is_some() => t
-            .known_failure_passed
-            .map(|r| format!("{KNOWN_FAILURE_PASSED}{r}")),
-        (_, _, Some(first)) => Some(format!("{RETRIED_AFTER}{first}")),
+        (Status::Ignored, Some(reason), _) => Some(Note::Ignored(reason)),
+        (Status::KnownFailure, Some(reason), _) => Some(Note::KnownFailure(reason)),
+        _ if t.known_failure_passed.is_some() => {
+            t.known_failure_passed.map(Note::KnownFailurePassed)
+        }
+        (_, _, Some(first)) => Some(Note::RetriedAfter(first)),
         _ => None,
     };
     TrialResult {
@@ -161,6 +178,7 @@ fn trial_result(t: JsonTrial, info: &RunInfo) -> TrialResult {
         topology: t.topology,
         modes: t.modes,
         note,
+        failure: t.failure,
         status: t.status,
         duration: seconds(t.duration_seconds),
         evidence: t.evidence,
@@ -224,11 +242,13 @@ mod tests {
 
     fn record() -> RunRecord {
         let mut retried = sample("a::ok::cxl-x6", Status::Pass);
-        retried.note = Some(format!("{RETRIED_AFTER}infrastructure error: QEMU exited"));
+        retried.note = Some(Note::RetriedAfter(
+            "infrastructure error: QEMU exited".into(),
+        ));
         retried.phases = vec![("restore".into(), Duration::from_millis(250))];
         retried.modes = vec![Mode::Fsdax];
         let mut ignored = sample("b::later::nfit-1", Status::Ignored);
-        ignored.note = Some("needs a 6.13 kernel".into());
+        ignored.note = Some(Note::Ignored("needs a 6.13 kernel".into()));
         ignored.duration = Duration::ZERO;
         let mut own = sample("ndctl::create.sh::nfit-test-modules", Status::Pass);
         own.guest = Some(("6.12.95+deb12-amd64".into(), "k2".into()));
@@ -274,6 +294,64 @@ mod tests {
         assert!(j.get("pass_rates").is_none() && j["trials"][0].get("repetition").is_none());
     }
 
+    fn schema() -> serde_json::Value {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/schema/results.schema.json");
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn results_follow_their_schema_and_say_its_version() {
+        let schema = schema();
+        assert_eq!(
+            schema["properties"]["schema_version"]["const"],
+            SCHEMA_VERSION
+        );
+        let validator = jsonschema::validator_for(&schema).unwrap();
+        let mut run = record();
+        let mut known = sample("p::create::cxl-x2", Status::KnownFailure);
+        known.failure = Some(Cause::PowerCut {
+            step: 3,
+            violations: 2,
+            judged: 28,
+        });
+        known.note = Some(Note::KnownFailure("a cut between DIMMs".into()));
+        let mut report = sample("k::warn::nfit-1", Status::Fail);
+        report.failure = Some(Cause::KernelReport {
+            title: "WARNING".into(),
+            line: "WARNING: CPU: 0 PID: 1 at drivers/nvdimm/label.c:1 f".into(),
+            context: "in step 2 (`x`)".into(),
+        });
+        run.results.extend([known, report]);
+        let written: serde_json::Value = serde_json::from_str(&json(&run)).unwrap();
+        let errors: Vec<String> = validator
+            .iter_errors(&written)
+            .map(|e| format!("{} at {}", e, e.instance_path()))
+            .collect();
+        assert!(errors.is_empty(), "{errors:#?}");
+        // A field the schema does not know, or a failure without its cause,
+        // is refused: the schema is as strict as the writer.
+        let mut extra = written.clone();
+        extra["trials"][0]["surprise"] = 1.into();
+        assert!(!validator.is_valid(&extra));
+        let mut causeless = written.clone();
+        let failing = causeless["trials"]
+            .as_array_mut()
+            .unwrap()
+            .iter_mut()
+            .find(|t| t["status"] == "fail")
+            .unwrap();
+        failing.as_object_mut().unwrap().remove("failure");
+        assert!(!validator.is_valid(&causeless));
+    }
+
+    #[test]
+    fn a_file_from_before_versions_reads_as_version_one() {
+        let mut old: serde_json::Value = serde_json::from_str(&json(&record())).unwrap();
+        old.as_object_mut().unwrap().remove("schema_version");
+        let back = parse(&old.to_string()).unwrap();
+        assert_eq!(back.results.len(), 4);
+    }
+
     #[test]
     fn a_record_reads_back_as_it_was_written() {
         let mut before = record();
@@ -288,6 +366,7 @@ mod tests {
                 (&a.name, a.status, a.duration, &a.note, &a.guest, &a.modes),
                 (&b.name, b.status, b.duration, &b.note, &b.guest, &b.modes)
             );
+            assert_eq!(a.failure, b.failure);
             assert_eq!(
                 (&a.message, &a.evidence, &a.phases),
                 (&b.message, &b.evidence, &b.phases)

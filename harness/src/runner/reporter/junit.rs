@@ -57,7 +57,7 @@ fn test_case(suite: &str, r: &TrialResult) -> TestCase {
         }
         Status::Ignored => {
             let mut s = TestCaseStatus::skipped();
-            if let Some(reason) = &r.note {
+            if let Some(reason) = r.reason() {
                 s.set_message(reason.trim());
             }
             s
@@ -65,7 +65,7 @@ fn test_case(suite: &str, r: &TrialResult) -> TestCase {
         // As pytest reports an expected failure: skipped, with why.
         Status::KnownFailure => {
             let mut s = TestCaseStatus::skipped();
-            let reason = r.note.as_deref().unwrap_or_default().trim();
+            let reason = r.reason().unwrap_or_default().trim();
             s.set_message(format!("known failure: {reason}"));
             s.set_description(r.message.as_deref().unwrap_or_default());
             s
@@ -101,14 +101,17 @@ mod tests {
     #[test]
     fn junit_tells_failures_errors_skips_and_retries_apart() {
         let mut retried = sample("a::ok::cxl-x6", Status::Pass);
-        retried.note =
-            Some("retried after: infrastructure error: QEMU exited while booting".into());
+        retried.note = Some(crate::runner::result::Note::RetriedAfter(
+            "infrastructure error: QEMU exited while booting".into(),
+        ));
         let mut bad = sample("a::bad::nfit-1", Status::Fail);
         bad.message = Some("step 2 (`x`): exit code 1, expected 0".into());
         let mut boot = sample("b::boot::nfit-1", Status::Error);
         boot.message = Some("infrastructure error: QEMU exited".into());
         let mut later = sample("b::later::nfit-1", Status::Ignored);
-        later.note = Some("needs a 6.13 kernel".into());
+        later.note = Some(crate::runner::result::Note::Ignored(
+            "needs a 6.13 kernel".into(),
+        ));
         let run = RunRecord {
             results: vec![
                 sample("a::ok::nfit-1", Status::Pass),

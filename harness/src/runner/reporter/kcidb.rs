@@ -106,7 +106,7 @@ fn status(s: Status) -> &'static str {
 /// The log excerpt of a run: its message (or why it was ignored), cut to
 /// what KCIDB takes, NULs dropped.
 fn excerpt(r: &TrialResult) -> Option<String> {
-    let text = r.message.as_ref().or(r.note.as_ref())?;
+    let text = r.message.as_deref().or(r.reason())?;
     let mut out: String = text.chars().filter(|c| *c != '\0').collect();
     if out.len() > EXCERPT_MAX {
         let end = (0..=EXCERPT_MAX)
@@ -216,7 +216,9 @@ mod tests {
         bad.message = Some(format!("step 1\0: {}", "x".repeat(20_000)));
         bad.repetition = Some(2);
         let mut later = sample("a::later::cxl-x2", Status::Ignored);
-        later.note = Some("needs a 6.13 kernel".into());
+        later.note = Some(crate::runner::result::Note::Ignored(
+            "needs a 6.13 kernel".into(),
+        ));
         let run = RunRecord {
             results: vec![sample("a::ok::nfit-1", Status::Pass), bad, later],
             info: RunInfo {

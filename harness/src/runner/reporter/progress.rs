@@ -79,7 +79,7 @@ pub fn progress_line(r: &TrialResult) -> String {
     }
     // A known failure's reason is long: the summary lists it once.
     if let Some(note) = r.note.as_ref().filter(|_| r.status != Status::KnownFailure) {
-        tail.push_str(&format!("  ({})", note.trim()));
+        tail.push_str(&format!("  ({})", note.to_string().trim()));
     }
     let time = if r.status == Status::Ignored {
         "      -".to_owned()

@@ -8,7 +8,7 @@ use std::fmt::Write;
 use super::progress::progress_line;
 use super::{Reporter, RunEvent, RunRecord};
 use crate::runner::result::{Status, TrialResult};
-use crate::runner::tally::{tally, Outcome};
+use crate::runner::tally::{tally, RepeatedOutcome};
 
 /// Prints [`summary`] when the run ends.
 pub struct SummaryReporter;
@@ -110,7 +110,7 @@ fn known_failures(results: &[TrialResult]) -> String {
     if !known.is_empty() {
         let _ = writeln!(out, "\n  known failures (reported, not failing the run)");
         for r in known {
-            let reason = r.note.as_deref().unwrap_or_default();
+            let reason = r.reason().unwrap_or_default();
             let _ = writeln!(out, "  {}: {reason}", r.display_name());
         }
     }
@@ -138,7 +138,7 @@ fn pass_rates(results: &[TrialResult]) -> String {
             let _ = write!(tail, "  failed: {}", failing.join(" "));
         }
         let time = match t.outcome() {
-            Outcome::Ignored => "      -".to_owned(),
+            RepeatedOutcome::Ignored => "      -".to_owned(),
             _ => format!("{:>6.1}s", t.mean.as_secs_f64()),
         };
         let _ = writeln!(
@@ -175,10 +175,10 @@ fn totals(run: &RunRecord) -> String {
             out,
             "\n  {}: {} passed every run, {} flaky, {} failed every run, {} errored",
             super::count(tallies.len(), "trial"),
-            count(Outcome::Pass),
-            count(Outcome::Flaky),
-            count(Outcome::Fail),
-            count(Outcome::Error),
+            count(RepeatedOutcome::Pass),
+            count(RepeatedOutcome::Flaky),
+            count(RepeatedOutcome::Fail),
+            count(RepeatedOutcome::Error),
         );
     }
     if let Some(stopped) = &run.schedule.stopped {
@@ -266,11 +266,12 @@ mod tests {
     #[test]
     fn known_failures_and_stale_entries_are_listed_and_do_not_fail_the_run() {
         let mut known = sample("p::create::cxl-x2", Status::KnownFailure);
-        known.note = Some("a cut between DIMMs".into());
+        known.note = Some(crate::runner::result::Note::KnownFailure(
+            "a cut between DIMMs".into(),
+        ));
         let mut stale = sample("p::create::cxl-x6", Status::Pass);
-        stale.note = Some(format!(
-            "{}a cut between DIMMs",
-            crate::runner::result::KNOWN_FAILURE_PASSED
+        stale.note = Some(crate::runner::result::Note::KnownFailurePassed(
+            "a cut between DIMMs".into(),
         ));
         let results = vec![known, stale];
         let run = RunRecord {

@@ -2,6 +2,7 @@
 //! and the layout a snapshot holds (what ndctl and cxl list, names
 //! replaced, normalized), each in one guest round trip.
 
+use crate::runner::result::Cause;
 use std::time::Duration;
 
 use super::verdict::Verdict;
@@ -70,7 +71,8 @@ pub async fn names_and_layout(m: &Machine, t: &Topology) -> Result<(Names, Strin
     };
     let outs = &outs[name_count..];
     if let Some(failed) = machine::first_failure(&listings, outs, &stderr) {
-        return Err(Verdict::Fail(failed));
+        let what = "listing the layout".to_owned();
+        return Err(Verdict::fail(Cause::Setup { what }, failed));
     }
     let mut text = String::new();
     for (argv, (_, stdout)) in listings.iter().zip(outs) {

@@ -16,7 +16,7 @@ pub use self::trace::OnStep;
 use self::trace::Trace;
 use self::verdict::Verdict;
 use super::laps::Laps;
-use super::result::Phases;
+use super::result::{Cause, Failure, Phases};
 use super::start::SavedState;
 use super::{evidence, snapshot, Config, GuestEnv};
 use crate::normalize;
@@ -30,7 +30,7 @@ pub enum TrialOutcome {
     Pass,
     /// A verdict on the kernel or ndctl: expectation, kernel report, snapshot.
     Fail {
-        message: String,
+        failure: Failure,
         evidence: PathBuf,
     },
     /// The harness or the host failed; says nothing about the kernel.
@@ -98,7 +98,7 @@ pub fn run<E: Display>(
             run.remove();
             TrialOutcome::Pass
         }
-        Err(Verdict::Fail(message)) => TrialOutcome::Fail { message, evidence },
+        Err(Verdict::Fail(failure)) => TrialOutcome::Fail { failure, evidence },
         Err(Verdict::Skip(reason)) => TrialOutcome::Skip { reason },
         Err(Verdict::Error(message)) => TrialOutcome::Error {
             message: format!("infrastructure error: {message}"),
@@ -182,7 +182,7 @@ async fn finish(
 ) -> Result<RunDir, Verdict> {
     let mut ids = normalize::Uuids::default();
     let mut partial = None;
-    if let Err(Verdict::Fail(message)) = &mut result {
+    if let Err(Verdict::Fail(Failure { message, .. })) = &mut result {
         if let Some(text) = trace.transcript_so_far().await {
             let text = ids.apply(&text);
             if let Some(diff) = transcript_diff(config, trial, &text) {
@@ -253,13 +253,15 @@ fn judge(config: &Config, trial: &Trial, snapshots: &[(String, String)]) -> Resu
             content,
         );
         if let Err(e) = snapshot::compare(&dir, &case.path, &snap_name, &description, content) {
-            failures.push(e.to_string());
+            failures.push((snap_name, e.to_string()));
         }
     }
     if failures.is_empty() {
         Ok(())
     } else {
-        Err(Verdict::Fail(failures.join("\n")))
+        let names = failures.iter().map(|(name, _)| name.clone()).collect();
+        let message: Vec<&str> = failures.iter().map(|(_, m)| m.as_str()).collect();
+        Err(Verdict::fail(Cause::Snapshot { names }, message.join("\n")))
     }
 }
 

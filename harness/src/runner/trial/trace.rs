@@ -7,13 +7,16 @@ use std::time::{Duration, Instant};
 
 use super::capture::{names_and_layout, stable_names};
 use super::step::run_step;
-use super::verdict::{check_reports, guest_error, judge_seen, prepared, Seen, Verdict};
+use super::verdict::{
+    check_reports, guest_error, judge_seen, machine_verdict, prepared, Seen, Verdict,
+};
 use crate::assemble::Labels;
 use crate::case_guest::{self, CaseGuest, Prepared, Regions};
 use crate::kmsg::{self, Record};
 use crate::names::Names;
 use crate::powercut::cut::{self, CutPlace};
 use crate::runner::laps::Laps;
+use crate::runner::result::Cause;
 use crate::runner::start::{Assembly, Prelude, SavePoint};
 use crate::suite::PointSelection;
 use crate::suite::{Action, PowerCut, Step, Trial};
@@ -316,7 +319,11 @@ impl<'a> Trace<'a> {
                 return Err(step_error(number, &step, &source));
             }
             Err(case_guest::Error::Assembly(e)) => {
-                return Err(Verdict::Fail(format!("CXL region assembly: {e}")))
+                let what = "CXL region assembly".to_owned();
+                return Err(Verdict::fail(
+                    Cause::Setup { what },
+                    format!("CXL region assembly: {e}"),
+                ));
             }
             Err(e) => return Err(guest_error(e)),
         }
@@ -363,9 +370,12 @@ impl<'a> Trace<'a> {
     /// Snapshots the layout and the kernel log since the last checkpoint.
     async fn checkpoint(&mut self, name: &str) -> Result<(), Verdict> {
         if self.checkpoints.iter().any(|(n, _)| n == name) {
-            return Err(Verdict::Fail(format!(
-                "checkpoint `{name}` is taken twice (`layout` is the implicit last one)"
-            )));
+            return Err(Verdict::fail(
+                Cause::Setup {
+                    what: format!("checkpoint `{name}`"),
+                },
+                format!("checkpoint `{name}` is taken twice (`layout` is the implicit last one)"),
+            ));
         }
         self.clock.lap("steps");
         let t0 = Instant::now();
@@ -455,7 +465,11 @@ impl<'a> Trace<'a> {
             }
             // The case's own files missing: the case's failure.
             Err(e @ cut::Error::Kept(_)) => {
-                return Err(Verdict::Fail(format!("step {number}: {e}")))
+                let cause = Cause::Expectation {
+                    step: number,
+                    command: step.action.display(),
+                };
+                return Err(Verdict::fail(cause, format!("step {number}: {e}")));
             }
             Err(e) => return Err(Verdict::Error(format!("step {number}: {e}"))),
         };
@@ -488,13 +502,21 @@ impl<'a> Trace<'a> {
                 .chosen
                 .describe()
                 .unwrap_or_else(|| format!("all {} crash points judged", report.points.len()));
-            return Err(Verdict::Fail(format!(
-                "step {number} (`{}`): {} of {} crash points broke consistency ({judged}):\n{}",
-                step.action.display(),
-                broken.len(),
-                report.points.len(),
-                broken.join("\n")
-            )));
+            let cause = Cause::PowerCut {
+                step: number,
+                violations: broken.len(),
+                judged: report.points.len(),
+            };
+            return Err(Verdict::fail(
+                cause,
+                format!(
+                    "step {number} (`{}`): {} of {} crash points broke consistency ({judged}):\n{}",
+                    step.action.display(),
+                    broken.len(),
+                    report.points.len(),
+                    broken.join("\n")
+                ),
+            ));
         }
         Ok(())
     }
@@ -517,13 +539,20 @@ impl<'a> Trace<'a> {
 fn step_error(number: usize, step: &Step, e: &machine::Error) -> Verdict {
     match e {
         machine::Error::Agent(agent::Error::CommandTimeout { timeout, .. }) => {
-            Verdict::Fail(format!(
-                "step {number} (`{}`) did not finish within {timeout:?}",
-                step.action.display()
-            ))
+            let cause = Cause::Timeout {
+                step: number,
+                command: step.action.display(),
+            };
+            Verdict::fail(
+                cause,
+                format!(
+                    "step {number} (`{}`) did not finish within {timeout:?}",
+                    step.action.display()
+                ),
+            )
         }
         e if e.is_infrastructure() => Verdict::Error(e.to_string()),
-        e => Verdict::Fail(e.to_string()),
+        e => machine_verdict(e),
     }
 }
 

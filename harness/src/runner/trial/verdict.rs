@@ -6,6 +6,7 @@
 use crate::case_guest;
 use crate::kmsg::{self, Record};
 use crate::normalize;
+use crate::runner::result::{Cause, Failure};
 use crate::suite::Step;
 use crate::transcript::{self, StepRecord};
 use crate::vm::{agent, machine};
@@ -15,20 +16,43 @@ use crate::vm::{agent, machine};
 pub enum Verdict {
     /// A verdict on the kernel or ndctl: expectation, kernel report,
     /// snapshot, panic, step timeout.
-    Fail(String),
+    Fail(Failure),
     /// The harness or the host failed; says nothing about the kernel.
     Error(String),
     /// A step exited with the case's `skip_exit` code, for this reason.
     Skip(String),
 }
 
+impl Verdict {
+    /// A failure for `cause`, said as `message`.
+    pub fn fail(cause: Cause, message: impl Into<String>) -> Verdict {
+        Verdict::Fail(Failure::new(cause, message))
+    }
+}
+
 impl From<machine::Error> for Verdict {
     fn from(e: machine::Error) -> Verdict {
+        machine_verdict(&e)
+    }
+}
+
+/// The guest failing: the harness's trouble (an error) or the kernel's
+/// (its panic, its report that hung a command: a failure).
+pub fn machine_verdict(e: &machine::Error) -> Verdict {
+    {
         if e.is_infrastructure() {
-            Verdict::Error(e.to_string())
-        } else {
-            Verdict::Fail(e.to_string())
+            return Verdict::Error(e.to_string());
         }
+        let cause = match e {
+            machine::Error::Panicked { during, .. }
+            | machine::Error::KernelReport { during, .. } => Cause::GuestDied {
+                during: during.clone(),
+            },
+            _ => Cause::Setup {
+                what: e.to_string().lines().next().unwrap_or_default().to_owned(),
+            },
+        };
+        Verdict::fail(cause, e.to_string())
     }
 }
 
@@ -55,14 +79,21 @@ pub fn check_expect(step: &Step, rec: &StepRecord) -> Result<(), Verdict> {
     if problems.is_empty() {
         return Ok(());
     }
-    Err(Verdict::Fail(format!(
-        "step {} (`{}`): {}\n--- stdout\n{}\n--- stderr\n{}",
-        rec.n,
-        rec.command,
-        problems.join("; "),
-        rec.stdout.trim_end(),
-        rec.stderr.trim_end()
-    )))
+    let cause = Cause::Expectation {
+        step: rec.n,
+        command: rec.command.clone(),
+    };
+    Err(Verdict::fail(
+        cause,
+        format!(
+            "step {} (`{}`): {}\n--- stdout\n{}\n--- stderr\n{}",
+            rec.n,
+            rec.command,
+            problems.join("; "),
+            rec.stdout.trim_end(),
+            rec.stderr.trim_end()
+        ),
+    ))
 }
 
 /// Fails on any kernel report not in `expected`, showing it with the lines
@@ -88,10 +119,15 @@ pub fn check_reports(
             .take(25)
             .map(transcript::kernel_line)
             .collect();
-        return Err(Verdict::Fail(format!(
-            "kernel {kind} {context}:\n  {}",
-            report.join("\n  ")
-        )));
+        let cause = Cause::KernelReport {
+            title: kind.to_string(),
+            line: normalize::text(r.message.trim()),
+            context: context.to_owned(),
+        };
+        return Err(Verdict::fail(
+            cause,
+            format!("kernel {kind} {context}:\n  {}", report.join("\n  ")),
+        ));
     }
     Ok(())
 }
@@ -125,10 +161,13 @@ pub fn prepared(
     what: &str,
 ) -> Result<(), Verdict> {
     if !out.success() {
-        return Err(Verdict::Fail(format!(
-            "{what}: {}",
-            out.stderr_text().trim()
-        )));
+        let cause = Cause::Setup {
+            what: what.to_owned(),
+        };
+        return Err(Verdict::fail(
+            cause,
+            format!("{what}: {}", out.stderr_text().trim()),
+        ));
     }
     check_reports(kernel, expected, &format!("while {what}"))
 }
@@ -139,7 +178,12 @@ pub fn guest_error(e: case_guest::Error) -> Verdict {
     match e {
         case_guest::Error::Guest(e) => e.into(),
         e if e.is_infrastructure() => Verdict::Error(e.to_string()),
-        e => Verdict::Fail(e.to_string()),
+        e => Verdict::fail(
+            Cause::Setup {
+                what: e.to_string(),
+            },
+            e.to_string(),
+        ),
     }
 }
 

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 
 use crate::runner::result::TrialResult;
-use crate::runner::tally::{tally, Outcome, Tally};
+use crate::runner::tally::{tally, RepeatedOutcome, Tally};
 
 /// A time change is notable from this share of the previous time...
 pub const NOTABLE_RATIO: f64 = 0.2;
@@ -47,10 +47,15 @@ impl Row {
             (_, None) => return Change::Gone,
             (Some(p), Some(c)) => (p, c),
         };
-        let bad = |o| matches!(o, Outcome::Fail | Outcome::Error | Outcome::Flaky);
+        let bad = |o| {
+            matches!(
+                o,
+                RepeatedOutcome::Fail | RepeatedOutcome::Error | RepeatedOutcome::Flaky
+            )
+        };
         match (p.outcome(), c.outcome()) {
-            (Outcome::Pass, now) if bad(now) => Change::Regressed,
-            (before, Outcome::Pass) if bad(before) => Change::Fixed,
+            (RepeatedOutcome::Pass, now) if bad(now) => Change::Regressed,
+            (before, RepeatedOutcome::Pass) if bad(before) => Change::Fixed,
             (before, now) if before != now => Change::Status,
             _ => match self.time_change() {
                 Some(d) if d > 0.0 => Change::Slower,

@@ -9,7 +9,7 @@ use super::changes::{rows, Change, Row};
 use super::{diff_lines, escape, Previous};
 use crate::runner::reporter::{count, RunRecord};
 use crate::runner::result::{Status, TrialResult};
-use crate::runner::tally::{tally, Outcome, Tally};
+use crate::runner::tally::{tally, RepeatedOutcome, Tally};
 use crate::transcript::evidence_reports;
 
 /// A transcript longer than this is cut in the page (its file has it all).
@@ -57,30 +57,30 @@ pub fn render(run: &RunRecord, previous: Option<&Previous>) -> String {
 }
 
 /// The CSS class of an outcome.
-fn class(o: Outcome) -> &'static str {
+fn class(o: RepeatedOutcome) -> &'static str {
     match o {
-        Outcome::Pass => "pass",
-        Outcome::Flaky => "flaky",
-        Outcome::Fail => "fail",
-        Outcome::Error => "error",
-        Outcome::Ignored => "ignored",
-        Outcome::Known => "known",
+        RepeatedOutcome::Pass => "pass",
+        RepeatedOutcome::Flaky => "flaky",
+        RepeatedOutcome::Fail => "fail",
+        RepeatedOutcome::Error => "error",
+        RepeatedOutcome::Ignored => "ignored",
+        RepeatedOutcome::Known => "known",
     }
 }
 
 /// A run's status as the outcome of one run.
-fn outcome(s: Status) -> Outcome {
+fn outcome(s: Status) -> RepeatedOutcome {
     match s {
-        Status::Pass => Outcome::Pass,
-        Status::Fail => Outcome::Fail,
-        Status::Error => Outcome::Error,
-        Status::Ignored => Outcome::Ignored,
-        Status::KnownFailure => Outcome::Known,
+        Status::Pass => RepeatedOutcome::Pass,
+        Status::Fail => RepeatedOutcome::Fail,
+        Status::Error => RepeatedOutcome::Error,
+        Status::Ignored => RepeatedOutcome::Ignored,
+        Status::KnownFailure => RepeatedOutcome::Known,
     }
 }
 
 /// The word of an outcome, coloured.
-fn badge(o: Outcome) -> String {
+fn badge(o: RepeatedOutcome) -> String {
     format!("<span class=\"st {}\">{}</span>", class(o), o.word())
 }
 
@@ -155,7 +155,7 @@ fn header(run: &RunRecord) -> String {
         let tallies = tally(&run.results);
         let flaky = tallies
             .iter()
-            .filter(|t| t.outcome() == Outcome::Flaky)
+            .filter(|t| t.outcome() == RepeatedOutcome::Flaky)
             .count();
         let _ = write!(
             h,

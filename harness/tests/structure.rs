@@ -3,38 +3,16 @@
 //! cycle among modules (a module is a file; `crate::` and `super::` paths
 //! are its imports), and no `Result<_, String>`. Reads the sources only.
 
+mod sources;
+
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 const MAX_FILE_LINES: usize = 600;
 const MAX_FN_LINES: usize = 100;
 
 fn sources() -> Vec<(String, PathBuf, String)> {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-    let mut out = Vec::new();
-    let mut stack = vec![src.clone()];
-    while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir).unwrap().flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                stack.push(path);
-            } else if path.extension().is_some_and(|e| e == "rs") {
-                let rel = path.strip_prefix(&src).unwrap().with_extension("");
-                let mut parts: Vec<String> = rel
-                    .components()
-                    .map(|c| c.as_os_str().to_string_lossy().into_owned())
-                    .collect();
-                if parts.last().is_some_and(|p| p == "mod") {
-                    parts.pop();
-                }
-                let module = parts.join("::");
-                let text = std::fs::read_to_string(&path).unwrap();
-                out.push((module, path, text));
-            }
-        }
-    }
-    out.sort();
-    out
+    sources::source_files()
 }
 
 /// The code of a file without its `#[cfg(test)] mod tests` block and

@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
+use ndharness::guest_choice::Selection;
 use ndharness::runner::{compare, Config};
-use ndharness::select::Selection;
 
 use super::args::CompareArgs;
 use super::config::{config, find_root, run_trials};

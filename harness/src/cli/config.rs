@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 
+use ndharness::guest_choice::{self, Selection};
 use ndharness::image::{self, BuildOptions};
 use ndharness::runner::reporter::kcidb::Origin;
 use ndharness::runner::{self, Config};
-use ndharness::select::{self, Selection};
 
 use super::args::{Common, GuestArgs, KcidbArgs, MachineArgs, SelectArgs};
 
@@ -62,8 +62,8 @@ pub fn config(
     Ok(Config {
         runs_dir: runs_dir.map_or_else(|| root.join("target/ndharness/runs"), Path::to_owned),
         results_dir: root.join("target/ndharness/results"),
-        test_image: select::test_image(&images, &resolved),
-        guest: select::guest_names(&images, &resolved),
+        test_image: guest_choice::test_image(&images, &resolved),
+        guest: guest_choice::guest_names(&images, &resolved),
         image: resolved.image,
         variants: resolved.variants,
         new_variant: false,

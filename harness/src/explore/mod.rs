@@ -259,7 +259,7 @@ fn record(
                 return;
             }
             let path = report::write_case(&shared.options.out, &explored.name, &finding, config);
-            crate::progress::say(&report::announce(&explored.name, &finding, &path));
+            crate::stages::say(&report::announce(&explored.name, &finding, &path));
             tally
                 .findings
                 .insert(finding.key.clone(), (*finding, explored.name.clone(), 1));
@@ -278,7 +278,7 @@ fn progress(shared: &Shared<'_>, started: Instant) {
         let steps: usize = tally.per_topology.values().map(|t| t.steps).sum();
         let elapsed = started.elapsed().as_secs_f64();
         let left = shared.deadline.saturating_duration_since(Instant::now());
-        crate::progress::say(&format!(
+        crate::stages::say(&format!(
             "explore: {sequences} sequences, {steps} steps ({:.2} steps/s), {} findings, {}s left",
             steps as f64 / elapsed.max(1.0),
             tally.findings.len(),

@@ -6,7 +6,7 @@ use std::process::Command;
 
 use super::host::ensure_dir;
 use super::{Error, Result};
-use crate::progress::Stage;
+use crate::stages::Stage;
 use crate::tool::{self, Limit, Tool};
 
 /// The archive the guest's packages come from.

@@ -13,9 +13,10 @@ use super::kernel::{self, StagedKernel};
 use super::recipe::{ImageFiles, Lock, LockedPackage};
 use super::source_kernel;
 use super::store::{deb_path, fetch_missing, fetch_ndctl_source};
-use super::{initramfs, ndctl_tests, nfit_test, proof, BuildOptions, CacheLock, Error, Result};
-use crate::progress::Stage;
+use super::{initramfs, ndctl_tests, nfit_test, BuildOptions, CacheLock, Error, Result};
+use crate::proof;
 use crate::space;
+use crate::stages::Stage;
 
 /// Builds the image, or finds it in the cache.
 pub fn build(files: &ImageFiles, opts: &BuildOptions) -> Result<Image> {

@@ -10,9 +10,9 @@ use serde::{Deserialize, Serialize};
 
 use super::host::{publish, walk};
 use super::initramfs::{INIT, PCI_STATE, STEP};
-use super::proof::{self, Damage, Files};
 use super::recipe::ImageFiles;
 use super::{ndctl_tests, sha256_file, sha256_hex, BuildOptions, Error, Result, BUILDER_VERSION};
+use crate::proof::{self, Damage, Files};
 
 /// What a build produced and from what.
 #[derive(Clone, Debug, Deserialize, Serialize)]

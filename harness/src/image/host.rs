@@ -89,17 +89,7 @@ pub(super) fn merge_tree(src: &Path, dest: &Path) -> Result<()> {
 /// Calls `visit` with every file and link under `dir` (folders are entered,
 /// not visited).
 pub(super) fn walk(dir: &Path, visit: &mut dyn FnMut(&Path, &std::fs::Metadata)) -> Result<()> {
-    for entry in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
-        let entry = entry.map_err(|e| Error::io(dir, e))?;
-        let path = entry.path();
-        let md = std::fs::symlink_metadata(&path).map_err(|e| Error::io(&path, e))?;
-        if md.is_dir() {
-            walk(&path, visit)?;
-        } else {
-            visit(&path, &md);
-        }
-    }
-    Ok(())
+    Ok(crate::proof::walk(dir, visit)?)
 }
 
 /// Moves a finished build from its staging folder to `out` in the cache.

@@ -7,8 +7,8 @@
 use std::path::Path;
 use std::process::Command;
 
-use crate::progress::Stage;
 use crate::space;
+use crate::stages::Stage;
 use crate::tool::{self, Tool};
 
 use super::apt::{kernel_parts, Archive, Dependencies, PrivateApt, Resolved};

@@ -24,7 +24,6 @@ mod kernel;
 mod lock;
 mod ndctl_tests;
 mod nfit_test;
-mod proof;
 mod recipe;
 mod source_kernel;
 mod store;
@@ -37,7 +36,6 @@ pub use apt::Archive;
 pub use build::build;
 pub use cache::{Image, Manifest};
 pub use lock::lock;
-pub use proof::{remove_aside, sha256_matches_once};
 pub use recipe::{ImageFiles, Lock, LockedPackage, Provides, Recipe};
 
 /// A kernel the user built: `--kernel BZIMAGE --modules DIR`, where DIR is the
@@ -127,6 +125,15 @@ impl Error {
     }
 }
 
+impl From<crate::proof::Error> for Error {
+    fn from(e: crate::proof::Error) -> Error {
+        Error::Io {
+            path: e.path,
+            source: e.source,
+        }
+    }
+}
+
 impl From<crate::tool::Error> for Error {
     fn from(e: crate::tool::Error) -> Error {
         Error::HostTool(Box::new(e))
@@ -139,12 +146,7 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     hex(&Sha256::digest(bytes))
 }
 
-pub fn sha256_file(path: &Path) -> Result<String> {
-    let mut file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    let mut hasher = Sha256::new();
-    std::io::copy(&mut file, &mut hasher).map_err(|e| Error::io(path, e))?;
-    Ok(hex(&hasher.finalize()))
-}
+pub use crate::proof::sha256_file;
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -183,7 +185,7 @@ pub(crate) fn exclusive(path: &Path, what: &str) -> Result<std::fs::File> {
     if unsafe { libc::flock(fd, libc::LOCK_EX | libc::LOCK_NB) } == 0 {
         return Ok(file);
     }
-    crate::progress::say(&format!(
+    crate::stages::say(&format!(
         "waiting for another ndharness to finish with {what} ({} is locked)",
         path.display()
     ));

@@ -13,9 +13,10 @@ use std::process::Command;
 
 use super::host::{ensure_dir, merge_tree, publish, run_tool, scratch_dir, write_file};
 use super::recipe::{LockedPackage, NdctlTestsLock};
-use super::{proof, sha256_file, sha256_hex, Error, Result};
-use crate::progress::Stage;
+use super::{sha256_file, sha256_hex, Error, Result};
+use crate::proof;
 use crate::space;
+use crate::stages::Stage;
 use crate::tool;
 
 /// Where the tests live in the guest.

@@ -13,9 +13,10 @@ use std::process::Command;
 
 use super::host::{copy, dpkg_extract, ensure_dir, publish, run_tool, scratch_dir, walk};
 use super::recipe::LockedPackage;
-use super::{proof, sha256_hex, Error, Result};
-use crate::progress::Stage;
+use super::{sha256_hex, Error, Result};
+use crate::proof;
 use crate::space;
+use crate::stages::Stage;
 use crate::tool;
 
 /// Bumped when the way the modules are built changes.

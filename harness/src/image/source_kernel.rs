@@ -13,10 +13,11 @@ use super::host::{dpkg_extract, ensure_dir, run_tool};
 use super::kernel::{single_release, StagedKernel};
 use super::recipe::{ImageFiles, KernelBuildSpec, Lock};
 use super::store::deb_path;
-use super::{proof, sha256_hex, BuildOptions, Error, Result};
+use super::{sha256_hex, BuildOptions, Error, Result};
 use crate::kbuild::{self, KernelConfig};
-use crate::progress::Stage;
+use crate::proof;
 use crate::space;
+use crate::stages::Stage;
 use crate::tool;
 
 /// Bumped when the way the kernel is built changes.
@@ -109,7 +110,7 @@ pub(super) fn stage(
     std::fs::rename(&built.modules, stage.join("modules")).map_err(|e| Error::io(&stage, e))?;
     proof::seal(&stage)?;
     std::fs::rename(&stage, &dir).map_err(|e| Error::io(&dir, e))?;
-    crate::progress::say(&format!(
+    crate::stages::say(&format!(
         "{what}: {} built in {:.0} s, kept in {}",
         built.release,
         built.seconds,

@@ -10,7 +10,7 @@ use super::apt::{parse_deb_filename, Archive, PrivateApt};
 use super::host::{copy_whole, ensure_dir, scratch_dir};
 use super::recipe::{ImageFiles, Lock, LockedPackage, NdctlTestsLock, Recipe};
 use super::{ndctl_tests, sha256_file, BuildOptions, Error, Result};
-use crate::progress::Stage;
+use crate::stages::Stage;
 
 /// Where the package with `sha256` is kept.
 pub(super) fn deb_path(cache: &Path, sha256: &str) -> PathBuf {

@@ -9,7 +9,7 @@ use std::process::Command;
 
 use super::make::Make;
 use super::{io, Error, STAMP};
-use crate::progress::Stage;
+use crate::stages::Stage;
 use crate::tool;
 
 /// What a build's configuration is made from.
@@ -89,14 +89,14 @@ pub(super) fn configure(
         };
         for (option, name) in not_taken {
             if known.contains(name.trim_start_matches("CONFIG_")) {
-                crate::progress::say(&format!(
+                crate::stages::say(&format!(
                     "warning: {what}: {option} from {} did not take (its dependencies are off in this tree)",
                     fragment.display()
                 ));
             } else {
                 // One fragment serves 6.x and 7.x: an option renamed since
                 // (PROC_SYSCTL is SYSCTL in 7.3) stands beside its new name.
-                crate::progress::say(&format!(
+                crate::stages::say(&format!(
                     "note: {what}: {name} from {} is no option of this tree (renamed or gone): skipped",
                     fragment.display()
                 ));

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use super::{have, Error};
-use crate::progress::Stage;
+use crate::stages::Stage;
 use crate::tool::{self, Limit, Tool};
 
 /// make over a tree, out of tree into `out`, logged to `out/build.log`.

@@ -16,7 +16,7 @@ use std::path::Path;
 use super::configure::option;
 use super::make::Make;
 use super::Error;
-use crate::progress::Stage;
+use crate::stages::Stage;
 use crate::tool;
 
 /// Which mock buses a build has.
@@ -88,7 +88,7 @@ pub(super) fn build(make: &Make, tree: &Path, out: &Path, what: &str) -> Result<
     let mut built = MockBuses::default();
     for mock in [NFIT_TEST, CXL_TEST] {
         if let Some(why) = mock.missing(tree, out) {
-            crate::progress::say(&format!("{what}: no {} ({why})", mock.name));
+            crate::stages::say(&format!("{what}: no {} ({why})", mock.name));
             continue;
         }
         let mut stage = Stage::start(what, &format!("make {} (M={})", mock.name, mock.dir));
@@ -103,7 +103,7 @@ pub(super) fn build(make: &Make, tree: &Path, out: &Path, what: &str) -> Result<
         if let Err(error) = made {
             // The kernel itself built: a mock bus that does not is left
             // out (its trials are ignored, saying so), not the whole tree.
-            crate::progress::say(&format!(
+            crate::stages::say(&format!(
                 "warning: {what}: {} did not build and is left out{}: {error}",
                 mock.name,
                 known_cause(&error.to_string())

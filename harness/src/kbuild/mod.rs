@@ -9,7 +9,7 @@
 //! (`images/guest-kernel.config`) merged over it, or a full config of the
 //! user's; the kernel's mock buses ([`mocks`]: nfit_test, cxl_test) are
 //! built with it and installed beside its modules. Each make runs under its
-//! deadline ([`crate::tool`]), shows its stage ([`crate::progress`]), and is
+//! deadline ([`crate::tool`]), shows its stage ([`crate::stages`]), and is
 //! refused up front when the cache's filesystem lacks the space
 //! ([`crate::space`]). What a build leaves is recorded by size ([`proof`]);
 //! one found otherwise (a full disk, a partial cache restore) is made again.
@@ -23,8 +23,8 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use self::make::Make;
-use crate::progress::Stage;
 use crate::space;
+use crate::stages::Stage;
 use crate::tool;
 
 pub use configure::{option, KernelConfig};

@@ -1,50 +1,45 @@
 //! What a finished kernel build left (`.config`, `bzImage`), recorded by
-//! size; a later build first removes what is no longer as it was left (a
-//! full disk, a partial cache restore), so that make makes it again.
+//! size ([`crate::proof`]); a later build first removes what is no longer
+//! as it was left (a full disk, a partial cache restore), so that make
+//! makes it again.
 
 use std::path::Path;
 
-/// What a finished build left, by size: a later build checks them first.
-const PROOF: &str = ".ndharness-proof";
+use crate::proof::{self, Damage};
+
+/// What a finished build left: a later build checks them first.
 const PROVEN: [&str; 2] = [".config", "arch/x86/boot/bzImage"];
 
 /// Records the sizes of what the build in `out` left.
 pub(super) fn record(out: &Path) {
-    let lines: Vec<String> = PROVEN
-        .iter()
-        .map(|name| {
-            let size = std::fs::metadata(out.join(name)).map_or(0, |m| m.len());
-            format!("{size} {name}")
-        })
-        .collect();
-    let _ = std::fs::write(out.join(PROOF), lines.join("\n") + "\n");
+    if let Ok(files) = proof::record(out, &PROVEN, false) {
+        let _ = proof::write(out, &files);
+    }
 }
 
 /// Removes what a finished build left that is no longer as it was left (a
 /// `.config` or `bzImage` cut short), so that this build makes it again.
 pub(super) fn heal(out: &Path) {
-    let Ok(text) = std::fs::read_to_string(out.join(PROOF)) else {
+    let Some(files) = proof::read(out) else {
         return;
     };
-    for line in text.lines() {
-        let Some((size, name)) = line.split_once(' ') else {
-            continue;
+    for (name, file) in &files {
+        let one = std::iter::once((name.clone(), file.clone())).collect();
+        let damage = match proof::check(out, &one) {
+            Ok(()) => continue,
+            Err(damage @ (Damage::Size { .. } | Damage::Missing(_))) => damage,
+            Err(_) => continue,
         };
-        let path = out.join(name);
-        let actual = std::fs::metadata(&path).map_or(0, |m| m.len());
-        if size.parse() == Ok(actual) {
-            continue;
-        }
-        crate::progress::say(&format!(
-            "warning: kernel build {}: {name} is {actual} bytes, {size} when it was built; it is made again",
+        crate::stages::say(&format!(
+            "warning: kernel build {}: {damage}; it is made again",
             out.display()
         ));
-        let _ = std::fs::remove_file(&path);
+        let _ = std::fs::remove_file(out.join(name));
         if name == ".config" {
             let _ = std::fs::remove_file(out.join(super::STAMP));
         }
     }
-    let _ = std::fs::remove_file(out.join(PROOF));
+    let _ = std::fs::remove_file(out.join(proof::FILE));
 }
 
 #[cfg(test)]

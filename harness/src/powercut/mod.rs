@@ -1,16 +1,17 @@
-//! Power-cut testing: the guest stopped at a chosen point (QEMU's gdbstub,
-//! [`gdb`]) and the label areas it leaves behind read and judged on the
-//! host ([`labels`]), as the kernel would read them at the next boot.
-//!
-//! A QEMU killed while its guest writes is a power cut: the NVDIMM, LSA
-//! and CXL backing files are shared mappings, so they hold exactly what
-//! the guest had written, and the next start on the same files is the
-//! machine coming back.
+//! Power-cut testing without killing anything: the guest stopped at each
+//! chosen point (QEMU's gdbstub, through [`crate::vm::gdb::remote`]) and
+//! its backing files copied ([`record`]): the NVDIMM, LSA and CXL backing
+//! files are shared mappings, so a copy at a stop holds exactly what a
+//! power cut there would leave. Each copy (a crash image) is read and
+//! judged on the host ([`labels`], [`media`]) as the kernel would read it
+//! at the next boot, and a guest started on it ([`restart`], through
+//! [`crate::case_guest`]) says what the kernel made of it ([`classify`]);
+//! [`cut`] is the whole of a `power_cut:` step, [`sample`] which points
+//! it judges.
 
 pub mod classify;
 pub mod cut;
 pub mod filesystem;
-pub mod gdb;
 pub mod labels;
 pub mod media;
 pub mod record;

@@ -12,8 +12,8 @@ use std::cell::{Cell, RefCell};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use super::gdb::{self, x86_64, GdbClient};
 use crate::vm::agent::ExecOutput;
+use crate::vm::gdb::remote::{self as gdb, x86_64, GdbClient};
 use crate::vm::machine::{self, Machine};
 
 /// `ND_CMD_SET_CONFIG_DATA`: a label area write.

@@ -21,7 +21,7 @@ pub struct Config {
     pub root: PathBuf,
     pub image: String,
     /// The image the trials that need a mock bus or ndctl's own tests run
-    /// on, and the mock buses it has (see [`crate::select::test_image`]);
+    /// on, and the mock buses it has (see [`crate::guest_choice::test_image`]);
     /// none: they are skipped.
     pub test_image: Option<(String, MockBuses)>,
     /// Snapshot variants read before the shared snapshots, in order.
@@ -60,19 +60,19 @@ impl Config {
     /// The defaults for a repository: default image, the user's cache,
     /// accelerator `auto`, run folders under `ROOT/target/ndharness/runs`.
     pub fn for_repo(root: PathBuf) -> Config {
-        let resolved = crate::select::Resolved {
-            image: crate::select::DEFAULT_IMAGE.into(),
+        let resolved = crate::guest_choice::Resolved {
+            image: crate::guest_choice::DEFAULT_IMAGE.into(),
             user_kernel: None,
             user_ndctl: None,
             variants: Vec::new(),
         };
         Config {
-            guest: crate::select::guest_names(&root.join("images"), &resolved),
+            guest: crate::guest_choice::guest_names(&root.join("images"), &resolved),
             runs_dir: root.join("target/ndharness/runs"),
             results_dir: root.join("target/ndharness/results"),
-            test_image: crate::select::test_image(&root.join("images"), &resolved),
+            test_image: crate::guest_choice::test_image(&root.join("images"), &resolved),
             root,
-            image: crate::select::DEFAULT_IMAGE.into(),
+            image: crate::guest_choice::DEFAULT_IMAGE.into(),
             variants: Vec::new(),
             new_variant: false,
             collect: None,

@@ -69,7 +69,7 @@ pub fn discard(dir: &Path, why: &str) {
         "warning: saved state {} ({topology}) discarded: {why}; it is made again",
         dir.display()
     );
-    crate::image::remove_aside(dir);
+    crate::proof::remove_aside(dir);
 }
 
 /// Who assembles a CXL topology's regions (a case's `assemble:`).

@@ -1,3 +1,7 @@
+//! The host tools run for real: a hung tool killed whole at its deadline,
+//! a failing one with its last lines, output kept, logged or passed on,
+//! Ctrl-C's kill_all, the environment's deadlines.
+
 use std::sync::Mutex;
 
 use super::*;

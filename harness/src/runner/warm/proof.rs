@@ -1,101 +1,52 @@
-//! What a saved state must be, written beside it when it is saved
-//! (`proof.json`: the state file's size and sha256, each backing file's
-//! size) and checked before a state is loaded: a state cut short by a full
-//! disk or a partial CI cache restore is found before QEMU reads it. The
-//! sizes are checked at every use; the checksum once per process.
+//! What a saved state must be ([`crate::proof`]'s files): the state file
+//! by size and sha256, each backing file beside it by size, written in
+//! `proof.json` when the state is saved and checked before it is loaded,
+//! so that a state cut short by a full disk or a partial CI cache restore
+//! is found before QEMU reads it. The sizes are checked at every use; the
+//! checksum once per process.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 
-use serde::{Deserialize, Serialize};
+use crate::proof::{self, Damage, Files};
 
-const FILE: &str = "proof.json";
+/// The state file, as its proof names it.
+const STATE: &str = "state";
 
-#[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Proof {
-    pub state_bytes: u64,
-    pub state_sha256: String,
-    /// Each backing file beside the state (`state.files/NAME`) and its size.
-    pub backing: BTreeMap<String, u64>,
-}
-
-/// Why a state is not what its proof says.
-#[derive(Debug, thiserror::Error)]
-pub enum Damage {
-    #[error("it has no readable {FILE} (saved by an interrupted run?)")]
-    NoProof,
-    #[error("its state file is {actual} bytes, {expected} when it was saved")]
-    Size { actual: u64, expected: u64 },
-    #[error("its state file's sha256 is not the one recorded when it was saved")]
-    Checksum,
-    #[error("its backing file {name} is missing or {actual} bytes, {expected} when it was saved")]
-    Backing {
-        name: String,
-        actual: u64,
-        expected: u64,
-    },
-}
-
-fn size(path: &Path) -> u64 {
-    std::fs::metadata(path).map_or(0, |m| m.len())
-}
-
-fn backing_sizes(state: &Path) -> BTreeMap<String, u64> {
-    let dir = crate::vm::machine::backing_dir(state);
-    let Ok(rd) = std::fs::read_dir(&dir) else {
-        return BTreeMap::new();
-    };
-    rd.flatten()
-        .map(|e| {
-            (
-                e.file_name().to_string_lossy().into_owned(),
-                size(&e.path()),
-            )
+/// The state and its backing files, as names under `dir`.
+fn parts(dir: &Path) -> Vec<String> {
+    let backing = crate::vm::machine::backing_dir(&dir.join(STATE));
+    let folder = backing
+        .strip_prefix(dir)
+        .unwrap_or(&backing)
+        .to_string_lossy()
+        .into_owned();
+    let mut names: Vec<String> = std::fs::read_dir(&backing)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| format!("{folder}/{}", e.file_name().to_string_lossy()))
+                .collect()
         })
-        .collect()
+        .unwrap_or_default();
+    names.sort();
+    names
 }
 
 /// Writes the proof of the state saved in `dir` (`dir/state`).
-pub fn record(dir: &Path) -> Result<(), crate::image::Error> {
-    let state = dir.join("state");
-    let proof = Proof {
-        state_bytes: size(&state),
-        state_sha256: crate::image::sha256_file(&state)?,
-        backing: backing_sizes(&state),
-    };
-    let json = serde_json::to_string_pretty(&proof).expect("a proof serializes");
-    let path = dir.join(FILE);
-    std::fs::write(&path, json).map_err(|e| crate::image::Error::io(&path, e))
+pub fn record(dir: &Path) -> Result<(), proof::Error> {
+    let mut files: Files = proof::record(dir, &[STATE], true)?;
+    let backing = parts(dir);
+    let backing: Vec<&str> = backing.iter().map(String::as_str).collect();
+    files.extend(proof::record(dir, &backing, false)?);
+    proof::write(dir, &files)
 }
 
 /// Whether the state in `dir` is what its proof says.
 pub fn check(dir: &Path) -> Result<(), Damage> {
-    let text = std::fs::read_to_string(dir.join(FILE)).map_err(|_| Damage::NoProof)?;
-    let proof: Proof = serde_json::from_str(&text).map_err(|_| Damage::NoProof)?;
-    let state = dir.join("state");
-    let actual = size(&state);
-    if actual != proof.state_bytes {
-        return Err(Damage::Size {
-            actual,
-            expected: proof.state_bytes,
-        });
+    let files = proof::read(dir).ok_or(Damage::NoProof)?;
+    if !files.contains_key(STATE) {
+        return Err(Damage::NoProof);
     }
-    let backing = backing_sizes(&state);
-    for (name, &expected) in &proof.backing {
-        let actual = backing.get(name).copied().unwrap_or(0);
-        if actual != expected {
-            return Err(Damage::Backing {
-                name: name.clone(),
-                actual,
-                expected,
-            });
-        }
-    }
-    if crate::image::sha256_matches_once(&state, &proof.state_sha256) {
-        Ok(())
-    } else {
-        Err(Damage::Checksum)
-    }
+    proof::check(dir, &files)
 }
 
 #[cfg(test)]
@@ -127,7 +78,8 @@ mod tests {
             check(dir.path()),
             Err(Damage::Size {
                 actual: 2048,
-                expected: 4096
+                expected: 4096,
+                ..
             })
         ));
 
@@ -136,13 +88,17 @@ mod tests {
         let mut bytes = std::fs::read(dir.path().join("state")).unwrap();
         bytes[100] = 8;
         std::fs::write(dir.path().join("state"), bytes).unwrap();
-        assert!(matches!(check(dir.path()), Err(Damage::Checksum)));
+        proof::forget_checked(&dir.path().join("state"));
+        assert!(matches!(check(dir.path()), Err(Damage::Checksum(_))));
 
         let dir = tempfile::tempdir().unwrap();
         saved(dir.path());
         let files = crate::vm::machine::backing_dir(&dir.path().join("state"));
         std::fs::write(files.join("nvdimm0.img"), b"short").unwrap();
-        assert!(matches!(check(dir.path()), Err(Damage::Backing { .. })));
+        assert!(matches!(
+            check(dir.path()),
+            Err(Damage::Size { name, .. }) if name.ends_with("nvdimm0.img")
+        ));
 
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("state"), b"no proof").unwrap();

@@ -30,7 +30,7 @@ pub enum Error {
     #[error(transparent)]
     NoSpace(#[from] crate::space::NoSpace),
     #[error("writing its proof: {0}")]
-    Proof(#[from] crate::image::Error),
+    Proof(#[from] crate::proof::Error),
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {

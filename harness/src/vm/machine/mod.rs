@@ -8,9 +8,9 @@
 
 mod checks;
 pub mod console;
-mod debug;
 mod devices;
 mod each;
+mod gdbstub;
 pub mod shell;
 mod state;
 mod step_then;

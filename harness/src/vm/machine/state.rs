@@ -1,6 +1,8 @@
 //! Saved states: a guest paused and written to a file with QMP `migrate`
-//! (its shared backing files kept beside it as sparse copies), and a new
-//! QEMU loading it (`-incoming file:`) and resumed.
+//! to a `file:` URI (its shared backing files kept beside it as sparse
+//! copies), and a new QEMU started with `-incoming defer` loading it
+//! (QMP `migrate-incoming file:PATH`, once its QMP events are watched)
+//! and resumed.
 
 use std::path::Path;
 use std::time::{Duration, Instant};

@@ -1,10 +1,14 @@
-//! What a cached build must be, recorded when it is published and checked
-//! each time it is found: an image's `vmlinuz` and `initramfs.cpio` (size
-//! and sha256, in its manifest), every file of an nfit_test or ndctl tests
-//! build (sizes, in its `proof.json`). A file cut short by a full disk or a
-//! partial CI cache restore is found before anything reads it; the build
-//! is discarded with a warning naming it and made again. Sizes are checked
-//! at every use, checksums once per process.
+//! What a cached thing must be, one home for all of them: the files it is
+//! made of, each with its size and, where asked, its sha256
+//! ([`Files`]), recorded when it is made and checked each time it is
+//! found. An image's `vmlinuz` and `initramfs.cpio` (sizes and sha256s,
+//! in its manifest), every file of an nfit_test, ndctl tests or kernel
+//! build (sizes, in its `proof.json`), a saved VM state (the state's size
+//! and sha256, its backing files' sizes), a kernel tree's build output
+//! (`.config`, `bzImage`). A file cut short by a full disk or a partial CI
+//! cache restore is found before anything reads it; the thing is
+//! discarded (or the file removed, for make to make again) with a warning
+//! naming it. Sizes are checked at every use, checksums once per process.
 //!
 //! A build published before proofs existed is taken when its files are
 //! there and not empty, and gets its proof then.
@@ -15,11 +19,58 @@ use std::sync::{Mutex, OnceLock};
 
 use serde::{Deserialize, Serialize};
 
-use super::host::walk;
-use super::{sha256_file, Error, Result};
+use sha2::{Digest, Sha256};
 
-/// The proof file of a build folder (images keep theirs in the manifest).
-pub(super) const FILE: &str = "proof.json";
+/// A file of a proof could not be read, or the proof not written.
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: {source}")]
+pub struct Error {
+    pub path: PathBuf,
+    pub source: std::io::Error,
+}
+
+impl Error {
+    fn io(path: &Path, source: std::io::Error) -> Error {
+        Error {
+            path: path.to_owned(),
+            source,
+        }
+    }
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// The sha256 of a file, in hex.
+pub fn sha256_file(path: &Path) -> Result<String> {
+    let mut file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut hasher = Sha256::new();
+    std::io::copy(&mut file, &mut hasher).map_err(|e| Error::io(path, e))?;
+    Ok(hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
+}
+
+/// Calls `visit` with every file and link under `dir` (folders are
+/// entered, not visited).
+pub fn walk(dir: &Path, visit: &mut dyn FnMut(&Path, &std::fs::Metadata)) -> Result<()> {
+    for entry in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
+        let entry = entry.map_err(|e| Error::io(dir, e))?;
+        let path = entry.path();
+        let md = std::fs::symlink_metadata(&path).map_err(|e| Error::io(&path, e))?;
+        if md.is_dir() {
+            walk(&path, visit)?;
+        } else {
+            visit(&path, &md);
+        }
+    }
+    Ok(())
+}
+
+/// The proof file of a build folder or a saved state (images keep theirs
+/// in the manifest).
+pub const FILE: &str = "proof.json";
 
 /// What one file was when it was built.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -49,6 +100,8 @@ pub enum Damage {
     Checksum(String),
     #[error("its {0} cannot be read")]
     Unreadable(String),
+    #[error("it has no readable {FILE} (written by an interrupted run?)")]
+    NoProof,
 }
 
 fn size_of(path: &Path) -> Option<u64> {
@@ -56,7 +109,7 @@ fn size_of(path: &Path) -> Option<u64> {
 }
 
 /// Sizes, and with `checksum` sha256s, of `names` under `dir`.
-pub(super) fn record(dir: &Path, names: &[&str], checksum: bool) -> Result<Files> {
+pub fn record(dir: &Path, names: &[&str], checksum: bool) -> Result<Files> {
     let mut files = Files::new();
     for name in names {
         let path = dir.join(name);
@@ -76,7 +129,7 @@ pub(super) fn record(dir: &Path, names: &[&str], checksum: bool) -> Result<Files
 }
 
 /// Sizes of every file under `dir` (links and the proof itself left out).
-pub(super) fn record_tree(dir: &Path) -> Result<Files> {
+pub fn record_tree(dir: &Path) -> Result<Files> {
     let mut files = Files::new();
     walk(dir, &mut |path, md| {
         let name = path.strip_prefix(dir).unwrap_or(path).to_string_lossy();
@@ -102,7 +155,7 @@ fn verified() -> std::sync::MutexGuard<'static, HashSet<PathBuf>> {
 
 /// Whether the files under `dir` are as recorded: sizes every time, a
 /// recorded checksum once per process.
-pub(super) fn check(dir: &Path, files: &Files) -> std::result::Result<(), Damage> {
+pub fn check(dir: &Path, files: &Files) -> std::result::Result<(), Damage> {
     for (name, proof) in files {
         let actual = size_of(&dir.join(name)).ok_or_else(|| Damage::Missing(name.clone()))?;
         if actual != proof.bytes {
@@ -123,6 +176,13 @@ pub(super) fn check(dir: &Path, files: &Files) -> std::result::Result<(), Damage
     Ok(())
 }
 
+/// Forgets that this process checked `path`'s checksum (for tests that
+/// change a file after recording it).
+#[cfg(test)]
+pub fn forget_checked(path: &Path) {
+    verified().remove(path);
+}
+
 /// Whether the file at `path` has the sha256 `expected`; read once per
 /// process, a file that matched is taken as matching after.
 pub fn sha256_matches_once(path: &Path, expected: &str) -> bool {
@@ -138,7 +198,7 @@ pub fn sha256_matches_once(path: &Path, expected: &str) -> bool {
 
 /// Whether each of `names` under `dir` is there and not empty: all that
 /// can be known of a build from before proofs.
-pub(super) fn check_present(dir: &Path, names: &[&str]) -> std::result::Result<(), Damage> {
+pub fn check_present(dir: &Path, names: &[&str]) -> std::result::Result<(), Damage> {
     for name in names {
         match size_of(&dir.join(name)) {
             None => return Err(Damage::Missing((*name).to_owned())),
@@ -151,8 +211,8 @@ pub(super) fn check_present(dir: &Path, names: &[&str]) -> std::result::Result<(
 
 /// Removes the damaged build in `dir` (moved aside first, so no reader
 /// finds half of it), with a warning line naming it and why.
-pub(super) fn discard(dir: &Path, what: &str, damage: &Damage) {
-    crate::progress::say(&format!(
+pub fn discard(dir: &Path, what: &str, damage: &Damage) {
+    crate::stages::say(&format!(
         "warning: {what} {} discarded: {damage}; it is built again",
         dir.display()
     ));
@@ -175,7 +235,7 @@ pub fn remove_aside(dir: &Path) {
 
 /// Writes `text` to `path` through a temporary file and a rename, so no
 /// reader sees half of it.
-pub(super) fn write_whole(path: &Path, text: &str) -> Result<()> {
+pub fn write_whole(path: &Path, text: &str) -> Result<()> {
     let part = path.with_extension(format!("part-{}", std::process::id()));
     let written = std::fs::write(&part, text)
         .and_then(|()| std::fs::rename(&part, path))
@@ -187,24 +247,34 @@ pub(super) fn write_whole(path: &Path, text: &str) -> Result<()> {
 }
 
 /// Writes the proof of a build staged in `dir`: the size of every file.
-pub(super) fn seal(dir: &Path) -> Result<()> {
-    let json = serde_json::to_string_pretty(&record_tree(dir)?).expect("a proof serializes");
+pub fn seal(dir: &Path) -> Result<()> {
+    write(dir, &record_tree(dir)?)
+}
+
+/// Writes `files` as the proof of `dir` ([`FILE`]).
+pub fn write(dir: &Path, files: &Files) -> Result<()> {
+    let json = serde_json::to_string_pretty(files).expect("a proof serializes");
     write_whole(&dir.join(FILE), &json)
+}
+
+/// The proof of `dir` ([`FILE`]), if it has a readable one.
+pub fn read(dir: &Path) -> Option<Files> {
+    std::fs::read_to_string(dir.join(FILE))
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
 }
 
 /// Whether a whole build is published in `out` (its `marker` file there,
 /// its files as its proof says). A damaged one is discarded with a warning
 /// naming it as `what`; one from before proofs gets its proof.
-pub(super) fn found(out: &Path, marker: &str, what: &str) -> bool {
+pub fn found(out: &Path, marker: &str, what: &str) -> bool {
     if !out.join(marker).exists() {
         if out.exists() {
             discard(out, what, &Damage::Missing(marker.to_owned()));
         }
         return false;
     }
-    let files: Option<Files> = std::fs::read_to_string(out.join(FILE))
-        .ok()
-        .and_then(|t| serde_json::from_str(&t).ok());
+    let files = read(out);
     let verdict = match &files {
         Some(files) => check(out, files),
         None => check_present(out, &[marker]),

@@ -1,7 +1,12 @@
-//! Debugging a guest's kernel with gdb (`ndharness boot --gdb`): a free
-//! local port for QEMU's gdbstub (the command line's `-gdb`, with the
-//! kernel booted `nokaslr`, is [`super::cmdline`]'s), the kernel image with
-//! symbols to give gdb, and the command that attaches.
+//! gdb and QEMU's gdbstub, one home. A person debugging a guest's kernel
+//! (`ndharness boot --gdb`) gets here a free local port for the gdbstub
+//! (the command line's `-gdb`, with the kernel booted `nokaslr`, is
+//! [`super::cmdline`]'s), the kernel image with symbols to give gdb, and
+//! the command that attaches; the power cuts get [`remote`], the harness's
+//! own client of the stub. Starting the stub in a running guest is
+//! [`crate::vm::Machine::start_gdbserver`]'s (`machine::gdbstub`).
+
+pub mod remote;
 
 use std::path::{Path, PathBuf};
 

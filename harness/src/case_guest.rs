@@ -3,8 +3,10 @@
 //! restarts drive alike. It starts the guest (a boot, a restore, or a
 //! crash image's backing files), brings it up (the drivers init leaves
 //! to the harness, then the CXL regions assembled, labels initialized or
-//! kept: [`CaseGuest::bring_up`]), runs steps between kernel-log markers,
-//! and reboots it on the same files ([`CaseGuest::reboot`]: stopped, its
+//! kept, each assembly command a step between kernel-log markers:
+//! [`CaseGuest::bring_up`]), hands the running guest to its caller for the
+//! case's own steps ([`CaseGuest::machine`]), and reboots it on the same
+//! files ([`CaseGuest::reboot`]: stopped, its
 //! boot logs kept under a suffix, booted cold). The sequence exists here
 //! only; what each caller makes of each part (a verdict, a finding, a
 //! setup failure) it says in the judge it hands to `bring_up`.
@@ -158,8 +160,9 @@ impl<'t> CaseGuest<'t> {
 
     /// Powers the guest off and boots it again on the same backing files,
     /// cold (a reboot is a real boot); the last boot's console, QEMU and
-    /// QMP logs are kept under a `.bootN` suffix. Then [`Self::bring_up`]
-    /// with [`Labels::Keep`], as firmware would not assemble CXL regions.
+    /// QMP logs are kept under a `.bootN` suffix. The caller then brings it
+    /// up with [`Labels::Keep`] ([`Self::bring_up`]), as firmware would not
+    /// assemble CXL regions.
     pub async fn reboot(&mut self, spec: &StartSpec<'_>) -> Result<(), Error> {
         if self.machine().hotplugged() > 0 {
             return Err(Error::HotpluggedDevices);

@@ -18,6 +18,7 @@ pub mod kbuild;
 pub mod kmsg;
 pub mod names;
 pub mod normalize;
+pub mod overlay;
 pub mod powercut;
 pub mod profile;
 pub mod proof;

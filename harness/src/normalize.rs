@@ -1,6 +1,7 @@
 //! Run-dependent values out, everything else kept: UUIDs, PIDs, kernel
-//! pointers and timestamps become named placeholders; sizes, modes, aligns,
-//! device names and error texts stay as they are.
+//! pointers and CPU numbers become named placeholders (kernel timestamps
+//! are left out of transcripts altogether, `transcript::kernel_line`);
+//! sizes, modes, aligns, device names and error texts stay as they are.
 //!
 //! UUIDs are numbered per trial in order of first appearance ([`Uuids`]),
 //! so a snapshot still shows which namespace is which, and that a UUID

@@ -7,7 +7,7 @@
 //! ends. In a CI log (`CI` set) or when stderr is not a terminal the lines
 //! are plain text, no escape codes: one when a stage starts, then one at
 //! most every [`PLAIN_EVERY`] while it runs. The builders only call
-//! [`Stage`]; nothing else here knows how it is drawn.
+//! [`Stage`] and [`say`]; nothing else here knows how they are drawn.
 
 use std::io::IsTerminal;
 use std::sync::OnceLock;

@@ -409,9 +409,9 @@ pub struct RunArgs {
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub soak: Option<std::time::Duration>,
     /// Report a trial still running after DURATION as SLOW, with its last
-    /// step, and again at each multiple of it
-    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, default_value = "60s")]
-    pub slow_after: std::time::Duration,
+    /// step, and again at each multiple of it [default: 60s]
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub slow_after: Option<std::time::Duration>,
     /// Run one shard of the selection: count:K/N (the sorted trials dealt
     /// round robin, nextest's meaning), hash:K/N (by a hash of the name),
     /// or K/N (count).

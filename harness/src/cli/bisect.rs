@@ -199,12 +199,8 @@ pub fn run_argv(run: &RunArgs) -> Vec<OsString> {
     argv.optional("--repeat", repeat.map(|n| n.to_string()));
     argv.switch("--until-failure", *until_failure);
     let soak = soak.map(|d| humantime::format_duration(d).to_string());
-    if *slow_after != ndharness::runner::SLOW_AFTER {
-        argv.value(
-            "--slow-after",
-            humantime::format_duration(*slow_after).to_string(),
-        );
-    }
+    let slow_after = slow_after.map(|d| humantime::format_duration(d).to_string());
+    argv.optional("--slow-after", slow_after);
     argv.optional("--soak", soak);
     argv.optional("--partition", partition.map(|p| p.to_string()));
     argv.optional("--previous", previous.as_ref());
@@ -294,7 +290,7 @@ mod tests {
             repeat: Some(4),
             until_failure: true,
             soak: Some(std::time::Duration::from_secs(5400)),
-            slow_after: std::time::Duration::from_secs(90),
+            slow_after: Some(std::time::Duration::from_secs(90)),
             partition: Some("hash:2/5".parse().unwrap()),
             previous: Some("/old/results.json".into()),
             kcidb: KcidbArgs {

@@ -1,6 +1,7 @@
 //! The binary's edge: the command line's types ([`args`]), the one way the
 //! flags the commands share become the runner's `Config` ([`config`]), and
-//! one module per command. anyhow is used here and in main.rs only.
+//! one module per command (plus [`shell`], `boot`'s interactive terminal).
+//! anyhow is used here and in main.rs only.
 
 pub mod args;
 pub mod bench;

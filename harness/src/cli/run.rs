@@ -173,7 +173,7 @@ fn run_line(
     config.new_variant = args.new_variant;
     config.power_cuts = power_cuts;
     config.profile_trials = trials;
-    config.slow_after = args.slow_after;
+    config.slow_after = args.slow_after.unwrap_or(ndharness::runner::SLOW_AFTER);
     let options = options(args)?;
     config.shares = args.share.shares.clone();
     let filter = libtest_mimic::Arguments {

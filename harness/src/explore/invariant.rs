@@ -12,8 +12,9 @@
 //! - a namespace of any mode but raw is at least 16 MiB: the kernel's
 //!   `nd_namespace_store()` restriction, which ndctl checks before it asks
 //!   ("'--size=' must be >= 16MiB for 'devdax' mode", ndctl/namespace.c);
-//!   a smaller one becomes a promise only once a region align below 16 MiB
-//!   makes it a multiple of the align;
+//!   below 16 MiB only a raw namespace is promised, whatever the region's
+//!   align; a smaller create of another mode may be refused, and refused
+//!   it must leave nothing behind;
 //! - device-dax has no read(2) (it is mapped, not read), so "can be read"
 //!   is checked on the namespaces with a block device;
 //! - a region hands out capacity in units of its align (its

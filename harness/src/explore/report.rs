@@ -2,7 +2,8 @@
 //! its minimal sequence and its case file), sequences and steps per
 //! topology, steps per second, and coverage as operation x mode x
 //! topology; as text and as explore.json. Also writing a finding's case
-//! file and its shrunk transcript.
+//! file, and its shrunk transcript as text (the announcement,
+//! explore.json).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;

@@ -1,5 +1,6 @@
-//! Which guest a run boots: `--kernel`, `--modules`, `--ndctl` and
-//! `--image` resolved to an image recipe plus the user's own builds.
+//! Which guest a run boots: `--kernel`, `--modules`, `--ndctl`, `--image`
+//! and `--kernel-tree` (built first) resolved to an image recipe plus the
+//! user's own builds; `compare`'s `key=value` specs parsed.
 //!
 //! Names come from the recipes themselves (`provides:` in images/*.yaml),
 //! so a new kernel or ndctl version is a new recipe, not new code.

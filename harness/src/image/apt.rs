@@ -1,5 +1,7 @@
 //! A private apt configuration: resolves and downloads the guest's packages
-//! without reading or touching the host's apt state.
+//! without touching the host's apt state (its lists, cache and status);
+//! the host's sources are read only to find the archive when no mirror is
+//! given.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

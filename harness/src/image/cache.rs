@@ -1,7 +1,7 @@
 //! Built images in the cache: the content key an image is filed under
 //! (builder version, recipe, lock, the scripts shipped in the guest, the
 //! user's kernel and ndctl builds), its manifest (with the proof of its
-//! files, [`super::proof`]), finding a built image whole, and publishing a
+//! files, [`crate::proof`]), finding a built image whole, and publishing a
 //! new one.
 
 use std::path::{Path, PathBuf};

@@ -4,13 +4,17 @@
 //! configuration and pins every package by version and sha256. `build`
 //! downloads exactly the locked packages, checks each against the lock,
 //! unpacks them, ships the wanted kernel modules, and writes a newc
-//! initramfs. Results are cached under a content key (recipe + lock +
-//! builder version), so a warm build is a directory lookup.
+//! initramfs. Results are cached under a content key (builder version,
+//! recipe, lock, the scripts shipped in the guest, a source kernel's
+//! config inputs, the user's own builds), so a warm build is a directory
+//! lookup.
 //!
 //! This file holds what every part shares: the options, the error, hashing
 //! and the cache folder's lock. `lock` resolves; `build` stages the root,
 //! the kernel (`kernel`) and packs; `cache` keys, finds and publishes
-//! images; `store` keeps the locked packages; `host` is the file and
+//! images; `store` keeps the locked packages; `apt` is the private apt,
+//! `recipe` the recipe and lock formats, `source_kernel` a kernel built
+//! from Debian's source; `host` is the file and
 //! process helpers every builder uses (`initramfs`, `nfit_test`,
 //! `ndctl_tests`, `build_root` included).
 

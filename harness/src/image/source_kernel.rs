@@ -1,10 +1,10 @@
 //! A kernel an image builds from Debian's pinned source package
 //! (`kernel: { package: linux-source-6.12, build: { config: FRAGMENT } }`):
-//! the source unpacked in the cache, configured with the fragment over
-//! tinyconfig and built with its mock buses ([`crate::kbuild`]), then its
-//! bzImage and modules kept under `CACHE/kernels/KEY` (the source package's
-//! checksum and the fragment make the key), and the source and objects
-//! removed. Built on first use, found after that.
+//! the source unpacked and patched (`patches:`) in the cache, configured
+//! with the fragment over tinyconfig and built with its mock buses
+//! ([`crate::kbuild`]), then its bzImage and modules kept under
+//! `CACHE/kernels/KEY` (the source package's checksum, the fragment and
+//! the patches make the key), and the source and objects removed. Built on first use, found after that.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

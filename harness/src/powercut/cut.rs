@@ -1,7 +1,8 @@
 //! One `power_cut:` step from start to verdicts: the label areas read
 //! before it, the step run once with its crash images taken (before each
-//! label write, or at random moments, and after it), then for each image
-//! its labels read on the host and a guest started on it, and the image
+//! label write, or at random moments, and after it), then for each crash
+//! point the selection judges ([`super::sample`]) its labels read on the
+//! host and a guest started on it, and the image
 //! judged ([`classify::judge`]). Images and restart folders are kept only
 //! for the points that broke something: they are the evidence.
 

@@ -3,8 +3,9 @@
 //! backing files are a crash image's, its drivers loaded and its CXL
 //! regions created again with their labels kept, then asked what it found:
 //! the namespaces (sysfs), whether the regions came back, `ndctl
-//! check-labels` on every DIMM, the sectors a case names, and whether one
-//! more namespace can be created. Kernel reports on the way are kept.
+//! check-labels` on every DIMM and one more create (when the image holds
+//! labels and the region has room), the sectors and the filesystem a case
+//! names. Kernel reports on the way are kept.
 
 use std::path::Path;
 use std::time::Duration;

@@ -1,6 +1,6 @@
 //! A trial's clock: wall time charged to named phases (state, boot or
-//! restore, drivers, plan, setup, reattach, steps, layout, kernel log,
-//! stop), summed by name in first-seen order. Explore's sequences keep
+//! restore, drivers, plan, setup, reattach, mount, steps, layout, kernel
+//! log, stop), summed by name in first-seen order. Explore's sequences keep
 //! theirs the same way (start, step, observe, judge, stop).
 
 use std::time::{Duration, Instant};

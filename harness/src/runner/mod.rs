@@ -5,7 +5,8 @@
 //! the conventions: `--list`, filters, `--exact`, `--test-threads`,
 //! `--ignored`; listing parses the suites and boots nothing), retries an
 //! infrastructure error once and emits events; [`reporter`]s turn them
-//! into progress lines, the summary, results.json and junit.xml. A
+//! into progress lines, the summary, results.json, junit.xml, report.html
+//! and (asked for) a KCIDB file. A
 //! [`trial`] runs the trial state machine in its guest, started cold or
 //! from a saved state ([`start`], made and found by [`warm`]). A run may
 //! be one shard of the selection ([`partition`]) and may repeat its trials

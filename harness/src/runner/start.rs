@@ -1,7 +1,8 @@
 //! How a trial's guest starts: booted cold, or restored from a saved state
 //! ([`SavedState`]) that a template guest left at a [`SavePoint`], with the
-//! records the trial takes over from it ([`Prelude`]). Data only: the
-//! states are made and found by [`super::warm`], used by [`super::trial`].
+//! records the trial takes over from it ([`Prelude`]). Data, and the
+//! discarding of a state that would not load: the states are made and
+//! found by [`super::warm`], used by [`super::trial`].
 
 use std::path::{Path, PathBuf};
 

@@ -3,8 +3,9 @@
 //! ([`qemu`]) and its process ([`process`], never outliving its owner), the
 //! run folder a guest lives in ([`rundir`]), QMP ([`qmp`]), the guest agent
 //! ([`agent`]), host folders in the guest ([`share`], 9p), the kernel
-//! debugger's port and symbols ([`gdb`]), and [`Machine`], which ties them
-//! into start → steps → stop.
+//! modules a topology needs, at boot or after the agent answers
+//! ([`modules`]), gdb and the gdbstub ([`gdb`]), and [`Machine`], which
+//! ties them into start → steps → stop.
 
 pub mod accel;
 pub mod agent;

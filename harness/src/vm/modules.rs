@@ -89,8 +89,9 @@ pub fn guest_modules(topology: &Topology) -> Vec<&'static str> {
 /// start restores: the kernel has not touched these devices when the state
 /// is saved, so what the drivers find is the restored QEMU's freshly reset
 /// devices (QEMU 10.0.2 saves no state for CXL ports and memory devices,
-/// nor for virtio-pmem). A cold boot loads them at the same point, so both
-/// give the same records.
+/// nor for virtio-pmem); a power-cut case's pmem drivers too, so that its
+/// restarts read their own crash images' labels. A cold boot loads them at
+/// the same point, so both give the same records.
 pub fn driver_modules(topology: &Topology) -> Vec<&'static str> {
     modules(topology)
         .into_iter()

@@ -17,6 +17,7 @@ use super::evidence::{collect_folder, split_checkpoint};
 use super::result::{RunInfo, Status, TrialResult};
 
 mod html;
+pub mod verdict;
 
 pub use html::render_html;
 
@@ -165,8 +166,8 @@ pub fn compare(baseline: Side, candidate: Side) -> Comparison {
         let comparable = matches!(
             (rb.map(|r| r.status), rc.map(|r| r.status)),
             (
-                Some(Status::Pass | Status::Fail),
-                Some(Status::Pass | Status::Fail)
+                Some(Status::Pass | Status::Fail | Status::KnownFailure),
+                Some(Status::Pass | Status::Fail | Status::KnownFailure)
             ) | (Some(Status::Ignored), Some(Status::Ignored))
         );
         let folder = collect_folder(name);

@@ -41,7 +41,7 @@ struct JsonTrial {
     status: Status,
     duration_seconds: f64,
     /// Seconds per phase of the trial (state, boot or restore, drivers,
-    /// plan, setup, steps, layout, kernel log, stop).
+    /// plan, setup, reattach, mount, steps, layout, kernel log, stop).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     phases: Vec<(String, f64)>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -27,8 +27,10 @@
 //! events, errors) is saved before its drivers load
 //! ([`SavePoint::BeforeDrivers`]) and each of its trials loads them and
 //! assembles the regions itself, as a cold boot does. So is every
-//! virtio-pmem guest: a restored virtio-pmem device never answered a flush,
-//! headers written back or not.
+//! virtio-pmem guest (a restored virtio-pmem device never answered a
+//! flush, headers written back or not), and every power-cut case, NFIT
+//! and e820 too: its restarts must read the labels of their own crash
+//! images, so its pmem drivers load after the agent answers.
 //!
 //! Saved states live in the cache under a key of every input that shapes
 //! the guest: the image's content key, the QEMU binary (path, size,

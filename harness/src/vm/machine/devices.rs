@@ -42,7 +42,8 @@ impl Machine {
     }
 
     /// Whether the guest's init leaves drivers to the harness (devices QEMU
-    /// does not save: CXL, virtio-pmem), loaded by [`Self::load_drivers`].
+    /// does not save: CXL, virtio-pmem; and every power-cut case's pmem
+    /// drivers), loaded by [`Self::load_drivers`].
     pub fn defers_drivers(&self) -> bool {
         !self.drivers.is_empty()
     }

@@ -1,6 +1,6 @@
 //! QEMU's gdbstub in a running guest, and the run control a power cut
-//! needs around it: the stub started at run time on a socket of the run
-//! folder (the command line, and so the
+//! needs around it: the stub started at run time on a Unix socket beside
+//! QMP's (the command line, and so the
 //! saved state's key, stays as it is), the guest paused and resumed
 //! through QMP, and the backing files the guest writes its NVDIMMs, label
 //! areas and CXL memory into.

@@ -1,10 +1,14 @@
 //! A guest's whole life in one place: start (QEMU, QMP, agent ready), steps,
-//! kernel log, stop. A start is a cold boot, or a warm start: QEMU restores
-//! a VM state saved ([`state`]) from a guest that had just become ready.
-//! The devices QEMU does not save are looked after in [`devices`]; QEMU's
-//! view is checked against the topology in [`checks`]; several commands
-//! share one round trip in [`each`]; an interactive shell on a console
-//! added to the running guest is in [`shell`].
+//! kernel log, stop. A start is a cold boot; a warm start, where QEMU
+//! restores a VM state ([`state`]) saved from a template guest (ready, or
+//! before its drivers loaded); or a power cut's restart on a crash image's
+//! backing files. The devices QEMU does not save are looked after in
+//! [`devices`]; QEMU's view is checked against the topology in [`checks`];
+//! [`console`] watches the serial console for fatal reports; several
+//! commands share one round trip in [`each`]; [`step_then`] runs a step and
+//! an observation in one call; [`gdbstub`] starts QEMU's gdbstub and
+//! pauses and resumes the guest for power cuts; an interactive shell on a
+//! console added to the running guest is in [`shell`].
 
 mod checks;
 pub mod console;

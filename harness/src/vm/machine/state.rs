@@ -13,9 +13,10 @@ use crate::vm::{qemu, QemuProcess, RunDir};
 
 impl Machine {
     /// Pauses the guest (first copying into its memory the PCI headers QEMU
-    /// does not save, when the topology has such devices), writes its whole state (RAM, devices, and the
-    /// NVDIMM, label and CXL memory backends, which are RAM blocks too) to
-    /// `state` with QMP `migrate` to a `file:` URI, and ends QEMU.
+    /// does not save, when the topology has such devices), writes its RAM
+    /// and device state to `state` with QMP `migrate` to a `file:` URI
+    /// (`x-ignore-shared`: the NVDIMM, label, CXL and virtio-pmem backends
+    /// stay out of it and are copied, sparse, beside it), and ends QEMU.
     pub async fn save(mut self, state: &Path) -> Result<RunDir> {
         if self.defers_drivers() {
             self.pci_state("save").await?;

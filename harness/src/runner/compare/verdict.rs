@@ -1,0 +1,335 @@
+//! A patch's verdict from a comparison of its baseline and its candidate
+//! (`ndharness validate`, `ndharness mutate`): per trial whether the
+//! change fixed it (its status better), regressed it (its status worse,
+//! or the same status with other output: a behaviour change), left it as
+//! it was, or touched a trial that already varies on the baseline (flaky
+//! there: not the patch's doing); then one word for the whole: no change,
+//! fixes, or regresses. Pure: what ran is in the [`Comparison`].
+
+use std::collections::BTreeSet;
+
+use serde::Serialize;
+
+use super::{Comparison, TrialComparison};
+
+/// What the change did to one trial.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Effect {
+    /// Worse status, or the same status with other output.
+    Regresses,
+    /// Better status.
+    Fixes,
+    /// It differs, but it already differs between runs of the baseline.
+    FlakyOnBaseline,
+    /// A side could not run it (infrastructure error, not run).
+    NotCompared,
+    Same,
+}
+
+impl Effect {
+    pub fn word(self) -> &'static str {
+        match self {
+            Effect::Regresses => "regresses",
+            Effect::Fixes => "fixes",
+            Effect::FlakyOnBaseline => "flaky",
+            Effect::NotCompared => "not compared",
+            Effect::Same => "same",
+        }
+    }
+}
+
+/// One trial's effect, with what differs.
+#[derive(Clone, Debug, Serialize)]
+pub struct TrialEffect {
+    pub name: String,
+    pub effect: Effect,
+    pub baseline: String,
+    pub candidate: String,
+    /// The aspects that differ (`status`, `transcript`, `layout layout`...).
+    pub differs: Vec<String>,
+    /// The candidate's failure message, first line, when it did not pass.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub said: Option<String>,
+}
+
+/// The whole change in one word.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Word {
+    NoChange,
+    Fixes,
+    Regresses,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct PatchVerdict {
+    pub verdict: Word,
+    /// Every trial that is not the same, worst first.
+    pub trials: Vec<TrialEffect>,
+    pub same: usize,
+}
+
+impl PatchVerdict {
+    pub fn count(&self, effect: Effect) -> usize {
+        self.trials.iter().filter(|t| t.effect == effect).count()
+    }
+
+    /// As `run`'s: 1 a regression, else 2 a trial not compared
+    /// (infrastructure), else 0.
+    pub fn exit_code(&self) -> u8 {
+        if self.verdict == Word::Regresses {
+            1
+        } else if self.count(Effect::NotCompared) > 0 {
+            2
+        } else {
+            0
+        }
+    }
+
+    /// The verdict line and one line per trial that is not the same.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        for t in &self.trials {
+            let differs = if t.differs.is_empty() {
+                String::new()
+            } else {
+                format!("  ({} differs)", t.differs.join(", "))
+            };
+            out.push_str(&format!(
+                "  {:<12} {}  {} -> {}{differs}\n",
+                t.effect.word(),
+                t.name,
+                t.baseline,
+                t.candidate
+            ));
+            if let Some(said) = &t.said {
+                out.push_str(&format!("               {said}\n"));
+            }
+        }
+        let word = match self.verdict {
+            Word::NoChange => "no change",
+            Word::Fixes => "fixes",
+            Word::Regresses => "regresses",
+        };
+        let mut counts = vec![format!("{} same", self.same)];
+        for effect in [
+            Effect::Regresses,
+            Effect::Fixes,
+            Effect::FlakyOnBaseline,
+            Effect::NotCompared,
+        ] {
+            let n = self.count(effect);
+            if n > 0 {
+                counts.push(format!("{n} {}", effect.word()));
+            }
+        }
+        out.push_str(&format!("verdict: {word} ({})\n", counts.join(", ")));
+        out
+    }
+}
+
+/// How good a status is: a pass over a failure; `None` for what says
+/// nothing of the kernel (an error, a trial not run).
+fn rank(status: &str) -> Option<u8> {
+    match status {
+        "pass" => Some(2),
+        "FAIL" | "known" => Some(1),
+        "ignored" => Some(0),
+        _ => None,
+    }
+}
+
+fn effect(t: &TrialComparison, flaky: &BTreeSet<String>) -> Effect {
+    if t.same {
+        return Effect::Same;
+    }
+    let (Some(b), Some(c)) = (rank(&t.baseline), rank(&t.candidate)) else {
+        return Effect::NotCompared;
+    };
+    if flaky.contains(&t.name) {
+        return Effect::FlakyOnBaseline;
+    }
+    if c > b {
+        Effect::Fixes
+    } else {
+        Effect::Regresses
+    }
+}
+
+/// The verdict on `comparison`; `flaky` names the trials that already
+/// differ between runs of the baseline.
+pub fn judge(comparison: &Comparison, flaky: &BTreeSet<String>) -> PatchVerdict {
+    let mut trials: Vec<TrialEffect> = comparison
+        .trials
+        .iter()
+        .map(|t| TrialEffect {
+            name: t.name.clone(),
+            effect: effect(t, flaky),
+            baseline: t.baseline.clone(),
+            candidate: t.candidate.clone(),
+            differs: t
+                .aspects
+                .iter()
+                .filter(|a| !a.same)
+                .map(|a| a.what.clone())
+                .collect(),
+            said: t
+                .candidate_message
+                .as_deref()
+                .and_then(|m| m.lines().next())
+                .map(str::to_owned),
+        })
+        .collect();
+    let same = trials.iter().filter(|t| t.effect == Effect::Same).count();
+    trials.retain(|t| t.effect != Effect::Same);
+    trials.sort_by(|a, b| (a.effect, &a.name).cmp(&(b.effect, &b.name)));
+    let verdict = if trials.iter().any(|t| t.effect == Effect::Regresses) {
+        Word::Regresses
+    } else if trials.iter().any(|t| t.effect == Effect::Fixes) {
+        Word::Fixes
+    } else {
+        Word::NoChange
+    };
+    PatchVerdict {
+        verdict,
+        trials,
+        same,
+    }
+}
+
+/// The trials that differ between two runs of the same side.
+pub fn differing(comparison: &Comparison) -> BTreeSet<String> {
+    comparison
+        .trials
+        .iter()
+        .filter(|t| !t.same)
+        .map(|t| t.name.clone())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{Aspect, Side};
+    use super::*;
+
+    fn side() -> Side {
+        Side {
+            spec: "x".into(),
+            info: Default::default(),
+            exit_code: 0,
+            snapshots: Default::default(),
+            results: Vec::new(),
+        }
+    }
+
+    fn trial(
+        name: &str,
+        baseline: &str,
+        candidate: &str,
+        transcript_same: bool,
+    ) -> TrialComparison {
+        let aspects = vec![
+            Aspect {
+                what: "status".into(),
+                same: baseline == candidate,
+                diff: None,
+            },
+            Aspect {
+                what: "transcript".into(),
+                same: transcript_same,
+                diff: None,
+            },
+        ];
+        TrialComparison {
+            name: name.into(),
+            baseline: baseline.into(),
+            candidate: candidate.into(),
+            comparable: rank(baseline).is_some() && rank(candidate).is_some(),
+            same: aspects.iter().all(|a| a.same),
+            aspects,
+            baseline_message: None,
+            candidate_message: (candidate != "pass").then(|| "step 3: exit code 1\nmore".into()),
+        }
+    }
+
+    fn comparison(trials: Vec<TrialComparison>) -> Comparison {
+        Comparison {
+            baseline: side(),
+            candidate: side(),
+            trials,
+        }
+    }
+
+    #[test]
+    fn nothing_differs_no_change() {
+        let c = comparison(vec![
+            trial("a", "pass", "pass", true),
+            trial("b", "known", "known", true),
+        ]);
+        let v = judge(&c, &BTreeSet::new());
+        assert_eq!((v.verdict, v.same, v.exit_code()), (Word::NoChange, 2, 0));
+    }
+
+    #[test]
+    fn a_worse_status_or_other_output_regresses_and_names_the_trial() {
+        let c = comparison(vec![
+            trial("a", "pass", "FAIL", false),
+            trial("b", "pass", "pass", false),
+            trial("c", "known", "pass", false),
+        ]);
+        let v = judge(&c, &BTreeSet::new());
+        assert_eq!((v.verdict, v.exit_code()), (Word::Regresses, 1));
+        let effects: Vec<(&str, Effect)> = v
+            .trials
+            .iter()
+            .map(|t| (t.name.as_str(), t.effect))
+            .collect();
+        assert_eq!(
+            effects,
+            [
+                ("a", Effect::Regresses),
+                ("b", Effect::Regresses),
+                ("c", Effect::Fixes)
+            ]
+        );
+        let text = v.render();
+        assert!(
+            text.contains("regresses    a  pass -> FAIL  (status, transcript differs)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("step 3: exit code 1")
+                && text.ends_with("verdict: regresses (0 same, 2 regresses, 1 fixes)\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_better_status_alone_fixes() {
+        let c = comparison(vec![
+            trial("p", "known", "pass", false),
+            trial("q", "pass", "pass", true),
+        ]);
+        let v = judge(&c, &BTreeSet::new());
+        assert_eq!((v.verdict, v.exit_code()), (Word::Fixes, 0));
+    }
+
+    #[test]
+    fn a_difference_the_baseline_already_has_is_flaky_not_a_regression() {
+        let c = comparison(vec![trial("f", "pass", "FAIL", false)]);
+        let flaky = BTreeSet::from(["f".to_owned()]);
+        let v = judge(&c, &flaky);
+        assert_eq!(
+            (v.verdict, v.trials[0].effect),
+            (Word::NoChange, Effect::FlakyOnBaseline)
+        );
+    }
+
+    #[test]
+    fn an_infrastructure_error_is_not_compared_and_exits_2() {
+        let c = comparison(vec![trial("e", "pass", "ERROR", false)]);
+        let v = judge(&c, &BTreeSet::new());
+        assert_eq!((v.verdict, v.exit_code()), (Word::NoChange, 2));
+    }
+}

@@ -62,6 +62,8 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Bisect(args) => cli::bisect::bisect(args),
         Command::Bench(args) => cli::bench::bench(args),
         Command::Explore(args) => cli::explore::explore(args),
+        Command::Validate(args) => cli::validate::validate(args),
+        Command::Mutate(args) => cli::mutate::mutate(args),
         Command::States { action } => cli::states::states(action.unwrap_or(StatesAction::List)),
         Command::Topology {
             action: TopologyAction::Show { topology },

@@ -107,9 +107,10 @@ fn a_truncated_state_is_discarded_made_again_and_the_run_passes() {
         serde_json::from_str(&std::fs::read_to_string(remade[0].join("proof.json")).unwrap())
             .unwrap();
     assert_eq!(
-        proof["state_bytes"],
+        proof["state"]["bytes"],
         std::fs::metadata(remade[0].join("state")).unwrap().len()
     );
+    assert!(proof["state"]["sha256"].is_string(), "{proof}");
     assert_no_qemu(dir.path(), &t);
     assert_no_qemu(cache.path(), &t);
 }

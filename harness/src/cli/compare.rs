@@ -69,13 +69,7 @@ fn side(args: &CompareArgs, out: &Path, label: &'static str, spec: &str) -> anyh
     if dir.exists() {
         std::fs::remove_dir_all(&dir).with_context(|| format!("clearing {}", dir.display()))?;
     }
-    let snapshots = dir.join("snapshots");
-    config.runs_dir = dir.join("runs");
-    config.results_dir = dir;
-    // Bodies are collected, not judged; a failing trial's transcript so
-    // far is shown against the shared snapshot.
-    config.variants = Vec::new();
-    config.collect = Some(snapshots.clone());
+    let snapshots = super::sides::collecting(&mut config, &dir);
     config.shares = args.share.shares.clone();
     Ok(Side {
         label,

@@ -84,12 +84,34 @@ pub fn judge(
     guest: &GuestView,
     generations: &Generations,
 ) -> CrashOutcome {
+    judge_with_interrupted(media, label_violations, &[], guest, generations)
+}
+
+/// [`judge`], with the updates the cut interrupted ([`labels::interrupted`]):
+/// a reader must roll each back (UEFI 2.7, 13.19), so the region must come
+/// back without it.
+///
+/// [`labels::interrupted`]: super::labels::interrupted
+pub fn judge_with_interrupted(
+    media: &BTreeSet<NamespaceKey>,
+    label_violations: &[LabelViolation],
+    interrupted: &[Uuid],
+    guest: &GuestView,
+    generations: &Generations,
+) -> CrashOutcome {
     if let Some(v) = label_violations.first() {
         return CrashOutcome::Violation(format!("labels: {v}"));
     }
     if let Some(report) = guest.kernel_reports.first() {
         return CrashOutcome::Violation(format!(
             "kernel report while the drivers probed: {report}"
+        ));
+    }
+    if let (Some(uuid), false) = (interrupted.first(), guest.region_enabled) {
+        return CrashOutcome::Violation(format!(
+            "uuid {uuid} is an update the cut interrupted (its set incomplete, marked \
+             UPDATING), which a reader must roll back (UEFI 2.7, 13.19); the region will \
+             not probe"
         ));
     }
     if let Some(failure) = &guest.setup_failure {
@@ -218,6 +240,32 @@ mod tests {
             judge_media([old, stranger].into()),
             CrashOutcome::Violation(_)
         ));
+    }
+
+    #[test]
+    fn an_interrupted_update_is_rolled_back_or_the_region_is_lost() {
+        let old = key(1, 64 << 20, ClaimClass::Pfn);
+        let torn = NamespaceKey {
+            missing_positions: vec![1],
+            ..key(2, 32 << 20, ClaimClass::Pfn)
+        };
+        let gens = Generations {
+            before: [old.clone()].into(),
+            after: [old.clone(), key(2, 64 << 20, ClaimClass::Pfn)].into(),
+        };
+        let media: BTreeSet<NamespaceKey> = [old.clone(), torn.clone()].into();
+        // Rolled back: the region came back with the old namespace only.
+        let guest = guest_on(&[old.clone()].into());
+        let outcome = judge_with_interrupted(&media, &[], &[torn.uuid], &guest, &gens);
+        assert!(!matches!(outcome, CrashOutcome::Violation(_)), "{outcome}");
+        // The region refused: every namespace of it is lost.
+        let mut lost = guest_on(&BTreeSet::new());
+        lost.region_enabled = false;
+        let outcome = judge_with_interrupted(&media, &[], &[torn.uuid], &lost, &gens);
+        assert!(
+            matches!(&outcome, CrashOutcome::Violation(w) if w.contains("roll back") && w.contains("the region will not probe")),
+            "{outcome}"
+        );
     }
 
     #[test]

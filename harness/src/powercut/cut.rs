@@ -277,7 +277,14 @@ async fn kept_checksums(
 
 fn judge(media: &Media, view: &classify::GuestView, generations: &Generations) -> CrashOutcome {
     let violations: Vec<_> = media.violations.iter().map(|(_, v)| v.clone()).collect();
-    match classify::judge(&media.namespaces, &violations, view, generations) {
+    let interrupted: Vec<_> = media.interrupted.iter().map(|(_, u)| *u).collect();
+    match classify::judge_with_interrupted(
+        &media.namespaces,
+        &violations,
+        &interrupted,
+        view,
+        generations,
+    ) {
         // Name the region the labels broke in.
         CrashOutcome::Violation(why) if !violations.is_empty() => CrashOutcome::Violation(format!(
             "{why} ({})",
@@ -295,7 +302,7 @@ fn remove(image: &CrashImage) {
 /// (splitmix64: a case's cuts fall at the same moments run after run).
 pub fn moments(seed: u64, count: u32, within: Duration) -> Vec<Duration> {
     let mut state = seed;
-    let mut next = || sample::splitmix64(&mut state);
+    let mut next = || crate::seeded::splitmix64(&mut state);
     let span = within.as_micros().max(1) as u64;
     let mut out: Vec<Duration> = (0..count)
         .map(|_| Duration::from_micros(next() % span))

@@ -19,7 +19,7 @@ pub mod label;
 use std::path::PathBuf;
 
 pub use backing::{read_cxl_lsa, read_nfit_label_area};
-pub use check::{check, namespaces, LabelViolation, NamespaceKey};
+pub use check::{check, interrupted, namespaces, LabelViolation, NamespaceKey};
 pub use index::{IndexBlock, IndexFault};
 pub use label::{ClaimClass, LabelFault, LabelFormat, NamespaceLabel, Uuid};
 

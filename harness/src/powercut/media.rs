@@ -7,7 +7,7 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use super::labels::{self, LabelArea, LabelLayout, LabelViolation, NamespaceKey};
+use super::labels::{self, LabelArea, LabelLayout, LabelViolation, NamespaceKey, Uuid};
 use crate::topology::Topology;
 use crate::vm::GuestFiles;
 
@@ -93,6 +93,9 @@ pub struct Media {
     pub namespaces: BTreeSet<NamespaceKey>,
     /// Broken invariants, each with its region's name.
     pub violations: Vec<(String, LabelViolation)>,
+    /// Updates a cut interrupted (incomplete sets marked UPDATING), each
+    /// with its region's name: for the kernel to roll back.
+    pub interrupted: Vec<(String, Uuid)>,
     /// Some DIMM has a valid index: the regions are not label-less.
     pub labelled: bool,
 }
@@ -123,6 +126,11 @@ pub fn read(regions: &[RegionAreas], dir: &Path) -> Result<Media, Error> {
         }
         media.labelled |= areas.iter().any(|a| a.current.is_some());
         media.namespaces.extend(labels::namespaces(&areas));
+        media.interrupted.extend(
+            labels::interrupted(&areas)
+                .into_iter()
+                .map(|u| (region.name.clone(), u)),
+        );
         media.violations.extend(
             labels::check(&areas)
                 .into_iter()

@@ -123,24 +123,7 @@ fn tears(writes: &[LabelWrite]) -> Vec<usize> {
 
 /// `count` of `from`, drawn without repeats from `seed`.
 fn draw(from: &[usize], count: usize, seed: u64) -> Vec<usize> {
-    let mut pool = from.to_vec();
-    let mut state = seed;
-    let mut out = Vec::new();
-    while out.len() < count && !pool.is_empty() {
-        let z = splitmix64(&mut state);
-        out.push(pool.swap_remove((z % pool.len() as u64) as usize));
-    }
-    out
-}
-
-/// The next number of the splitmix64 sequence at `state`: what makes the
-/// cuts' random moments and a sample's extra points the same for a seed.
-pub fn splitmix64(state: &mut u64) -> u64 {
-    *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    let mut z = *state;
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
+    crate::seeded::sample(from.to_vec(), count, seed)
 }
 
 #[cfg(test)]

@@ -145,8 +145,32 @@ fn counts_in_set(label: &NamespaceLabel, width: usize) -> bool {
     }
 }
 
+/// The uuids of a region's interrupted updates: sets missing at some
+/// positions whose labels are marked UPDATING. The UEFI specification
+/// (2.7, 13.19, "Recovery Steps for a Non-Local Label Set") makes them a
+/// state a reader must expect: it rolls the interrupted create back. No
+/// broken invariant of the media, then; a kernel that fails the region on
+/// one is judged by the restart ([`crate::powercut::classify::judge`]).
+pub fn interrupted(areas: &[LabelArea]) -> Vec<Uuid> {
+    let mut out: BTreeSet<Uuid> = BTreeSet::new();
+    let partial: BTreeSet<Uuid> = namespaces(areas)
+        .into_iter()
+        .filter(|ns| !ns.missing_positions.is_empty())
+        .map(|ns| ns.uuid)
+        .collect();
+    for area in areas {
+        for label in area.active_labels() {
+            if partial.contains(&label.uuid) && label.flags & super::label::FLAG_UPDATING != 0 {
+                out.insert(label.uuid);
+            }
+        }
+    }
+    out.into_iter().collect()
+}
+
 /// Every broken invariant of a region's label areas: one area per DIMM,
-/// in the region's mapping order (the DIMM at position 0 first).
+/// in the region's mapping order (the DIMM at position 0 first). An
+/// interrupted update ([`interrupted`]) is not one.
 pub fn check(areas: &[LabelArea]) -> Vec<LabelViolation> {
     let mut found = Vec::new();
     for (dimm, area) in areas.iter().enumerate() {
@@ -158,9 +182,10 @@ pub fn check(areas: &[LabelArea]) -> Vec<LabelViolation> {
         .map(|a| a.active_labels().map(|l| l.uuid).collect())
         .unwrap_or_default();
     let width = areas.len();
+    let interrupted = interrupted(areas);
     for ns in namespaces(areas) {
         let (uuid, missing) = (ns.uuid, ns.missing_positions);
-        if missing.is_empty() {
+        if missing.is_empty() || interrupted.contains(&uuid) {
             continue;
         }
         found.push(if on_first_dimm.contains(&uuid) {

@@ -22,7 +22,7 @@ pub mod verdict;
 pub use html::render_html;
 
 /// One side as it ran.
-#[derive(Debug, Serialize)]
+#[derive(Clone, Debug, Serialize)]
 pub struct Side {
     /// As given on the command line.
     pub spec: String,

@@ -87,6 +87,29 @@ impl PatchVerdict {
         }
     }
 
+    /// Adds explore's difference: a finding only the candidate has
+    /// regresses, one only the baseline has is fixed.
+    pub fn add_explore(&mut self, only_baseline: &[String], only_candidate: &[String]) {
+        for (found, effect, before, after) in [
+            (only_candidate, Effect::Regresses, "no finding", "finding"),
+            (only_baseline, Effect::Fixes, "finding", "no finding"),
+        ] {
+            for f in found {
+                self.trials.push(TrialEffect {
+                    name: format!("explore: {f}"),
+                    effect,
+                    baseline: before.into(),
+                    candidate: after.into(),
+                    differs: Vec::new(),
+                    said: None,
+                });
+            }
+        }
+        self.trials
+            .sort_by(|a, b| (a.effect, &a.name).cmp(&(b.effect, &b.name)));
+        self.verdict = word(&self.trials);
+    }
+
     /// The verdict line and one line per trial that is not the same.
     pub fn render(&self) -> String {
         let mut out = String::new();
@@ -184,17 +207,22 @@ pub fn judge(comparison: &Comparison, flaky: &BTreeSet<String>) -> PatchVerdict 
     let same = trials.iter().filter(|t| t.effect == Effect::Same).count();
     trials.retain(|t| t.effect != Effect::Same);
     trials.sort_by(|a, b| (a.effect, &a.name).cmp(&(b.effect, &b.name)));
-    let verdict = if trials.iter().any(|t| t.effect == Effect::Regresses) {
+    PatchVerdict {
+        verdict: word(&trials),
+        trials,
+        same,
+    }
+}
+
+/// The word for trials' effects: any regression regresses; else any fix
+/// fixes.
+fn word(trials: &[TrialEffect]) -> Word {
+    if trials.iter().any(|t| t.effect == Effect::Regresses) {
         Word::Regresses
     } else if trials.iter().any(|t| t.effect == Effect::Fixes) {
         Word::Fixes
     } else {
         Word::NoChange
-    };
-    PatchVerdict {
-        verdict,
-        trials,
-        same,
     }
 }
 

@@ -7,6 +7,10 @@ use clap::{Args, Parser, Subcommand};
 use ndharness::vm::accel::AccelChoice;
 use ndharness::vm::share::{self, Share};
 
+pub mod patch;
+
+pub use patch::{MutateArgs, ValidateArgs};
+
 #[derive(Parser)]
 #[command(
     name = "ndharness",
@@ -46,6 +50,15 @@ pub enum Command {
     /// invariants after every step; a sequence that breaks one is shrunk
     /// and written as a case file.
     Explore(ExploreArgs),
+    /// One verdict on a kernel change (a patch, a series, or two git
+    /// revisions of a tree): the tree built with and without it, the same
+    /// trials on both, and no change, fixes or regresses (exit 0, 0, 1).
+    Validate(ValidateArgs),
+    /// How many kernel bugs the checks catch: mutants (hand-written and
+    /// generated) planted in a tree one at a time, each rebuilt and run
+    /// through the checks; killed, survived, or did not build, and a score
+    /// per check set.
+    Mutate(MutateArgs),
     /// The saved guest states of warm starts in the cache: list them, or
     /// remove the unused ones (`run` removes those unused for 7 days).
     States {

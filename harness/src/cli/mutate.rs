@@ -1,0 +1,262 @@
+//! `ndharness mutate`: how many kernel bugs the checks catch. The tree is
+//! built and checked once unmutated (the reference), then each mutant
+//! (hand-written, from mutants/hand, and generated, `--generate N`) is
+//! planted in its overlay alone, rebuilt (one object or a few), checked,
+//! and compared with the reference: killed (by which trials, or explore
+//! findings), survived, or did not apply or build. Guests boot cold: a
+//! saved state is no use to the next kernel. mutate.json is written after
+//! each mutant, so a run stopped part-way keeps what it measured.
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::Context;
+use ndharness::mutate::score::{self, Fate, Kill, MutantResult};
+use ndharness::mutate::{self, generate, Mutant};
+use ndharness::overlay::Change;
+use ndharness::runner::compare::{self, verdict};
+use serde::Serialize;
+
+use super::args::MutateArgs;
+use super::sides::{explore_difference, Bench, BuildFailure, SideRun};
+
+/// mutate.json.
+#[derive(Serialize)]
+struct Report<'a> {
+    tree: String,
+    profile: &'a str,
+    filter: Option<&'a str>,
+    power_cut: bool,
+    explore_seconds: Option<f64>,
+    seed: u64,
+    reference_seconds: f64,
+    scores: Vec<score::Score>,
+    mutants: &'a [MutantResult],
+}
+
+pub fn mutate(args: MutateArgs) -> anyhow::Result<ExitCode> {
+    let mut checks = args.checks.clone();
+    checks.machine.cold = true;
+    let mut bench = Bench::new(&checks)?;
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| bench.root.join("target/ndharness/mutate"));
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    let library = if args.mutants.is_empty() {
+        vec![bench.root.join("mutants/hand")]
+    } else {
+        args.mutants.clone()
+    };
+    let mut mutants = mutate::load(&library)?;
+    let seed = args.seed.unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+    });
+    let started = Instant::now();
+    println!("mutate: {} (unmutated first)", bench.tree().display());
+    let built = bench
+        .build(&Change::none("unmutated"))
+        .map_err(|e| anyhow::anyhow!("the unmutated tree: {e}"))?;
+    if args.generate > 0 {
+        let src = bench.src();
+        let sites = generate::sites(&src, generate::TARGETS);
+        let total = sites.len();
+        let chosen = ndharness::seeded::sample(sites, args.generate, seed);
+        println!(
+            "generated: {} of {total} sites in {} functions (seed {seed}: --seed {seed} repeats it)",
+            chosen.len(),
+            generate::TARGETS.len()
+        );
+        for (i, site) in chosen.iter().enumerate() {
+            mutants.push(generate::mutant(&src, site, i + 1)?);
+        }
+    }
+    if !args.only.is_empty() {
+        mutants.retain(|m| args.only.iter().any(|o| m.name.contains(o.as_str())));
+    }
+    if mutants.is_empty() {
+        anyhow::bail!(
+            "no mutant to run (library {library:?}, --only {:?})",
+            args.only
+        );
+    }
+    let reference = bench.run(&built, "unmutated", &out.join("unmutated"), seed)?;
+    let reference_seconds = reference.seconds + built.seconds;
+    println!(
+        "reference: {} trials in {:.0}s; {} mutants",
+        reference.side.results.len(),
+        reference_seconds,
+        mutants.len()
+    );
+    let mut results = Vec::new();
+    for (i, mutant) in mutants.iter().enumerate() {
+        if args.budget.is_some_and(|b| started.elapsed() > b) {
+            println!("budget spent: {} mutants not run", mutants.len() - i);
+            break;
+        }
+        println!(
+            "\n[{}/{}] {} ({})",
+            i + 1,
+            mutants.len(),
+            mutant.name,
+            mutant.class
+        );
+        let result = one(&mut bench, mutant, &reference, &out, seed);
+        println!(
+            "  {}",
+            score::render_text(std::slice::from_ref(&result), &[])
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .trim()
+        );
+        results.push(result);
+        write(&out, &bench, &args, seed, reference_seconds, &results)?;
+    }
+    // The overlay as the tree is, for whoever builds it next.
+    let _ = bench.build(&Change::none("unmutated"));
+    let ran = ran_sets(&reference, &checks);
+    let scores = score::scores(&results, &ran);
+    println!("\n{}", score::render_text(&results, &scores));
+    let (json, html) = write(&out, &bench, &args, seed, reference_seconds, &results)?;
+    println!("  report: {} {}", json.display(), html.display());
+    let errors = results.iter().any(|r| matches!(r.fate, Fate::Error { .. }));
+    Ok(ExitCode::from(if errors { 2 } else { 0 }))
+}
+
+/// The check sets the reference ran.
+fn ran_sets(reference: &SideRun, checks: &super::args::patch::Checks) -> Vec<&'static str> {
+    let mut sets: Vec<&'static str> = reference
+        .side
+        .results
+        .iter()
+        .map(|r| score::check_set(&r.name))
+        .collect();
+    if checks.explore.is_some() {
+        sets.push("explore");
+    }
+    sets.sort();
+    sets.dedup();
+    sets
+}
+
+/// One mutant planted, built, checked and judged against the reference.
+fn one(
+    bench: &mut Bench,
+    mutant: &Mutant,
+    reference: &SideRun,
+    out: &Path,
+    seed: u64,
+) -> MutantResult {
+    let result = |fate, build_seconds, run_seconds| MutantResult {
+        mutant: mutant.clone(),
+        fate,
+        build_seconds,
+        run_seconds,
+    };
+    let t0 = Instant::now();
+    let mut built = bench.build(&mutant.change);
+    for variant in &mutant.variants {
+        if !matches!(built, Err(BuildFailure::DoesNotApply(_))) {
+            break;
+        }
+        built = bench.build(variant);
+    }
+    let built = match built {
+        Ok(built) => built,
+        Err(BuildFailure::DoesNotApply(why)) => return result(Fate::DidNotApply { why }, 0.0, 0.0),
+        Err(BuildFailure::DoesNotBuild(why)) => {
+            return result(Fate::DidNotBuild { why }, t0.elapsed().as_secs_f64(), 0.0)
+        }
+        Err(BuildFailure::Other(e)) => {
+            let why = format!("{e:#}");
+            return result(Fate::Error { why }, t0.elapsed().as_secs_f64(), 0.0);
+        }
+    };
+    let dir = out.join("runs").join(&mutant.name);
+    let run = match bench.run(&built, &mutant.name, &dir, seed) {
+        Ok(run) => run,
+        Err(e) => {
+            let why = format!("{e:#}");
+            return result(Fate::Error { why }, built.seconds, 0.0);
+        }
+    };
+    let run_seconds = run.seconds;
+    let comparison = compare::compare(reference.side.clone(), run.side);
+    let mut judged = verdict::judge(&comparison, &Default::default());
+    if let (Some(b), Some(c)) = (&reference.findings, &run.findings) {
+        let (only_baseline, only_candidate) = explore_difference(b, c);
+        judged.add_explore(&only_baseline, &only_candidate);
+    }
+    let by: Vec<Kill> = judged
+        .trials
+        .iter()
+        .filter(|t| {
+            matches!(
+                t.effect,
+                verdict::Effect::Regresses | verdict::Effect::Fixes
+            )
+        })
+        .map(|t| Kill {
+            check: t.name.clone(),
+            set: score::check_set(&t.name),
+            how: if t.differs.is_empty() || t.baseline != t.candidate {
+                format!("{} -> {}", t.baseline, t.candidate)
+            } else {
+                format!("{} differs", t.differs.join(", "))
+            },
+        })
+        .collect();
+    let compared = judged.same + judged.trials.len() - judged.count(verdict::Effect::NotCompared);
+    let fate = if !by.is_empty() {
+        Fate::Killed { by }
+    } else if compared == 0 {
+        Fate::Error {
+            why: "no trial could be compared (infrastructure errors)".into(),
+        }
+    } else {
+        Fate::Survived
+    };
+    // A killed mutant's evidence is its results; its guests' folders go.
+    if matches!(fate, Fate::Killed { .. }) {
+        let _ = std::fs::remove_dir_all(dir.join("runs"));
+    }
+    result(fate, built.seconds, run_seconds)
+}
+
+/// mutate.json and mutate.html as they stand.
+fn write(
+    out: &Path,
+    bench: &Bench,
+    args: &MutateArgs,
+    seed: u64,
+    reference_seconds: f64,
+    results: &[MutantResult],
+) -> anyhow::Result<(std::path::PathBuf, std::path::PathBuf)> {
+    let scores = score::scores(results, &score::SETS);
+    let report = Report {
+        tree: bench.tree().display().to_string(),
+        profile: &args.checks.profile,
+        filter: args.checks.filter.as_deref(),
+        power_cut: args.checks.power_cut,
+        explore_seconds: args.checks.explore.map(|d| d.as_secs_f64()),
+        seed,
+        reference_seconds,
+        scores: scores.clone(),
+        mutants: results,
+    };
+    let json = out.join("mutate.json");
+    std::fs::write(
+        &json,
+        serde_json::to_string_pretty(&report).expect("a report serializes"),
+    )
+    .with_context(|| format!("writing {}", json.display()))?;
+    let html = out.join("mutate.html");
+    let title = format!("ndharness mutate: {}", bench.tree().display());
+    std::fs::write(&html, score::render_html(results, &scores, &title))
+        .with_context(|| format!("writing {}", html.display()))?;
+    Ok((json, html))
+}

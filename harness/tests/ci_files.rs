@@ -107,7 +107,11 @@ fn github_nightly_workflow() {
             == 5
     );
     let jobs = w["jobs"].as_object().unwrap();
-    assert_eq!(jobs.len(), 2, "a matrix of shards, then their merge");
+    assert_eq!(
+        jobs.keys().map(String::as_str).collect::<Vec<_>>(),
+        ["conformance", "merge", "mutate"],
+        "a matrix of shards, their merge, and the mutation run"
+    );
     let job = &w["jobs"]["conformance"];
     assert!(job["runs-on"].is_string());
     assert_eq!(job["strategy"]["fail-fast"], false);
@@ -337,4 +341,49 @@ fn the_tiers_are_what_ci_runs() {
     );
     let ci_run = std::fs::read_to_string(root().join(".ci/run")).unwrap();
     assert!(ci_run.contains("exec ci/test"), ".ci/run runs ci/test");
+}
+
+/// The nightly mutation run: both CI systems run ci/mutate and keep its
+/// report for the next night; ci/mutate runs `mutate` on a tree `image
+/// source` unpacked; `.ci/run` runs the validate-and-mutate test.
+#[test]
+fn mutate_runs_nightly_and_its_score_is_kept() {
+    let github = load(".github/workflows/nightly.yml");
+    let steps = github["jobs"]["mutate"]["steps"].as_array().unwrap();
+    let runs: Vec<&str> = steps.iter().filter_map(|s| s["run"].as_str()).collect();
+    assert_eq!(runs, ["ci/mutate"]);
+    let cached: Vec<&str> = steps
+        .iter()
+        .filter_map(|s| s["with"]["path"].as_str())
+        .collect();
+    assert!(
+        cached
+            .iter()
+            .any(|p| p.contains("target/ndharness/mutate/mutate.json")),
+        "{cached:?}"
+    );
+    let gitlab = load("ci/gitlab/nightly.yml");
+    let job = &gitlab["nightly-mutate"];
+    assert_eq!(job["script"][0].as_str(), Some("ci/mutate"));
+    let paths: Vec<&str> = job["cache"]["paths"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p.as_str())
+        .collect();
+    assert!(paths.contains(&"target/ndharness/mutate/mutate.json"));
+    let script = std::fs::read_to_string(root().join("ci/mutate")).unwrap();
+    assert!(script.contains("image source --kernel debian-7.3-mock"));
+    assert!(script.contains("ndharness mutate --kernel-tree \"$tree\""));
+    let test = std::fs::read_to_string(root().join("ci/test")).unwrap();
+    assert!(test.contains("cargo test --locked --test patchwork -- --ignored"));
+}
+
+/// `.ci/run` builds the book.
+#[test]
+fn ci_builds_the_book() {
+    let test = std::fs::read_to_string(root().join("ci/test")).unwrap();
+    assert!(test.contains("mdbook build book"));
+    let toml = std::fs::read_to_string(root().join("book/book.toml")).unwrap();
+    assert!(toml.contains("src = \"src\"") && toml.contains("build-dir = \"../target/book\""));
 }

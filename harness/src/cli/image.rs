@@ -23,6 +23,7 @@ pub fn image(action: ImageAction) -> anyhow::Result<ExitCode> {
     let (ImageAction::Build(args)
     | ImageAction::Lock(args)
     | ImageAction::Show(args)
+    | ImageAction::Source { image: args, .. }
     | ImageAction::Refresh(args)) = &action;
     let selection = args.select.selection(args.name.clone());
     let config = config(&args.common, selection, &MachineArgs::default(), None)?;
@@ -30,6 +31,10 @@ pub fn image(action: ImageAction) -> anyhow::Result<ExitCode> {
     match action {
         ImageAction::Lock(_) => lock(&files, &config.build)?,
         ImageAction::Build(_) => build(&files, &config.build, Detail::Summary)?,
+        ImageAction::Source { out, .. } => {
+            let tree = image::unpack_source(&files, &config.build, &out)?;
+            println!("{}", tree.display());
+        }
         ImageAction::Show(_) => build(&files, &config.build, Detail::Contents)?,
         ImageAction::Refresh(_) => {
             refresh(&files, &config.build)?;

@@ -44,6 +44,12 @@ pub fn mutate(args: MutateArgs) -> anyhow::Result<ExitCode> {
         .clone()
         .unwrap_or_else(|| bench.root.join("target/ndharness/mutate"));
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    // The last run's report, kept to compare the scores with.
+    let previous = out.join("previous.json");
+    if out.join("mutate.json").exists() {
+        std::fs::rename(out.join("mutate.json"), &previous)
+            .with_context(|| format!("keeping {}", previous.display()))?;
+    }
     let library = if args.mutants.is_empty() {
         vec![bench.root.join("mutants/hand")]
     } else {
@@ -121,10 +127,32 @@ pub fn mutate(args: MutateArgs) -> anyhow::Result<ExitCode> {
     let ran = ran_sets(&reference, &checks);
     let scores = score::scores(&results, &ran);
     println!("\n{}", score::render_text(&results, &scores));
+    if let Some(line) = previous_scores(&previous) {
+        println!("  previous run: {line}");
+    }
     let (json, html) = write(&out, &bench, &args, seed, reference_seconds, &results)?;
     println!("  report: {} {}", json.display(), html.display());
     let errors = results.iter().any(|r| matches!(r.fate, Fate::Error { .. }));
     Ok(ExitCode::from(if errors { 2 } else { 0 }))
+}
+
+/// The previous run's scores, as one line (`any 38 of 43, suites ...`).
+fn previous_scores(path: &Path) -> Option<String> {
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()?;
+    let scores: Vec<String> = report["scores"]
+        .as_array()?
+        .iter()
+        .map(|s| {
+            format!(
+                "{} {} of {}",
+                s["set"].as_str().unwrap_or("?"),
+                s["killed"],
+                s["of"]
+            )
+        })
+        .collect();
+    Some(scores.join(", "))
 }
 
 /// The check sets the reference ran.
@@ -197,7 +225,7 @@ fn one(
         .filter(|t| {
             matches!(
                 t.effect,
-                verdict::Effect::Regresses | verdict::Effect::Fixes
+                verdict::Effect::Regresses | verdict::Effect::Changes | verdict::Effect::Fixes
             )
         })
         .map(|t| Kill {

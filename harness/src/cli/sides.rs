@@ -51,6 +51,7 @@ pub struct Bench {
     kernel_config: KernelConfig,
     checks: Checks,
     trials: TrialSet,
+    power_cuts: ndharness::suite::PointSelection,
     cache: PathBuf,
 }
 
@@ -89,6 +90,7 @@ impl Bench {
             kernel_config,
             checks: checks.clone(),
             trials,
+            power_cuts: profile.power_cuts,
             cache,
         })
     }
@@ -150,6 +152,7 @@ impl Bench {
         let mut config = config(&self.checks.common, selection, &self.checks.machine, None)?;
         let snapshots = collecting(&mut config, out);
         config.profile_trials = Some(TrialSet::any_of(vec![self.trials.clone()]));
+        config.power_cuts = self.power_cuts;
         let filter = libtest_mimic::Arguments {
             filter: self.checks.filter.clone(),
             test_threads: self.checks.test_threads,

@@ -80,6 +80,9 @@ pub enum Error {
     BadSpec { spec: String, reason: String },
     #[error(transparent)]
     KernelTree(#[from] crate::kbuild::Error),
+    /// The tree's overlay (what is built instead of the tree itself).
+    #[error(transparent)]
+    Overlay(#[from] crate::overlay::Error),
     #[error("{}: {error}", path.display())]
     ImagesDir {
         path: PathBuf,
@@ -182,7 +185,11 @@ impl Selection {
             Some(full) => crate::kbuild::KernelConfig::Full(full),
             None => crate::kbuild::KernelConfig::Fragment(images_dir.join(crate::kbuild::FRAGMENT)),
         };
-        let built = crate::kbuild::build(&tree, &config, cache)?;
+        // Built in its overlay: the mock buses' builds write into the
+        // source tree, and the user's tree is never written.
+        let mut overlay = crate::overlay::Overlay::for_tree(cache, &tree)?;
+        overlay.sync()?;
+        let built = crate::kbuild::build(&overlay.src(), &config, cache)?;
         eprintln!(
             "kernel tree {}: {} built in {:.0}s",
             tree.display(),
@@ -564,7 +571,7 @@ mod tests {
         let not_a_tree = Selection::parse("tree=/nonexistent-tree").unwrap();
         let e = resolve(not_a_tree).unwrap_err();
         assert!(
-            matches!(e, Error::KernelTree(crate::kbuild::Error::NotATree(_))),
+            matches!(e, Error::Overlay(crate::overlay::Error::NotATree(_))),
             "{e}"
         );
     }

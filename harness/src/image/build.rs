@@ -87,6 +87,30 @@ pub fn build(files: &ImageFiles, opts: &BuildOptions) -> Result<Image> {
 }
 
 /// Brings every package and source the build reads into the store.
+/// The kernel source of a line built from Debian's source package
+/// (`kernel: { package: linux-source-X, build: ... }`), unpacked and
+/// patched as the line builds it into a new folder under `out`: a tree
+/// for `validate`, `mutate` and `--kernel-tree`. Returns the tree.
+pub fn unpack_source(
+    files: &ImageFiles,
+    opts: &BuildOptions,
+    out: &std::path::Path,
+) -> Result<std::path::PathBuf> {
+    let Some(spec) = &files.recipe.kernel.build else {
+        return Err(Error::Modules(format!(
+            "image {}: its kernel is a binary package, not built from source \
+             (pick a line built from source, e.g. --kernel debian-7.3-mock)",
+            files.name
+        )));
+    };
+    let (lock, _) = files.read_lock()?;
+    {
+        let _hold = CacheLock::acquire(&opts.cache)?;
+        fetch_inputs(files, opts, &lock)?;
+    }
+    source_kernel::unpack_into(files, spec, opts, &lock, out)
+}
+
 fn fetch_inputs(files: &ImageFiles, opts: &BuildOptions, lock: &Lock) -> Result<()> {
     let mut wanted: Vec<&LockedPackage> = lock.packages.iter().collect();
     if opts.user_kernel.is_none() {

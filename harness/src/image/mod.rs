@@ -37,7 +37,7 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 pub use apt::Archive;
-pub use build::build;
+pub use build::{build, unpack_source};
 pub use cache::{Image, Manifest};
 pub use lock::lock;
 pub use recipe::{ImageFiles, Lock, LockedPackage, Provides, Recipe};

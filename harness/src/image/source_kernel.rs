@@ -121,6 +121,18 @@ pub(super) fn stage(
     staged(&dir, source)
 }
 
+/// The source of `spec`'s kernel unpacked and patched into `out`.
+pub(super) fn unpack_into(
+    files: &ImageFiles,
+    spec: &KernelBuildSpec,
+    opts: &BuildOptions,
+    lock: &Lock,
+    out: &Path,
+) -> Result<PathBuf> {
+    let what = format!("kernel source {}", lock.kernel.name);
+    unpack(&opts.cache, lock, out, &what, &patches(files, spec))
+}
+
 /// Unpacks the source package's tarball into `work/`; returns the tree.
 fn unpack(
     cache: &Path,

@@ -12,6 +12,12 @@
 //! rebuilt). [`Overlay::apply`] then applies a change ([`change`]). The
 //! overlay keeps one path, so one build folder serves the baseline and
 //! every change after it: each build is incremental, a file or a few.
+//!
+//! The mock buses' builds (`make M=tools/testing/nvdimm`, `.../cxl`) write
+//! their objects into the source tree, beside the drivers they compile
+//! again ([`COPIED`]): there a link would let a build write through to
+//! the user's file, so those folders hold copies, taken again only when
+//! the user's file changed, and the build's own files are left there.
 
 pub mod change;
 
@@ -51,11 +57,29 @@ pub(crate) fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
     }
 }
 
+/// The folders the mock buses' builds write into: copies, not links.
+pub const COPIED: &[&str] = &[
+    "drivers/nvdimm/",
+    "drivers/cxl/",
+    "drivers/dax/",
+    "drivers/acpi/nfit/",
+    "tools/testing/nvdimm/",
+    "tools/testing/cxl/",
+];
+
+fn copied(rel: &str) -> bool {
+    COPIED.iter().any(|dir| rel.starts_with(dir))
+}
+
 /// What the overlay holds beside the user's tree, kept across runs.
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct Ledger {
     /// Paths (relative) the last change wrote: copies, or files it added.
     touched: BTreeSet<String>,
+    /// Each file of the [`COPIED`] folders as the user's was when copied:
+    /// its size and mtime (seconds, nanoseconds).
+    #[serde(default)]
+    copies: std::collections::BTreeMap<String, (u64, i64, i64)>,
 }
 
 const LEDGER: &str = "overlay.json";
@@ -124,6 +148,15 @@ impl Overlay {
                 synced.restored += 1;
                 return Ok(());
             }
+            if copied(&key) {
+                let stamp = (md.len(), md.mtime(), md.mtime_nsec());
+                if self.ledger.copies.get(key.as_ref()) != Some(&stamp) || !ours.exists() {
+                    replace_with_copy(&tree.join(rel), &ours)?;
+                    self.ledger.copies.insert(key.into_owned(), stamp);
+                    synced.linked += 1;
+                }
+                return Ok(());
+            }
             let same = std::fs::symlink_metadata(&ours)
                 .is_ok_and(|o| o.ino() == md.ino() && o.dev() == md.dev());
             if !same {
@@ -135,8 +168,13 @@ impl Overlay {
         // What is in the overlay but no longer in the tree (a file the
         // user deleted, or one a change added).
         let mut extra = Vec::new();
+        let added = std::mem::take(&mut self.ledger.touched);
         walk(&src, Path::new(""), &mut |rel, _| {
-            if !seen.contains(rel) {
+            let key = rel.to_string_lossy();
+            // In the copied folders a file of the build's stays, unless a
+            // change added it.
+            let built_here = copied(&key) && !added.contains(key.as_ref());
+            if !seen.contains(rel) && !built_here {
                 extra.push(src.join(rel));
             }
             Ok(())
@@ -145,7 +183,6 @@ impl Overlay {
             std::fs::remove_file(&path).map_err(io(&path))?;
             synced.removed += 1;
         }
-        self.ledger.touched.clear();
         self.save()?;
         Ok(synced)
     }

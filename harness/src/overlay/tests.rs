@@ -50,7 +50,16 @@ fn a_change_writes_copies_and_a_sync_puts_the_users_tree_back() {
     let synced = o.sync().unwrap();
     assert_eq!((synced.files, synced.linked), (3, 3), "{synced:?}");
     let ours = o.src().join("drivers/nvdimm/label.c");
-    assert_eq!(ino(&ours), ino(&label), "a link, not a copy");
+    assert_ne!(
+        ino(&ours),
+        ino(&label),
+        "the mock builds write there: a copy"
+    );
+    assert_eq!(
+        ino(&o.src().join("Makefile")),
+        ino(&user.path().join("Makefile")),
+        "elsewhere a link"
+    );
     assert!(!o.src().join(".git").exists());
 
     let touched = o.apply(&Change::diff("p", PATCH.into())).unwrap();
@@ -69,8 +78,33 @@ fn a_change_writes_copies_and_a_sync_puts_the_users_tree_back() {
     assert_eq!(std::fs::read(&ours).unwrap(), before);
     assert!(!o.src().join("drivers/nvdimm/new.c").exists());
     assert_ne!(ino(&ours), ino(&label), "a fresh copy: make rebuilds it");
+}
+
+#[test]
+fn the_mock_builds_folders_are_copies_whose_build_files_stay() {
+    let user = tempfile::tempdir().unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    tree(user.path());
+    let mut o = Overlay::for_tree(cache.path(), user.path()).unwrap();
+    o.sync().unwrap();
+    let label = user.path().join("drivers/nvdimm/label.c");
+    let ours = o.src().join("drivers/nvdimm/label.c");
+    let before = std::fs::read(&label).unwrap();
+    // What a mock build does in the overlay: rewrites a file in place and
+    // adds its objects.
+    std::fs::write(&ours, "rewritten by make\n").unwrap();
+    std::fs::write(o.src().join("drivers/nvdimm/label.o"), "obj").unwrap();
+    assert_eq!(std::fs::read(&label).unwrap(), before, "the user's file");
     let synced = o.sync().unwrap();
-    assert_eq!(synced.linked, 1, "then a link again: {synced:?}");
+    assert_eq!((synced.linked, synced.removed), (0, 0), "{synced:?}");
+    assert!(
+        o.src().join("drivers/nvdimm/label.o").exists(),
+        "the build's file stays"
+    );
+    // The user changes the file: copied again.
+    std::fs::write(&label, "int changed;\n").unwrap();
+    o.sync().unwrap();
+    assert_eq!(std::fs::read_to_string(&ours).unwrap(), "int changed;\n");
 }
 
 #[test]

@@ -80,6 +80,16 @@ pub enum ImageAction {
     Lock(ImageArgs),
     /// Print what a built image holds.
     Show(ImageArgs),
+    /// Unpack the kernel source of a line built from source (`--kernel
+    /// debian-7.3-mock`), patched as the line builds it, into a folder
+    /// under DIR: a tree for `validate`, `mutate` and `--kernel-tree`.
+    Source {
+        #[command(flatten)]
+        image: ImageArgs,
+        /// Where the tree goes (a `linux-source-X` folder is made in it).
+        #[arg(long, value_name = "DIR")]
+        out: std::path::PathBuf,
+    },
     /// Re-lock a line that follows the newest kernel of its package pattern
     /// (`follows_newest: true` in its recipe), printing what changed; a
     /// line pinned for good is left as it is. What the nightly runs first.

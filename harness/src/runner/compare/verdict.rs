@@ -1,8 +1,9 @@
 //! A patch's verdict from a comparison of its baseline and its candidate
 //! (`ndharness validate`, `ndharness mutate`): per trial whether the
-//! change fixed it (its status better), regressed it (its status worse,
-//! or the same status with other output: a behaviour change), left it as
-//! it was, or touched a trial that already varies on the baseline (flaky
+//! change fixed it (its status better), regressed it (its status worse),
+//! changed what it shows (the same status, other output: a behaviour
+//! change to review, which gates as a regression does), left it as it
+//! was, or touched a trial that already varies on the baseline (flaky
 //! there: not the patch's doing); then one word for the whole: no change,
 //! fixes, or regresses. Pure: what ran is in the [`Comparison`].
 
@@ -16,8 +17,10 @@ use super::{Comparison, TrialComparison};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Effect {
-    /// Worse status, or the same status with other output.
+    /// Worse status.
     Regresses,
+    /// The same status, other output (transcript, layout, kernel log).
+    Changes,
     /// Better status.
     Fixes,
     /// It differs, but it already differs between runs of the baseline.
@@ -31,6 +34,7 @@ impl Effect {
     pub fn word(self) -> &'static str {
         match self {
             Effect::Regresses => "regresses",
+            Effect::Changes => "changes",
             Effect::Fixes => "fixes",
             Effect::FlakyOnBaseline => "flaky",
             Effect::NotCompared => "not compared",
@@ -138,6 +142,7 @@ impl PatchVerdict {
         let mut counts = vec![format!("{} same", self.same)];
         for effect in [
             Effect::Regresses,
+            Effect::Changes,
             Effect::Fixes,
             Effect::FlakyOnBaseline,
             Effect::NotCompared,
@@ -173,10 +178,10 @@ fn effect(t: &TrialComparison, flaky: &BTreeSet<String>) -> Effect {
     if flaky.contains(&t.name) {
         return Effect::FlakyOnBaseline;
     }
-    if c > b {
-        Effect::Fixes
-    } else {
-        Effect::Regresses
+    match c.cmp(&b) {
+        std::cmp::Ordering::Greater => Effect::Fixes,
+        std::cmp::Ordering::Less => Effect::Regresses,
+        std::cmp::Ordering::Equal => Effect::Changes,
     }
 }
 
@@ -217,7 +222,10 @@ pub fn judge(comparison: &Comparison, flaky: &BTreeSet<String>) -> PatchVerdict 
 /// The word for trials' effects: any regression regresses; else any fix
 /// fixes.
 fn word(trials: &[TrialEffect]) -> Word {
-    if trials.iter().any(|t| t.effect == Effect::Regresses) {
+    if trials
+        .iter()
+        .any(|t| matches!(t.effect, Effect::Regresses | Effect::Changes))
+    {
         Word::Regresses
     } else if trials.iter().any(|t| t.effect == Effect::Fixes) {
         Word::Fixes
@@ -317,7 +325,7 @@ mod tests {
             effects,
             [
                 ("a", Effect::Regresses),
-                ("b", Effect::Regresses),
+                ("b", Effect::Changes),
                 ("c", Effect::Fixes)
             ]
         );
@@ -328,7 +336,7 @@ mod tests {
         );
         assert!(
             text.contains("step 3: exit code 1")
-                && text.ends_with("verdict: regresses (0 same, 2 regresses, 1 fixes)\n"),
+                && text.ends_with("verdict: regresses (0 same, 1 regresses, 1 changes, 1 fixes)\n"),
             "{text}"
         );
     }

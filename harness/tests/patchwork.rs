@@ -1,0 +1,173 @@
+//! A kernel change as the unit of work, end to end on a real tree: the
+//! mock line's kernel source unpacked (`image source`), then `validate` on
+//! a change that fixes nothing and breaks nothing (no change, exit 0), on
+//! a hand-written mutant (regresses, exit 1, naming the trial), and
+//! `mutate` on two mutants, one the selection kills; the tree the same,
+//! checksum for checksum, afterwards. The first build of the tree is cold
+//! (minutes); every build after it is incremental.
+//!
+//! Ignored by default (it builds a kernel): `cargo test --test patchwork
+//! -- --ignored`, as `.ci/run` does.
+
+mod scratch;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use scratch::{ndharness, text};
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .canonicalize()
+        .unwrap()
+}
+
+/// Every file of `dir` (`.git` aside) and its contents' hash.
+fn checksums(dir: &Path) -> BTreeMap<PathBuf, String> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            let md = std::fs::symlink_metadata(&p).unwrap();
+            if md.is_dir() {
+                if p.file_name().is_some_and(|n| n != ".git") {
+                    stack.push(p);
+                }
+            } else if md.is_file() {
+                let sum = ndharness::proof::sha256_file(&p).unwrap();
+                out.insert(p.strip_prefix(dir).unwrap().to_owned(), sum);
+            }
+        }
+    }
+    out
+}
+
+/// A change that touches a comment only.
+const COMMENT_ONLY: &str = "\
+--- a/drivers/nvdimm/label.c
++++ b/drivers/nvdimm/label.c
+@@ -1,6 +1,7 @@
+ // SPDX-License-Identifier: GPL-2.0-only
+ /*
+  * Copyright(c) 2013-2015 Intel Corporation. All rights reserved.
++ * Label format: UEFI 2.7, 13.19 \"NVDIMM Label Protocol\".
+  */
+ #include <linux/device.h>
+ #include <linux/ndctl.h>
+";
+
+/// The one trial the checks run: ndctl's create.sh on nfit_test, which
+/// mutant 10 (a namespace of all the space left refused) fails.
+const FILTER: &str = "ndctl::create.sh::nfit-test-modules";
+const KILLED: &str = "10-ns-size-exact-fit-enospc";
+/// A mutant create.sh does not see (a lock held too briefly).
+const SURVIVES: &str = "12-ns-uuid-store-no-bus-lock";
+
+#[test]
+#[ignore = "builds a kernel tree (minutes); cargo test --test patchwork -- --ignored"]
+fn validate_and_mutate_judge_changes_and_leave_the_tree_as_it_was() {
+    let root = repo();
+    let trees = root.join("target/ndharness/trees");
+    let unpacked = ndharness(&[
+        "image",
+        "source",
+        "--kernel",
+        "debian-7.3-mock",
+        "--out",
+        trees.to_str().unwrap(),
+    ])
+    .output()
+    .unwrap();
+    assert!(unpacked.status.success(), "{}", text(&unpacked));
+    let tree = String::from_utf8(unpacked.stdout)
+        .unwrap()
+        .trim()
+        .to_owned();
+    let before = checksums(Path::new(&tree));
+    let work = tempfile::tempdir().unwrap();
+    let patch = work.path().join("comment.patch");
+    std::fs::write(&patch, COMMENT_ONLY).unwrap();
+    let out = work.path().join("validate");
+    let validate = |patch: &Path| {
+        ndharness(&[
+            "validate",
+            "--kernel-tree",
+            &tree,
+            "--patch",
+            patch.to_str().unwrap(),
+            FILTER,
+            "--out",
+            out.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap()
+    };
+
+    let o = validate(&patch);
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{t}");
+    assert!(t.contains("verdict: no change"), "{t}");
+
+    let mutant = root.join(format!("mutants/hand/{KILLED}.patch"));
+    let o = validate(&mutant);
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{t}");
+    assert!(
+        t.contains("verdict: regresses") && t.contains(FILTER),
+        "{t}"
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("validate.json")).unwrap()).unwrap();
+    assert_eq!(report["verdict"], "regresses");
+    assert_eq!(report["trials"][0]["name"], FILTER);
+
+    let mutate_out = work.path().join("mutate");
+    let o = ndharness(&[
+        "mutate",
+        "--kernel-tree",
+        &tree,
+        "--only",
+        KILLED,
+        "--only",
+        SURVIVES,
+        FILTER,
+        "--out",
+        mutate_out.to_str().unwrap(),
+    ])
+    .output()
+    .unwrap();
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{t}");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(mutate_out.join("mutate.json")).unwrap())
+            .unwrap();
+    let fate = |name: &str| {
+        report["mutants"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["name"] == name)
+            .map(|m| m["outcome"].as_str().unwrap().to_owned())
+    };
+    assert_eq!(fate(KILLED).as_deref(), Some("killed"), "{t}");
+    assert_eq!(fate(SURVIVES).as_deref(), Some("survived"), "{t}");
+    let any = report["scores"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["set"] == "any")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (any["killed"].as_u64(), any["of"].as_u64()),
+        (Some(1), Some(2))
+    );
+    assert!(mutate_out.join("mutate.html").exists());
+
+    assert!(
+        checksums(Path::new(&tree)) == before,
+        "the user's tree changed"
+    );
+}

@@ -72,6 +72,7 @@ fn a_change_writes_copies_and_a_sync_puts_the_users_tree_back() {
     assert!(o.src().join("drivers/nvdimm/new.c").exists());
 
     // Again from the ledger, as a later run would.
+    drop(o);
     let mut o = Overlay::for_tree(cache.path(), user.path()).unwrap();
     let synced = o.sync().unwrap();
     assert_eq!((synced.restored, synced.removed), (1, 1), "{synced:?}");

@@ -140,23 +140,56 @@ impl fmt::Display for ProblemKind {
 /// The line a kernel panic starts with, in the log and on the console.
 pub const PANIC_LINE: &str = "Kernel panic - not syncing";
 
+/// The reports' first lines, most specific first: the titles syzkaller
+/// sorts kernel reports by (panics, sanitizers, lockdep, hangs and
+/// stalls, BUGs, oopses and traps, warnings). A pattern matches at the
+/// start of a message, after a `subsystem: ` prefix (`watchdog: BUG: soft
+/// lockup`), or anywhere when it is long enough to say what it is.
 const PATTERNS: &[(&str, ProblemKind)] = &[
     (PANIC_LINE, ProblemKind::Panic),
     ("BUG: KASAN:", ProblemKind::Sanitizer),
+    ("BUG: KFENCE:", ProblemKind::Sanitizer),
+    ("BUG: KMSAN:", ProblemKind::Sanitizer),
+    ("BUG: KCSAN:", ProblemKind::Sanitizer),
     ("UBSAN:", ProblemKind::Sanitizer),
     ("KFENCE:", ProblemKind::Sanitizer),
+    ("unreferenced object 0x", ProblemKind::Sanitizer),
     ("possible circular locking dependency", ProblemKind::Lockdep),
     ("possible recursive locking", ProblemKind::Lockdep),
     ("inconsistent lock state", ProblemKind::Lockdep),
-    ("WARNING:", ProblemKind::Warning),
-    ("BUG:", ProblemKind::Bug),
-    ("kernel BUG at", ProblemKind::Bug),
-    ("Oops:", ProblemKind::Oops),
-    ("general protection fault", ProblemKind::Oops),
-    ("Call Trace:", ProblemKind::CallTrace),
+    (
+        "possible irq lock inversion dependency",
+        ProblemKind::Lockdep,
+    ),
+    ("suspicious RCU usage", ProblemKind::Lockdep),
+    ("trying to register non-static key", ProblemKind::Lockdep),
+    (
+        "lock held when returning to user space",
+        ProblemKind::Lockdep,
+    ),
+    ("BUG: soft lockup", ProblemKind::Hang),
+    ("Watchdog detected hard LOCKUP", ProblemKind::Hang),
     ("blocked for more than", ProblemKind::Hang),
+    ("detected stalls on CPUs/tasks", ProblemKind::Hang),
+    ("self-detected stall on CPU", ProblemKind::Hang),
+    ("detected expedited stalls", ProblemKind::Hang),
     ("rcu_sched detected stalls", ProblemKind::Hang),
     ("rcu_preempt detected stalls", ProblemKind::Hang),
+    ("BUG: workqueue lockup", ProblemKind::Hang),
+    ("WARNING:", ProblemKind::Warning),
+    ("refcount_t: ", ProblemKind::Warning),
+    ("BUG:", ProblemKind::Bug),
+    ("kernel BUG at", ProblemKind::Bug),
+    ("list_add corruption", ProblemKind::Bug),
+    ("list_del corruption", ProblemKind::Bug),
+    ("Oops:", ProblemKind::Oops),
+    ("general protection fault", ProblemKind::Oops),
+    ("Unable to handle kernel", ProblemKind::Oops),
+    ("divide error:", ProblemKind::Oops),
+    ("invalid opcode:", ProblemKind::Oops),
+    ("stack segment:", ProblemKind::Oops),
+    ("double fault:", ProblemKind::Oops),
+    ("Call Trace:", ProblemKind::CallTrace),
 ];
 
 /// The report kind a record starts, if any.
@@ -165,9 +198,19 @@ pub fn problem(r: &Record) -> Option<ProblemKind> {
         return None;
     }
     let m = r.message.trim_start();
+    // `watchdog: BUG: soft lockup`, `cxl_pmem: WARNING: ...`: a report
+    // behind a subsystem's prefix.
+    let after_prefix = m
+        .split_once(": ")
+        .filter(|(prefix, _)| !prefix.contains(' '))
+        .map(|(_, rest)| rest);
     PATTERNS
         .iter()
-        .find(|(p, _)| m.starts_with(p) || (p.len() > 12 && m.contains(p)))
+        .find(|(p, _)| {
+            m.starts_with(p)
+                || after_prefix.is_some_and(|rest| rest.starts_with(p))
+                || (p.len() > 12 && m.contains(p))
+        })
         .map(|(_, k)| *k)
 }
 
@@ -245,6 +288,96 @@ mod tests {
             (4, 0, 812, 5123456)
         );
         assert_eq!(problem(&r), Some(ProblemKind::Warning));
+    }
+
+    #[test]
+    fn reports_are_found_by_their_titles_behind_a_prefix_too() {
+        let kind = |message: &str| {
+            problem(&Record {
+                level: 0,
+                facility: 0,
+                seq: 1,
+                ts_usec: 0,
+                message: message.into(),
+            })
+        };
+        for (message, want) in [
+            (
+                "watchdog: BUG: soft lockup - CPU#1 stuck for 22s! [ndctl:341]",
+                ProblemKind::Hang,
+            ),
+            ("Watchdog detected hard LOCKUP on cpu 1", ProblemKind::Hang),
+            (
+                "rcu: INFO: rcu_preempt detected stalls on CPUs/tasks:",
+                ProblemKind::Hang,
+            ),
+            (
+                "rcu: INFO: rcu_sched self-detected stall on CPU",
+                ProblemKind::Hang,
+            ),
+            (
+                "INFO: task ndctl:301 blocked for more than 120 seconds.",
+                ProblemKind::Hang,
+            ),
+            (
+                "BUG: workqueue lockup - pool cpus=0 node=0",
+                ProblemKind::Hang,
+            ),
+            (
+                "UBSAN: array-index-out-of-bounds in drivers/nvdimm/label.c:412:9",
+                ProblemKind::Sanitizer,
+            ),
+            (
+                "BUG: KFENCE: out-of-bounds read in nd_label_validate+0x2c/0x90",
+                ProblemKind::Sanitizer,
+            ),
+            (
+                "BUG: KASAN: slab-use-after-free in cxl_pmem_ctl+0x1/0x2",
+                ProblemKind::Sanitizer,
+            ),
+            (
+                "unreferenced object 0xffff888004a1c000 (size 256):",
+                ProblemKind::Sanitizer,
+            ),
+            ("WARNING: suspicious RCU usage", ProblemKind::Lockdep),
+            (
+                "INFO: trying to register non-static key.",
+                ProblemKind::Lockdep,
+            ),
+            (
+                "refcount_t: underflow; use-after-free.",
+                ProblemKind::Warning,
+            ),
+            (
+                "list_add corruption. prev->next should be next",
+                ProblemKind::Bug,
+            ),
+            (
+                "BUG: sleeping function called from invalid context at mm/slab.c:1",
+                ProblemKind::Bug,
+            ),
+            (
+                "divide error: 0000 [#1] PREEMPT SMP NOPTI",
+                ProblemKind::Oops,
+            ),
+            (
+                "invalid opcode: 0000 [#1] PREEMPT SMP NOPTI",
+                ProblemKind::Oops,
+            ),
+            (
+                "cxl_pmem: WARNING: label area too small",
+                ProblemKind::Warning,
+            ),
+        ] {
+            assert_eq!(kind(message), Some(want), "{message}");
+        }
+        for benign in [
+            "nd_pmem namespace0.0: unable to guarantee persistence of writes",
+            "nd_region region0: nmem1: BUGGY firmware is not a report",
+            "systemd: Started the step",
+        ] {
+            assert_eq!(kind(benign), None, "{benign}");
+        }
     }
 
     #[test]

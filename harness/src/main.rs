@@ -8,6 +8,10 @@ use std::process::ExitCode;
 use clap::Parser;
 use cli::args::{Cli, Command, StatesAction, TopologyAction};
 
+/// The exit code of a command line that does not parse (sysexits'
+/// EX_USAGE): never one a run ends with.
+const USAGE: u8 = 64;
+
 fn main() -> ExitCode {
     // `ndharness ... | head` ends quietly, as other command-line tools do.
     // SAFETY: restoring the default action of a signal at start-up, before
@@ -15,13 +19,21 @@ fn main() -> ExitCode {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
-    let parsed = Cli::parse();
+    // A usage error is 64 (EX_USAGE), apart from a run's 2 (infrastructure).
+    let parsed = match Cli::try_parse() {
+        Ok(parsed) => parsed,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { USAGE } else { 0 });
+        }
+    };
     install_ctrl_c();
     match dispatch(parsed.command) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {}", chain(&e));
-            ExitCode::from(2)
+            let usage = e.downcast_ref::<cli::Usage>().is_some();
+            ExitCode::from(if usage { USAGE } else { 2 })
         }
     }
 }

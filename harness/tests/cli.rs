@@ -221,3 +221,35 @@ fn a_slow_trial_is_shown_slow_while_it_runs_with_its_last_step() {
         "no SLOW line before the trial's end:\n{t}"
     );
 }
+
+#[test]
+fn exit_codes_tell_usage_no_match_and_a_pass_apart() {
+    let dir = scratch("codes", "one", "topology: nfit-1\nsteps:\n  - run: true\n");
+    let root = dir.path().to_str().unwrap().to_owned();
+    let run = |extra: &[&str]| {
+        let mut argv = vec!["run", "--root", &root, "--accel", "tcg"];
+        argv.extend(extra);
+        ndharness(&argv).output().unwrap()
+    };
+    let o = run(&["no-such-trial"]);
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    assert!(text(&o).contains("no trial matched"), "{}", text(&o));
+    let o = run(&["no-such-trial", "--no-tests", "pass"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let o = run(&["--no-such-flag"]);
+    assert_eq!(o.status.code(), Some(64), "{}", text(&o));
+    let o = ndharness(&["run", "--help"]).output().unwrap();
+    assert_eq!(o.status.code(), Some(0));
+}
+
+#[test]
+fn boot_without_a_command_or_a_terminal_says_so_at_once() {
+    let t0 = Instant::now();
+    let o = ndharness(&["boot", "--topology", "nfit-1"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(64), "{}", text(&o));
+    assert!(text(&o).contains("--no-shell"), "{}", text(&o));
+    assert!(t0.elapsed() < Duration::from_secs(10), "it booted nothing");
+}

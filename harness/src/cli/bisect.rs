@@ -165,6 +165,7 @@ pub fn run_argv(run: &RunArgs) -> Vec<OsString> {
         repeat,
         until_failure,
         soak,
+        no_tests,
         slow_after,
         partition,
         previous,
@@ -199,6 +200,12 @@ pub fn run_argv(run: &RunArgs) -> Vec<OsString> {
     argv.optional("--repeat", repeat.map(|n| n.to_string()));
     argv.switch("--until-failure", *until_failure);
     let soak = soak.map(|d| humantime::format_duration(d).to_string());
+    let no_tests = match no_tests {
+        ndharness::runner::result::NoTests::Fail => None,
+        ndharness::runner::result::NoTests::Warn => Some("warn"),
+        ndharness::runner::result::NoTests::Pass => Some("pass"),
+    };
+    argv.optional("--no-tests", no_tests);
     let slow_after = slow_after.map(|d| humantime::format_duration(d).to_string());
     argv.optional("--slow-after", slow_after);
     argv.optional("--soak", soak);
@@ -290,6 +297,7 @@ mod tests {
             repeat: Some(4),
             until_failure: true,
             soak: Some(std::time::Duration::from_secs(5400)),
+            no_tests: ndharness::runner::result::NoTests::Warn,
             slow_after: Some(std::time::Duration::from_secs(90)),
             partition: Some("hash:2/5".parse().unwrap()),
             previous: Some("/old/results.json".into()),

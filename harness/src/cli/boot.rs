@@ -28,6 +28,17 @@ struct Start {
 }
 
 pub fn boot(args: BootArgs) -> anyhow::Result<ExitCode> {
+    // Without a command and without a terminal there is no shell to
+    // give: said at once, not by a guest that waits for nobody.
+    if args.command.is_empty() && !args.no_shell && !shell::wanted() {
+        return Err(super::Usage(format!(
+            "boot: no COMMAND, and stdin is not a terminal (no shell to open): give a command \
+             after `--` (`ndharness boot -t {} -- ndctl list`), run it at a terminal for a \
+             shell, or add --no-shell to keep the guest up until Ctrl-C",
+            args.topology
+        ))
+        .into());
+    }
     let mut config = args.guest.config()?;
     config.shares = args.share.shares.clone();
     let topology = ndharness::topology::load(&args.topology)?;

@@ -81,6 +81,7 @@ pub fn config(
         power_cuts: Default::default(),
         profile_trials: None,
         slow_after: ndharness::runner::SLOW_AFTER,
+        no_tests: Default::default(),
         root,
     })
 }

@@ -4,6 +4,12 @@
 //! anyhow is used here and in main.rs only.
 
 pub mod args;
+
+/// A command line that parses but cannot be carried out as given (exit
+/// 64, as a usage error, not a run's 2).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Usage(pub String);
 pub mod bench;
 pub mod bisect;
 pub mod boot;

@@ -174,6 +174,7 @@ fn run_line(
     config.power_cuts = power_cuts;
     config.profile_trials = trials;
     config.slow_after = args.slow_after.unwrap_or(ndharness::runner::SLOW_AFTER);
+    config.no_tests = args.no_tests;
     let options = options(args)?;
     config.shares = args.share.shares.clone();
     let filter = libtest_mimic::Arguments {

@@ -51,6 +51,8 @@ pub struct Config {
     /// A trial running longer is reported slow, and again at each multiple
     /// (`--slow-after`).
     pub slow_after: Duration,
+    /// What a run whose filters match no trial exits with (`--no-tests`).
+    pub no_tests: super::result::NoTests,
 }
 
 /// When a running trial is first reported slow, by default.
@@ -88,6 +90,7 @@ impl Config {
             shares: Vec::new(),
             power_cuts: PointSelection::default(),
             slow_after: SLOW_AFTER,
+            no_tests: Default::default(),
             profile_trials: None,
         }
     }

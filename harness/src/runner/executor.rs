@@ -16,7 +16,9 @@ use super::guest_env::GuestEnvs;
 use super::jobs::default_jobs;
 use super::repeat::{Repeat, Stopper};
 use super::reporter::{Reporter, Reporters, RunEvent, RunRecord, Schedule, StepDone, TrialName};
-use super::result::{exit_code, Cause, Note, Phases, RunInfo, Status, TrialResult};
+use super::result::{
+    exit_code, Cause, NoTests, Note, Phases, RunInfo, Status, TrialResult, NO_TRIAL_MATCHED,
+};
 use super::selection::{self, Planned};
 use super::trial::{self, TrialOutcome};
 use super::{snapshot, warm, Config, GuestEnv};
@@ -117,8 +119,22 @@ pub fn execute(
         exec.reporters.emit(&RunEvent::TrialFinished(r));
     }
     results.extend(skipped);
+    let matched = !selected.is_empty();
+    let mut code = exit_code(&results, libtest_failed);
+    if !matched {
+        match exec.config.no_tests {
+            NoTests::Fail => {
+                eprintln!(
+                    "error: no trial matched the filters (`--no-tests pass` makes that a pass)"
+                );
+                code = NO_TRIAL_MATCHED;
+            }
+            NoTests::Warn => eprintln!("warning: no trial matched the filters"),
+            NoTests::Pass => {}
+        }
+    }
     let record = RunRecord {
-        exit_code: exit_code(&results, libtest_failed),
+        exit_code: code,
         info: run_info(&exec),
         wall: started.elapsed(),
         results,

@@ -234,6 +234,23 @@ pub struct RunInfo {
     pub start: String,
 }
 
+/// The exit code of a run whose filters matched no trial (`--no-tests
+/// fail`, the default): a gate with a typo must not pass having run
+/// nothing.
+pub const NO_TRIAL_MATCHED: u8 = 3;
+
+/// What a run that matched no trial exits with (`--no-tests`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum NoTests {
+    /// Exit 3.
+    #[default]
+    Fail,
+    /// Say so, exit 0.
+    Warn,
+    /// Exit 0.
+    Pass,
+}
+
 /// 1 on any conformance failure (or a libtest failure), else 2 on any
 /// infrastructure error, else 0.
 pub fn exit_code(results: &[TrialResult], libtest_failed: bool) -> u8 {

@@ -212,7 +212,7 @@ pub struct BenchArgs {
     #[arg(long)]
     pub suite_skip: Vec<String>,
     /// Guests at once for the suite [default: one per core, fewer when the available memory would not hold them]
-    #[arg(long, visible_alias = "jobs")]
+    #[arg(long, short = 'j', visible_alias = "jobs")]
     pub test_threads: Option<usize>,
     /// Delete the saved VM states first, so the warm suite pays for making
     /// its templates, as a first run after any change does.
@@ -251,7 +251,7 @@ pub struct ExploreArgs {
     #[arg(long, default_value = "12")]
     pub steps: usize,
     /// Guests at once [default: one per core, fewer when the available memory would not hold them]
-    #[arg(long, visible_alias = "jobs")]
+    #[arg(long, short = 'j', visible_alias = "jobs")]
     pub test_threads: Option<usize>,
     /// Guest runs a finding's shrinking may take.
     #[arg(long, default_value = "40")]
@@ -304,7 +304,7 @@ pub struct CompareArgs {
     #[arg(long)]
     pub skip: Vec<String>,
     /// Guests at once [default: one per core, fewer when the available memory would not hold them]
-    #[arg(long, visible_alias = "jobs")]
+    #[arg(long, short = 'j', visible_alias = "jobs")]
     pub test_threads: Option<usize>,
     /// Folder for compare.json, compare.html and each side's results
     /// [default: ROOT/target/ndharness/compare]
@@ -360,8 +360,8 @@ pub struct BootArgs {
     #[arg(long)]
     pub gdb: bool,
     /// Without COMMAND, keep the guest up printing its sockets until
-    /// Ctrl-C instead of opening a shell (what happens when stdin is not a
-    /// terminal).
+    /// Ctrl-C instead of opening a shell (without it, a boot with neither a
+    /// command nor a terminal is refused at once).
     #[arg(long, conflicts_with = "command")]
     pub no_shell: bool,
     /// Command to run in the guest.
@@ -405,7 +405,7 @@ pub struct RunArgs {
     #[arg(long)]
     pub skip: Vec<String>,
     /// Guests at once [default: one per core, fewer when the available memory would not hold them]
-    #[arg(long, visible_alias = "jobs")]
+    #[arg(long, short = 'j', visible_alias = "jobs")]
     pub test_threads: Option<usize>,
     /// Folder for results.json and junit.xml [default: ROOT/target/ndharness/results]
     #[arg(long)]
@@ -431,6 +431,10 @@ pub struct RunArgs {
     /// (`30m`, `8h`) is spent; a running trial finishes.
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub soak: Option<std::time::Duration>,
+    /// What a run whose filters match no trial exits with: fail (3), warn
+    /// (0, saying so) or pass (0)
+    #[arg(long, value_enum, value_name = "WHAT", default_value = "fail")]
+    pub no_tests: ndharness::runner::result::NoTests,
     /// Report a trial still running after DURATION as SLOW, with its last
     /// step, and again at each multiple of it [default: 60s]
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]

@@ -42,7 +42,7 @@ pub struct Checks {
     pub ndctl: Option<String>,
     /// Guests at once [default: one per core, fewer when the available
     /// memory would not hold them]
-    #[arg(long, visible_alias = "jobs")]
+    #[arg(long, short = 'j', visible_alias = "jobs")]
     pub test_threads: Option<usize>,
     #[command(flatten)]
     pub common: Common,

@@ -75,6 +75,8 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Bench(args) => cli::bench::bench(args),
         Command::Explore(args) => cli::explore::explore(args),
         Command::Validate(args) => cli::validate::validate(args),
+        Command::Completions { shell } => cli::manual::completions(shell),
+        Command::Man { out } => cli::manual::man_pages(&out),
         Command::Mutate(args) => cli::mutate::mutate(args),
         Command::States { action } => cli::states::states(action.unwrap_or(StatesAction::List)),
         Command::Topology {

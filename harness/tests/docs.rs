@@ -182,3 +182,42 @@ fn every_case_in_the_docs_is_its_file_or_loads() {
     }
     assert!(cases >= 10, "only {cases} cases in the docs");
 }
+
+#[test]
+fn the_examples_in_help_parse_and_man_pages_and_completions_are_made() {
+    let root = repo();
+    let mut examples = 0;
+    for command in ["run", "boot", "validate", "mutate"] {
+        let help = ndharness(&[command, "--help"]).output().unwrap();
+        let help = String::from_utf8_lossy(&help.stdout).into_owned();
+        for line in help
+            .lines()
+            .filter(|l| l.trim_start().starts_with("ndharness "))
+        {
+            // The example, without the words that explain it.
+            let example = line.trim().split("   ").next().unwrap_or_default();
+            let words = shlex::split(example).unwrap();
+            let mut args: Vec<&str> = words[1..].iter().map(String::as_str).collect();
+            let end = args.iter().position(|a| *a == "--").unwrap_or(args.len());
+            args.insert(end, "--help");
+            let o = ndharness(&args).current_dir(&root).output().unwrap();
+            assert!(
+                o.status.success(),
+                "`{example}` in {command} --help: {}",
+                text(&o)
+            );
+            examples += 1;
+        }
+    }
+    assert!(examples >= 12, "{examples} examples");
+    let man = tempfile::tempdir().unwrap();
+    let o = ndharness(&["man", "--out", man.path().to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    for page in ["ndharness.1", "ndharness-run.1", "ndharness-validate.1"] {
+        assert!(man.path().join(page).exists(), "{page}");
+    }
+    let bash = ndharness(&["completions", "bash"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&bash.stdout).contains("complete -F"));
+}

@@ -239,6 +239,7 @@ fn guest_argv(argv: &mut Argv, guest: &GuestArgs) {
             MachineArgs {
                 accel,
                 boot_timeout,
+                qemu,
                 cold,
             },
         runs_dir,
@@ -254,6 +255,7 @@ fn guest_argv(argv: &mut Argv, guest: &GuestArgs) {
     let accel = clap::ValueEnum::to_possible_value(accel).expect("every accelerator has a name");
     argv.value("--accel", accel.get_name());
     argv.value("--boot-timeout", boot_timeout.to_string());
+    argv.optional("--qemu", qemu.as_ref());
     argv.switch("--cold", *cold);
     argv.optional("--runs-dir", runs_dir.as_ref());
 }
@@ -336,6 +338,7 @@ mod tests {
                 machine: MachineArgs {
                     accel: AccelChoice::Tcg,
                     boot_timeout: 33,
+                    qemu: Some("/opt/qemu/bin/qemu-system-x86_64".into()),
                     cold: true,
                 },
                 runs_dir: Some("/runs".into()),

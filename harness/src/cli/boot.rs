@@ -41,7 +41,14 @@ pub fn boot(args: BootArgs) -> anyhow::Result<ExitCode> {
     }
     let mut config = args.guest.config()?;
     config.shares = args.share.shares.clone();
-    let topology = ndharness::topology::load(&args.topology)?;
+    let mut topology = ndharness::topology::load(&args.topology)?;
+    if let Some(memory) = args.memory {
+        topology.topology.machine.memory = memory;
+    }
+    if let Some(cpus) = args.cpus {
+        topology.topology.machine.cpus = cpus;
+    }
+    let topology = topology;
     let env = runner::for_topology(&config, &topology)?;
     let start = starting_point(&args, &config, &env, &topology)?;
     let gdb = if args.gdb {
@@ -58,7 +65,12 @@ pub fn boot(args: BootArgs) -> anyhow::Result<ExitCode> {
         .start_spec(&topology.topology, config.boot_timeout)
         .with_incoming(start.state.as_deref())
         .with_shares(&config.shares)
+        .with_append(args.append.as_deref().unwrap_or_default())
         .with_gdb(gdb);
+    if args.verbose {
+        eprintln!("QEMU: {}", spec.qemu_binary.display());
+        eprintln!("its command line goes to {}/qemu.argv", run.path.display());
+    }
     if let Some(port) = gdb {
         print_gdb(&config, &env, port)?;
     }
@@ -100,8 +112,9 @@ fn starting_point(
         state: None,
         point: None,
     };
-    // nokaslr changes the kernel's command line: no saved state has it.
-    if args.gdb {
+    // nokaslr (or --append) changes the kernel's command line: no saved
+    // state has it.
+    if args.gdb || args.append.is_some() {
         return Ok(cold);
     }
     if let Some(path) = &args.from_state {

@@ -54,6 +54,10 @@ pub fn config(
     let root = find_root(common.root.as_deref())?;
     let images = root.join("images");
     let cold = machine.cold || selection.cold;
+    if let Some(qemu) = &machine.qemu {
+        // Where the harness looks for QEMU (vm::qemu::find_binary).
+        std::env::set_var("NDHARNESS_QEMU", qemu);
+    }
     let resolved = selection
         .build_tree(&images, &image::cache_dir())?
         .resolve(&images)?;

@@ -17,6 +17,7 @@ pub mod compare;
 pub mod config;
 pub mod explore;
 pub mod image;
+pub mod manual;
 pub mod merge;
 pub mod mutate;
 pub mod run;

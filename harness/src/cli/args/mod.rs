@@ -31,8 +31,20 @@ pub enum Command {
     },
     /// Boot one guest; run COMMAND in it and exit with its exit code, or
     /// open a shell in it (at a terminal; exit or Ctrl-a x stops the guest).
+    #[command(after_help = "Examples:
+  ndharness boot -t cxl-x2                       a shell in a 2-way CXL guest
+  ndharness boot -t nfit-1 -- ndctl list -RD     one command, its exit code
+  ndharness boot -t nfit-1 --kernel debian-7.3 --append memhp_default_state=offline -- cat /proc/cmdline
+  ndharness boot -t cxl-x6 --gdb                 the kernel under gdb")]
     Boot(BootArgs),
     /// Run suite cases as tests (libtest conventions).
+    #[command(after_help = "Examples:
+  ndharness run                                  every trial of the default line
+  ndharness run --profile smoke                  a verdict in about a minute
+  ndharness run cxl::                            one suite (a name substring)
+  ndharness run --kernel debian-7.3 --list       what runs on a kernel line
+  ndharness run --kernel-tree ~/linux --profile smoke
+  ndharness run power-cut::create::cxl-x2 --power-cuts every-write")]
     Run(RunArgs),
     /// Measure cold boot, warm start, round trip, image build and suite
     /// wall time (cold against warm), medians over --runs; also as JSON.
@@ -53,17 +65,38 @@ pub enum Command {
     /// One verdict on a kernel change (a patch, a series, or two git
     /// revisions of a tree): the tree built with and without it, the same
     /// trials on both, and no change, fixes or regresses (exit 0, 0, 1).
+    #[command(after_help = "Examples:
+  ndharness validate --kernel-tree ~/linux --patch fix.patch
+  ndharness validate --kernel-tree ~/linux --patch series/ --power-cut --repeat 2
+  ndharness validate --kernel-tree ~/linux --base v7.3 --head HEAD cxl::")]
     Validate(ValidateArgs),
     /// How many kernel bugs the checks catch: mutants (hand-written and
     /// generated) planted in a tree one at a time, each rebuilt and run
     /// through the checks; killed, survived, or did not build, and a score
     /// per check set.
+    #[command(after_help = "Examples:
+  ndharness mutate --kernel-tree ~/linux                 the hand-written library
+  ndharness mutate --kernel-tree ~/linux --only label    mutants named so
+  ndharness mutate --kernel-tree ~/linux --generate 50 --seed 7 --budget 2h")]
     Mutate(MutateArgs),
     /// The saved guest states of warm starts in the cache: list them, or
     /// remove the unused ones (`run` removes those unused for 7 days).
     States {
         #[command(subcommand)]
         action: Option<StatesAction>,
+    },
+    /// Print a shell's completion script (bash, zsh, fish, elvish,
+    /// powershell): `ndharness completions bash >
+    /// ~/.local/share/bash-completion/completions/ndharness`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write the man pages (ndharness.1 and one per command) into DIR:
+    /// `ndharness man --out ~/.local/share/man/man1`.
+    Man {
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
     },
     /// Show a topology and its QEMU command line.
     Topology {
@@ -190,6 +223,9 @@ pub struct MachineArgs {
     /// Seconds from QEMU start until the guest agent must answer.
     #[arg(long, default_value_t = ndharness::runner::BOOT_TIMEOUT.as_secs())]
     pub boot_timeout: u64,
+    /// The QEMU binary [default: qemu-system-x86_64 on PATH]
+    #[arg(long, value_name = "PATH", env = "NDHARNESS_QEMU")]
+    pub qemu: Option<PathBuf>,
     /// Boot every guest, instead of starting it from the saved state of a
     /// ready guest (the default; see README, "Warm start").
     #[arg(long)]
@@ -359,6 +395,19 @@ pub struct BootArgs {
     /// nokaslr (a cold boot); prints the gdb command to attach.
     #[arg(long)]
     pub gdb: bool,
+    /// More kernel command line for this boot (`--append "memmap=2G!4G"`):
+    /// a cold boot, as no saved state has it.
+    #[arg(long, value_name = "TEXT")]
+    pub append: Option<String>,
+    /// Guest memory instead of the topology's (`--memory 4G`).
+    #[arg(long, value_name = "SIZE")]
+    pub memory: Option<ndharness::size::Size>,
+    /// Guest CPUs instead of the topology's.
+    #[arg(long, value_name = "N")]
+    pub cpus: Option<u32>,
+    /// Print the QEMU command line before the guest starts.
+    #[arg(long, short)]
+    pub verbose: bool,
     /// Without COMMAND, keep the guest up printing its sockets until
     /// Ctrl-C instead of opening a shell (without it, a boot with neither a
     /// command nor a terminal is refused at once).
@@ -490,6 +539,7 @@ impl Default for MachineArgs {
         MachineArgs {
             accel: AccelChoice::Auto,
             boot_timeout: ndharness::runner::BOOT_TIMEOUT.as_secs(),
+            qemu: None,
             cold: false,
         }
     }

@@ -98,10 +98,7 @@ fn every_command_in_the_docs_parses_and_every_run_filter_selects() {
                 continue;
             }
             for words in commands(&body) {
-                let mut args: Vec<&str> = words[1..].iter().map(String::as_str).collect();
-                let end = args.iter().position(|a| *a == "--").unwrap_or(args.len());
-                args.insert(end, "--help");
-                let o = ndharness(&args).current_dir(&root).output().unwrap();
+                let o = parse_only(&words, &root);
                 assert!(
                     o.status.success(),
                     "{}: `{}` does not parse:\n{}",
@@ -134,6 +131,15 @@ fn every_command_in_the_docs_parses_and_every_run_filter_selects() {
         }
     }
     assert!(checked >= 40, "only {checked} commands in the docs");
+}
+
+/// `ndharness WORDS` with `--help` put before any `--`: clap checks every
+/// flag, nothing runs.
+fn parse_only(words: &[String], root: &Path) -> std::process::Output {
+    let mut args: Vec<&str> = words[1..].iter().map(String::as_str).collect();
+    let end = args.iter().position(|a| *a == "--").unwrap_or(args.len());
+    args.insert(end, "--help");
+    ndharness(&args).current_dir(root).output().unwrap()
 }
 
 fn text_of(o: &std::process::Output) -> String {
@@ -197,10 +203,7 @@ fn the_examples_in_help_parse_and_man_pages_and_completions_are_made() {
             // The example, without the words that explain it.
             let example = line.trim().split("   ").next().unwrap_or_default();
             let words = shlex::split(example).unwrap();
-            let mut args: Vec<&str> = words[1..].iter().map(String::as_str).collect();
-            let end = args.iter().position(|a| *a == "--").unwrap_or(args.len());
-            args.insert(end, "--help");
-            let o = ndharness(&args).current_dir(&root).output().unwrap();
+            let o = parse_only(&words, &root);
             assert!(
                 o.status.success(),
                 "`{example}` in {command} --help: {}",

@@ -98,7 +98,7 @@ fn has_commits<'a>(
 /// root, mirror, accelerator and boot timeout.
 fn step_args(args: &BisectArgs, root: PathBuf, tree: PathBuf) -> RunArgs {
     RunArgs {
-        filter: Some(args.case.clone()),
+        filters: vec![args.case.clone()],
         exact: args.exact,
         bisect: true,
         guest: GuestArgs {
@@ -149,7 +149,7 @@ impl Argv {
 /// here until it is rendered.
 pub fn run_argv(run: &RunArgs) -> Vec<OsString> {
     let RunArgs {
-        filter,
+        filters,
         profile,
         power_cuts,
         power_cut_seed,
@@ -177,7 +177,9 @@ pub fn run_argv(run: &RunArgs) -> Vec<OsString> {
         guest,
     } = run;
     let mut argv = Argv::default();
-    argv.positional(filter.as_ref());
+    for filter in filters {
+        argv.positional(Some(filter));
+    }
     argv.optional("--profile", profile.as_ref());
     // Parsed from the flag: every write or the default sample.
     let points = power_cuts.map(|p| match p {
@@ -283,7 +285,7 @@ mod tests {
     #[test]
     fn every_run_flag_renders_and_parses_back() {
         let run = RunArgs {
-            filter: Some("basic::fsdax".into()),
+            filters: vec!["basic::fsdax".into(), "cxl::".into()],
             profile: Some("check".into()),
             power_cuts: Some(PointSelection::Every),
             power_cut_seed: Some(42),
@@ -369,7 +371,7 @@ mod tests {
         let step = step_args(&args, "/repo".into(), "/src/linux".into());
         let parsed = parse_run(run_argv(&step));
         assert_eq!(parsed, step);
-        assert_eq!(parsed.filter.as_deref(), Some("basic::fsdax"));
+        assert_eq!(parsed.filters, ["basic::fsdax"]);
         assert!(parsed.exact && parsed.bisect);
         let guest = &parsed.guest;
         assert_eq!(guest.common.root.as_deref(), Some(Path::new("/repo")));

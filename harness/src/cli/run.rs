@@ -174,11 +174,19 @@ fn run_line(
     config.power_cuts = power_cuts;
     config.profile_trials = trials;
     config.slow_after = args.slow_after.unwrap_or(ndharness::runner::SLOW_AFTER);
+    if args.filters.len() > 1 {
+        config.name_filters = args.filters.clone();
+    }
     config.no_tests = args.no_tests;
     let options = options(args)?;
     config.shares = args.share.shares.clone();
     let filter = libtest_mimic::Arguments {
-        filter: args.filter.clone(),
+        // One filter is libtest's (`--exact` applies); several, any of
+        // them, the runner's.
+        filter: match args.filters.as_slice() {
+            [one] => Some(one.clone()),
+            _ => None,
+        },
         list: args.list,
         exact: args.exact,
         ignored: args.ignored,

@@ -53,6 +53,9 @@ pub struct Config {
     pub slow_after: Duration,
     /// What a run whose filters match no trial exits with (`--no-tests`).
     pub no_tests: super::result::NoTests,
+    /// Several filters (`run A B`): trials whose name contains any of
+    /// them; none: every trial (one filter is libtest's own).
+    pub name_filters: Vec<String>,
 }
 
 /// When a running trial is first reported slow, by default.
@@ -91,6 +94,7 @@ impl Config {
             power_cuts: PointSelection::default(),
             slow_after: SLOW_AFTER,
             no_tests: Default::default(),
+            name_filters: Vec::new(),
             profile_trials: None,
         }
     }

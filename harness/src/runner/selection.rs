@@ -54,6 +54,11 @@ pub fn plan(config: &Config, trials: Vec<Trial>) -> Vec<Planned> {
         .into_iter()
         .filter(|trial| {
             (config.profile_trials.as_ref()).is_none_or(|set| set.contains(&trial.name))
+                && (config.name_filters.is_empty()
+                    || config
+                        .name_filters
+                        .iter()
+                        .any(|f| trial.name.contains(f.as_str())))
         })
         .map(|trial| {
             let cannot = cannot_run(config, &trial);

@@ -420,8 +420,10 @@ pub struct BootArgs {
 
 #[derive(Args, Clone, Debug, Default, PartialEq)]
 pub struct RunArgs {
-    /// Run only trials whose name contains this (suite::case::topology).
-    pub filter: Option<String>,
+    /// Run only trials whose name contains one of these
+    /// (suite::case::topology; several: any of them).
+    #[arg(value_name = "FILTER")]
+    pub filters: Vec<String>,
     /// A named selection from suites/profiles.yaml: `smoke` (minutes, on
     /// every rebuild), `check` (what .ci/run runs), `full` (everything,
     /// every power cut); `--list --profile NAME` shows what it takes. On

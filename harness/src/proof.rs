@@ -30,6 +30,11 @@ pub struct Error {
 }
 
 impl Error {
+    /// `source` at `path`.
+    pub fn at(path: &Path, source: std::io::Error) -> Error {
+        Error::io(path, source)
+    }
+
     fn io(path: &Path, source: std::io::Error) -> Error {
         Error {
             path: path.to_owned(),

@@ -16,11 +16,9 @@ use crate::overlay::Change;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    /// An I/O error at a path.
+    #[error(transparent)]
+    Io(#[from] crate::proof::Error),
     #[error("{path}: {why}")]
     Header { path: PathBuf, why: String },
     #[error(transparent)]
@@ -72,10 +70,7 @@ pub fn load(paths: &[PathBuf]) -> Result<Vec<Mutant>, Error> {
     for path in paths {
         if path.is_dir() {
             let mut found: Vec<PathBuf> = std::fs::read_dir(path)
-                .map_err(|source| Error::Io {
-                    path: path.clone(),
-                    source,
-                })?
+                .map_err(|source| Error::Io(crate::proof::Error::at(path, source)))?
                 .flatten()
                 .map(|e| e.path())
                 .filter(|p| p.extension().is_some_and(|e| e == "patch"))
@@ -110,10 +105,8 @@ pub fn load(paths: &[PathBuf]) -> Result<Vec<Mutant>, Error> {
 /// One hand-written mutant file: `Key: value` lines, a blank line, the
 /// diff.
 pub fn read(path: &Path) -> Result<Mutant, Error> {
-    let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
-        path: path.to_owned(),
-        source,
-    })?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|source| Error::Io(crate::proof::Error::at(path, source)))?;
     let header = |why: String| Error::Header {
         path: path.to_owned(),
         why,

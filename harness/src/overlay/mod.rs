@@ -31,11 +31,9 @@ pub use change::Change;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    /// An I/O error at a path.
+    #[error(transparent)]
+    Io(#[from] crate::proof::Error),
     #[error("{0} is not a kernel source tree (no Makefile and Kconfig at its top)")]
     NotATree(PathBuf),
     #[error("{change} does not apply to {tree}:\n{output}")]
@@ -51,10 +49,7 @@ pub enum Error {
 }
 
 pub(crate) fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
-    move |source| Error::Io {
-        path: path.to_owned(),
-        source,
-    }
+    move |source| Error::Io(crate::proof::Error::at(path, source))
 }
 
 /// The folders the mock buses' builds write into: copies, not links.

@@ -35,6 +35,17 @@ const PATCH: &str = "\
 +int added;
 ";
 
+/// A stand-in tree, and its overlay synced once (with the cache folder,
+/// kept alive by the caller).
+fn synced_overlay() -> (tempfile::TempDir, tempfile::TempDir, Overlay) {
+    let user = tempfile::tempdir().unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    tree(user.path());
+    let mut o = Overlay::for_tree(cache.path(), user.path()).unwrap();
+    o.sync().unwrap();
+    (user, cache, o)
+}
+
 fn ino(p: &Path) -> u64 {
     std::fs::metadata(p).unwrap().ino()
 }
@@ -83,11 +94,7 @@ fn a_change_writes_copies_and_a_sync_puts_the_users_tree_back() {
 
 #[test]
 fn the_mock_builds_folders_are_copies_whose_build_files_stay() {
-    let user = tempfile::tempdir().unwrap();
-    let cache = tempfile::tempdir().unwrap();
-    tree(user.path());
-    let mut o = Overlay::for_tree(cache.path(), user.path()).unwrap();
-    o.sync().unwrap();
+    let (user, _cache, mut o) = synced_overlay();
     let label = user.path().join("drivers/nvdimm/label.c");
     let ours = o.src().join("drivers/nvdimm/label.c");
     let before = std::fs::read(&label).unwrap();
@@ -110,11 +117,7 @@ fn the_mock_builds_folders_are_copies_whose_build_files_stay() {
 
 #[test]
 fn a_sync_follows_what_the_user_changed() {
-    let user = tempfile::tempdir().unwrap();
-    let cache = tempfile::tempdir().unwrap();
-    tree(user.path());
-    let mut o = Overlay::for_tree(cache.path(), user.path()).unwrap();
-    o.sync().unwrap();
+    let (user, _cache, mut o) = synced_overlay();
     // An editor writes a new file and renames it over the old one.
     let label = user.path().join("drivers/nvdimm/label.c");
     std::fs::write(user.path().join("tmp"), "int edited;\n").unwrap();
@@ -129,11 +132,7 @@ fn a_sync_follows_what_the_user_changed() {
 
 #[test]
 fn a_change_that_does_not_apply_says_so_and_the_tree_is_untouched() {
-    let user = tempfile::tempdir().unwrap();
-    let cache = tempfile::tempdir().unwrap();
-    tree(user.path());
-    let mut o = Overlay::for_tree(cache.path(), user.path()).unwrap();
-    o.sync().unwrap();
+    let (user, _cache, mut o) = synced_overlay();
     let wrong = PATCH.replace("int slots = 2;", "int slots = 9;");
     let e = o.apply(&Change::diff("wrong.patch", wrong)).unwrap_err();
     assert!(matches!(e, Error::DoesNotApply { .. }), "{e}");

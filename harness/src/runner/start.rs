@@ -56,16 +56,22 @@ impl SavedState {
     }
 }
 
-/// Removes the saved state in `dir` (moved aside first, so no reader finds
-/// half of it), with a warning line naming it and why.
-pub fn discard(dir: &Path, why: &str) {
-    let topology = std::fs::read_to_string(dir.join("about.txt"))
+/// The topology a saved state in `dir` is of, as its about.txt says
+/// (`?` when it does not).
+pub fn topology_of(dir: &Path) -> String {
+    std::fs::read_to_string(dir.join("about.txt"))
         .ok()
         .and_then(|t| {
             t.lines()
                 .find_map(|l| l.strip_prefix("topology ").map(str::to_owned))
         })
-        .unwrap_or_else(|| "?".into());
+        .unwrap_or_else(|| "?".into())
+}
+
+/// Removes the saved state in `dir` (moved aside first, so no reader finds
+/// half of it), with a warning line naming it and why.
+pub fn discard(dir: &Path, why: &str) {
+    let topology = topology_of(dir);
     eprintln!(
         "warning: saved state {} ({topology}) discarded: {why}; it is made again",
         dir.display()

@@ -14,11 +14,9 @@ use crate::vm::{machine, Machine, RunDir};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    /// An I/O error at a path (the state's files, its proof).
+    #[error(transparent)]
+    Io(#[from] crate::proof::Error),
     #[error(transparent)]
     Qemu(#[from] crate::vm::qemu::Error),
     #[error(transparent)]
@@ -29,15 +27,10 @@ pub enum Error {
     Move { from: PathBuf, to: PathBuf },
     #[error(transparent)]
     NoSpace(#[from] crate::space::NoSpace),
-    #[error("writing its proof: {0}")]
-    Proof(#[from] crate::proof::Error),
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
-    move |source| Error::Io {
-        path: path.to_owned(),
-        source,
-    }
+    move |source| Error::Io(crate::proof::Error::at(path, source))
 }
 
 /// Boots the group's guest, runs its boot check and setup, and saves it

@@ -80,13 +80,7 @@ pub fn list(states: &Path) -> Vec<StateInfo> {
         .filter(|e| e.path().is_dir())
         .map(|e| {
             let dir = e.path();
-            let topology = std::fs::read_to_string(dir.join("about.txt"))
-                .ok()
-                .and_then(|t| {
-                    t.lines()
-                        .find_map(|l| l.strip_prefix("topology ").map(str::to_owned))
-                })
-                .unwrap_or_else(|| "?".into());
+            let topology = crate::runner::start::topology_of(&dir);
             StateInfo {
                 bytes: disk_usage(&dir),
                 last_used: last_used(&dir),

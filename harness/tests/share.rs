@@ -134,6 +134,6 @@ fn a_share_is_refused_before_anything_boots_when_it_would_hide_the_guest() {
         .output()
         .unwrap();
     let t = text(&o);
-    assert_eq!(o.status.code(), Some(2), "{t}");
+    assert_eq!(o.status.code(), Some(64), "a usage error: {t}");
     assert!(t.contains("it would hide the guest's own /usr"), "{t}");
 }

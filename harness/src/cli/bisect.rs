@@ -256,7 +256,10 @@ fn guest_argv(argv: &mut Argv, guest: &GuestArgs) {
     argv.optional("--kernel-config", kernel_config.as_ref());
     let accel = clap::ValueEnum::to_possible_value(accel).expect("every accelerator has a name");
     argv.value("--accel", accel.get_name());
-    argv.value("--boot-timeout", boot_timeout.to_string());
+    argv.value(
+        "--boot-timeout",
+        humantime::format_duration(*boot_timeout).to_string(),
+    );
     argv.optional("--qemu", qemu.as_ref());
     argv.switch("--cold", *cold);
     argv.optional("--runs-dir", runs_dir.as_ref());
@@ -339,7 +342,7 @@ mod tests {
                 },
                 machine: MachineArgs {
                     accel: AccelChoice::Tcg,
-                    boot_timeout: 33,
+                    boot_timeout: std::time::Duration::from_secs(33),
                     qemu: Some("/opt/qemu/bin/qemu-system-x86_64".into()),
                     cold: true,
                 },
@@ -381,7 +384,10 @@ mod tests {
             Some(Path::new("/src/linux"))
         );
         assert_eq!(guest.machine.accel, AccelChoice::Kvm);
-        assert_eq!(guest.machine.boot_timeout, 45);
+        assert_eq!(
+            guest.machine.boot_timeout,
+            std::time::Duration::from_secs(45)
+        );
         assert!(
             guest.machine.cold,
             "bisect --cold is passed on to each step"

@@ -177,7 +177,7 @@ async fn drive(
         );
     }
     if !args.command.is_empty() {
-        return run_command(m, &args.command, Duration::from_secs(args.timeout)).await;
+        return run_command(m, &args.command, args.timeout).await;
     }
     if args.no_shell || !shell::wanted() {
         return stay_up(m).await;

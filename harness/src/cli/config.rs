@@ -3,7 +3,6 @@
 //! and the one call that runs a selection of trials with it.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use anyhow::Context;
 
@@ -80,7 +79,7 @@ pub fn config(
             user_ndctl: resolved.user_ndctl,
         },
         accel: machine.accel,
-        boot_timeout: Duration::from_secs(machine.boot_timeout),
+        boot_timeout: machine.boot_timeout,
         shares: Vec::new(),
         power_cuts: Default::default(),
         profile_trials: None,

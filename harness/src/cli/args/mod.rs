@@ -9,6 +9,15 @@ use ndharness::vm::share::{self, Share};
 
 pub mod patch;
 
+/// A duration as humantime writes it (`90s`, `2m 30s`), or a plain number
+/// of seconds (what the flags took before).
+pub fn duration(text: &str) -> Result<std::time::Duration, humantime::DurationError> {
+    match text.parse::<u64>() {
+        Ok(seconds) => Ok(std::time::Duration::from_secs(seconds)),
+        Err(_) => humantime::parse_duration(text),
+    }
+}
+
 pub use patch::{MutateArgs, ValidateArgs};
 
 #[derive(Parser)]
@@ -220,9 +229,10 @@ pub struct MachineArgs {
     /// Accelerator; auto proves KVM with a probe boot and falls back to TCG.
     #[arg(long, value_enum, default_value = "auto")]
     pub accel: AccelChoice,
-    /// Seconds from QEMU start until the guest agent must answer.
-    #[arg(long, default_value_t = ndharness::runner::BOOT_TIMEOUT.as_secs())]
-    pub boot_timeout: u64,
+    /// How long from QEMU's start the guest agent has to answer (`90s`,
+    /// `2m`; a plain number is seconds).
+    #[arg(long, value_name = "DURATION", value_parser = duration, default_value = "90s")]
+    pub boot_timeout: std::time::Duration,
     /// The QEMU binary [default: qemu-system-x86_64 on PATH]
     #[arg(long, value_name = "PATH", env = "NDHARNESS_QEMU")]
     pub qemu: Option<PathBuf>,
@@ -379,9 +389,10 @@ pub struct BootArgs {
     pub topology: String,
     #[command(flatten)]
     pub guest: GuestArgs,
-    /// Seconds COMMAND may run.
-    #[arg(long, default_value = "300")]
-    pub timeout: u64,
+    /// How long COMMAND may run (`300s`, `10m`; a plain number is
+    /// seconds).
+    #[arg(long, value_name = "DURATION", value_parser = duration, default_value = "300s")]
+    pub timeout: std::time::Duration,
     /// Save the ready guest's state (before the drivers of the topology's
     /// CXL and virtio-pmem devices load) to this file and stop.
     #[arg(long, hide = true)]
@@ -540,7 +551,7 @@ impl Default for MachineArgs {
     fn default() -> Self {
         MachineArgs {
             accel: AccelChoice::Auto,
-            boot_timeout: ndharness::runner::BOOT_TIMEOUT.as_secs(),
+            boot_timeout: ndharness::runner::BOOT_TIMEOUT,
             qemu: None,
             cold: false,
         }
@@ -550,6 +561,14 @@ impl Default for MachineArgs {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_are_humantime_or_seconds() {
+        use std::time::Duration;
+        assert_eq!(duration("90").unwrap(), Duration::from_secs(90));
+        assert_eq!(duration("2m 30s").unwrap(), Duration::from_secs(150));
+        assert!(duration("ninety").is_err());
+    }
 
     #[test]
     fn defaults_in_code_are_the_flags_defaults() {

@@ -196,7 +196,7 @@ pub fn run_argv(run: &RunArgs) -> Vec<OsString> {
         argv.value("--skip", name);
     }
     argv.optional("--test-threads", test_threads.map(|n| n.to_string()));
-    argv.optional("--results", results.as_ref());
+    argv.optional("--out", results.as_ref());
     argv.switch("--bisect", *bisect);
     argv.switch("--new-variant", *new_variant);
     argv.optional("--repeat", repeat.map(|n| n.to_string()));

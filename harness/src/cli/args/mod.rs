@@ -469,8 +469,10 @@ pub struct RunArgs {
     /// Guests at once [default: one per core, fewer when the available memory would not hold them]
     #[arg(long, short = 'j', visible_alias = "jobs")]
     pub test_threads: Option<usize>,
-    /// Folder for results.json and junit.xml [default: ROOT/target/ndharness/results]
-    #[arg(long)]
+    /// Folder for results.json, junit.xml and report.html (`--out`, as
+    /// every command that writes a report spells it; `--results` too)
+    /// [default: ROOT/target/ndharness/results]
+    #[arg(long = "out", visible_alias = "results", value_name = "DIR")]
     pub results: Option<PathBuf>,
     /// Exit as `git bisect run` reads it: 0 pass, 1 conformance failure,
     /// 125 (skip) when the kernel would not build or boot, 128 (stop) when

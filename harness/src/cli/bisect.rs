@@ -150,6 +150,7 @@ impl Argv {
 pub fn run_argv(run: &RunArgs) -> Vec<OsString> {
     let RunArgs {
         filters,
+        filter_expr,
         profile,
         power_cuts,
         power_cut_seed,
@@ -180,6 +181,7 @@ pub fn run_argv(run: &RunArgs) -> Vec<OsString> {
     for filter in filters {
         argv.positional(Some(filter));
     }
+    argv.optional("--filter-expr", filter_expr.as_ref());
     argv.optional("--profile", profile.as_ref());
     // Parsed from the flag: every write or the default sample.
     let points = power_cuts.map(|p| match p {
@@ -289,6 +291,7 @@ mod tests {
     fn every_run_flag_renders_and_parses_back() {
         let run = RunArgs {
             filters: vec!["basic::fsdax".into(), "cxl::".into()],
+            filter_expr: Some("suite(cxl) & !topology(cxl-x8)".into()),
             profile: Some("check".into()),
             power_cuts: Some(PointSelection::Every),
             power_cut_seed: Some(42),

@@ -86,6 +86,7 @@ pub fn config(
         slow_after: ndharness::runner::SLOW_AFTER,
         no_tests: Default::default(),
         name_filters: Vec::new(),
+        filter_expr: None,
         root,
     })
 }

@@ -177,6 +177,11 @@ fn run_line(
     if args.filters.len() > 1 {
         config.name_filters = args.filters.clone();
     }
+    if let Some(text) = &args.filter_expr {
+        let expr = ndharness::runner::filterset::Expr::parse(text)
+            .map_err(|e| super::Usage(e.to_string()))?;
+        config.filter_expr = Some(expr);
+    }
     config.no_tests = args.no_tests;
     let options = options(args)?;
     config.shares = args.share.shares.clone();

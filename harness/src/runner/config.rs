@@ -56,6 +56,8 @@ pub struct Config {
     /// Several filters (`run A B`): trials whose name contains any of
     /// them; none: every trial (one filter is libtest's own).
     pub name_filters: Vec<String>,
+    /// A filter expression (`run -E`): the trials it matches.
+    pub filter_expr: Option<super::filterset::Expr>,
 }
 
 /// When a running trial is first reported slow, by default.
@@ -95,6 +97,7 @@ impl Config {
             slow_after: SLOW_AFTER,
             no_tests: Default::default(),
             name_filters: Vec::new(),
+            filter_expr: None,
             profile_trials: None,
         }
     }

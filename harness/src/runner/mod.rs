@@ -18,6 +18,7 @@ pub mod compare;
 mod config;
 pub mod evidence;
 pub mod executor;
+pub mod filterset;
 mod guest_env;
 pub mod jobs;
 pub mod laps;

@@ -59,6 +59,7 @@ pub fn plan(config: &Config, trials: Vec<Trial>) -> Vec<Planned> {
                         .name_filters
                         .iter()
                         .any(|f| trial.name.contains(f.as_str())))
+                && (config.filter_expr.as_ref()).is_none_or(|e| e.matches(&trial.name))
         })
         .map(|trial| {
             let cannot = cannot_run(config, &trial);

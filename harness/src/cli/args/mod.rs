@@ -435,6 +435,11 @@ pub struct RunArgs {
     /// (suite::case::topology; several: any of them).
     #[arg(value_name = "FILTER")]
     pub filters: Vec<String>,
+    /// A filter expression: suite(GLOB), case(GLOB), topology(GLOB),
+    /// name(GLOB), joined with &, |, ! and parentheses
+    /// (`-E 'suite(cxl) & !topology(cxl-x8)'`); with FILTERs, both apply.
+    #[arg(short = 'E', long = "filter-expr", value_name = "EXPR")]
+    pub filter_expr: Option<String>,
     /// A named selection from suites/profiles.yaml: `smoke` (minutes, on
     /// every rebuild), `check` (what .ci/run runs), `full` (everything,
     /// every power cut); `--list --profile NAME` shows what it takes. On

@@ -44,6 +44,9 @@ pub enum Error {
     },
     #[error(transparent)]
     Tool(#[from] crate::tool::Error),
+    /// Taking the overlay's lock (the cache's own locking).
+    #[error(transparent)]
+    Lock(#[from] crate::image::Error),
     #[error("{0}")]
     Change(String),
 }
@@ -111,7 +114,8 @@ impl Overlay {
         let key = key.file_name().expect("a key").to_owned();
         let dir = cache.join("overlay").join(key);
         std::fs::create_dir_all(&dir).map_err(io(&dir))?;
-        let held = hold(&dir.with_extension("lock"), &tree)?;
+        let what = format!("the overlay of {}", tree.display());
+        let held = crate::image::exclusive(&dir.with_extension("lock"), &what)?;
         let ledger = std::fs::read_to_string(dir.join(LEDGER))
             .ok()
             .and_then(|t| serde_json::from_str(&t).ok())
@@ -216,32 +220,6 @@ impl Overlay {
         let json = serde_json::to_string_pretty(&self.ledger).expect("a ledger serializes");
         std::fs::write(&path, json).map_err(io(&path))
     }
-}
-
-/// An exclusive hold on `lock` (flock), waited for with a line saying so.
-fn hold(lock: &Path, tree: &Path) -> Result<std::fs::File, Error> {
-    use std::os::fd::AsRawFd;
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(lock)
-        .map_err(io(lock))?;
-    let fd = file.as_raw_fd();
-    // SAFETY: flock on a descriptor this function owns.
-    if unsafe { libc::flock(fd, libc::LOCK_EX | libc::LOCK_NB) } == 0 {
-        return Ok(file);
-    }
-    crate::stages::say(&format!(
-        "waiting for another ndharness to finish with the overlay of {} ({} is locked)",
-        tree.display(),
-        lock.display()
-    ));
-    // SAFETY: as above.
-    if unsafe { libc::flock(fd, libc::LOCK_EX) } != 0 {
-        return Err(io(lock)(std::io::Error::last_os_error()));
-    }
-    Ok(file)
 }
 
 /// Calls `visit` with each file and link under `root/rel` (relative

@@ -97,6 +97,8 @@ pub fn mutate(args: MutateArgs) -> anyhow::Result<ExitCode> {
         reference_seconds,
         mutants.len()
     );
+    // The check sets the reference ran: the ones a score is given for.
+    let ran = ran_sets(&reference, &checks);
     let mut results = Vec::new();
     for (i, mutant) in mutants.iter().enumerate() {
         if args.budget.is_some_and(|b| started.elapsed() > b) {
@@ -111,26 +113,18 @@ pub fn mutate(args: MutateArgs) -> anyhow::Result<ExitCode> {
             mutant.class
         );
         let result = one(&mut bench, mutant, &reference, &out, seed);
-        println!(
-            "  {}",
-            score::render_text(std::slice::from_ref(&result), &[])
-                .lines()
-                .next()
-                .unwrap_or_default()
-                .trim()
-        );
+        println!("  {}", score::render_line(&result));
         results.push(result);
-        write(&out, &bench, &args, seed, reference_seconds, &results)?;
+        write(&out, &bench, &args, seed, reference_seconds, &results, &ran)?;
     }
     // The overlay as the tree is, for whoever builds it next.
     let _ = bench.build(&Change::none("unmutated"));
-    let ran = ran_sets(&reference, &checks);
     let scores = score::scores(&results, &ran);
     println!("\n{}", score::render_text(&results, &scores));
     if let Some(line) = previous_scores(&previous) {
         println!("  previous run: {line}");
     }
-    let (json, html) = write(&out, &bench, &args, seed, reference_seconds, &results)?;
+    let (json, html) = write(&out, &bench, &args, seed, reference_seconds, &results, &ran)?;
     println!("  report: {} {}", json.display(), html.display());
     let errors = results.iter().any(|r| matches!(r.fate, Fate::Error { .. }));
     Ok(ExitCode::from(if errors { 2 } else { 0 }))
@@ -263,8 +257,9 @@ fn write(
     seed: u64,
     reference_seconds: f64,
     results: &[MutantResult],
+    ran: &[&'static str],
 ) -> anyhow::Result<(std::path::PathBuf, std::path::PathBuf)> {
-    let scores = score::scores(results, &score::SETS);
+    let scores = score::scores(results, ran);
     let report = Report {
         tree: bench.tree().display().to_string(),
         profile: &args.checks.profile,

@@ -133,34 +133,39 @@ fn outcome_word(o: &Fate) -> &'static str {
     }
 }
 
+/// A mutant's line: its fate, rebuild and check seconds, name, and what
+/// killed it (or what should have, or why it did not run).
+pub fn render_line(r: &MutantResult) -> String {
+    let detail = match &r.fate {
+        Fate::Killed { by } => {
+            let first: Vec<&str> = by.iter().take(3).map(|k| k.check.as_str()).collect();
+            let more = by.len().saturating_sub(3);
+            let more = if more > 0 {
+                format!(" +{more}")
+            } else {
+                String::new()
+            };
+            format!("by {}{more}", first.join(", "))
+        }
+        Fate::Survived => r.mutant.expect.clone(),
+        Fate::DidNotApply { why } | Fate::DidNotBuild { why } | Fate::Error { why } => {
+            why.lines().next().unwrap_or_default().to_owned()
+        }
+    };
+    format!(
+        "{:<9} {:>5.0}s {:>5.0}s  {}  {detail}",
+        outcome_word(&r.fate),
+        r.build_seconds,
+        r.run_seconds,
+        r.mutant.name
+    )
+}
+
 /// One line per mutant, then the scores and the time per mutant.
 pub fn render_text(results: &[MutantResult], scores: &[Score]) -> String {
     let mut out = String::new();
     for r in results {
-        let detail = match &r.fate {
-            Fate::Killed { by } => {
-                let first: Vec<&str> = by.iter().take(3).map(|k| k.check.as_str()).collect();
-                let more = by.len().saturating_sub(3);
-                let more = if more > 0 {
-                    format!(" +{more}")
-                } else {
-                    String::new()
-                };
-                format!("by {}{more}", first.join(", "))
-            }
-            Fate::Survived => r.mutant.expect.clone(),
-            Fate::DidNotApply { why } | Fate::DidNotBuild { why } | Fate::Error { why } => {
-                why.lines().next().unwrap_or_default().to_owned()
-            }
-        };
-        let _ = writeln!(
-            out,
-            "  {:<9} {:>5.0}s {:>5.0}s  {}  {detail}",
-            outcome_word(&r.fate),
-            r.build_seconds,
-            r.run_seconds,
-            r.mutant.name
-        );
+        let _ = writeln!(out, "  {}", render_line(r));
     }
     let _ = writeln!(out, "\n  score by check set");
     for s in scores {

@@ -158,15 +158,22 @@ impl<'t> CaseGuest<'t> {
         Ok(m.take_unattributed())
     }
 
+    /// Whether the guest can boot again as it is: not with NVDIMMs
+    /// hotplugged (QEMU's command line does not have them).
+    pub fn can_reboot(&mut self) -> Result<(), Error> {
+        match self.machine().hotplugged() {
+            0 => Ok(()),
+            _ => Err(Error::HotpluggedDevices),
+        }
+    }
+
     /// Powers the guest off and boots it again on the same backing files,
     /// cold (a reboot is a real boot); the last boot's console, QEMU and
     /// QMP logs are kept under a `.bootN` suffix. The caller then brings it
     /// up with [`Labels::Keep`] ([`Self::bring_up`]), as firmware would not
     /// assemble CXL regions.
     pub async fn reboot(&mut self, spec: &StartSpec<'_>) -> Result<(), Error> {
-        if self.machine().hotplugged() > 0 {
-            return Err(Error::HotpluggedDevices);
-        }
+        self.can_reboot()?;
         let old = self.machine.take().expect("a running guest");
         let run = old.stop().await;
         run.keep_boot_logs(self.boot);

@@ -408,9 +408,8 @@ impl<'a> Trace<'a> {
     /// Powers the guest off and boots it again on the same backing files;
     /// CXL regions are created again (labels kept), as firmware would not.
     async fn reboot(&mut self, spec: &StartSpec<'_>, step: &Step) -> Result<(), Verdict> {
-        if self.machine().hotplugged() > 0 {
-            return Err(guest_error(case_guest::Error::HotpluggedDevices));
-        }
+        // Refused before anything is read for it.
+        self.guest.can_reboot().map_err(guest_error)?;
         let t0 = Instant::now();
         let topology = self.topology;
         let names = stable_names(self.machine(), topology).await?;

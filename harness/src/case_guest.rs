@@ -159,12 +159,10 @@ impl<'t> CaseGuest<'t> {
     }
 
     /// Whether the guest can boot again as it is: not with NVDIMMs
-    /// hotplugged (QEMU's command line does not have them).
-    pub fn can_reboot(&mut self) -> Result<(), Error> {
-        match self.machine().hotplugged() {
-            0 => Ok(()),
-            _ => Err(Error::HotpluggedDevices),
-        }
+    /// hotplugged (QEMU's command line does not have them;
+    /// [`Error::HotpluggedDevices`] otherwise).
+    pub fn can_reboot(&mut self) -> bool {
+        self.machine().hotplugged() == 0
     }
 
     /// Powers the guest off and boots it again on the same backing files,
@@ -173,7 +171,9 @@ impl<'t> CaseGuest<'t> {
     /// up with [`Labels::Keep`] ([`Self::bring_up`]), as firmware would not
     /// assemble CXL regions.
     pub async fn reboot(&mut self, spec: &StartSpec<'_>) -> Result<(), Error> {
-        self.can_reboot()?;
+        if !self.can_reboot() {
+            return Err(Error::HotpluggedDevices);
+        }
         let old = self.machine.take().expect("a running guest");
         let run = old.stop().await;
         run.keep_boot_logs(self.boot);

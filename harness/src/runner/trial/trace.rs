@@ -409,7 +409,9 @@ impl<'a> Trace<'a> {
     /// CXL regions are created again (labels kept), as firmware would not.
     async fn reboot(&mut self, spec: &StartSpec<'_>, step: &Step) -> Result<(), Verdict> {
         // Refused before anything is read for it.
-        self.guest.can_reboot().map_err(guest_error)?;
+        if !self.guest.can_reboot() {
+            return Err(guest_error(case_guest::Error::HotpluggedDevices));
+        }
         let t0 = Instant::now();
         let topology = self.topology;
         let names = stable_names(self.machine(), topology).await?;

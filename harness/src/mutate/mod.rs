@@ -66,38 +66,42 @@ const KEYS: [&str; 5] = ["Mutant", "Class", "Models", "Expect", "Files"];
 /// files, by name), each with the variants its folder has for other
 /// kernel versions (`FOLDER/6.12/NAME.patch`).
 pub fn load(paths: &[PathBuf]) -> Result<Vec<Mutant>, Error> {
-    let mut files = Vec::new();
-    for path in paths {
-        if path.is_dir() {
-            let mut found: Vec<PathBuf> = std::fs::read_dir(path)
-                .map_err(|source| Error::Io(crate::proof::Error::at(path, source)))?
-                .flatten()
-                .map(|e| e.path())
-                .filter(|p| p.extension().is_some_and(|e| e == "patch"))
-                .collect();
-            found.sort();
-            files.extend(found);
-        } else {
-            files.push(path.clone());
-        }
-    }
     let mut mutants = Vec::new();
-    for file in files {
-        let mut mutant = read(&file)?;
-        if let (Some(folder), Some(name)) = (file.parent(), file.file_name()) {
-            let mut variants: Vec<PathBuf> = std::fs::read_dir(folder)
-                .into_iter()
-                .flatten()
-                .flatten()
-                .map(|e| e.path().join(name))
-                .filter(|p| p.is_file())
-                .collect();
-            variants.sort();
-            for variant in variants {
-                mutant.variants.push(read(&variant)?.change);
+    for path in paths {
+        let folder = if path.is_dir() {
+            path.as_path()
+        } else {
+            path.parent().unwrap_or(Path::new("."))
+        };
+        let entries: Vec<PathBuf> = std::fs::read_dir(folder)
+            .map_err(|source| Error::Io(crate::proof::Error::at(folder, source)))?
+            .flatten()
+            .map(|e| e.path())
+            .collect();
+        // The folders a file's variants may be in (`6.12/`), listed once.
+        let mut version_folders: Vec<&PathBuf> = entries.iter().filter(|p| p.is_dir()).collect();
+        version_folders.sort();
+        let mut files: Vec<PathBuf> = if path.is_dir() {
+            entries
+                .iter()
+                .filter(|p| p.extension().is_some_and(|e| e == "patch"))
+                .cloned()
+                .collect()
+        } else {
+            vec![path.clone()]
+        };
+        files.sort();
+        for file in files {
+            let mut mutant = read(&file)?;
+            let name = file.file_name().unwrap_or_default();
+            for dir in &version_folders {
+                let variant = dir.join(name);
+                if variant.is_file() {
+                    mutant.variants.push(read(&variant)?.change);
+                }
             }
+            mutants.push(mutant);
         }
-        mutants.push(mutant);
     }
     Ok(mutants)
 }
@@ -170,6 +174,16 @@ mod tests {
         let lib = Path::new(env!("CARGO_MANIFEST_DIR")).join("../mutants/hand");
         let mutants = load(&[lib]).unwrap();
         assert!(mutants.len() >= 25, "{} mutants", mutants.len());
+        let with_variants: Vec<&str> = mutants
+            .iter()
+            .filter(|m| !m.variants.is_empty())
+            .map(|m| m.name.as_str())
+            .collect();
+        assert_eq!(
+            with_variants.len(),
+            5,
+            "the 6.12 variants: {with_variants:?}"
+        );
         for m in &mutants {
             assert!(
                 m.change

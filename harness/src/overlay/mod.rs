@@ -207,7 +207,7 @@ impl Overlay {
             self.ledger.touched.insert(rel.clone());
             let ours = src.join(rel);
             if ours.exists() {
-                replace_with_copy(&ours.clone(), &ours)?;
+                replace_with_copy(&ours, &ours)?;
             }
         }
         self.save()?;

@@ -16,6 +16,7 @@ pub mod guest_choice;
 pub mod image;
 pub mod kbuild;
 pub mod kmsg;
+pub mod lru;
 pub mod mutate;
 pub mod names;
 pub mod normalize;

@@ -16,8 +16,9 @@ pub const NFIT_TEST_BUILD: u64 = 1 << 30;
 /// ndctl's source and its meson build; the tests it keeps are 4 MB).
 pub const NDCTL_TESTS_BUILD: u64 = 512 << 20;
 /// What a kernel tree build writes at most (objects of a small
-/// configuration and its modules; a defconfig build takes more).
-pub const KERNEL_BUILD: u64 = 3 << 30;
+/// configuration and its modules: 370-400 MB measured with the mock
+/// fragment on 7.3; a distribution's configuration takes more).
+pub const KERNEL_BUILD: u64 = 3 << 29;
 /// What a saved state takes beyond the guest's RAM (device state, the
 /// sparse backing files' written blocks).
 pub const STATE_OVERHEAD: u64 = 64 << 20;

@@ -39,17 +39,19 @@ pub fn states(action: StatesAction) -> anyhow::Result<ExitCode> {
             let Ok(age) = Duration::try_from_secs_f64(older_than * 86400.0) else {
                 anyhow::bail!("--older-than {older_than}: not a number of days");
             };
-            let (n, freed) = states::prune(&dir, age);
+            let aged = states::prune(&dir, age);
             println!(
-                "removed {n} saved states unused for {older_than} days ({:.1} GB) from {}",
-                freed as f64 / 1e9,
+                "removed {} saved states unused for {older_than} days ({:.1} GB) from {}",
+                aged.entries,
+                aged.bytes as f64 / 1e9,
                 dir.display()
             );
             if let Some(max) = max_size {
-                let (n, freed) = states::cap(&dir, max.bytes());
+                let capped = states::cap(&dir, max.bytes());
                 println!(
-                    "removed {n} least recently used saved states ({:.1} GB) to keep {} under {max}",
-                    freed as f64 / 1e9,
+                    "removed {} least recently used saved states ({:.1} GB) to keep {} under {max}",
+                    capped.entries,
+                    capped.bytes as f64 / 1e9,
                     dir.display()
                 );
             }

@@ -1,8 +1,9 @@
 //! Built images in the cache: the content key an image is filed under
 //! (builder version, recipe, lock, the scripts shipped in the guest, the
 //! user's kernel and ndctl builds), its manifest (with the proof of its
-//! files, [`crate::proof`]), finding a built image whole, and publishing a
-//! new one.
+//! files, [`crate::proof`]), finding a built image whole (which marks it
+//! used), publishing a new one, and removing the ones unused for a while
+//! or beyond the images' size cap ([`RETENTION`]).
 
 use std::path::{Path, PathBuf};
 
@@ -144,12 +145,15 @@ pub(super) fn find(out: &Path) -> Found {
         proof::check(out, &manifest.files)
     };
     match verdict {
-        Ok(()) => Found::Whole(Box::new(Image {
-            dir: out.to_owned(),
-            kernel: out.join("vmlinuz"),
-            initrd: out.join("initramfs.cpio"),
-            manifest,
-            built: false,
+        Ok(()) => Found::Whole(Box::new({
+            crate::lru::touch(out);
+            Image {
+                dir: out.to_owned(),
+                kernel: out.join("vmlinuz"),
+                initrd: out.join("initramfs.cpio"),
+                manifest,
+                built: false,
+            }
         })),
         Err(damage) => Found::Damaged(damage),
     }
@@ -186,6 +190,17 @@ pub(super) fn publish_image(staged: &Path, out: &Path, manifest: Manifest) -> Re
         )),
     }
 }
+
+/// How long built images are kept after their last use (14 days), and
+/// how much of them: `NDHARNESS_IMAGES_MAX` (a size, `8G`), else 5 GB,
+/// about 40 images of 85-130 MB (every kernel a run meets has its own,
+/// and a mutation run meets one per mutant).
+pub const RETENTION: crate::lru::Retention = crate::lru::Retention {
+    what: "built images",
+    keep_days: 14,
+    cap_variable: "NDHARNESS_IMAGES_MAX",
+    default_cap: 5 << 30,
+};
 
 #[cfg(test)]
 mod tests {

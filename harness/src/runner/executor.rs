@@ -76,7 +76,7 @@ pub fn execute(
         let _ = libtest_mimic::run(&libtest_args, tests);
         return RunRecord::default();
     }
-    prune_states(&config);
+    prune_cache(&config);
     let started = Instant::now();
     let exec = Arc::new(Execution {
         stopper: Stopper::new(&schedule.repeat, started),
@@ -210,33 +210,17 @@ fn libtest_trial(
     })
 }
 
-/// Removes the saved states nobody used for a while, then the least
-/// recently used beyond the cache's size cap.
-fn prune_states(config: &Config) {
-    use super::warm::states;
-    let keep = std::time::Duration::from_secs(states::KEEP_DAYS * 86400);
-    let (n, freed) = states::prune(&config.states_dir(), keep);
-    if n > 0 {
-        eprintln!(
-            "removed {n} saved states unused for {} days ({:.1} GB)",
-            states::KEEP_DAYS,
-            freed as f64 / 1e9
-        );
-    }
-    let cap = match states::size_cap() {
-        Ok(cap) => cap,
-        Err(e) => {
-            eprintln!("warning: NDHARNESS_STATES_MAX: {e}; keeping the default cap");
-            states::DEFAULT_CAP
+/// Removes the saved states and built images nobody used for a while,
+/// then the least recently used beyond each one's size cap.
+fn prune_cache(config: &Config) {
+    let images = config.build.cache.join("images");
+    for (retention, dir) in [
+        (super::warm::states::RETENTION, config.states_dir()),
+        (crate::image::RETENTION, images),
+    ] {
+        for line in retention.apply(&dir) {
+            eprintln!("{line}");
         }
-    };
-    let (n, freed) = states::cap(&config.states_dir(), cap);
-    if n > 0 {
-        eprintln!(
-            "removed the {n} least recently used saved states ({:.1} GB) to keep the cache under {}",
-            freed as f64 / 1e9,
-            crate::space::human(cap)
-        );
     }
 }
 

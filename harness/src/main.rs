@@ -67,13 +67,22 @@ fn install_ctrl_c() {
 fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Image { action } => cli::image::image(action),
-        Command::Boot(args) => cli::boot::boot(args),
-        Command::Run(args) => cli::run::run(args),
+        Command::Boot(mut args) => {
+            cli::settings::for_guest(&mut args.guest)?;
+            cli::boot::boot(args)
+        }
+        Command::Run(mut args) => {
+            cli::settings::for_run(&mut args)?;
+            cli::run::run(args)
+        }
         Command::Compare(args) => cli::compare::compare(args),
         Command::MergeResults(args) => cli::merge::merge(args),
         Command::Bisect(args) => cli::bisect::bisect(args),
         Command::Bench(args) => cli::bench::bench(args),
-        Command::Explore(args) => cli::explore::explore(args),
+        Command::Explore(mut args) => {
+            cli::settings::for_guest(&mut args.guest)?;
+            cli::explore::explore(args)
+        }
         Command::Validate(args) => cli::validate::validate(args),
         Command::Completions { shell } => cli::manual::completions(shell),
         Command::Man { out } => cli::manual::man_pages(&out),

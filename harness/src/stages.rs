@@ -21,13 +21,15 @@ pub const PLAIN_EVERY: Duration = Duration::from_secs(30);
 /// The longest item shown after a stage's step (a make target, a package).
 const ITEM_CHARS: usize = 70;
 
+/// Whether `CI` is set as CI services set it (not empty, `false` or `0`).
+pub fn ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0")
+}
+
 /// Whether stages are drawn live: stderr is a terminal and `CI` is not set.
 pub fn live() -> bool {
     static LIVE: OnceLock<bool> = OnceLock::new();
-    *LIVE.get_or_init(|| {
-        let ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0");
-        !ci && std::io::stderr().is_terminal()
-    })
+    *LIVE.get_or_init(|| !ci() && std::io::stderr().is_terminal())
 }
 
 /// The lines of every live stage, drawn together: a build inside another

@@ -1,6 +1,7 @@
 //! The binary's edge: the command line's types ([`args`]), the one way the
-//! flags the commands share become the runner's `Config` ([`config`]), and
-//! one module per command (plus [`shell`], `boot`'s interactive terminal).
+//! flags the commands share become the runner's `Config` ([`config`]), the
+//! defaults of `ndharness.toml` ([`settings`]), and one module per command
+//! (plus [`shell`], `boot`'s interactive terminal).
 //! anyhow is used here and in main.rs only.
 
 pub mod args;
@@ -21,6 +22,7 @@ pub mod manual;
 pub mod merge;
 pub mod mutate;
 pub mod run;
+pub mod settings;
 pub mod shell;
 pub mod sides;
 pub mod states;

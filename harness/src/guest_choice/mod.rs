@@ -315,10 +315,15 @@ impl BuiltSelection {
 /// recipe that builds nfit_test for the same kernel and userland; for the
 /// user's kernel, the recipe that ships the tests' userland (its kernel
 /// replaced by the user's), when the user's modules hold a mock bus. None
-/// when no image can run them (the user's own ndctl: the tests are built
-/// for the packaged one).
+/// when no image can run them (the user's own ndctl installed by hand:
+/// the tests are built for the packaged one; an ndctl tree brings its
+/// own, [`crate::image::ndctl_tree`]).
 pub fn test_image(images_dir: &Path, resolved: &Resolved) -> Option<(String, MockBuses)> {
-    if resolved.user_ndctl.is_some() {
+    let user_destdir = resolved
+        .user_ndctl
+        .as_deref()
+        .is_some_and(|dir| !crate::image::ndctl_tree::is_tree(dir));
+    if user_destdir {
         return None;
     }
     let recipe = |name: &str| ImageFiles::load(images_dir, name).ok().map(|f| f.recipe);

@@ -13,7 +13,9 @@ use super::kernel::{self, StagedKernel};
 use super::recipe::{ImageFiles, Lock, LockedPackage};
 use super::source_kernel;
 use super::store::{deb_path, fetch_missing, fetch_ndctl_source};
-use super::{initramfs, ndctl_tests, nfit_test, BuildOptions, CacheLock, Error, Result};
+use super::{
+    initramfs, ndctl_tests, ndctl_tree, nfit_test, BuildOptions, CacheLock, Error, Result,
+};
 use crate::proof;
 use crate::space;
 use crate::stages::Stage;
@@ -150,12 +152,27 @@ fn stage_root(opts: &BuildOptions, lock: &Lock, staging: &Path, what: &str) -> R
     }
     initramfs::merge_usr(&root)?;
     stage.finish();
-    if let Some(dir) = &opts.user_ndctl {
-        overlay(dir, &root)?;
-    }
-    if let Some(tests) = &lock.ndctl_tests {
-        let built = ndctl_tests::build(&opts.cache, tests, &|p| deb_path(&opts.cache, &p.sha256))?;
-        ndctl_tests::install(&built, &root)?;
+    let deb = |p: &LockedPackage| deb_path(&opts.cache, &p.sha256);
+    match (&opts.user_ndctl, &lock.ndctl_tests) {
+        (Some(tree), Some(tests)) if ndctl_tree::is_tree(tree) => {
+            let built = ndctl_tree::build(&opts.cache, tree, tests, &deb)?;
+            overlay(&built.dest, &root)?;
+            ndctl_tests::install(&built.tests, &root)?;
+        }
+        (Some(tree), None) if ndctl_tree::is_tree(tree) => {
+            return Err(Error::NdctlTreeWithoutBuildRoot {
+                tree: tree.clone(),
+                image: what.trim_start_matches("image ").to_owned(),
+            });
+        }
+        (user, tests) => {
+            if let Some(dir) = user {
+                overlay(dir, &root)?;
+            }
+            if let Some(tests) = tests {
+                ndctl_tests::install(&ndctl_tests::build(&opts.cache, tests, &deb)?, &root)?;
+            }
+        }
     }
     Ok(root)
 }
@@ -168,7 +185,7 @@ fn overlay(dir: &Path, root: &Path) -> Result<()> {
         return Err(Error::io(
             &ndctl,
             std::io::Error::other(
-                "--ndctl DIR takes the DESTDIR of ndctl's `meson install` (with prefix /usr): DIR/usr/bin/ndctl is missing",
+                "--ndctl DIR takes an ndctl source tree or the DESTDIR of ndctl's `meson install` (with prefix /usr): DIR/usr/bin/ndctl is missing",
             ),
         ));
     }

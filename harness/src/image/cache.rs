@@ -84,7 +84,12 @@ pub(super) fn content_key(
         ));
     }
     if let Some(dir) = &opts.user_ndctl {
-        material.push_str(&format!("--ndctl\n{}\n", tree_fingerprint(dir)?));
+        let fingerprint = if super::ndctl_tree::is_tree(dir) {
+            super::ndctl_tree::fingerprint(dir)?
+        } else {
+            tree_fingerprint(dir)?
+        };
+        material.push_str(&format!("--ndctl\n{fingerprint}\n"));
     }
     Ok(sha256_hex(material.as_bytes()))
 }

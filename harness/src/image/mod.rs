@@ -27,6 +27,7 @@ mod initramfs;
 mod kernel;
 mod lock;
 mod ndctl_tests;
+pub mod ndctl_tree;
 mod nfit_test;
 mod recipe;
 mod source_kernel;
@@ -56,9 +57,10 @@ pub struct BuildOptions {
     pub cache: PathBuf,
     pub mirror: Option<String>,
     pub user_kernel: Option<UserKernel>,
-    /// An ndctl the user built: the `DESTDIR` of its `meson install`
+    /// The user's ndctl: the `DESTDIR` of its `meson install`
     /// (`usr/bin/ndctl`, `usr/lib/.../libndctl.so.6`, ...), laid over the
-    /// image's packages.
+    /// image's packages; or its source tree, built with its tests
+    /// ([`ndctl_tree`]).
     pub user_ndctl: Option<PathBuf>,
 }
 
@@ -101,6 +103,8 @@ pub enum Error {
     NoKernel { pattern: String, suite: String },
     #[error("kernel modules: {0}")]
     Modules(String),
+    #[error("--ndctl {}: an ndctl tree is built in the guest suite's build root, which image `{image}` has none of; take an image that runs ndctl's tests (--kernel debian-7.3-mock, or --image nfit-test), or give the DESTDIR of your own `meson install`", tree.display())]
+    NdctlTreeWithoutBuildRoot { tree: PathBuf, image: String },
     #[error("kernel {release} lacks `{module}` ({what}), which the image's `{function}` needs: it is neither a module in {} nor built in (modules.builtin); build the kernel with it, or leave `{function}` out of the recipe's drivers", modules_dep.display())]
     MissingDriver {
         module: String,

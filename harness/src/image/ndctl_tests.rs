@@ -120,32 +120,10 @@ pub fn build(
         tool::TAR,
     )?;
     let top = single_dir(&src_parent)?;
-    let script = format!(
-        "set -e; cd /src/{top}; meson setup /build {} -Dversion-tag={} >/build.log 2>&1 \
-         || {{ cat /build.log; exit 1; }}; ninja -C /build >>/build.log 2>&1 || {{ tail -40 /build.log; exit 1; }}",
-        MESON_OPTIONS.join(" "),
-        upstream_version(&lock.source.version)
-    );
-    super::build_root::run(
-        Some(&root),
-        &script,
-        "meson in the ndctl build root",
-        tool::NDCTL_TESTS_BUILD,
-        &mut |_| {},
-    )?;
+    let version_tag = upstream_version(&lock.source.version);
+    compile(&root, &top, version_tag, Install::No)?;
     let staged = work.path().join("out");
-    let build = root.join("build");
-    // The programs and the in-tree libraries their RUNPATH names.
-    for sub in ["test", "ndctl/lib", "daxctl/lib", "cxl/lib"] {
-        copy_files(&build.join(sub), &staged.join("build").join(sub), &|p| {
-            is_executable(p) || p.to_string_lossy().contains(".so")
-        })?;
-    }
-    let test_dir = staged.join("test");
-    merge_tree(
-        &root.join("src").join(&top).join("test"),
-        ensure_dir(&test_dir)?,
-    )?;
+    stage_tests(&root, &top, &staged)?;
     let about = format!(
         "ndctl {} tests (test/ of {}), built in {:.1} s\n",
         lock.source.version,
@@ -157,6 +135,58 @@ pub fn build(
     publish(&staged, &out, "done", "tests")?;
     stage.finish();
     Ok(out)
+}
+
+/// Whether [`compile`] also installs what it built (into `/dest` of the
+/// build root, prefix `/usr`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Install {
+    No,
+    IntoDest,
+}
+
+/// Configures and builds the ndctl source at `/src/TOP` of the prepared
+/// build root `root` into `/build`, tests enabled, under chroot; with
+/// [`Install::IntoDest`], installs it into `/dest` as a package would.
+pub(super) fn compile(root: &Path, top: &str, version_tag: &str, install: Install) -> Result<()> {
+    let (prefix, install) = match install {
+        Install::No => ("", ""),
+        Install::IntoDest => (
+            "--prefix=/usr --sysconfdir=/etc ",
+            "; meson install -C /build --no-rebuild --destdir /dest >>/build.log 2>&1 \
+             || { tail -40 /build.log; exit 1; }",
+        ),
+    };
+    let script = format!(
+        "set -e; cd /src/{top}; meson setup /build {prefix}{} \
+         -Dversion-tag={version_tag} >/build.log 2>&1 || {{ cat /build.log; exit 1; }}; \
+         ninja -C /build >>/build.log 2>&1 || {{ tail -40 /build.log; exit 1; }}{install}",
+        MESON_OPTIONS.join(" "),
+    );
+    super::build_root::run(
+        Some(root),
+        &script,
+        "meson in the ndctl build root",
+        tool::NDCTL_TESTS_BUILD,
+        &mut |_| {},
+    )
+}
+
+/// Copies what the tests need from a compiled build root into `staged`:
+/// `build/` (the test programs and the in-tree libraries their RUNPATH
+/// names) and `test/` (the scripts and their data).
+pub(super) fn stage_tests(root: &Path, top: &str, staged: &Path) -> Result<()> {
+    let build = root.join("build");
+    for sub in ["test", "ndctl/lib", "daxctl/lib", "cxl/lib"] {
+        copy_files(&build.join(sub), &staged.join("build").join(sub), &|p| {
+            is_executable(p) || p.to_string_lossy().contains(".so")
+        })?;
+    }
+    let test_dir = staged.join("test");
+    merge_tree(
+        &root.join("src").join(top).join("test"),
+        ensure_dir(&test_dir)?,
+    )
 }
 
 /// `81-1` -> `81`: what ndctl reports as its version.

@@ -151,7 +151,7 @@ fn missing(config: &Config, wants: MockBuses, ndctl_tests: bool) -> Option<Strin
     };
     let needs = format!("needs {missing}");
     Some(if config.build.user_ndctl.is_some() {
-        format!("{needs}, with ndctl's tests, which are built for the packaged ndctl, not your own")
+        format!("{needs}, with ndctl's tests, which are built for the packaged ndctl, not the DESTDIR you gave (give your ndctl source tree to --ndctl: it is built with its own tests)")
     } else if config.build.user_kernel.is_some() {
         format!("{needs}, which your kernel's modules do not have (build it with --kernel-tree, which builds the mock buses)")
     } else if wants.cxl_test {

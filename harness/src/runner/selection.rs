@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use libtest_mimic::{Arguments, Completion, Failed};
 
+use super::filterset::{Status, Subject};
 use super::guest_env::cannot_run;
 use super::jobs::guest_memory;
 use super::partition::Partition;
@@ -59,7 +60,6 @@ pub fn plan(config: &Config, trials: Vec<Trial>) -> Vec<Planned> {
                         .name_filters
                         .iter()
                         .any(|f| trial.name.contains(f.as_str())))
-                && (config.filter_expr.as_ref()).is_none_or(|e| e.matches(&trial.name))
         })
         .map(|trial| {
             let cannot = cannot_run(config, &trial);
@@ -73,7 +73,31 @@ pub fn plan(config: &Config, trials: Vec<Trial>) -> Vec<Planned> {
                 skip,
             }
         })
+        .filter(|planned| {
+            (config.filter_expr.as_ref()).is_none_or(|e| e.matches(&subject(config, planned)))
+        })
         .collect()
+}
+
+/// A planned trial as a filter expression sees it.
+fn subject<'a>(config: &'a Config, planned: &'a Planned) -> Subject<'a> {
+    let trial = &planned.trial;
+    let known = !trial
+        .case
+        .spec
+        .known_failures
+        .entries_for(&config.guest, &trial.topology.name)
+        .is_empty();
+    Subject {
+        name: &trial.name,
+        kernel: &config.guest.kernel,
+        ndctl: &config.guest.ndctl,
+        status: match (&planned.skip, known) {
+            (Some(_), _) => Status::Ignored,
+            (None, true) => Status::Known,
+            (None, false) => Status::Runs,
+        },
+    }
 }
 
 /// The trials `args` select, sorted by name, and of those the shard's. An

@@ -17,7 +17,10 @@ pub fn repo() -> PathBuf {
 
 pub fn ndharness(args: &[&str]) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_ndharness"));
-    c.args(args).env_remove("NDHARNESS_ROOT");
+    // The tester's own ndharness.toml does not choose the tests' guests.
+    c.args(args)
+        .env_remove("NDHARNESS_ROOT")
+        .env("XDG_CONFIG_HOME", "/nonexistent/ndharness-tests");
     c
 }
 

@@ -180,8 +180,9 @@ pub struct SelectArgs {
     /// INSTALL_MOD_PATH of `make modules_install` for --kernel BZIMAGE.
     #[arg(long)]
     pub modules: Option<PathBuf>,
-    /// ndctl: 81 or trixie (default), 85 or sid, 76 or bookworm, or the
-    /// DESTDIR of your own `meson install`.
+    /// ndctl: 81 or trixie (default), 85 or sid, 76 or bookworm; your ndctl
+    /// source tree (built with its tests in the guest's userland; `ndctl::`
+    /// runs its test/), or the DESTDIR of your own `meson install`.
     #[arg(long)]
     pub ndctl: Option<String>,
     /// A kernel source tree: built out of tree (tinyconfig +
@@ -436,7 +437,8 @@ pub struct RunArgs {
     #[arg(value_name = "FILTER")]
     pub filters: Vec<String>,
     /// A filter expression: suite(GLOB), case(GLOB), topology(GLOB),
-    /// name(GLOB), joined with &, |, ! and parentheses
+    /// name(GLOB), kernel(GLOB), ndctl(GLOB), status(runs|known|ignored),
+    /// joined with &, |, ! and parentheses
     /// (`-E 'suite(cxl) & !topology(cxl-x8)'`); with FILTERs, both apply.
     #[arg(short = 'E', long = "filter-expr", value_name = "EXPR")]
     pub filter_expr: Option<String>,

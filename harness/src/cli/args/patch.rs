@@ -37,7 +37,8 @@ pub struct Checks {
     /// Explore's topologies (repeatable).
     #[arg(long = "explore-topology", value_name = "NAME", default_values = ["nfit-1", "cxl-x2"])]
     pub explore_topologies: Vec<String>,
-    /// ndctl: a name (81, 85, 76) or the DESTDIR of your own build.
+    /// ndctl: a name (81, 85, 76), your ndctl source tree, or the DESTDIR
+    /// of your own build.
     #[arg(long)]
     pub ndctl: Option<String>,
     /// Guests at once [default: one per core, fewer when the available

@@ -3,7 +3,7 @@
 //! and with it (`--patch`, a series, or `--head REV`) in its overlay, the
 //! same checks run on both (`--repeat` runs the baseline more than once,
 //! to tell a flaky trial from a regression), and the comparison judged:
-//! no change, fixes, or regresses, trial by trial, with the compare page
+//! no change, fixes, changes or regresses, trial by trial, with the compare page
 //! and each side's evidence.
 
 use std::collections::BTreeSet;

@@ -5,7 +5,8 @@
 //! change to review, which gates as a regression does), left it as it
 //! was, or touched a trial that already varies on the baseline (flaky
 //! there: not the patch's doing); then one word for the whole: no change,
-//! fixes, or regresses. Pure: what ran is in the [`Comparison`].
+//! fixes, changes (behaviour to review, no status worse) or regresses.
+//! Pure: what ran is in the [`Comparison`].
 
 use std::collections::BTreeSet;
 
@@ -63,6 +64,9 @@ pub struct TrialEffect {
 pub enum Word {
     NoChange,
     Fixes,
+    /// No status worse, but some trial shows other output: a behaviour
+    /// change to review, which gates as a regression does.
+    Changes,
     Regresses,
 }
 
@@ -79,10 +83,10 @@ impl PatchVerdict {
         self.trials.iter().filter(|t| t.effect == effect).count()
     }
 
-    /// As `run`'s: 1 a regression, else 2 a trial not compared
-    /// (infrastructure), else 0.
+    /// As `run`'s: 1 a regression or a behaviour change, else 2 a trial
+    /// not compared (infrastructure), else 0.
     pub fn exit_code(&self) -> u8 {
-        if self.verdict == Word::Regresses {
+        if matches!(self.verdict, Word::Regresses | Word::Changes) {
             1
         } else if self.count(Effect::NotCompared) > 0 {
             2
@@ -137,6 +141,7 @@ impl PatchVerdict {
         let word = match self.verdict {
             Word::NoChange => "no change",
             Word::Fixes => "fixes",
+            Word::Changes => "changes",
             Word::Regresses => "regresses",
         };
         let mut counts = vec![format!("{} same", self.same)];
@@ -219,15 +224,15 @@ pub fn judge(comparison: &Comparison, flaky: &BTreeSet<String>) -> PatchVerdict 
     }
 }
 
-/// The word for trials' effects: any regression regresses; else any fix
-/// fixes.
+/// The word for trials' effects: any regression regresses; else any
+/// behaviour change changes; else any fix fixes.
 fn word(trials: &[TrialEffect]) -> Word {
-    if trials
-        .iter()
-        .any(|t| matches!(t.effect, Effect::Regresses | Effect::Changes))
-    {
+    let any = |effect| trials.iter().any(|t| t.effect == effect);
+    if any(Effect::Regresses) {
         Word::Regresses
-    } else if trials.iter().any(|t| t.effect == Effect::Fixes) {
+    } else if any(Effect::Changes) {
+        Word::Changes
+    } else if any(Effect::Fixes) {
         Word::Fixes
     } else {
         Word::NoChange
@@ -337,6 +342,21 @@ mod tests {
         assert!(
             text.contains("step 3: exit code 1")
                 && text.ends_with("verdict: regresses (0 same, 1 regresses, 1 changes, 1 fixes)\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn other_output_with_no_worse_status_changes_and_gates() {
+        let c = comparison(vec![
+            trial("b", "pass", "pass", false),
+            trial("c", "known", "pass", false),
+        ]);
+        let v = judge(&c, &BTreeSet::new());
+        assert_eq!((v.verdict, v.exit_code()), (Word::Changes, 1));
+        let text = v.render();
+        assert!(
+            text.ends_with("verdict: changes (0 same, 1 changes, 1 fixes)\n"),
             "{text}"
         );
     }

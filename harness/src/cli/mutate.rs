@@ -26,7 +26,8 @@ use super::sides::{explore_difference, Bench, BuildFailure, SideRun};
 struct Report<'a> {
     tree: String,
     profile: &'a str,
-    filter: Option<&'a str>,
+    /// The FILTERs, space-separated (none: the profile's trials).
+    filter: Option<String>,
     power_cut: bool,
     explore_seconds: Option<f64>,
     seed: u64,
@@ -263,7 +264,7 @@ fn write(
     let report = Report {
         tree: bench.tree().display().to_string(),
         profile: &args.checks.profile,
-        filter: args.checks.filter.as_deref(),
+        filter: (!args.checks.filters.is_empty()).then(|| args.checks.filters.join(" ")),
         power_cut: args.checks.power_cut,
         explore_seconds: args.checks.explore.map(|d| d.as_secs_f64()),
         seed,

@@ -68,7 +68,7 @@ impl Bench {
         for run in &profile.runs {
             patterns.extend(run.trials.iter().cloned());
         }
-        if patterns.is_empty() || checks.filter.is_some() {
+        if patterns.is_empty() || !checks.filters.is_empty() {
             patterns = vec!["*".into()];
         }
         if checks.power_cut {
@@ -153,8 +153,8 @@ impl Bench {
         let snapshots = collecting(&mut config, out);
         config.profile_trials = Some(TrialSet::any_of(vec![self.trials.clone()]));
         config.power_cuts = self.power_cuts;
+        config.name_filters = self.checks.filters.clone();
         let filter = libtest_mimic::Arguments {
-            filter: self.checks.filter.clone(),
             test_threads: self.checks.test_threads,
             ..Default::default()
         };
@@ -167,11 +167,11 @@ impl Bench {
             anyhow::bail!(
                 "no trial matched (profile `{}`{}): nothing to compare",
                 self.checks.profile,
-                self.checks
-                    .filter
-                    .as_deref()
-                    .map(|f| format!(", filter `{f}`"))
-                    .unwrap_or_default()
+                if self.checks.filters.is_empty() {
+                    String::new()
+                } else {
+                    format!(", filters `{}`", self.checks.filters.join("`, `"))
+                }
             );
         }
         Ok(SideRun {

@@ -20,9 +20,10 @@ pub struct Checks {
     /// fragment (images/guest-kernel.config).
     #[arg(long, value_name = "FILE")]
     pub kernel_config: Option<PathBuf>,
-    /// Only trials whose name contains this (suite::case::topology)
-    /// [default: the profile's trials]
-    pub filter: Option<String>,
+    /// Only trials whose name contains one of these (suite::case::topology;
+    /// several: any of them) [default: the profile's trials]
+    #[arg(value_name = "FILTER")]
+    pub filters: Vec<String>,
     /// The profile (suites/profiles.yaml) whose trials run, all on the
     /// tree's kernel.
     #[arg(long, default_value = "validate")]

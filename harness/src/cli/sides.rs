@@ -50,9 +50,31 @@ pub struct Bench {
     overlay: Overlay,
     kernel_config: KernelConfig,
     checks: Checks,
-    trials: TrialSet,
+    trials: Vec<TrialSet>,
     power_cuts: ndharness::suite::PointSelection,
     cache: PathBuf,
+}
+
+/// The runs whose trials a change is checked on, all on the tree's
+/// kernel: the profile's runs, each with its own skips (one line's skips
+/// leave its trials to another line); with FILTERs, every trial (the
+/// filters choose); and the power-cut suite when asked.
+fn checked_runs(profile_runs: &[ProfileRun], filtered: bool, power_cut: bool) -> Vec<ProfileRun> {
+    let mut runs: Vec<ProfileRun> = if filtered {
+        Vec::new()
+    } else {
+        profile_runs.to_vec()
+    };
+    if runs.is_empty() {
+        runs.push(ProfileRun::default());
+    }
+    if power_cut {
+        runs.push(ProfileRun {
+            trials: vec!["power-cut::*".into()],
+            ..ProfileRun::default()
+        });
+    }
+    runs
 }
 
 impl Bench {
@@ -64,22 +86,11 @@ impl Bench {
         let overlay = Overlay::for_tree(&cache, &checks.kernel_tree)?;
         let profiles = Profiles::load(&root)?;
         let profile = profiles.get(&checks.profile)?;
-        let mut patterns: Vec<String> = Vec::new();
-        for run in &profile.runs {
-            patterns.extend(run.trials.iter().cloned());
-        }
-        if patterns.is_empty() || !checks.filters.is_empty() {
-            patterns = vec!["*".into()];
-        }
-        if checks.power_cut {
-            patterns.push("power-cut::*".into());
-        }
-        let run = ProfileRun {
-            kernel: None,
-            trials: patterns,
-            skip: profile.runs.iter().flat_map(|r| r.skip.clone()).collect(),
-        };
-        let trials = run.trial_set(&checks.profile)?;
+        let runs = checked_runs(&profile.runs, !checks.filters.is_empty(), checks.power_cut);
+        let trials = runs
+            .iter()
+            .map(|run| run.trial_set(&checks.profile))
+            .collect::<Result<Vec<_>, _>>()?;
         let kernel_config = match &checks.kernel_config {
             Some(full) => KernelConfig::Full(full.clone()),
             None => KernelConfig::Fragment(root.join("images").join(kbuild::FRAGMENT)),
@@ -151,7 +162,7 @@ impl Bench {
         };
         let mut config = config(&self.checks.common, selection, &self.checks.machine, None)?;
         let snapshots = collecting(&mut config, out);
-        config.profile_trials = Some(TrialSet::any_of(vec![self.trials.clone()]));
+        config.profile_trials = Some(TrialSet::any_of(self.trials.clone()));
         config.power_cuts = self.power_cuts;
         config.name_filters = self.checks.filters.clone();
         let filter = libtest_mimic::Arguments {
@@ -247,4 +258,43 @@ pub fn explore_difference(
         baseline.difference(candidate).cloned().collect(),
         candidate.difference(baseline).cloned().collect(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(trials: &[&str], skip: &[&str]) -> ProfileRun {
+        ProfileRun {
+            trials: trials.iter().map(|t| t.to_string()).collect(),
+            skip: skip.iter().map(|t| t.to_string()).collect(),
+            ..ProfileRun::default()
+        }
+    }
+
+    #[test]
+    fn each_line_keeps_its_own_skips_and_power_cuts_add_a_run() {
+        // As the check profile: the default line skips ndctl's tests, which
+        // the mock line takes (but mmap.sh).
+        let profile = [
+            run(&[], &["ndctl::*"]),
+            run(&["ndctl::*"], &["ndctl::mmap.sh::*"]),
+        ];
+        let sets: Vec<TrialSet> = checked_runs(&profile, false, true)
+            .iter()
+            .map(|r| r.trial_set("check").unwrap())
+            .collect();
+        let taken = TrialSet::any_of(sets);
+        assert!(taken.contains("basic::fsdax::nfit-1"));
+        assert!(taken.contains("ndctl::create.sh::nfit-test-modules"));
+        assert!(!taken.contains("ndctl::mmap.sh::e820-2g"));
+        assert!(taken.contains("power-cut::create::cxl-x2"));
+        // FILTERs choose among every trial.
+        let filtered = checked_runs(&profile, true, false);
+        assert_eq!(filtered.len(), 1);
+        assert!(filtered[0]
+            .trial_set("check")
+            .unwrap()
+            .contains("ndctl::mmap.sh::e820-2g"));
+    }
 }

@@ -2,7 +2,7 @@
 //! listed or pruned.
 
 use std::process::ExitCode;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use ndharness::runner::warm::states;
 
@@ -36,13 +36,11 @@ pub fn states(action: StatesAction) -> anyhow::Result<ExitCode> {
             older_than,
             max_size,
         } => {
-            let Ok(age) = Duration::try_from_secs_f64(older_than * 86400.0) else {
-                anyhow::bail!("--older-than {older_than}: not a number of days");
-            };
-            let aged = states::prune(&dir, age);
+            let aged = states::prune(&dir, older_than);
             println!(
-                "removed {} saved states unused for {older_than} days ({:.1} GB) from {}",
+                "removed {} saved states unused for {} ({:.1} GB) from {}",
                 aged.entries,
+                humantime::format_duration(older_than),
                 aged.bytes as f64 / 1e9,
                 dir.display()
             );

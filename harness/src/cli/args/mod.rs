@@ -142,10 +142,10 @@ pub enum ImageAction {
 pub enum StatesAction {
     /// Each state: last use, size, topology, folder (the default).
     List,
-    /// Remove the states unused for DAYS days (0: all of them).
+    /// Remove the states unused for DURATION (`7d`, `12h`; 0: all of them).
     Prune {
-        #[arg(long, value_name = "DAYS", default_value_t = ndharness::runner::warm::states::KEEP_DAYS as f64)]
-        older_than: f64,
+        #[arg(long, value_name = "DURATION", value_parser = duration, default_value = "7days")]
+        older_than: std::time::Duration,
         /// Then remove the least recently used states until the rest take
         /// at most SIZE (`8G`, `500M`) [default: none]
         #[arg(long, value_name = "SIZE")]

@@ -199,9 +199,12 @@ for i in 0 1; do
 	)
 done
 
+# The 9p device on the root bus: left to QEMU, it lands on pxb-cxl's bus,
+# which takes only bridges.
 share=()
 [ -n "${NO_VIRTFS:-}" ] ||
-	share=(-virtfs "local,path=$WORK/share,mount_tag=repro,security_model=none")
+	share=(-fsdev "local,id=repro,path=$WORK/share,security_model=none"
+		-device "virtio-9p-pci,fsdev=repro,mount_tag=repro,bus=pcie.0")
 
 # shellcheck disable=SC2086 # QEMU_EXTRA is a list of arguments
 "$QEMU" -nodefaults -no-user-config -display none -no-reboot \

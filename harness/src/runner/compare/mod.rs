@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use super::evidence::{collect_folder, split_checkpoint};
-use super::result::{RunInfo, Status, TrialResult};
+use super::result::{Cause, RunInfo, Status, TrialResult};
 
 mod html;
 pub mod verdict;
@@ -149,6 +149,37 @@ pub fn compare_bodies(
     aspects
 }
 
+/// Where and how a failing trial failed, without what varies from run to
+/// run (paths, timestamps, a power cut's sampled counts).
+fn failure_summary(cause: &Cause) -> String {
+    match cause {
+        Cause::Expectation { step, .. } => format!("step {step}: not as expected"),
+        Cause::Timeout { step, .. } => format!("step {step}: timed out"),
+        Cause::KernelReport { title, .. } => format!("kernel report: {title}"),
+        Cause::GuestDied { during } => format!("guest died during {during}"),
+        Cause::Setup { what } => format!("setup: {what}"),
+        Cause::Snapshot { names } => format!("snapshots differ: {}", names.join(", ")),
+        Cause::PowerCut { step, .. } => format!("step {step}: power cuts broke consistency"),
+    }
+}
+
+/// When both sides failed: whether they failed the same way (a change
+/// that moves a failure to a later step is not "the same").
+fn failure_aspect(base: Option<&TrialResult>, cand: Option<&TrialResult>) -> Option<Aspect> {
+    let failed = |r: Option<&TrialResult>| {
+        r.filter(|r| matches!(r.status, Status::Fail | Status::KnownFailure))
+            .and_then(|r| r.failure.as_ref())
+            .map(failure_summary)
+    };
+    let (b, c) = (failed(base)?, failed(cand)?);
+    let same = b == c;
+    Some(Aspect {
+        what: "failure".into(),
+        same,
+        diff: (!same).then(|| format!("baseline: {b}\ncandidate: {c}\n")),
+    })
+}
+
 /// Compares what the two sides collected, trial by trial.
 pub fn compare(baseline: Side, candidate: Side) -> Comparison {
     let by_name = |s: &Side| -> BTreeMap<String, TrialResult> {
@@ -176,6 +207,9 @@ pub fn compare(baseline: Side, candidate: Side) -> Comparison {
             same: word(rb) == word(rc),
             diff: None,
         }];
+        if let Some(failure) = failure_aspect(rb, rc) {
+            aspects.push(failure);
+        }
         if comparable && rb.is_some_and(|r| r.status != Status::Ignored) {
             aspects.extend(compare_bodies(
                 &read_bodies(&baseline.snapshots.join(&folder)),
@@ -350,6 +384,31 @@ mod tests {
             guest: None,
             repetition: None,
         }
+    }
+
+    #[test]
+    fn two_failures_at_different_steps_are_not_the_same() {
+        let failing = |step| TrialResult {
+            failure: Some(Cause::Expectation {
+                step,
+                command: "ndctl enable-region region0".into(),
+            }),
+            ..result("r::torn::cxl-x2", Status::Fail)
+        };
+        let a = tempfile::tempdir().unwrap();
+        let compared = |b: TrialResult, c: TrialResult| {
+            compare(side(a.path(), vec![b]), side(a.path(), vec![c]))
+                .trials
+                .remove(0)
+        };
+        let moved = compared(failing(8), failing(12));
+        assert!(!moved.same, "{moved:?}");
+        let failure = moved.aspects.iter().find(|a| a.what == "failure").unwrap();
+        assert_eq!(
+            failure.diff.as_deref(),
+            Some("baseline: step 8: not as expected\ncandidate: step 12: not as expected\n")
+        );
+        assert!(compared(failing(8), failing(8)).same);
     }
 
     fn side(dir: &Path, results: Vec<TrialResult>) -> Side {

@@ -75,15 +75,7 @@ pub fn build(
     lock: &NdctlTestsLock,
     deb: &dyn Fn(&LockedPackage) -> PathBuf,
 ) -> Result<PathBuf> {
-    let mut material = format!(
-        "{RECIPE}\n{}\n{}\n",
-        MESON_OPTIONS.join(" "),
-        lock.source.sha256
-    );
-    for p in &lock.build_root {
-        material.push_str(&format!("{}\n", p.sha256));
-    }
-    let key = sha256_hex(material.as_bytes());
+    let key = build_key(RECIPE, &lock.source.sha256, lock);
     let out = cache
         .join("ndctl-tests")
         .join(format!("{}-{}", lock.source.version, &key[..12]));
@@ -130,11 +122,28 @@ pub fn build(
         lock.source.file,
         started.elapsed().as_secs_f64()
     );
-    std::fs::write(staged.join("done"), about).map_err(|e| Error::io(&staged, e))?;
-    proof::seal(&staged)?;
-    publish(&staged, &out, "done", "tests")?;
+    publish_build(&staged, &out, &about, "tests")?;
     stage.finish();
     Ok(out)
+}
+
+/// The cache key of a build in `lock`'s build root: the builder's
+/// `recipe`, the meson options, what identifies the `source`, and the
+/// build root's packages.
+pub(super) fn build_key(recipe: &str, source: &str, lock: &NdctlTestsLock) -> String {
+    let mut material = format!("{recipe}\n{}\n{source}\n", MESON_OPTIONS.join(" "));
+    for p in &lock.build_root {
+        material.push_str(&format!("{}\n", p.sha256));
+    }
+    sha256_hex(material.as_bytes())
+}
+
+/// Writes `about` as the `done` mark of the build staged in `staged`,
+/// seals it with its proof and moves it to `out` in the cache.
+pub(super) fn publish_build(staged: &Path, out: &Path, about: &str, what: &str) -> Result<()> {
+    std::fs::write(staged.join("done"), about).map_err(|e| Error::io(staged, e))?;
+    proof::seal(staged)?;
+    publish(staged, out, "done", what)
 }
 
 /// Whether [`compile`] also installs what it built (into `/dest` of the

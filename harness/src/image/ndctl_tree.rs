@@ -3,13 +3,14 @@
 //! built in, [`super::ndctl_tests`]), so that the guest runs that ndctl and
 //! `ndctl::` runs that tree's `test/`. Cached under `ndctl-tests/tree-KEY`
 //! by the tree's sources (paths, sizes, mtimes; `.git` and meson build
-//! folders left out) and the build root: `dest/` is the install (prefix
+//! folders left out), the meson options and the build root
+//! ([`super::ndctl_tests::build_key`]): `dest/` is the install (prefix
 //! `/usr`), `tests/` what [`super::ndctl_tests::install`] ships.
 
 use std::path::{Path, PathBuf};
 
-use super::host::{ensure_dir, publish, scratch_dir};
-use super::ndctl_tests::{compile, stage_tests, Install};
+use super::host::{ensure_dir, scratch_dir};
+use super::ndctl_tests::{build_key, compile, publish_build, stage_tests, Install};
 use super::recipe::{LockedPackage, NdctlTestsLock};
 use super::{sha256_hex, Error, Result};
 use crate::proof;
@@ -44,11 +45,7 @@ pub fn build(
     lock: &NdctlTestsLock,
     deb: &dyn Fn(&LockedPackage) -> PathBuf,
 ) -> Result<BuiltTree> {
-    let mut material = format!("{RECIPE}\n{}\n", fingerprint(tree)?);
-    for p in &lock.build_root {
-        material.push_str(&format!("{}\n", p.sha256));
-    }
-    let key = sha256_hex(material.as_bytes());
+    let key = build_key(RECIPE, &fingerprint(tree)?, lock);
     let out = cache
         .join("ndctl-tests")
         .join(format!("tree-{}", &key[..12]));
@@ -87,9 +84,7 @@ pub fn build(
         "{what} (version {version}) and its tests, built in {:.1} s\n",
         started.elapsed().as_secs_f64()
     );
-    std::fs::write(staged.join("done"), about).map_err(|e| Error::io(&staged, e))?;
-    proof::seal(&staged)?;
-    publish(&staged, &out, "done", "ndctl tree")?;
+    publish_build(&staged, &out, &about, "ndctl tree")?;
     stage.finish();
     Ok(built)
 }

@@ -136,56 +136,150 @@ pub async fn label_writes(
         done.set(true);
         out
     };
+    let mut log = StopLog::default();
     let watch = async {
+        // A stop another vCPU reported while the stopped one stepped: it
+        // is handled before the guest goes on.
+        let mut pending: Option<gdb::StopReply> = None;
+        // The call whose step another vCPU's stop cut short: its vCPU may
+        // report it again.
+        let mut unfinished_step: Option<Call> = None;
         loop {
-            match stub.wait_stop(POLL).await {
-                Ok(_) => {
-                    let next = writes.borrow().len() + 1;
-                    if let Some(write) = label_write(&mut stub, next).await? {
-                        let dir = crash_dir.join(write.number.to_string());
-                        copy_files(&files, &dir)?;
-                        images.push(CrashImage {
-                            point: CrashPoint::BeforeWrite(write.number),
-                            dir,
-                        });
-                        writes.borrow_mut().push(write);
-                    }
-                    // A breakpoint at the resume address fires again: step
-                    // over it first.
-                    stub.step().await?;
-                    stub.cont().await?;
-                }
-                Err(gdb::Error::Timeout { .. }) if done.get() => break,
-                Err(gdb::Error::Timeout { .. }) => {}
-                Err(e) => return Err(Error::from(e)),
+            let stop = match pending.take() {
+                Some(stop) => stop,
+                None => match stub.wait_stop(POLL).await {
+                    Ok(stop) => stop,
+                    Err(gdb::Error::Timeout { .. }) if done.get() => break,
+                    Err(gdb::Error::Timeout { .. }) => continue,
+                    Err(e) => return Err(Error::from(e)),
+                },
+            };
+            let pc = stub.read_register(x86_64::RIP).await?;
+            if pc != entry {
+                // Not the breakpoint: a vCPU finishing a step it was given
+                // when another one stopped first.
+                log.note(&stop, pc, "not at the entry: let go");
+                stub.cont().await?;
+                continue;
             }
+            let call = Call::read(&mut stub, &stop).await?;
+            if call.command != SET_CONFIG_DATA {
+                log.note(
+                    &stop,
+                    pc,
+                    &format!("command {}: not a label write", call.command),
+                );
+            } else if unfinished_step.as_ref() == Some(&call) {
+                log.note(
+                    &stop,
+                    pc,
+                    "the write whose step was cut short, again: not counted",
+                );
+            } else {
+                let number = writes.borrow().len() + 1;
+                let write = call.write(&mut stub, number).await?;
+                log.note(&stop, pc, &format!("label write {number}"));
+                let dir = crash_dir.join(write.number.to_string());
+                copy_files(&files, &dir)?;
+                images.push(CrashImage {
+                    point: CrashPoint::BeforeWrite(write.number),
+                    dir,
+                });
+                writes.borrow_mut().push(write);
+            }
+            // A breakpoint at the resume address fires again: step over
+            // it first. Another vCPU may stop during the step.
+            let stepped = stub.step().await?;
+            if stepped.thread != stop.thread {
+                log.note(&stepped, 0, "stopped while another vCPU stepped");
+                unfinished_step = Some(call);
+                pending = Some(stepped);
+                continue;
+            }
+            stub.cont().await?;
         }
         stub.detach().await?;
         Ok::<(), Error>(())
     };
     let (output, watched) = tokio::join!(run, watch);
+    log.save(crash_dir);
     watched?;
     finish(&files, crash_dir, images, output, writes.into_inner())
 }
 
-/// The label write the stopped CPU is about to make, if its call is one:
-/// `entry(nd_desc, nvdimm, cmd, buf, buf_len, cmd_rc)`, the header of `buf`
-/// being `{ u32 in_offset; u32 in_length; }`.
-async fn label_write(stub: &mut GdbClient, number: usize) -> Result<Option<LabelWrite>> {
-    let command = stub.read_register(x86_64::RDX).await? & 0xffff_ffff;
-    if command != SET_CONFIG_DATA {
-        return Ok(None);
+/// A call of the control entry as the stopped vCPU is about to make it:
+/// `entry(nd_desc, nvdimm, cmd, buf, buf_len, cmd_rc)`, the header of
+/// `buf` being `{ u32 in_offset; u32 in_length; }`. Two reports of one call
+/// are equal.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Call {
+    thread: Option<String>,
+    stack: u64,
+    nvdimm: u64,
+    command: u64,
+    buffer: u64,
+    header: Vec<u8>,
+}
+
+impl Call {
+    async fn read(stub: &mut GdbClient, stop: &gdb::StopReply) -> Result<Call> {
+        let command = stub.read_register(x86_64::RDX).await? & 0xffff_ffff;
+        let stack = stub.read_register(x86_64::RSP).await?;
+        let nvdimm = stub.read_register(x86_64::RSI).await?;
+        let buffer = stub.read_register(x86_64::RCX).await?;
+        let header = if command == SET_CONFIG_DATA {
+            stub.read_memory(buffer, 8).await?
+        } else {
+            Vec::new()
+        };
+        Ok(Call {
+            thread: stop.thread.clone(),
+            stack,
+            nvdimm,
+            command,
+            buffer,
+            header,
+        })
     }
-    let buffer = stub.read_register(x86_64::RCX).await?;
-    let header = stub.read_memory(buffer, 8).await?;
-    let word = |at: usize| u32::from_le_bytes(header[at..at + 4].try_into().expect("4 bytes"));
-    let dimm = dimm_name(stub).await.unwrap_or_else(|_| "?".into());
-    Ok(Some(LabelWrite {
-        number,
-        dimm,
-        offset: word(0),
-        length: word(4),
-    }))
+
+    /// The label write this call makes (the vCPU still stopped in it).
+    async fn write(&self, stub: &mut GdbClient, number: usize) -> Result<LabelWrite> {
+        let word =
+            |at: usize| u32::from_le_bytes(self.header[at..at + 4].try_into().expect("4 bytes"));
+        let dimm = dimm_name(stub).await.unwrap_or_else(|_| "?".into());
+        Ok(LabelWrite {
+            number,
+            dimm,
+            offset: word(0),
+            length: word(4),
+        })
+    }
+}
+
+/// Every stop the recorder saw and what it made of it, kept in the crash
+/// folder as `stops.log`: the evidence when a count of label writes
+/// differs from its snapshot.
+#[derive(Default)]
+struct StopLog {
+    lines: Vec<String>,
+}
+
+impl StopLog {
+    fn note(&mut self, stop: &gdb::StopReply, pc: u64, what: &str) {
+        let thread = stop.thread.as_deref().unwrap_or("-");
+        self.lines.push(format!(
+            "thread {thread} signal {} pc {pc:#x}: {what}",
+            stop.signal
+        ));
+    }
+
+    /// Best effort: the log is evidence, not a result.
+    fn save(&self, crash_dir: &Path) {
+        let mut text = self.lines.join("\n");
+        text.push('\n');
+        let _ = std::fs::create_dir_all(crash_dir);
+        let _ = std::fs::write(crash_dir.join("stops.log"), text);
+    }
 }
 
 /// The name of the DIMM in the call (`nvdimm->dev.kobj.name`: `struct

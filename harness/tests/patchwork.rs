@@ -166,6 +166,9 @@ fn validate_and_mutate_judge_changes_and_leave_the_tree_as_it_was() {
         (Some(1), Some(2))
     );
     assert!(mutate_out.join("mutate.html").exists());
+    // The reference ran twice (the default), its flaky trials named.
+    assert_eq!(report["reference_runs"], 2, "{t}");
+    assert!(report["flaky_on_reference"].is_array(), "{t}");
 
     assert!(
         checksums(Path::new(&tree)) == before,

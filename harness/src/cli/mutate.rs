@@ -7,6 +7,7 @@
 //! saved state is no use to the next kernel. mutate.json is written after
 //! each mutant, so a run stopped part-way keeps what it measured.
 
+use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::ExitCode;
 use std::time::Instant;
@@ -32,8 +33,20 @@ struct Report<'a> {
     explore_seconds: Option<f64>,
     seed: u64,
     reference_seconds: f64,
+    reference_runs: u32,
+    /// Trials that differed between the reference's runs: their
+    /// differences on a mutant kill nothing.
+    flaky_on_reference: &'a BTreeSet<String>,
     scores: Vec<score::Score>,
     mutants: &'a [MutantResult],
+}
+
+/// What the reference's runs established.
+struct ReferenceFacts {
+    /// Its build and all its runs.
+    seconds: f64,
+    /// The trials that differed between its runs.
+    flaky: BTreeSet<String>,
 }
 
 pub fn mutate(args: MutateArgs) -> anyhow::Result<ExitCode> {
@@ -91,13 +104,32 @@ pub fn mutate(args: MutateArgs) -> anyhow::Result<ExitCode> {
         );
     }
     let reference = bench.run(&built, "unmutated", &out.join("unmutated"), seed)?;
-    let reference_seconds = reference.seconds + built.seconds;
+    let mut facts = ReferenceFacts {
+        seconds: reference.seconds + built.seconds,
+        flaky: BTreeSet::new(),
+    };
+    // The reference again: what differs between its runs is flaky there.
+    for n in 2..=args.repeat {
+        let dir = out.join(format!("unmutated-{n}"));
+        let again = bench.run(&built, "unmutated", &dir, seed)?;
+        facts.seconds += again.seconds;
+        let between = compare::compare(reference.side.clone(), again.side);
+        facts.flaky.extend(verdict::differing(&between));
+    }
     println!(
-        "reference: {} trials in {:.0}s; {} mutants",
+        "reference: {} trials in {:.0}s ({} runs); {} mutants",
         reference.side.results.len(),
-        reference_seconds,
+        facts.seconds,
+        args.repeat,
         mutants.len()
     );
+    if !facts.flaky.is_empty() {
+        let names: Vec<&str> = facts.flaky.iter().map(String::as_str).collect();
+        println!(
+            "flaky on the reference (their differences kill nothing): {}",
+            names.join(" ")
+        );
+    }
     // The check sets the reference ran: the ones a score is given for.
     let ran = ran_sets(&reference, &checks);
     let mut results = Vec::new();
@@ -113,10 +145,10 @@ pub fn mutate(args: MutateArgs) -> anyhow::Result<ExitCode> {
             mutant.name,
             mutant.class
         );
-        let result = one(&mut bench, mutant, &reference, &out, seed);
+        let result = one(&mut bench, mutant, &reference, &facts.flaky, &out, seed);
         println!("  {}", score::render_line(&result));
         results.push(result);
-        write(&out, &bench, &args, seed, reference_seconds, &results, &ran)?;
+        write(&out, &bench, &args, seed, &facts, &results, &ran)?;
     }
     // The overlay as the tree is, for whoever builds it next.
     let _ = bench.build(&Change::none("unmutated"));
@@ -125,7 +157,7 @@ pub fn mutate(args: MutateArgs) -> anyhow::Result<ExitCode> {
     if let Some(line) = previous_scores(&previous) {
         println!("  previous run: {line}");
     }
-    let (json, html) = write(&out, &bench, &args, seed, reference_seconds, &results, &ran)?;
+    let (json, html) = write(&out, &bench, &args, seed, &facts, &results, &ran)?;
     println!("  report: {} {}", json.display(), html.display());
     let errors = results.iter().any(|r| matches!(r.fate, Fate::Error { .. }));
     Ok(ExitCode::from(if errors { 2 } else { 0 }))
@@ -171,6 +203,7 @@ fn one(
     bench: &mut Bench,
     mutant: &Mutant,
     reference: &SideRun,
+    flaky: &BTreeSet<String>,
     out: &Path,
     seed: u64,
 ) -> MutantResult {
@@ -209,7 +242,7 @@ fn one(
     };
     let run_seconds = run.seconds;
     let comparison = compare::compare(reference.side.clone(), run.side);
-    let mut judged = verdict::judge(&comparison, &Default::default());
+    let mut judged = verdict::judge(&comparison, flaky);
     if let (Some(b), Some(c)) = (&reference.findings, &run.findings) {
         let (only_baseline, only_candidate) = explore_difference(b, c);
         judged.add_explore(&only_baseline, &only_candidate);
@@ -256,7 +289,7 @@ fn write(
     bench: &Bench,
     args: &MutateArgs,
     seed: u64,
-    reference_seconds: f64,
+    reference: &ReferenceFacts,
     results: &[MutantResult],
     ran: &[&'static str],
 ) -> anyhow::Result<(std::path::PathBuf, std::path::PathBuf)> {
@@ -268,7 +301,9 @@ fn write(
         power_cut: args.checks.power_cut,
         explore_seconds: args.checks.explore.map(|d| d.as_secs_f64()),
         seed,
-        reference_seconds,
+        reference_seconds: reference.seconds,
+        reference_runs: args.repeat,
+        flaky_on_reference: &reference.flaky,
         scores: scores.clone(),
         mutants: results,
     };

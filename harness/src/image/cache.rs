@@ -109,11 +109,15 @@ fn tree_fingerprint(dir: &Path) -> Result<String> {
     Ok(sha256_hex(lines.join("\n").as_bytes()))
 }
 
+/// The folder every built image is filed under, the one [`RETENTION`]
+/// keeps in bounds.
+pub fn images_dir(cache: &Path) -> PathBuf {
+    cache.join("images")
+}
+
 /// The folder the image with content `key` is filed under.
 pub(super) fn image_dir(cache: &Path, files: &ImageFiles, key: &str) -> PathBuf {
-    cache
-        .join("images")
-        .join(format!("{}-{}", files.name, &key[..16]))
+    images_dir(cache).join(format!("{}-{}", files.name, &key[..16]))
 }
 
 /// What the cache holds under an image's folder.

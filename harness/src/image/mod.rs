@@ -39,7 +39,7 @@ use sha2::{Digest, Sha256};
 
 pub use apt::Archive;
 pub use build::{build, unpack_source};
-pub use cache::{Image, Manifest, RETENTION};
+pub use cache::{images_dir, Image, Manifest, RETENTION};
 pub use lock::lock;
 pub use recipe::{ImageFiles, Lock, LockedPackage, Provides, Recipe};
 

@@ -213,10 +213,12 @@ fn libtest_trial(
 /// Removes the saved states and built images nobody used for a while,
 /// then the least recently used beyond each one's size cap.
 fn prune_cache(config: &Config) {
-    let images = config.build.cache.join("images");
     for (retention, dir) in [
         (super::warm::states::RETENTION, config.states_dir()),
-        (crate::image::RETENTION, images),
+        (
+            crate::image::RETENTION,
+            crate::image::images_dir(&config.build.cache),
+        ),
     ] {
         for line in retention.apply(&dir) {
             eprintln!("{line}");

@@ -98,6 +98,10 @@ pub struct MutateArgs {
     /// finishes.
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub budget: Option<Duration>,
+    /// Runs of the unmutated reference: a trial that differs between
+    /// them is flaky there, and its difference on a mutant kills nothing.
+    #[arg(long, value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..))]
+    pub repeat: u32,
     /// Folder for mutate.json, mutate.html and the runs [default:
     /// ROOT/target/ndharness/mutate]
     #[arg(long, value_name = "DIR")]

@@ -20,7 +20,7 @@ use ndharness::runner::compare::{self, verdict};
 use serde::Serialize;
 
 use super::args::MutateArgs;
-use super::sides::{explore_difference, Bench, BuildFailure, SideRun};
+use super::sides::{explore_difference, Bench, BuildFailure, Built, SideRun};
 
 /// mutate.json.
 #[derive(Serialize)]
@@ -58,12 +58,7 @@ pub fn mutate(args: MutateArgs) -> anyhow::Result<ExitCode> {
         .clone()
         .unwrap_or_else(|| bench.root.join("target/ndharness/mutate"));
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
-    // The last run's report, kept to compare the scores with.
-    let previous = out.join("previous.json");
-    if out.join("mutate.json").exists() {
-        std::fs::rename(out.join("mutate.json"), &previous)
-            .with_context(|| format!("keeping {}", previous.display()))?;
-    }
+    let previous = keep_previous(&out)?;
     let library = if args.mutants.is_empty() {
         vec![bench.root.join("mutants/hand")]
     } else {
@@ -103,19 +98,7 @@ pub fn mutate(args: MutateArgs) -> anyhow::Result<ExitCode> {
             args.only
         );
     }
-    let reference = bench.run(&built, "unmutated", &out.join("unmutated"), seed)?;
-    let mut facts = ReferenceFacts {
-        seconds: reference.seconds + built.seconds,
-        flaky: BTreeSet::new(),
-    };
-    // The reference again: what differs between its runs is flaky there.
-    for n in 2..=args.repeat {
-        let dir = out.join(format!("unmutated-{n}"));
-        let again = bench.run(&built, "unmutated", &dir, seed)?;
-        facts.seconds += again.seconds;
-        let between = compare::compare(reference.side.clone(), again.side);
-        facts.flaky.extend(verdict::differing(&between));
-    }
+    let (reference, facts) = run_reference(&mut bench, &built, &out, seed, args.repeat)?;
     println!(
         "reference: {} trials in {:.0}s ({} runs); {} mutants",
         reference.side.results.len(),
@@ -196,6 +179,41 @@ fn ran_sets(reference: &SideRun, checks: &super::args::patch::Checks) -> Vec<&'s
     sets.sort();
     sets.dedup();
     sets
+}
+
+/// The last run's report moved to `previous.json`, to compare the scores
+/// with.
+fn keep_previous(out: &Path) -> anyhow::Result<std::path::PathBuf> {
+    let previous = out.join("previous.json");
+    if out.join("mutate.json").exists() {
+        std::fs::rename(out.join("mutate.json"), &previous)
+            .with_context(|| format!("keeping {}", previous.display()))?;
+    }
+    Ok(previous)
+}
+
+/// The unmutated tree's checks, `repeat` times: the first run is the
+/// reference, the trials that differ in a later one are flaky.
+fn run_reference(
+    bench: &mut Bench,
+    built: &Built,
+    out: &Path,
+    seed: u64,
+    repeat: u32,
+) -> anyhow::Result<(SideRun, ReferenceFacts)> {
+    let reference = bench.run(built, "unmutated", &out.join("unmutated"), seed)?;
+    let mut facts = ReferenceFacts {
+        seconds: reference.seconds + built.seconds,
+        flaky: BTreeSet::new(),
+    };
+    for n in 2..=repeat {
+        let dir = out.join(format!("unmutated-{n}"));
+        let again = bench.run(built, "unmutated", &dir, seed)?;
+        facts.seconds += again.seconds;
+        let between = compare::compare(reference.side.clone(), again.side);
+        facts.flaky.extend(verdict::differing(&between));
+    }
+    Ok((reference, facts))
 }
 
 /// One mutant planted, built, checked and judged against the reference.

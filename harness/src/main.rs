@@ -13,12 +13,6 @@ use cli::args::{Cli, Command, StatesAction, TopologyAction};
 const USAGE: u8 = 64;
 
 fn main() -> ExitCode {
-    // `ndharness ... | head` ends quietly, as other command-line tools do.
-    // SAFETY: restoring the default action of a signal at start-up, before
-    // any thread exists.
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-    }
     // A usage error is 64 (EX_USAGE), apart from a run's 2 (infrastructure).
     let parsed = match Cli::try_parse() {
         Ok(parsed) => parsed,
@@ -27,6 +21,15 @@ fn main() -> ExitCode {
             return ExitCode::from(if e.use_stderr() { USAGE } else { 0 });
         }
     };
+    if prints_only(&parsed.command) {
+        // `ndharness run --list | head` ends quietly, as other
+        // command-line tools do.
+        // SAFETY: restoring the default action of a signal at start-up,
+        // before any thread exists.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     install_ctrl_c();
     match dispatch(parsed.command) {
         Ok(code) => code,
@@ -35,6 +38,21 @@ fn main() -> ExitCode {
             let usage = e.downcast_ref::<cli::Usage>().is_some();
             ExitCode::from(if usage { USAGE } else { 2 })
         }
+    }
+}
+
+/// Whether the command only prints (a list, a man page, a completion
+/// script, a topology), and may die of SIGPIPE when its reader goes. The
+/// others drive guests and talk to QEMU over sockets and pipes: a write to
+/// a QEMU that was killed must be an error they handle (EPIPE, then a
+/// retry or an infrastructure error), never a silent death of the harness
+/// (seen once in the faults test: a QEMU killed mid-step took the run with
+/// it, exit by signal, nothing said).
+fn prints_only(command: &Command) -> bool {
+    match command {
+        Command::Run(args) => args.list,
+        Command::Completions { .. } | Command::Man { .. } | Command::Topology { .. } => true,
+        _ => false,
     }
 }
 

@@ -170,6 +170,8 @@ pub async fn label_writes(
                     &format!("command {}: not a label write", call.command),
                 );
             } else if unfinished_step.as_ref() == Some(&call) {
+                // Reported again once: a later equal call is a new write.
+                unfinished_step = None;
                 log.note(
                     &stop,
                     pc,

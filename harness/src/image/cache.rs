@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::host::{publish, walk};
-use super::initramfs::{INIT, PCI_STATE, STEP};
+use super::initramfs::{INIT, PCI_STATE, PROBE_SOURCE, STEP};
 use super::recipe::ImageFiles;
 use super::{ndctl_tests, sha256_file, sha256_hex, BuildOptions, Error, Result, BUILDER_VERSION};
 use crate::proof::{self, Damage, Files};
@@ -59,7 +59,7 @@ pub(super) fn content_key(
     opts: &BuildOptions,
 ) -> Result<String> {
     let mut material = format!(
-        "builder {BUILDER_VERSION}\n--recipe\n{}\n--lock\n{lock_text}\n--init\n{INIT}\n--step\n{STEP}\n--pci-state\n{PCI_STATE}\n",
+        "builder {BUILDER_VERSION}\n--recipe\n{}\n--lock\n{lock_text}\n--init\n{INIT}\n--step\n{STEP}\n--pci-state\n{PCI_STATE}\n--probe\n{PROBE_SOURCE}\n",
         files.recipe_text
     );
     if files.recipe.ndctl_tests.is_some() {

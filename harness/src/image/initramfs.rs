@@ -1,10 +1,10 @@
 //! The initramfs root: usr-merge links, kernel modules, busybox applets,
-//! ndharness's own scripts (init, the step wrapper, pci-state), and the newc
-//! archive the kernel unpacks.
+//! ndharness's own scripts (init, the step wrapper, pci-state) and test
+//! program (`ndharness-probe`), and the newc archive the kernel unpacks.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufWriter, Write};
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -20,6 +20,10 @@ pub(super) const INIT: &str = include_str!("init.sh");
 pub(super) const STEP: &str = include_str!("step.sh");
 /// Keeps PCI configuration space across a saved VM state.
 pub(super) const PCI_STATE: &str = include_str!("pci-state.sh");
+/// The guest's test program's source (the image key's part of it) and the
+/// program the build script made of it (`harness/build.rs`).
+pub(super) const PROBE_SOURCE: &str = include_str!("../../guest/probe.rs");
+const PROBE: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/ndharness-probe"));
 
 /// Trixie's packages are usr-merged but the ELF interpreter and scripts still
 /// name /lib64, /bin and /sbin: point those at usr/, merging anything a
@@ -237,7 +241,11 @@ pub fn install_scripts(root: &Path) -> Result<()> {
         &root.join("usr/libexec/ndharness/pci-state"),
         PCI_STATE,
         0o755,
-    )
+    )?;
+    let probe = root.join("usr/bin/ndharness-probe");
+    std::fs::write(&probe, PROBE).map_err(|e| Error::io(&probe, e))?;
+    std::fs::set_permissions(&probe, std::fs::Permissions::from_mode(0o755))
+        .map_err(|e| Error::io(&probe, e))
 }
 
 /// Writes `root` as an uncompressed newc archive (the kernel unpacks it

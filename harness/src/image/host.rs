@@ -45,7 +45,7 @@ pub(super) fn symlink(target: &str, link: &Path) -> Result<()> {
 }
 
 /// Writes `text` to `path` (creating its folder) with permissions `mode`.
-pub(super) fn write_file(path: &Path, text: &str, mode: u32) -> Result<()> {
+pub(super) fn write_file(path: &Path, text: impl AsRef<[u8]>, mode: u32) -> Result<()> {
     ensure_dir(path.parent().expect("file has a folder"))?;
     std::fs::write(path, text).map_err(|e| Error::io(path, e))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))

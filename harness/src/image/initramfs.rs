@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufWriter, Write};
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -242,10 +242,7 @@ pub fn install_scripts(root: &Path) -> Result<()> {
         PCI_STATE,
         0o755,
     )?;
-    let probe = root.join("usr/bin/ndharness-probe");
-    std::fs::write(&probe, PROBE).map_err(|e| Error::io(&probe, e))?;
-    std::fs::set_permissions(&probe, std::fs::Permissions::from_mode(0o755))
-        .map_err(|e| Error::io(&probe, e))
+    write_file(&root.join("usr/bin/ndharness-probe"), PROBE, 0o755)
 }
 
 /// Writes `root` as an uncompressed newc archive (the kernel unpacks it

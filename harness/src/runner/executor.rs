@@ -428,7 +428,10 @@ fn watched(
                             elapsed: start.elapsed(),
                             last_step: last.as_ref(),
                         });
-                        next += every;
+                        // The next multiple of `every` still ahead: a
+                        // report held up (the reporters busy while an
+                        // image builds) is one line, not a burst of them.
+                        next = next_report(start.elapsed(), every);
                     }
                     _ => break,
                 }
@@ -442,6 +445,13 @@ fn watched(
         drop(done);
         outcome
     })
+}
+
+/// When the next SLOW report is due: the first multiple of `every` after
+/// `elapsed`.
+fn next_report(elapsed: std::time::Duration, every: std::time::Duration) -> std::time::Duration {
+    let periods = (elapsed.as_nanos() / every.as_nanos().max(1)) as u32;
+    every * (periods + 1)
 }
 
 /// Who hears of a trial's attempts: each step as it ends, and an attempt
@@ -485,5 +495,26 @@ fn with_evidence(message: String, evidence: Option<&std::path::PathBuf>) -> Stri
     match evidence {
         Some(p) => format!("{message}\nevidence: {}", p.display()),
         None => message,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::next_report;
+    use std::time::Duration;
+
+    #[test]
+    fn a_late_slow_report_is_followed_by_the_next_period_not_a_burst() {
+        let every = Duration::from_secs(3);
+        assert_eq!(
+            next_report(Duration::from_millis(3_010), every),
+            Duration::from_secs(6)
+        );
+        // Held up for 27 s: the next report is at 33 s, not at 6, 9, ... at once.
+        assert_eq!(
+            next_report(Duration::from_millis(30_500), every),
+            Duration::from_secs(33)
+        );
+        assert_eq!(next_report(Duration::ZERO, every), every);
     }
 }

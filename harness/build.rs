@@ -1,7 +1,7 @@
 //! Builds the guest's test program (`guest/probe.rs`, std only) with the
 //! compiler that builds the harness, for the target it builds for, linked
 //! statically so it runs on any guest root; the image builder embeds it
-//! (`image::probe`) and installs it as /usr/bin/ndharness-probe.
+//! (`image::initramfs`) and installs it as /usr/bin/ndharness-probe.
 
 use std::path::PathBuf;
 use std::process::Command;

@@ -3,7 +3,6 @@
 //! device-dax devices, DAX files, nmem devices and BTT block devices): its
 //! lines, exit codes and usage errors.
 
-use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 const PROBE: &str = concat!(env!("OUT_DIR"), "/ndharness-probe");
@@ -19,30 +18,23 @@ fn stdout(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
-/// A file of `bytes` in a folder on disk (tmpfs has no O_DIRECT).
-fn file_of(dir: &Path, bytes: u64) -> PathBuf {
-    let path = dir.join("data");
-    let file = std::fs::File::create(&path).unwrap();
-    file.set_len(bytes).unwrap();
-    path
-}
-
-fn scratch_dir() -> tempfile::TempDir {
-    tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap()
+/// `ndharness-probe COMMAND FILE OPTIONS...` on a fresh file of `bytes`, in
+/// a folder on disk (tmpfs has no O_DIRECT).
+fn on_file(bytes: u64, command: &str, options: &[&str]) -> Output {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let path = dir.path().join("data");
+    std::fs::File::create(&path)
+        .unwrap()
+        .set_len(bytes)
+        .unwrap();
+    let mut args = vec![command, path.to_str().unwrap()];
+    args.extend_from_slice(options);
+    probe(&args)
 }
 
 #[test]
 fn a_mapping_is_filled_and_read_back() {
-    let dir = scratch_dir();
-    let path = file_of(dir.path(), 8 << 20);
-    let output = probe(&[
-        "map",
-        path.to_str().unwrap(),
-        "--length",
-        "8M",
-        "--fill",
-        "2M",
-    ]);
+    let output = on_file(8 << 20, "map", &["--length", "8M", "--fill", "2M"]);
     assert_eq!(output.status.code(), Some(0), "{output:?}");
     assert_eq!(
         stdout(&output).trim(),
@@ -52,16 +44,7 @@ fn a_mapping_is_filled_and_read_back() {
 
 #[test]
 fn touching_past_the_end_of_a_file_is_a_sigbus_at_its_offset() {
-    let dir = scratch_dir();
-    let path = file_of(dir.path(), 1 << 20);
-    let output = probe(&[
-        "map",
-        path.to_str().unwrap(),
-        "--length",
-        "2M",
-        "--fill",
-        "4K",
-    ]);
+    let output = on_file(1 << 20, "map", &["--length", "2M", "--fill", "4K"]);
     assert_eq!(output.status.code(), Some(3), "{output:?}");
     assert_eq!(
         stdout(&output).trim(),
@@ -71,30 +54,23 @@ fn touching_past_the_end_of_a_file_is_a_sigbus_at_its_offset() {
 
 #[test]
 fn a_refused_call_names_its_errno_and_exits_1() {
-    let dir = scratch_dir();
-    let path = file_of(dir.path(), 4096);
     // MAP_SYNC needs a DAX file.
-    let output = probe(&["map", path.to_str().unwrap(), "--length", "4096", "--sync"]);
+    let output = on_file(4096, "map", &["--length", "4096", "--sync"]);
     assert_eq!(output.status.code(), Some(1), "{output:?}");
     assert!(stdout(&output).starts_with("mmap 4096 bytes with MAP_SYNC: EOPNOTSUPP 95"));
     // A label ioctl needs an nmem device.
-    let output = probe(&["label-write", path.to_str().unwrap()]);
+    let output = on_file(4096, "label-write", &[]);
     assert_eq!(output.status.code(), Some(1), "{output:?}");
     assert!(stdout(&output).starts_with("GET_CONFIG_SIZE: ENOTTY 25"));
 }
 
 #[test]
 fn racing_writers_leave_every_sector_as_written() {
-    let dir = scratch_dir();
-    let path = file_of(dir.path(), 4 << 20);
-    let output = probe(&[
+    let output = on_file(
+        4 << 20,
         "race",
-        path.to_str().unwrap(),
-        "--sector-size",
-        "4096",
-        "--writes",
-        "100",
-    ]);
+        &["--sector-size", "4096", "--writes", "100"],
+    );
     assert_eq!(output.status.code(), Some(0), "{output:?}");
     assert!(stdout(&output).ends_with(
         "each followed by a sector of its own: sector 0 holds a last write, the 200 others read back as written\n"

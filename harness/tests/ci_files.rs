@@ -109,8 +109,8 @@ fn github_nightly_workflow() {
     let jobs = w["jobs"].as_object().unwrap();
     assert_eq!(
         jobs.keys().map(String::as_str).collect::<Vec<_>>(),
-        ["conformance", "merge", "mutate"],
-        "a matrix of shards, their merge, and the mutation run"
+        ["conformance", "merge", "mutate", "mutate-explore"],
+        "a matrix of shards, their merge, the mutation run and its explore column"
     );
     let job = &w["jobs"]["conformance"];
     assert!(job["runs-on"].is_string());
@@ -377,6 +377,35 @@ fn mutate_runs_nightly_and_its_score_is_kept() {
     assert!(script.contains("ndharness mutate --kernel-tree \"$tree\""));
     let test = std::fs::read_to_string(root().join("ci/test")).unwrap();
     assert!(test.contains("cargo test --locked --test patchwork -- --ignored"));
+}
+
+/// The explore column: both CI systems run ci/mutate-explore and keep each
+/// quarter's report; the script explores for 10 minutes a mutant, with
+/// every hand-written mutant in one of its four slices.
+#[test]
+fn mutate_explore_runs_nightly_a_quarter_at_a_time() {
+    let github = load(".github/workflows/nightly.yml");
+    let steps = github["jobs"]["mutate-explore"]["steps"]
+        .as_array()
+        .unwrap();
+    let runs: Vec<&str> = steps.iter().filter_map(|s| s["run"].as_str()).collect();
+    assert_eq!(runs, ["ci/mutate-explore"]);
+    let kept = "target/ndharness/mutate-explore/slice-*/mutate.json";
+    assert!(steps
+        .iter()
+        .any(|s| s["with"]["path"].as_str() == Some(kept)));
+    let gitlab = load("ci/gitlab/nightly.yml");
+    let job = &gitlab["nightly-mutate-explore"];
+    assert_eq!(job["script"][0].as_str(), Some("ci/mutate-explore"));
+    assert!(job["cache"]["paths"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|p| p.as_str() == Some(kept)));
+    let script = std::fs::read_to_string(root().join("ci/mutate-explore")).unwrap();
+    assert!(script.contains("--explore 10m"));
+    assert!(script.contains("% 4 == slice"));
+    assert!(script.contains("mutants/hand/[0-9]*.patch"));
 }
 
 /// `.ci/run` builds the book.

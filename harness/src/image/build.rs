@@ -8,8 +8,9 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use super::cache::{content_key, find, image_dir, publish_image, Found, Image, Manifest};
-use super::host::{copy, depmod, dpkg_extract, ensure_dir, merge_tree, scratch_dir};
+use super::host::{copy, dpkg_extract, ensure_dir, merge_tree, scratch_dir};
 use super::kernel::{self, StagedKernel};
+use super::module_index;
 use super::recipe::{ImageFiles, Lock, LockedPackage};
 use super::source_kernel;
 use super::store::{deb_path, fetch_missing, fetch_ndctl_source};
@@ -193,16 +194,20 @@ fn overlay(dir: &Path, root: &Path) -> Result<()> {
 }
 
 /// Ships the modules of the recipe's drivers (and what they depend on) from the kernel
-/// into the root, with depmod over them; returns what was shipped.
+/// into the root, with depmod over them (two indexes when mocks are among
+/// them: [`module_index`]); returns what was shipped.
 fn ship_modules(files: &ImageFiles, kernel: &StagedKernel, root: &Path) -> Result<Vec<String>> {
-    let modules = initramfs::install_modules(
+    let mut modules = initramfs::install_modules(
         &kernel.modules,
         root,
         &kernel.release,
         &files.recipe.drivers,
         &files.recipe.optional_drivers,
     )?;
-    depmod(root, &kernel.release)?;
+    let mocks = module_index::ship(&kernel.modules, root, &kernel.release)?;
+    if !mocks.is_empty() {
+        modules.push(format!("mock-index({})", mocks.join(",")));
+    }
     Ok(modules)
 }
 

@@ -19,11 +19,20 @@ mount -t tracefs tracefs /sys/kernel/tracing 2>/dev/null
 # the harness drops records it has already seen by sequence number.
 (while :; do cat /dev/kmsg; done) >>/run/kmsg.log 2>/dev/null &
 
+mock_buses=
 for arg in $(cat /proc/cmdline); do
     case "$arg" in
     ndharness.modules=*) modules=$(echo "${arg#ndharness.modules=}" | tr , ' ') ;;
+    ndharness.mock_buses) mock_buses=1 ;;
     esac
 done
+# A kernel with mock modules (nfit_test's and cxl_test's builds of the
+# drivers, in updates/) has two indexes: the default names the real
+# drivers, mock-index/ the mocks, for a topology with a mock bus.
+release_dir=/lib/modules/$(uname -r)
+if [ -n "$mock_buses" ] && [ -d "$release_dir/mock-index" ]; then
+    cp "$release_dir"/mock-index/modules.* "$release_dir"/
+fi
 # A name ending in `?` is a helper the kernel may lack (built in, or gone
 # since: crc32c_generic on 7.x), loaded only where modprobe knows it.
 for m in $modules; do

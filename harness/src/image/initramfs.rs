@@ -190,7 +190,7 @@ fn parse_modules_dep(text: &str) -> BTreeMap<String, (String, Vec<String>)> {
         .collect()
 }
 
-fn decompress(from: &Path, to: &Path) -> Result<()> {
+pub(super) fn decompress(from: &Path, to: &Path) -> Result<()> {
     let name = from.to_string_lossy();
     let tool = if name.ends_with(".xz") {
         "xz"

@@ -26,6 +26,7 @@ mod host;
 mod initramfs;
 mod kernel;
 mod lock;
+mod module_index;
 mod ndctl_tests;
 pub mod ndctl_tree;
 mod nfit_test;
@@ -65,7 +66,7 @@ pub struct BuildOptions {
 }
 
 /// Bumped whenever the builder's output for the same inputs changes.
-pub const BUILDER_VERSION: &str = "1";
+pub const BUILDER_VERSION: &str = "2";
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

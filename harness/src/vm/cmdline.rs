@@ -121,6 +121,12 @@ pub fn kernel_append(spec: &LaunchSpec) -> String {
         "rdinit=/init".to_owned(),
         format!("ndharness.modules={}", super::modules::marked(&modules)),
     ];
+    if spec.topology.nfit_test.is_some() || spec.topology.cxl_test.is_some() {
+        // The mock modules' index, where the kernel has one (the guest's
+        // init; image::module_index): every other topology runs the real
+        // drivers.
+        a.push("ndharness.mock_buses".to_owned());
+    }
     if spec.gdb.is_some() {
         // Symbols at the addresses vmlinux gives them.
         a.push("nokaslr".to_owned());

@@ -90,8 +90,8 @@ pub struct MutateArgs {
     /// conditions, constants off by one) over the chosen functions.
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub generate: usize,
-    /// Seed of the generated mutants' sample [default: from the clock,
-    /// printed].
+    /// Seed of the generated mutants' sample and of explore's sequences
+    /// (the same on every kernel) [default: from the clock, printed].
     #[arg(long)]
     pub seed: Option<u64>,
     /// Stop starting mutants after DURATION (`8h`); the one running

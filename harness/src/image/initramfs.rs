@@ -129,25 +129,34 @@ pub fn install_modules(
     }
     let dest = root.join("usr/lib/modules").join(release);
     for rel in &files {
-        let from = src.join(rel);
-        let plain = rel
-            .trim_end_matches(".xz")
-            .trim_end_matches(".zst")
-            .trim_end_matches(".gz");
-        let to = dest.join(plain);
-        ensure_dir(to.parent().expect("module folder"))?;
-        decompress(&from, &to)?;
+        install_module(src, &dest, rel)?;
     }
-    for index in [
-        "modules.builtin",
-        "modules.builtin.modinfo",
-        "modules.order",
-    ] {
+    for index in KERNEL_LISTS {
         if src.join(index).exists() {
             copy(&src.join(index), &dest.join(index))?;
         }
     }
     Ok(shipped)
+}
+
+/// The kernel's own lists under `lib/modules/RELEASE`, which depmod reads
+/// and does not write.
+pub(super) const KERNEL_LISTS: [&str; 3] = [
+    "modules.builtin",
+    "modules.builtin.modinfo",
+    "modules.order",
+];
+
+/// Copies the module `rel` (a path under the release folder `src`, maybe
+/// compressed) to the same path under `dest`, decompressed.
+pub(super) fn install_module(src: &Path, dest: &Path, rel: &str) -> Result<()> {
+    let plain = rel
+        .trim_end_matches(".xz")
+        .trim_end_matches(".zst")
+        .trim_end_matches(".gz");
+    let to = dest.join(plain);
+    ensure_dir(to.parent().expect("module folder"))?;
+    decompress(&src.join(rel), &to)
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -190,7 +199,7 @@ fn parse_modules_dep(text: &str) -> BTreeMap<String, (String, Vec<String>)> {
         .collect()
 }
 
-pub(super) fn decompress(from: &Path, to: &Path) -> Result<()> {
+fn decompress(from: &Path, to: &Path) -> Result<()> {
     let name = from.to_string_lossy();
     let tool = if name.ends_with(".xz") {
         "xz"

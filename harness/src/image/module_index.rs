@@ -9,13 +9,13 @@
 
 use std::path::Path;
 
-use super::host::{depmod, ensure_dir};
-use super::initramfs::decompress;
+use super::host::{copy, depmod, ensure_dir};
+use super::initramfs::{install_module, KERNEL_LISTS};
 use super::{Error, Result};
 
 /// The folder, under the image's `lib/modules/RELEASE`, of the index that
 /// prefers the mocks; the guest's init reads the same name.
-pub(super) const MOCK_INDEX: &str = "mock-index";
+const MOCK_INDEX: &str = "mock-index";
 /// Where the mocks wait, outside the modules folder, while depmod writes
 /// the index of the real drivers.
 const ASIDE: &str = "mock-modules-aside";
@@ -31,15 +31,8 @@ pub(super) fn ship(src: &Path, root: &Path, release: &str) -> Result<Vec<String>
         depmod(root, release)?;
         return Ok(mocks);
     }
-    for rel in real_modules(&src.join("kernel"), &mocks)? {
-        let plain = rel
-            .trim_end_matches(".xz")
-            .trim_end_matches(".zst")
-            .trim_end_matches(".gz")
-            .to_owned();
-        let to = dest.join("kernel").join(&plain);
-        ensure_dir(to.parent().expect("module folder"))?;
-        decompress(&src.join("kernel").join(&rel), &to)?;
+    for rel in real_modules(src, &mocks)? {
+        install_module(src, &dest, &rel)?;
     }
     depmod(root, release)?;
     save_index(&dest, &dest.join(MOCK_INDEX))?;
@@ -70,16 +63,16 @@ fn mock_names(updates: &Path) -> Result<Vec<String>> {
     Ok(names)
 }
 
-/// Each of `names`' real module under `kernel` (a module's file may be
-/// compressed), as a path relative to `kernel`. A mock without one
+/// Each of `names`' real module under `src`'s `kernel/` (a module's file
+/// may be compressed), as a path relative to `src`. A mock without one
 /// (nothing to choose between) is left out.
-fn real_modules(kernel: &Path, names: &[String]) -> Result<Vec<String>> {
+fn real_modules(src: &Path, names: &[String]) -> Result<Vec<String>> {
     let mut found = Vec::new();
-    super::host::walk(kernel, &mut |path, _| {
+    super::host::walk(&src.join("kernel"), &mut |path, _| {
         let file = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
         let stem = file.split(".ko").next().unwrap_or(file);
         if file.contains(".ko") && names.iter().any(|n| n == stem) {
-            if let Ok(rel) = path.strip_prefix(kernel) {
+            if let Ok(rel) = path.strip_prefix(src) {
                 found.push(rel.to_string_lossy().into_owned());
             }
         }
@@ -95,12 +88,9 @@ fn save_index(dir: &Path, to: &Path) -> Result<()> {
     for entry in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
         let path = entry.map_err(|e| Error::io(dir, e))?.path();
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-        let kernels_own = matches!(
-            name,
-            "modules.builtin" | "modules.builtin.modinfo" | "modules.order"
-        );
+        let kernels_own = KERNEL_LISTS.contains(&name);
         if name.starts_with("modules.") && path.is_file() && !kernels_own {
-            super::host::copy(&path, &to.join(name))?;
+            copy(&path, &to.join(name))?;
         }
     }
     Ok(())
@@ -133,10 +123,10 @@ mod tests {
         std::fs::write(kernel.join("drivers/dax/dax_cxl.ko"), b"").unwrap();
         let names = ["device_dax".to_owned(), "libnvdimm".to_owned()];
         assert_eq!(
-            real_modules(&kernel, &names).unwrap(),
+            real_modules(dir.path(), &names).unwrap(),
             [
-                "drivers/dax/device_dax.ko",
-                "drivers/nvdimm/libnvdimm.ko.xz"
+                "kernel/drivers/dax/device_dax.ko",
+                "kernel/drivers/nvdimm/libnvdimm.ko.xz"
             ]
         );
     }

@@ -45,7 +45,7 @@ impl Trial {
     /// own tests rather than the run's (see `runner::Config::test_image`).
     pub fn needs_test_image(&self) -> bool {
         let t = &self.topology.topology;
-        t.nfit_test.is_some() || t.cxl_test.is_some() || self.case.spec.ndctl_tests
+        t.has_mock_bus() || self.case.spec.ndctl_tests
     }
 
     /// The mock buses the trial's topology needs.

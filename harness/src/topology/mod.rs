@@ -454,8 +454,14 @@ impl Topology {
         self.has_memory_devices()
             || self.cxl.is_some()
             || !self.e820.is_empty()
-            || self.nfit_test.is_some()
-            || self.cxl_test.is_some()
+            || self.has_mock_bus()
+    }
+
+    /// Whether the topology has a mock bus (nfit_test or cxl_test, loaded
+    /// or available): it needs a kernel with the mock modules, and its
+    /// guest runs them instead of the real drivers.
+    pub fn has_mock_bus(&self) -> bool {
+        self.nfit_test.is_some() || self.cxl_test.is_some()
     }
 
     /// Whether QEMU needs ACPI NFIT (`nvdimm=on`): NVDIMMs now or later.

@@ -121,7 +121,7 @@ pub fn kernel_append(spec: &LaunchSpec) -> String {
         "rdinit=/init".to_owned(),
         format!("ndharness.modules={}", super::modules::marked(&modules)),
     ];
-    if spec.topology.nfit_test.is_some() || spec.topology.cxl_test.is_some() {
+    if spec.topology.has_mock_bus() {
         // The mock modules' index, where the kernel has one (the guest's
         // init; image::module_index): every other topology runs the real
         // drivers.

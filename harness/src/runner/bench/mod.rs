@@ -89,7 +89,7 @@ pub fn bench(config: &Config, env: &GuestEnv, opts: &Options) -> Result<Vec<Meas
     for name in &opts.topologies {
         let topo = crate::topology::load(name)?;
         let t = &topo.topology;
-        let own = if t.nfit_test.is_some() || t.cxl_test.is_some() {
+        let own = if t.has_mock_bus() {
             Some(super::guest_env::for_topology(config, &topo)?)
         } else {
             None

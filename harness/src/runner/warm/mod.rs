@@ -207,7 +207,9 @@ fn lock_for(key: &str) -> Arc<Mutex<()>> {
 
 /// The saved state a trial starts from: found in the cache, or made now by
 /// booting the group's guest once. `None` when the case or the run asks for
-/// cold boots. A state that cannot be made is an infrastructure error.
+/// cold boots, or when the disk has no room for the state (a warning, and
+/// the group boots cold). A state that cannot be made otherwise is an
+/// infrastructure error.
 pub fn state_for(
     config: &Config,
     env: &GuestEnv,
@@ -230,7 +232,8 @@ fn made() -> std::sync::MutexGuard<'static, HashMap<String, u32>> {
         .unwrap_or_else(|e| e.into_inner())
 }
 
-/// Groups whose template failed its boot check or setup in this process:
+/// Groups whose template failed its boot check or setup, or found no room
+/// on disk for its state, in this process:
 /// their trials boot cold, each to its own verdict.
 fn cold_groups() -> std::sync::MutexGuard<'static, HashSet<String>> {
     static COLD: OnceLock<Mutex<HashSet<String>>> = OnceLock::new();
@@ -295,10 +298,25 @@ pub fn state(
         cold_groups().insert(key);
         return Ok(None);
     }
-    let saved = save::save_state(config, env, spec, &dir).map_err(|source| Error::Save {
-        topology: spec.topology.name.clone(),
-        source: Box::new(source),
-    })?;
+    let saved = match save::save_state(config, env, spec, &dir) {
+        Ok(saved) => saved,
+        // A saved state only saves time: on a full disk the group boots
+        // cold, and the run goes on.
+        Err(e) if e.is_no_space() => {
+            eprintln!(
+                "warning: saving the ready guest of {} for warm starts: {e}; its trials boot cold",
+                spec.topology.name
+            );
+            cold_groups().insert(key);
+            return Ok(None);
+        }
+        Err(source) => {
+            return Err(Error::Save {
+                topology: spec.topology.name.clone(),
+                source: Box::new(source),
+            })
+        }
+    };
     if !saved {
         cold_groups().insert(key);
         return Ok(None);

@@ -29,6 +29,26 @@ pub enum Error {
     NoSpace(#[from] crate::space::NoSpace),
 }
 
+impl Error {
+    /// Whether the save failed for lack of disk space: refused before it
+    /// started, or the disk filled while QEMU wrote the state or the
+    /// backing files were copied beside it.
+    pub fn is_no_space(&self) -> bool {
+        let full = |e: &std::io::Error| e.raw_os_error() == Some(libc::ENOSPC);
+        match self {
+            Error::NoSpace(_) => true,
+            Error::Io(e) => full(&e.source),
+            Error::Qemu(crate::vm::qemu::Error::RunDir { source, .. })
+            | Error::Guest(machine::Error::Qemu(crate::vm::qemu::Error::RunDir {
+                source, ..
+            })) => full(source),
+            // QEMU's migration error carries strerror(ENOSPC).
+            Error::Guest(machine::Error::State(what)) => what.contains("No space left on device"),
+            _ => false,
+        }
+    }
+}
+
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
     move |source| Error::Io(crate::proof::Error::at(path, source))
 }
@@ -45,7 +65,7 @@ pub fn save_state(
     let t0 = Instant::now();
     let parent = dir.parent().expect("states folder");
     std::fs::create_dir_all(parent).map_err(io(parent))?;
-    let needs = spec.topology().machine.memory.bytes() + crate::space::STATE_OVERHEAD;
+    let needs = crate::space::saved_state(spec.topology().machine.memory.bytes());
     crate::space::require(parent, needs, "a saved guest state")?;
     let staging = tempfile::tempdir_in(parent).map_err(io(parent))?;
     let run = RunDir::create(staging.path(), "template", spec.topology())?;
@@ -106,4 +126,22 @@ async fn boot_and_save(
     };
     m.save(state).await?.remove();
     Ok(Some((ready, prelude)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_disk_is_told_from_other_save_failures() {
+        let enospc = || std::io::Error::from_raw_os_error(libc::ENOSPC);
+        let at = Path::new("/cache/states/x");
+        assert!(Error::Io(crate::proof::Error::at(at, enospc())).is_no_space());
+        let migrate = "saving it failed: Unable to write to file: No space left on device";
+        assert!(Error::Guest(machine::Error::State(migrate.into())).is_no_space());
+        let eacces = std::io::Error::from_raw_os_error(libc::EACCES);
+        assert!(!Error::Io(crate::proof::Error::at(at, eacces)).is_no_space());
+        let slow = "saving it took over 120 s";
+        assert!(!Error::Guest(machine::Error::State(slow.into())).is_no_space());
+    }
 }

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use super::classify::{self, CrashOutcome, Generations};
 use super::filesystem;
 use super::media::{self, Media};
-use super::record::{self, CrashImage, CrashPoint, LabelWrite};
+use super::record::{self, CrashImage, CrashPoint, MediaWrite, Watched};
 use super::restart::{self, Checks};
 use super::sample::{self, Chosen};
 use crate::suite::PointSelection;
@@ -52,11 +52,12 @@ pub struct PointResult {
 pub struct CutReport {
     /// The step's own run (the guest that was never cut).
     pub output: Result<ExecOutput, machine::Error>,
-    pub writes: Vec<LabelWrite>,
+    /// What the points were taken before; none for random moments (their
+    /// outcomes vary from run to run, so the transcript does not name
+    /// them).
+    pub watched: Option<Watched>,
+    pub writes: Vec<MediaWrite>,
     pub points: Vec<PointResult>,
-    /// Whether the points were random moments (their outcomes vary from
-    /// run to run, so the transcript does not name them).
-    pub random: bool,
     /// Which of the recorded points were judged.
     pub chosen: Chosen,
 }
@@ -69,27 +70,23 @@ impl CutReport {
     }
 
     /// The lines the transcript shows: stable for a given kernel when the
-    /// points are the label writes, and the same whether every point or a
+    /// points are writes, and the same whether every point or a
     /// sample was judged (the outcomes' tally is in [`Self::details`]).
     pub fn summary(&self) -> String {
         let mut lines = Vec::new();
         let violations = self.violations().count();
-        if self.random {
-            // How many moments fell inside the step varies: not shown.
-            lines.push(format!(
-                "crash points at random moments and after the step: {violations} violations"
-            ));
-        } else {
-            let mut per_dimm: Vec<(String, usize)> = Vec::new();
+        if let Some(watched) = self.watched {
+            let mut per_device: Vec<(String, usize)> = Vec::new();
             for w in &self.writes {
-                match per_dimm.iter_mut().find(|(d, _)| *d == w.dimm) {
+                match per_device.iter_mut().find(|(d, _)| *d == w.device) {
                     Some((_, n)) => *n += 1,
-                    None => per_dimm.push((w.dimm.clone(), 1)),
+                    None => per_device.push((w.device.clone(), 1)),
                 }
             }
-            let by: Vec<String> = per_dimm.iter().map(|(d, n)| format!("{d} {n}")).collect();
+            let by: Vec<String> = per_device.iter().map(|(d, n)| format!("{d} {n}")).collect();
             lines.push(format!(
-                "label writes: {} ({})",
+                "{}: {} ({})",
+                watched.noun(),
                 self.writes.len(),
                 by.join(", ")
             ));
@@ -97,6 +94,11 @@ impl CutReport {
                 0 => "crash points: no violation".to_owned(),
                 n => format!("crash points: {n} violations"),
             });
+        } else {
+            // How many moments fell inside the step varies: not shown.
+            lines.push(format!(
+                "crash points at random moments and after the step: {violations} violations"
+            ));
         }
         for v in self.violations() {
             lines.push(format!("  {}: {}", v.point, v.outcome));
@@ -124,7 +126,7 @@ impl CutReport {
         for w in &self.writes {
             text.push_str(&format!(
                 "write {}: {} offset {:#x} length {}\n",
-                w.number, w.dimm, w.offset, w.length
+                w.number, w.device, w.offset, w.length
             ));
         }
         for p in &self.points {
@@ -171,22 +173,7 @@ pub async fn run(
         Some(check) => Some(kept_checksums(m, check, timeout).await?),
         None => None,
     };
-    let argv = crate::command_line::shell(cut.run.clone());
-    let recorded = match &cut.points {
-        CutPoints::LabelWrites => {
-            let entry = if topology.nvdimms.is_empty() {
-                "cxl_pmem_ctl"
-            } else {
-                "acpi_nfit_ctl"
-            };
-            let address = record::symbol(m, entry).await?;
-            record::label_writes(m, &argv, timeout, address, &images_dir).await?
-        }
-        CutPoints::Random { count, within } => {
-            let moments = moments(place.seed, *count, *within);
-            record::at_moments(m, &argv, timeout, &moments, &images_dir).await?
-        }
-    };
+    let recorded = record_step(m, cut, timeout, place, &images_dir).await?;
     let after_dir = &recorded
         .images
         .last()
@@ -203,7 +190,13 @@ pub async fn run(
         filesystem: cut.filesystem.as_ref().zip(checksums.as_deref()),
     };
     let crash_points: Vec<CrashPoint> = recorded.images.iter().map(|i| i.point.clone()).collect();
-    let chosen = sample::choose(place.selection, &recorded.writes, &crash_points, place.seed);
+    let chosen = sample::choose(
+        place.selection,
+        watched(&cut.points),
+        &recorded.writes,
+        &crash_points,
+        place.seed,
+    );
     let mut points = Vec::new();
     for (i, image) in recorded.images.iter().enumerate() {
         if !chosen.keep.contains(&i) {
@@ -250,12 +243,30 @@ pub async fn run(
         });
     }
     Ok(CutReport {
+        watched: watched(&cut.points),
         output: recorded.output,
         writes: recorded.writes,
         points,
-        random: matches!(cut.points, CutPoints::Random { .. }),
         chosen,
     })
+}
+
+/// Runs the step once with its crash images taken into `images_dir`.
+async fn record_step(
+    m: &Machine,
+    cut: &PowerCut,
+    timeout: Duration,
+    place: &CutPlace<'_>,
+    images_dir: &Path,
+) -> Result<record::Recorded, Error> {
+    let argv = crate::command_line::shell(cut.run.clone());
+    if let CutPoints::Random { count, within } = &cut.points {
+        let moments = moments(place.seed, *count, *within);
+        return Ok(record::at_moments(m, &argv, timeout, &moments, images_dir).await?);
+    }
+    let watched = watched(&cut.points).expect("points not at random moments are writes");
+    let address = record::symbol(m, watched.entry(place.spec.topology)).await?;
+    Ok(record::writes(m, &argv, timeout, watched, address, images_dir).await?)
 }
 
 /// The kept files' checksums, from the live guest before the step.
@@ -291,6 +302,15 @@ fn judge(media: &Media, view: &classify::GuestView, generations: &Generations) -
             media.first_violation().unwrap_or_default()
         )),
         other => other,
+    }
+}
+
+/// The writes a set of points is taken before, when it is.
+fn watched(points: &CutPoints) -> Option<Watched> {
+    match points {
+        CutPoints::LabelWrites => Some(Watched::LabelWrites),
+        CutPoints::NamespaceWrites => Some(Watched::NamespaceWrites),
+        CutPoints::Random { .. } => None,
     }
 }
 

@@ -6,7 +6,10 @@
 //! Points: before each label write (a breakpoint through QEMU's gdbstub on
 //! the bus's control entry, `acpi_nfit_ctl` or `cxl_pmem_ctl`, taken when
 //! its command is `ND_CMD_SET_CONFIG_DATA`, before the write reaches QEMU),
-//! or at random moments (QMP `stop`), and always after the step.
+//! before each write through a namespace's byte interface (a breakpoint on
+//! `nsio_rw_bytes`, taken when it writes: BTT's data blocks, flog, map and
+//! info blocks, a pfn info block), or at random moments (QMP `stop`), and
+//! always after the step.
 
 use std::cell::{Cell, RefCell};
 use std::path::{Path, PathBuf};
@@ -18,6 +21,8 @@ use crate::vm::machine::{self, Machine};
 
 /// `ND_CMD_SET_CONFIG_DATA`: a label area write.
 const SET_CONFIG_DATA: u64 = 6;
+/// The kernel's `WRITE`, `nsio_rw_bytes`'s `rw` for a write.
+const WRITE: u64 = 1;
 /// How long the recorder waits on the stub before looking whether the
 /// step is done.
 const POLL: Duration = Duration::from_millis(100);
@@ -39,20 +44,54 @@ pub enum Error {
 
 pub type Result<T> = std::result::Result<T, Error>;
 
-/// One label write the step made.
+/// Which writes a recorded step is cut before.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Watched {
+    /// Label area writes: the bus's control entry
+    /// (`entry(nd_desc, nvdimm, cmd, buf, buf_len, cmd_rc)`) called with
+    /// `ND_CMD_SET_CONFIG_DATA`, `buf` starting `{ u32 in_offset; u32
+    /// in_length; }`.
+    LabelWrites,
+    /// Writes through a namespace's byte interface:
+    /// `nsio_rw_bytes(ndns, offset, buf, size, rw, flags)` with `rw` WRITE.
+    NamespaceWrites,
+}
+
+impl Watched {
+    /// The kernel function the breakpoint is set on.
+    pub fn entry(self, topology: &crate::topology::Topology) -> &'static str {
+        match self {
+            Watched::LabelWrites if topology.nvdimms.is_empty() => "cxl_pmem_ctl",
+            Watched::LabelWrites => "acpi_nfit_ctl",
+            Watched::NamespaceWrites => "nsio_rw_bytes",
+        }
+    }
+
+    /// What the transcript calls them.
+    pub fn noun(self) -> &'static str {
+        match self {
+            Watched::LabelWrites => "label writes",
+            Watched::NamespaceWrites => "namespace writes",
+        }
+    }
+}
+
+/// One write the step made before which a cut was taken: to a DIMM's
+/// label area, or through a namespace.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct LabelWrite {
+pub struct MediaWrite {
     /// 1-based, in the order the guest made them.
     pub number: usize,
-    pub dimm: String,
-    pub offset: u32,
-    pub length: u32,
+    /// The DIMM (`nmem0`) or the namespace (`namespace0.0`).
+    pub device: String,
+    pub offset: u64,
+    pub length: u64,
 }
 
 /// Where a crash image was taken.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum CrashPoint {
-    /// Just before label write `n` (1-based) reached the device.
+    /// Just before watched write `n` (1-based) reached the media.
     BeforeWrite(usize),
     /// At a moment of the step, from its start.
     At(Duration),
@@ -63,7 +102,7 @@ pub enum CrashPoint {
 impl std::fmt::Display for CrashPoint {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            CrashPoint::BeforeWrite(n) => write!(f, "before label write {n}"),
+            CrashPoint::BeforeWrite(n) => write!(f, "before write {n}"),
             CrashPoint::At(t) => write!(f, "at {:.3} s", t.as_secs_f64()),
             CrashPoint::AfterStep => f.write_str("after the step"),
         }
@@ -80,7 +119,7 @@ pub struct CrashImage {
 /// What a recorded step did.
 pub struct Recorded {
     pub output: std::result::Result<ExecOutput, machine::Error>,
-    pub writes: Vec<LabelWrite>,
+    pub writes: Vec<MediaWrite>,
     pub images: Vec<CrashImage>,
 }
 
@@ -111,13 +150,14 @@ fn copy_files(files: &[PathBuf], dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Runs `argv` in the guest with an image taken before each label write
-/// through `entry` (the bus's control function) and after the step, into
-/// `crash_dir/N`.
-pub async fn label_writes(
+/// Runs `argv` in the guest with an image taken before each `watched`
+/// write through `entry` (the address of [`Watched::entry`]) and after the
+/// step, into `crash_dir/N`.
+pub async fn writes(
     m: &Machine,
     argv: &[String],
     timeout: Duration,
+    watched: Watched,
     entry: u64,
     crash_dir: &Path,
 ) -> Result<Recorded> {
@@ -129,7 +169,7 @@ pub async fn label_writes(
     stub.cont().await?;
     let files = m.backing_files();
     let done = Cell::new(false);
-    let writes: RefCell<Vec<LabelWrite>> = RefCell::new(Vec::new());
+    let writes: RefCell<Vec<MediaWrite>> = RefCell::new(Vec::new());
     let mut images = Vec::new();
     let run = async {
         let out = m.exec(argv, timeout).await;
@@ -162,13 +202,9 @@ pub async fn label_writes(
                 stub.cont().await?;
                 continue;
             }
-            let call = Call::read(&mut stub, &stop).await?;
-            if call.command != SET_CONFIG_DATA {
-                log.note(
-                    &stop,
-                    pc,
-                    &format!("command {}: not a label write", call.command),
-                );
+            let call = Call::read(&mut stub, &stop, watched).await?;
+            if !call.writes(watched) {
+                log.note(&stop, pc, &format!("{call}: not a write"));
             } else if unfinished_step.as_ref() == Some(&call) {
                 // Reported again once: a later equal call is a new write.
                 unfinished_step = None;
@@ -179,8 +215,8 @@ pub async fn label_writes(
                 );
             } else {
                 let number = writes.borrow().len() + 1;
-                let write = call.write(&mut stub, number).await?;
-                log.note(&stop, pc, &format!("label write {number}"));
+                let write = call.write(&mut stub, watched, number).await?;
+                log.note(&stop, pc, &format!("write {number}"));
                 let dir = crash_dir.join(write.number.to_string());
                 copy_files(&files, &dir)?;
                 images.push(CrashImage {
@@ -209,51 +245,85 @@ pub async fn label_writes(
     finish(&files, crash_dir, images, output, writes.into_inner())
 }
 
-/// A call of the control entry as the stopped vCPU is about to make it:
-/// `entry(nd_desc, nvdimm, cmd, buf, buf_len, cmd_rc)`, the header of
-/// `buf` being `{ u32 in_offset; u32 in_length; }`. Two reports of one call
-/// are equal.
+/// A call of the watched entry as the stopped vCPU is about to make it:
+/// its first five arguments and, for a label write, the header of its
+/// buffer. Two reports of one call are equal.
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Call {
     thread: Option<String>,
     stack: u64,
-    nvdimm: u64,
-    command: u64,
-    buffer: u64,
+    /// RDI, RSI, RDX, RCX, R8.
+    args: [u64; 5],
     header: Vec<u8>,
 }
 
+impl std::fmt::Display for Call {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "arguments {:x?}", self.args)
+    }
+}
+
 impl Call {
-    async fn read(stub: &mut GdbClient, stop: &gdb::StopReply) -> Result<Call> {
-        let command = stub.read_register(x86_64::RDX).await? & 0xffff_ffff;
+    async fn read(stub: &mut GdbClient, stop: &gdb::StopReply, watched: Watched) -> Result<Call> {
+        let mut args = [0; 5];
+        for (arg, register) in args.iter_mut().zip([
+            x86_64::RDI,
+            x86_64::RSI,
+            x86_64::RDX,
+            x86_64::RCX,
+            x86_64::R8,
+        ]) {
+            *arg = stub.read_register(register).await?;
+        }
         let stack = stub.read_register(x86_64::RSP).await?;
-        let nvdimm = stub.read_register(x86_64::RSI).await?;
-        let buffer = stub.read_register(x86_64::RCX).await?;
-        let header = if command == SET_CONFIG_DATA {
-            stub.read_memory(buffer, 8).await?
-        } else {
-            Vec::new()
-        };
-        Ok(Call {
+        let mut call = Call {
             thread: stop.thread.clone(),
             stack,
-            nvdimm,
-            command,
-            buffer,
-            header,
-        })
+            args,
+            header: Vec::new(),
+        };
+        if watched == Watched::LabelWrites && call.writes(watched) {
+            call.header = stub.read_memory(call.args[3], 8).await?;
+        }
+        Ok(call)
     }
 
-    /// The label write this call makes (the vCPU still stopped in it).
-    async fn write(&self, stub: &mut GdbClient, number: usize) -> Result<LabelWrite> {
-        let word =
-            |at: usize| u32::from_le_bytes(self.header[at..at + 4].try_into().expect("4 bytes"));
-        let dimm = dimm_name(stub).await.unwrap_or_else(|_| "?".into());
-        Ok(LabelWrite {
+    /// Whether the call writes what `watched` names (the 32-bit `cmd` or
+    /// `rw` argument).
+    fn writes(&self, watched: Watched) -> bool {
+        match watched {
+            Watched::LabelWrites => self.args[2] & 0xffff_ffff == SET_CONFIG_DATA,
+            Watched::NamespaceWrites => self.args[4] & 0xffff_ffff == WRITE,
+        }
+    }
+
+    /// The write this call makes (the vCPU still stopped in it).
+    async fn write(
+        &self,
+        stub: &mut GdbClient,
+        watched: Watched,
+        number: usize,
+    ) -> Result<MediaWrite> {
+        let (device, offset, length) = match watched {
+            Watched::LabelWrites => {
+                let word = |at: usize| {
+                    u32::from_le_bytes(self.header[at..at + 4].try_into().expect("4 bytes"))
+                };
+                // `struct nvdimm` starts with three longs, then its device.
+                (self.args[1] + 24, u64::from(word(0)), u64::from(word(4)))
+            }
+            // `struct nd_namespace_common` starts with an int, then its
+            // device.
+            Watched::NamespaceWrites => (self.args[0] + 8, self.args[1], self.args[3]),
+        };
+        let device = device_name(stub, device)
+            .await
+            .unwrap_or_else(|_| "?".into());
+        Ok(MediaWrite {
             number,
-            dimm,
-            offset: word(0),
-            length: word(4),
+            device,
+            offset,
+            length,
         })
     }
 }
@@ -284,12 +354,10 @@ impl StopLog {
     }
 }
 
-/// The name of the DIMM in the call (`nvdimm->dev.kobj.name`: `struct
-/// nvdimm` starts with three longs, then its `struct device`, whose
-/// kobject's first member is the name).
-async fn dimm_name(stub: &mut GdbClient) -> Result<String> {
-    let nvdimm = stub.read_register(x86_64::RSI).await?;
-    let pointer = stub.read_memory(nvdimm + 24, 8).await?;
+/// The name of the `struct device` at `device` (its kobject's first
+/// member is the name).
+async fn device_name(stub: &mut GdbClient, device: u64) -> Result<String> {
+    let pointer = stub.read_memory(device, 8).await?;
     let name_at = u64::from_le_bytes(pointer.try_into().expect("8 bytes"));
     let name = stub.read_memory(name_at, 16).await?;
     let end = name.iter().position(|b| *b == 0).unwrap_or(name.len());
@@ -343,7 +411,7 @@ fn finish(
     crash_dir: &Path,
     mut images: Vec<CrashImage>,
     output: std::result::Result<ExecOutput, machine::Error>,
-    writes: Vec<LabelWrite>,
+    writes: Vec<MediaWrite>,
 ) -> Result<Recorded> {
     let dir = crash_dir.join("after");
     copy_files(files, &dir)?;

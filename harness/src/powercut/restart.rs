@@ -4,8 +4,8 @@
 //! regions created again with their labels kept, then asked what it found:
 //! the namespaces (sysfs), whether the regions came back, `ndctl
 //! check-labels` on every DIMM and one more create (when the image holds
-//! labels and the region has room), the sectors and the filesystem a case
-//! names. Kernel reports on the way are kept.
+//! labels and the region has room), the sectors (and whether writes to the
+//! sectors after them leave them be) and the filesystem a case names. Kernel reports on the way are kept.
 
 use std::path::Path;
 use std::time::Duration;
@@ -131,7 +131,19 @@ async fn look(
             s.device, s.size, s.count
         );
         let out = m.exec(&shell(&read), COMMAND_TIMEOUT).await?;
-        view.sectors = Some(sectors::tally(&out.stdout, s.size, s.count, &s.values));
+        let mut tally = sectors::tally(&out.stdout, s.size, s.count, &s.values);
+        if s.then_write > 0 {
+            let wrote = m
+                .exec(&shell(sectors::write_others(s)), COMMAND_TIMEOUT)
+                .await?;
+            said.push_str(&format!(
+                "$ write the sectors after them\n{}",
+                wrote.stderr_text()
+            ));
+            let again = m.exec(&shell(&read), COMMAND_TIMEOUT).await?;
+            tally.changed = sectors::changed(&out.stdout, &again.stdout, s.size);
+        }
+        view.sectors = Some(tally);
     }
     if let Some((check, checksums)) = checks.filesystem {
         view.filesystem = Some(look_at_filesystem(m, check, checksums, &mut said).await?);

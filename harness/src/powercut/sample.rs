@@ -1,14 +1,16 @@
 //! Which crash points of a recorded step are judged: every one (the full
 //! enumeration, `every-write`), or a sample that keeps the points where
-//! torn metadata is likeliest (the first and the last label write, in each
-//! round of DIMM updates the boundaries that leave one DIMM updated and
-//! all but one, the end of the step) and adds a few others drawn from a
-//! seed, so that a sampled run is the same run after run and a failure
-//! names the seed that repeats it.
+//! torn metadata is likeliest (the first and the last write; for label
+//! writes, in each round of DIMM updates the boundaries that leave one
+//! DIMM updated and all but one; for namespace writes, each boundary
+//! between writes of two structures, such as BTT's data block, flog and
+//! map; the end of the step) and adds a few others drawn from a seed, so
+//! that a sampled run is the same run after run and a failure names the
+//! seed that repeats it.
 
 use std::collections::BTreeSet;
 
-use super::record::{CrashPoint, LabelWrite};
+use super::record::{CrashPoint, MediaWrite, Watched};
 use crate::suite::PointSelection;
 
 /// The points a sample chose, and what repeats it.
@@ -35,11 +37,13 @@ impl Chosen {
     }
 }
 
-/// The points of `points` (taken before `writes`, in order, and after the
-/// step) that `selection` judges; `trial_seed` is the trial's own seed.
+/// The points of `points` (taken before `writes`, the `watched` ones, in
+/// order, and after the step) that `selection` judges; `trial_seed` is the
+/// trial's own seed.
 pub fn choose(
     selection: PointSelection,
-    writes: &[LabelWrite],
+    watched: Option<Watched>,
+    writes: &[MediaWrite],
     points: &[CrashPoint],
     trial_seed: u64,
 ) -> Chosen {
@@ -58,9 +62,13 @@ pub fn choose(
     let seed = seed.unwrap_or(trial_seed);
     let index_of = |wanted: &CrashPoint| points.iter().position(|p| p == wanted);
     // Must-haves, in the order a limit cuts them: the tears (some DIMMs
-    // updated, others not), then the first write, the last write and the
-    // end of the step.
-    let mut must: Vec<usize> = tears(writes)
+    // or structures updated, others not), then the first write, the last
+    // write and the end of the step.
+    let tears = match watched {
+        Some(Watched::NamespaceWrites) => structure_changes(writes),
+        _ => tears(writes),
+    };
+    let mut must: Vec<usize> = tears
         .into_iter()
         .filter_map(|n| index_of(&CrashPoint::BeforeWrite(n)))
         .collect();
@@ -94,12 +102,12 @@ pub fn choose(
 /// and an index write each), round after round; in each round, the cut
 /// after its first DIMM's update (one DIMM new, the others old) and the one
 /// before its last DIMM's (all but one new). On one DIMM: none.
-fn tears(writes: &[LabelWrite]) -> Vec<usize> {
+fn tears(writes: &[MediaWrite]) -> Vec<usize> {
     // Updates: runs of writes to one DIMM, as (dimm, first write's number).
     let mut updates: Vec<(&str, usize)> = Vec::new();
     for w in writes {
-        if updates.last().is_none_or(|(d, _)| *d != w.dimm) {
-            updates.push((&w.dimm, w.number));
+        if updates.last().is_none_or(|(d, _)| *d != w.device) {
+            updates.push((&w.device, w.number));
         }
     }
     // Rounds: updates of distinct DIMMs in a row.
@@ -121,6 +129,18 @@ fn tears(writes: &[LabelWrite]) -> Vec<usize> {
     out
 }
 
+/// The namespace writes before which a cut leaves one structure written
+/// and the next not: each write of another length than the one before it
+/// (BTT writes a 4 KiB data block, two 8-byte halves of a flog entry and a
+/// 4-byte map entry per sector; the order between them is its promise).
+fn structure_changes(writes: &[MediaWrite]) -> Vec<usize> {
+    writes
+        .windows(2)
+        .filter(|pair| pair[0].length != pair[1].length)
+        .map(|pair| pair[1].number)
+        .collect()
+}
+
 /// `count` of `from`, drawn without repeats from `seed`.
 fn draw(from: &[usize], count: usize, seed: u64) -> Vec<usize> {
     crate::seeded::sample(from.to_vec(), count, seed)
@@ -132,14 +152,14 @@ mod tests {
 
     /// `rounds` rounds of updates to `dimms` in turn, `per` writes each,
     /// and their points.
-    fn recorded(dimms: &[&str], per: usize, rounds: usize) -> (Vec<LabelWrite>, Vec<CrashPoint>) {
-        let writes: Vec<LabelWrite> = (0..rounds)
+    fn recorded(dimms: &[&str], per: usize, rounds: usize) -> (Vec<MediaWrite>, Vec<CrashPoint>) {
+        let writes: Vec<MediaWrite> = (0..rounds)
             .flat_map(|_| dimms.iter())
             .flat_map(|d| std::iter::repeat_n(*d, per))
             .enumerate()
-            .map(|(i, d)| LabelWrite {
+            .map(|(i, d)| MediaWrite {
                 number: i + 1,
-                dimm: d.into(),
+                device: d.into(),
                 offset: 0,
                 length: 256,
             })
@@ -155,7 +175,7 @@ mod tests {
     #[test]
     fn every_keeps_every_point() {
         let (w, p) = recorded(&["nmem0", "nmem1"], 2, 1);
-        let c = choose(PointSelection::Every, &w, &p, 7);
+        let c = choose(PointSelection::Every, Some(Watched::LabelWrites), &w, &p, 7);
         assert_eq!(c.keep, (0..5).collect::<Vec<_>>());
         assert_eq!(c.describe(), None);
     }
@@ -171,7 +191,7 @@ mod tests {
             limit: None,
             seed: None,
         };
-        let c = choose(sample, &w, &p, 7);
+        let c = choose(sample, Some(Watched::LabelWrites), &w, &p, 7);
         // Before writes 1, 3, 5, 9, 11 and 12, and after the step.
         assert_eq!(c.keep, vec![0, 2, 4, 8, 10, 11, 12]);
         assert_eq!(c.of, 13);
@@ -184,7 +204,13 @@ mod tests {
         let dimms = ["nmem0", "nmem1", "nmem2", "nmem3", "nmem4", "nmem5"];
         let (w, p) = recorded(&dimms, 2, 7);
         assert_eq!(p.len(), 85);
-        let c = choose(PointSelection::default(), &w, &p, 3);
+        let c = choose(
+            PointSelection::default(),
+            Some(Watched::LabelWrites),
+            &w,
+            &p,
+            3,
+        );
         assert_eq!(c.keep.len(), 14 + 3 + 3);
     }
 
@@ -196,10 +222,13 @@ mod tests {
             limit: None,
             seed,
         };
-        let a = choose(sample(None), &w, &p, 11);
+        let a = choose(sample(None), Some(Watched::LabelWrites), &w, &p, 11);
         assert_eq!(a.keep.len(), 7 + 3 + 3);
-        assert_eq!(a, choose(sample(Some(11)), &w, &p, 99));
-        let b = choose(sample(Some(12)), &w, &p, 11);
+        assert_eq!(
+            a,
+            choose(sample(Some(11)), Some(Watched::LabelWrites), &w, &p, 99)
+        );
+        let b = choose(sample(Some(12)), Some(Watched::LabelWrites), &w, &p, 11);
         assert_ne!(a.keep, b.keep);
         assert_eq!(b.seed, Some(12));
     }
@@ -212,11 +241,17 @@ mod tests {
             limit: Some(1),
             seed: None,
         };
-        assert_eq!(choose(one, &w, &p, 1).keep, vec![5]);
+        assert_eq!(
+            choose(one, Some(Watched::LabelWrites), &w, &p, 1).keep,
+            vec![5]
+        );
         // One DIMM: no tear; the first write.
         let (w, p) = recorded(&["nmem0"], 5, 3);
         assert!(tears(&w).is_empty());
-        assert_eq!(choose(one, &w, &p, 1).keep, vec![0]);
+        assert_eq!(
+            choose(one, Some(Watched::LabelWrites), &w, &p, 1).keep,
+            vec![0]
+        );
     }
 
     #[test]
@@ -225,7 +260,46 @@ mod tests {
             CrashPoint::At(std::time::Duration::from_millis(3)),
             CrashPoint::AfterStep,
         ];
-        let c = choose(PointSelection::default(), &[], &p, 1);
+        let c = choose(PointSelection::default(), None, &[], &p, 1);
         assert_eq!(c.keep, vec![0, 1]);
+    }
+
+    /// BTT's writes for sectors written one after another, in `order`
+    /// (lengths: a data block, flog halves, a map entry).
+    fn btt(order: &[u64], sectors: usize) -> Vec<MediaWrite> {
+        (0..sectors)
+            .flat_map(|_| order.iter())
+            .enumerate()
+            .map(|(i, length)| MediaWrite {
+                number: i + 1,
+                device: "namespace0.0".into(),
+                offset: 0,
+                length: *length,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn namespace_writes_keep_each_boundary_between_structures() {
+        // Data, flog, flog, map: the cuts between data and flog, and
+        // between flog and map, of every sector.
+        let good = btt(&[4096, 8, 8, 4], 2);
+        assert_eq!(structure_changes(&good), vec![2, 4, 5, 6, 8]);
+        // The map before the flog: the cut between them is kept.
+        let wrong = btt(&[4096, 4, 8, 8], 1);
+        assert_eq!(structure_changes(&wrong), vec![2, 3]);
+        let mut points: Vec<CrashPoint> = good
+            .iter()
+            .map(|w| CrashPoint::BeforeWrite(w.number))
+            .collect();
+        points.push(CrashPoint::AfterStep);
+        let sample = PointSelection::Sample {
+            extra: 0,
+            limit: None,
+            seed: None,
+        };
+        let c = choose(sample, Some(Watched::NamespaceWrites), &good, &points, 1);
+        // Before writes 1, 2, 4, 5, 6, 8 and after the step.
+        assert_eq!(c.keep, vec![0, 1, 3, 4, 5, 7, 8]);
     }
 }

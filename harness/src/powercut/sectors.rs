@@ -1,6 +1,7 @@
 //! BTT's promise, checked on what a restarted guest reads: after a cut,
 //! every sector a step was writing holds all of its old pattern or all of
-//! its new one, never a mix (a torn sector) nor anything else.
+//! its new one, never a mix (a torn sector) nor anything else; and writes
+//! to other sectors after the restart leave them as they were.
 
 use std::fmt;
 
@@ -14,11 +15,14 @@ pub struct SectorTally {
     pub torn: Vec<(u64, usize)>,
     /// Fewer bytes read than asked for.
     pub short: Option<u64>,
+    /// Sectors that read differently after the restarted guest wrote
+    /// other sectors: their number, and the first byte before and after.
+    pub changed: Vec<(u64, u8, u8)>,
 }
 
 impl SectorTally {
     pub fn is_consistent(&self) -> bool {
-        self.torn.is_empty() && self.short.is_none()
+        self.torn.is_empty() && self.short.is_none() && self.changed.is_empty()
     }
 }
 
@@ -38,6 +42,13 @@ impl fmt::Display for SectorTally {
                 f,
                 "; {} torn (sector {sector} differs at byte {at})",
                 self.torn.len()
+            )?;
+        }
+        if let Some((sector, before, after)) = self.changed.first() {
+            write!(
+                f,
+                "; {} changed by writes to other sectors (sector {sector}: 0x{before:02x}, then 0x{after:02x})",
+                self.changed.len()
             )?;
         }
         Ok(())
@@ -67,6 +78,38 @@ pub fn tally(bytes: &[u8], size: u64, count: u64, values: &[u8]) -> SectorTally 
     t
 }
 
+/// The guest command that writes the `then_write` sectors after the
+/// checked ones from each CPU in turn (each CPU has its own BTT lane and
+/// free block), with a byte none of the checked sectors may hold.
+pub fn write_others(check: &crate::suite::SectorCheck) -> String {
+    let byte = [0x5a, 0xa5, 0x3c]
+        .into_iter()
+        .find(|b| !check.values.contains(b))
+        .expect("three bytes, at most two taken");
+    let (first, last) = (check.count, check.count + check.then_write - 1);
+    format!(
+        "dd if=/dev/zero bs={size} count=1 2>/dev/null | tr '\\000' '\\{byte:03o}' > /tmp/other-sectors; \
+         for cpu in $(seq 0 $(($(nproc) - 1))); do for i in $(seq {first} {last}); do \
+         taskset -c $cpu dd if=/tmp/other-sectors of={device} bs={size} seek=$i count=1 oflag=direct 2>/dev/null \
+         || echo \"writing sector $i from cpu $cpu failed\" >&2; done; done",
+        size = check.size,
+        device = check.device,
+    )
+}
+
+/// The sectors of `size` bytes that differ between `before` and `after`
+/// (two reads of the same sectors), with their first bytes.
+pub fn changed(before: &[u8], after: &[u8], size: u64) -> Vec<(u64, u8, u8)> {
+    let size = size.max(1) as usize;
+    before
+        .chunks(size)
+        .zip(after.chunks(size))
+        .enumerate()
+        .filter(|(_, (b, a))| b != a)
+        .map(|(n, (b, a))| (n as u64, b[0], a[0]))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -79,6 +122,43 @@ mod tests {
         assert!(t.is_consistent(), "{t}");
         assert_eq!(t.by_value, vec![(0x11, 2), (0x22, 1)]);
         assert_eq!(t.to_string(), "sectors: 2 of 0x11, 1 of 0x22");
+    }
+
+    #[test]
+    fn the_other_sectors_are_written_from_every_cpu_with_a_byte_not_checked() {
+        let check = crate::suite::SectorCheck {
+            device: "/dev/pmem0s".into(),
+            count: 4,
+            size: 4096,
+            values: vec![0x11, 0x5a],
+            then_write: 8,
+        };
+        let script = write_others(&check);
+        assert!(script.contains("tr '\\000' '\\245'"), "0xa5: {script}");
+        assert!(script.contains("$(seq 4 11)"), "{script}");
+        assert!(
+            script.contains(
+                "taskset -c $cpu dd if=/tmp/other-sectors of=/dev/pmem0s bs=4096 seek=$i"
+            ),
+            "{script}"
+        );
+    }
+
+    #[test]
+    fn a_sector_another_write_landed_on_is_caught() {
+        let before = [vec![0x11u8; 512], vec![0x22u8; 512]].concat();
+        let mut after = before.clone();
+        assert!(changed(&before, &after, 512).is_empty());
+        after[512..].fill(0x5a);
+        let mut t = tally(&before, 512, 2, &[0x11, 0x22]);
+        t.changed = changed(&before, &after, 512);
+        assert_eq!(t.changed, vec![(1, 0x22, 0x5a)]);
+        assert!(!t.is_consistent());
+        assert!(
+            t.to_string()
+                .ends_with("; 1 changed by writes to other sectors (sector 1: 0x22, then 0x5a)"),
+            "{t}"
+        );
     }
 
     #[test]

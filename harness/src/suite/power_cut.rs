@@ -47,6 +47,10 @@ pub enum CutPoints {
     /// Just before each label write the step makes (the bus's control
     /// entry, stopped through QEMU's gdbstub).
     LabelWrites,
+    /// Just before each write the step makes through a namespace's byte
+    /// interface (`nsio_rw_bytes`: BTT's data blocks, flog, map and info
+    /// blocks; a pfn info block).
+    NamespaceWrites,
     /// `count` moments drawn uniformly within `within` of the step's start
     /// (a moment after the step ended takes no image).
     Random { count: u32, within: Duration },
@@ -59,6 +63,7 @@ impl serde::Serialize for CutPoints {
         use serde::ser::SerializeMap;
         match self {
             CutPoints::LabelWrites => s.serialize_str("label-writes"),
+            CutPoints::NamespaceWrites => s.serialize_str("namespace-writes"),
             CutPoints::Random { count, within } => {
                 let mut map = s.serialize_map(Some(2))?;
                 map.serialize_entry("random", count)?;
@@ -87,8 +92,9 @@ impl<'de> Deserialize<'de> for CutPoints {
         }
         match Raw::deserialize(d)? {
             Raw::Name(name) if name == "label-writes" => Ok(CutPoints::LabelWrites),
+            Raw::Name(name) if name == "namespace-writes" => Ok(CutPoints::NamespaceWrites),
             Raw::Name(name) => Err(serde::de::Error::custom(format!(
-                "`{name}` is not a set of cut points: use `label-writes` or `{{ random: N, within: 2s }}`"
+                "`{name}` is not a set of cut points: use `label-writes`, `namespace-writes` or `{{ random: N, within: 2s }}`"
             ))),
             Raw::Random(RawRandom { random: 0, .. }) => Err(serde::de::Error::custom(
                 "`random: 0` takes no cut: give at least 1",
@@ -103,7 +109,11 @@ impl<'de> Deserialize<'de> for CutPoints {
 
 /// Sectors written with a known pattern: after any cut, each of the first
 /// `count` sectors of `device` must hold one of `values` in every byte
-/// (BTT's promise: a sector write is all old or all new).
+/// (BTT's promise: a sector write is all old or all new). With
+/// `then_write: N`, each CPU of the restarted guest then writes the N
+/// sectors after them, and the `count` sectors must still hold what they
+/// held: a write never lands on another sector's block (a BTT that came
+/// back with a block both mapped and free gives it to the next write).
 #[derive(Clone, Debug, PartialEq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct SectorCheck {
@@ -112,6 +122,12 @@ pub struct SectorCheck {
     #[serde(default = "default_sector_size")]
     pub size: u64,
     pub values: Vec<u8>,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub then_write: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// ext4 on a pmem block device, mounted at `mount` while the step runs:
@@ -135,6 +151,7 @@ impl PowerCut {
     pub fn display(&self) -> String {
         let points = match &self.points {
             CutPoints::LabelWrites => "at each label write".to_owned(),
+            CutPoints::NamespaceWrites => "at each namespace write".to_owned(),
             CutPoints::Random { count, within } => {
                 format!("at {count} random moments within {within:?}")
             }
@@ -242,7 +259,7 @@ mod tests {
     }
 
     #[test]
-    fn points_are_label_writes_or_random_moments() {
+    fn points_are_label_or_namespace_writes_or_random_moments() {
         let p = parse("run: ndctl create-namespace\npoints: label-writes\n").unwrap();
         assert_eq!(p.points, CutPoints::LabelWrites);
         assert_eq!(p.sectors, None);
@@ -255,7 +272,13 @@ mod tests {
             }
         );
         let s = p.sectors.unwrap();
-        assert_eq!((s.size, s.values), (4096, vec![0x11, 0x22]));
+        assert_eq!(
+            (s.size, s.values, s.then_write),
+            (4096, vec![0x11, 0x22], 0)
+        );
+        let p = parse("run: x\npoints: namespace-writes\nsectors: { device: /dev/pmem0s, count: 4, values: [0x11, 0x22], then_write: 8 }\n").unwrap();
+        assert_eq!(p.points, CutPoints::NamespaceWrites);
+        assert_eq!(p.sectors.unwrap().then_write, 8);
         let p = parse("run: x\npoints: { random: 3 }\n").unwrap();
         assert_eq!(
             p.points,
@@ -271,7 +294,10 @@ mod tests {
         let e = parse("run: x\npoints: every-write\n")
             .unwrap_err()
             .to_string();
-        assert!(e.contains("label-writes"), "{e}");
+        assert!(
+            e.contains("label-writes") && e.contains("namespace-writes"),
+            "{e}"
+        );
         let e = parse("run: x\npoints: { random: 0 }\n")
             .unwrap_err()
             .to_string();

@@ -9,7 +9,7 @@
 #   1. creates the region and initializes the labels,
 #   2. saves position 1's label area, creates a 96 MiB fsdax namespace,
 #   3. puts back the state a power cut between the two DIMMs' index writes
-#      leaves (ndharness's crash point "before label write 7"): position 0
+#      leaves (ndharness's crash point "before write 7"): position 0
 #      keeps the new uuid's label with the UEFI UPDATING flag (the flag is
 #      set again by hand: v1.1 labels have no checksum), position 1 gets
 #      its label area from before the create (ndctl write-labels),

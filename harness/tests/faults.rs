@@ -202,7 +202,7 @@ fn a_full_disk_for_saved_states_boots_the_trials_cold_with_a_warning() {
     // A saved state only saves time: the trial runs, from a cold boot.
     assert_eq!(o.status.code(), Some(0), "{t}");
     for needle in [
-        "warning: saving the ready guest of nfit-1 for warm starts: no space on ",
+        "warning: saving the guest of nfit-1 for warm starts: no space on ",
         "for a saved guest state: needs ",
         "its trials boot cold",
         "1 passed",

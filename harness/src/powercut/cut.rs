@@ -1,9 +1,9 @@
 //! One `power_cut:` step from start to verdicts: the label areas read
 //! before it, the step run once with its crash images taken (before each
-//! label write, or at random moments, and after it), then for each crash
-//! point the selection judges ([`super::sample`]) its labels read on the
-//! host and a guest started on it, and the image
-//! judged ([`classify::judge`]). Images and restart folders are kept only
+//! label write or each namespace write, or at random moments, and after
+//! it), then for each crash point the selection judges
+//! ([`super::sample`]) its labels read on the host and a guest started on
+//! it, and the image judged ([`classify::judge`]). Images and restart folders are kept only
 //! for the points that broke something: they are the evidence.
 
 use std::path::{Path, PathBuf};
@@ -173,7 +173,8 @@ pub async fn run(
         Some(check) => Some(kept_checksums(m, check, timeout).await?),
         None => None,
     };
-    let recorded = record_step(m, cut, timeout, place, &images_dir).await?;
+    let watched = Watched::of(&cut.points);
+    let recorded = record_step(m, cut, watched, timeout, place, &images_dir).await?;
     let after_dir = &recorded
         .images
         .last()
@@ -192,7 +193,7 @@ pub async fn run(
     let crash_points: Vec<CrashPoint> = recorded.images.iter().map(|i| i.point.clone()).collect();
     let chosen = sample::choose(
         place.selection,
-        watched(&cut.points),
+        watched,
         &recorded.writes,
         &crash_points,
         place.seed,
@@ -243,7 +244,7 @@ pub async fn run(
         });
     }
     Ok(CutReport {
-        watched: watched(&cut.points),
+        watched,
         output: recorded.output,
         writes: recorded.writes,
         points,
@@ -255,6 +256,7 @@ pub async fn run(
 async fn record_step(
     m: &Machine,
     cut: &PowerCut,
+    watched: Option<Watched>,
     timeout: Duration,
     place: &CutPlace<'_>,
     images_dir: &Path,
@@ -264,9 +266,9 @@ async fn record_step(
         let moments = moments(place.seed, *count, *within);
         return Ok(record::at_moments(m, &argv, timeout, &moments, images_dir).await?);
     }
-    let watched = watched(&cut.points).expect("points not at random moments are writes");
+    let watched = watched.expect("points not at random moments are writes");
     let address = record::symbol(m, watched.entry(place.spec.topology)).await?;
-    Ok(record::writes(m, &argv, timeout, watched, address, images_dir).await?)
+    Ok(record::before_writes(m, &argv, timeout, watched, address, images_dir).await?)
 }
 
 /// The kept files' checksums, from the live guest before the step.
@@ -302,15 +304,6 @@ fn judge(media: &Media, view: &classify::GuestView, generations: &Generations) -
             media.first_violation().unwrap_or_default()
         )),
         other => other,
-    }
-}
-
-/// The writes a set of points is taken before, when it is.
-fn watched(points: &CutPoints) -> Option<Watched> {
-    match points {
-        CutPoints::LabelWrites => Some(Watched::LabelWrites),
-        CutPoints::NamespaceWrites => Some(Watched::NamespaceWrites),
-        CutPoints::Random { .. } => None,
     }
 }
 

@@ -1,6 +1,7 @@
 //! Power-cut testing without killing anything: the guest stopped at each
-//! chosen point (before a label write, through QEMU's gdbstub and
-//! [`crate::vm::gdb::remote`]; at a random moment, through QMP `stop`) and
+//! chosen point (before a label write or a namespace write, through QEMU's
+//! gdbstub and [`crate::vm::gdb::remote`]; at a random moment, through QMP
+//! `stop`) and
 //! its backing files copied ([`record`]): the NVDIMM, LSA and CXL backing
 //! files are shared mappings, so a copy at a stop holds exactly what a
 //! power cut there would leave. Each copy (a crash image) is read and

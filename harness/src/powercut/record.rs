@@ -12,6 +12,7 @@
 //! always after the step.
 
 use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -58,6 +59,16 @@ pub enum Watched {
 }
 
 impl Watched {
+    /// The writes a case's cut points are taken before; none for random
+    /// moments.
+    pub fn of(points: &crate::suite::CutPoints) -> Option<Watched> {
+        match points {
+            crate::suite::CutPoints::LabelWrites => Some(Watched::LabelWrites),
+            crate::suite::CutPoints::NamespaceWrites => Some(Watched::NamespaceWrites),
+            crate::suite::CutPoints::Random { .. } => None,
+        }
+    }
+
     /// The kernel function the breakpoint is set on.
     pub fn entry(self, topology: &crate::topology::Topology) -> &'static str {
         match self {
@@ -153,7 +164,7 @@ fn copy_files(files: &[PathBuf], dir: &Path) -> Result<()> {
 /// Runs `argv` in the guest with an image taken before each `watched`
 /// write through `entry` (the address of [`Watched::entry`]) and after the
 /// step, into `crash_dir/N`.
-pub async fn writes(
+pub async fn before_writes(
     m: &Machine,
     argv: &[String],
     timeout: Duration,
@@ -181,9 +192,10 @@ pub async fn writes(
         // A stop another vCPU reported while the stopped one stepped: it
         // is handled before the guest goes on.
         let mut pending: Option<gdb::StopReply> = None;
-        // The call whose step another vCPU's stop cut short: its vCPU may
-        // report it again.
-        let mut unfinished_step: Option<Call> = None;
+        // Per vCPU, the write whose step another vCPU's stop cut short:
+        // that vCPU may report it again (not a new write), or finish the
+        // step (not at the entry) and go on.
+        let mut cut_short: HashMap<Option<String>, Call> = HashMap::new();
         loop {
             let stop = match pending.take() {
                 Some(stop) => stop,
@@ -198,16 +210,17 @@ pub async fn writes(
             if pc != entry {
                 // Not the breakpoint: a vCPU finishing a step it was given
                 // when another one stopped first.
+                cut_short.remove(&stop.thread);
                 log.note(&stop, pc, "not at the entry: let go");
                 stub.cont().await?;
                 continue;
             }
             let call = Call::read(&mut stub, &stop, watched).await?;
-            if !call.writes(watched) {
+            // Reported again once: a later equal call is a new write.
+            let reported_again = cut_short.remove(&stop.thread).as_ref() == Some(&call);
+            if !call.is_write(watched) {
                 log.note(&stop, pc, &format!("{call}: not a write"));
-            } else if unfinished_step.as_ref() == Some(&call) {
-                // Reported again once: a later equal call is a new write.
-                unfinished_step = None;
+            } else if reported_again {
                 log.note(
                     &stop,
                     pc,
@@ -230,7 +243,9 @@ pub async fn writes(
             let stepped = stub.step().await?;
             if stepped.thread != stop.thread {
                 log.note(&stepped, 0, "stopped while another vCPU stepped");
-                unfinished_step = Some(call);
+                if call.is_write(watched) {
+                    cut_short.insert(stop.thread.clone(), call);
+                }
                 pending = Some(stepped);
                 continue;
             }
@@ -239,9 +254,9 @@ pub async fn writes(
         stub.detach().await?;
         Ok::<(), Error>(())
     };
-    let (output, watched) = tokio::join!(run, watch);
+    let (output, watching) = tokio::join!(run, watch);
     log.save(crash_dir);
-    watched?;
+    watching?;
     finish(&files, crash_dir, images, output, writes.into_inner())
 }
 
@@ -282,7 +297,7 @@ impl Call {
             args,
             header: Vec::new(),
         };
-        if watched == Watched::LabelWrites && call.writes(watched) {
+        if watched == Watched::LabelWrites && call.is_write(watched) {
             call.header = stub.read_memory(call.args[3], 8).await?;
         }
         Ok(call)
@@ -290,7 +305,7 @@ impl Call {
 
     /// Whether the call writes what `watched` names (the 32-bit `cmd` or
     /// `rw` argument).
-    fn writes(&self, watched: Watched) -> bool {
+    fn is_write(&self, watched: Watched) -> bool {
         match watched {
             Watched::LabelWrites => self.args[2] & 0xffff_ffff == SET_CONFIG_DATA,
             Watched::NamespaceWrites => self.args[4] & 0xffff_ffff == WRITE,
@@ -329,7 +344,7 @@ impl Call {
 }
 
 /// Every stop the recorder saw and what it made of it, kept in the crash
-/// folder as `stops.log`: the evidence when a count of label writes
+/// folder as `stops.log`: the evidence when a count of writes
 /// differs from its snapshot.
 #[derive(Default)]
 struct StopLog {

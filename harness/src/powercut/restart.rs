@@ -5,7 +5,8 @@
 //! the namespaces (sysfs), whether the regions came back, `ndctl
 //! check-labels` on every DIMM and one more create (when the image holds
 //! labels and the region has room), the sectors (and whether writes to the
-//! sectors after them leave them be) and the filesystem a case names. Kernel reports on the way are kept.
+//! sectors after them leave them be) and the filesystem a case names.
+//! Kernel reports on the way are kept.
 
 use std::path::Path;
 use std::time::Duration;
@@ -126,24 +127,7 @@ async fn look(
             .collect();
     }
     if let Some(s) = checks.sectors {
-        let read = format!(
-            "dd if={} bs={} count={} 2>/dev/null",
-            s.device, s.size, s.count
-        );
-        let out = m.exec(&shell(&read), COMMAND_TIMEOUT).await?;
-        let mut tally = sectors::tally(&out.stdout, s.size, s.count, &s.values);
-        if s.then_write > 0 {
-            let wrote = m
-                .exec(&shell(sectors::write_others(s)), COMMAND_TIMEOUT)
-                .await?;
-            said.push_str(&format!(
-                "$ write the sectors after them\n{}",
-                wrote.stderr_text()
-            ));
-            let again = m.exec(&shell(&read), COMMAND_TIMEOUT).await?;
-            tally.changed = sectors::changed(&out.stdout, &again.stdout, s.size);
-        }
-        view.sectors = Some(tally);
+        view.sectors = Some(look_at_sectors(m, s, &mut said).await?);
     }
     if let Some((check, checksums)) = checks.filesystem {
         view.filesystem = Some(look_at_filesystem(m, check, checksums, &mut said).await?);
@@ -168,6 +152,40 @@ async fn look(
     // What the guest said, for the evidence of a violation.
     let _ = std::fs::write(m.run.path.join("view.txt"), said);
     Ok(view)
+}
+
+/// Reads the case's sectors and judges them; with `then_write`, writes the
+/// sectors after them from each CPU and reads them again. What the writes
+/// said goes to `said`.
+async fn look_at_sectors(
+    m: &mut Machine,
+    check: &SectorCheck,
+    said: &mut String,
+) -> Result<sectors::SectorTally, Error> {
+    let read = format!(
+        "dd if={} bs={} count={} 2>/dev/null",
+        check.device, check.size, check.count
+    );
+    let out = m.exec(&shell(&read), COMMAND_TIMEOUT).await?;
+    let mut tally = sectors::tally(&out.stdout, check.size, check.count, &check.values);
+    if check.then_write > 0 {
+        let wrote = m
+            .exec(&shell(sectors::write_others(check)), COMMAND_TIMEOUT)
+            .await?;
+        let complaint = wrote.stderr_text().trim().to_owned();
+        said.push_str(&format!("$ write the sectors after them\n{complaint}\n"));
+        let write_failure = (!wrote.success() || !complaint.is_empty())
+            .then(|| complaint.lines().next().unwrap_or("failed").to_owned());
+        let again = m.exec(&shell(&read), COMMAND_TIMEOUT).await?;
+        sectors::after_writes(
+            &mut tally,
+            &out.stdout,
+            &again.stdout,
+            check.size,
+            write_failure,
+        );
+    }
+    Ok(tally)
 }
 
 /// Mounts the case's filesystem, checks its kept files, unmounts it and

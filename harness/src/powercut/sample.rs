@@ -64,11 +64,11 @@ pub fn choose(
     // Must-haves, in the order a limit cuts them: the tears (some DIMMs
     // or structures updated, others not), then the first write, the last
     // write and the end of the step.
-    let tears = match watched {
+    let boundaries = match watched {
         Some(Watched::NamespaceWrites) => structure_changes(writes),
         _ => tears(writes),
     };
-    let mut must: Vec<usize> = tears
+    let mut must: Vec<usize> = boundaries
         .into_iter()
         .filter_map(|n| index_of(&CrashPoint::BeforeWrite(n)))
         .collect();
@@ -130,13 +130,20 @@ fn tears(writes: &[MediaWrite]) -> Vec<usize> {
 }
 
 /// The namespace writes before which a cut leaves one structure written
-/// and the next not: each write of another length than the one before it
-/// (BTT writes a 4 KiB data block, two 8-byte halves of a flog entry and a
-/// 4-byte map entry per sector; the order between them is its promise).
+/// and the next not, or one structure half written: each write of another
+/// length than the one before it, and each that continues the one before
+/// it (BTT writes a 4 KiB data block, a flog entry in two 8-byte halves
+/// and a 4-byte map entry per sector; the order between them is its
+/// promise, and a torn flog entry is what its recovery must read past).
+/// On BTT that is every write: a step cut at namespace writes is meant to
+/// write a few sectors.
 fn structure_changes(writes: &[MediaWrite]) -> Vec<usize> {
     writes
         .windows(2)
-        .filter(|pair| pair[0].length != pair[1].length)
+        .filter(|pair| {
+            let (before, write) = (&pair[0], &pair[1]);
+            before.length != write.length || before.offset + before.length == write.offset
+        })
         .map(|pair| pair[1].number)
         .collect()
 }
@@ -265,29 +272,38 @@ mod tests {
     }
 
     /// BTT's writes for sectors written one after another, in `order`
-    /// (lengths: a data block, flog halves, a map entry).
-    fn btt(order: &[u64], sectors: usize) -> Vec<MediaWrite> {
+    /// ((offset, length): a data block, flog halves, a map entry), each
+    /// sector's 64 KiB further on.
+    fn btt(order: &[(u64, u64)], sectors: u64) -> Vec<MediaWrite> {
         (0..sectors)
-            .flat_map(|_| order.iter())
+            .flat_map(|sector| order.iter().map(move |(o, l)| (o + (sector << 16), *l)))
             .enumerate()
-            .map(|(i, length)| MediaWrite {
+            .map(|(i, (offset, length))| MediaWrite {
                 number: i + 1,
                 device: "namespace0.0".into(),
-                offset: 0,
-                length: *length,
+                offset,
+                length,
             })
             .collect()
     }
 
+    const DATA: (u64, u64) = (0, 4096);
+    const FLOG_FIRST_HALF: (u64, u64) = (0x8000, 8);
+    const FLOG_SECOND_HALF: (u64, u64) = (0x8008, 8);
+    const MAP: (u64, u64) = (0xc000, 4);
+
     #[test]
     fn namespace_writes_keep_each_boundary_between_structures() {
-        // Data, flog, flog, map: the cuts between data and flog, and
-        // between flog and map, of every sector.
-        let good = btt(&[4096, 8, 8, 4], 2);
-        assert_eq!(structure_changes(&good), vec![2, 4, 5, 6, 8]);
+        // Data, flog, flog, map: the cuts between data and flog, inside
+        // the flog entry, and between flog and map, of every sector.
+        let good = btt(&[DATA, FLOG_FIRST_HALF, FLOG_SECOND_HALF, MAP], 2);
+        assert_eq!(structure_changes(&good), vec![2, 3, 4, 5, 6, 7, 8]);
         // The map before the flog: the cut between them is kept.
-        let wrong = btt(&[4096, 4, 8, 8], 1);
-        assert_eq!(structure_changes(&wrong), vec![2, 3]);
+        let wrong = btt(&[DATA, MAP, FLOG_FIRST_HALF, FLOG_SECOND_HALF], 1);
+        assert_eq!(structure_changes(&wrong), vec![2, 3, 4]);
+        // Two data blocks apart, then two map entries apart: no boundary.
+        let apart = btt(&[DATA, (0x2000, 4096), MAP, (0xc008, 4)], 1);
+        assert_eq!(structure_changes(&apart), vec![3]);
         let mut points: Vec<CrashPoint> = good
             .iter()
             .map(|w| CrashPoint::BeforeWrite(w.number))
@@ -299,7 +315,7 @@ mod tests {
             seed: None,
         };
         let c = choose(sample, Some(Watched::NamespaceWrites), &good, &points, 1);
-        // Before writes 1, 2, 4, 5, 6, 8 and after the step.
-        assert_eq!(c.keep, vec![0, 1, 3, 4, 5, 7, 8]);
+        // Every write of the two sectors, and after the step.
+        assert_eq!(c.keep, (0..9).collect::<Vec<_>>());
     }
 }

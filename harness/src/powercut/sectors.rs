@@ -18,11 +18,17 @@ pub struct SectorTally {
     /// Sectors that read differently after the restarted guest wrote
     /// other sectors: their number, and the first byte before and after.
     pub changed: Vec<(u64, u8, u8)>,
+    /// What the guest said when writing the other sectors failed, or
+    /// reading the checked ones again came back short.
+    pub after_writes_failed: Option<String>,
 }
 
 impl SectorTally {
     pub fn is_consistent(&self) -> bool {
-        self.torn.is_empty() && self.short.is_none() && self.changed.is_empty()
+        self.torn.is_empty()
+            && self.short.is_none()
+            && self.changed.is_empty()
+            && self.after_writes_failed.is_none()
     }
 }
 
@@ -43,6 +49,9 @@ impl fmt::Display for SectorTally {
                 "; {} torn (sector {sector} differs at byte {at})",
                 self.torn.len()
             )?;
+        }
+        if let Some(failure) = &self.after_writes_failed {
+            write!(f, "; writes to other sectors: {failure}")?;
         }
         if let Some((sector, before, after)) = self.changed.first() {
             write!(
@@ -82,10 +91,12 @@ pub fn tally(bytes: &[u8], size: u64, count: u64, values: &[u8]) -> SectorTally 
 /// checked ones from each CPU in turn (each CPU has its own BTT lane and
 /// free block), with a byte none of the checked sectors may hold.
 pub fn write_others(check: &crate::suite::SectorCheck) -> String {
-    let byte = [0x5a, 0xa5, 0x3c]
-        .into_iter()
+    // Any byte does to see a change; one the sectors may not hold also
+    // shows what landed there.
+    let byte = (0..=255u8)
+        .map(|b| b.wrapping_add(0x5a))
         .find(|b| !check.values.contains(b))
-        .expect("three bytes, at most two taken");
+        .unwrap_or(0x5a);
     let (first, last) = (check.count, check.count + check.then_write - 1);
     format!(
         "dd if=/dev/zero bs={size} count=1 2>/dev/null | tr '\\000' '\\{byte:03o}' > /tmp/other-sectors; \
@@ -97,9 +108,32 @@ pub fn write_others(check: &crate::suite::SectorCheck) -> String {
     )
 }
 
+/// Judges the second read of the checked sectors, `after`, made once the
+/// other sectors were written (`write_failure`: what the guest said when a
+/// write failed): each sector that reads differently from `before`, and a
+/// read or a write that failed.
+pub fn after_writes(
+    tally: &mut SectorTally,
+    before: &[u8],
+    after: &[u8],
+    size: u64,
+    write_failure: Option<String>,
+) {
+    tally.changed = changed(before, after, size);
+    tally.after_writes_failed = write_failure.or_else(|| {
+        (after.len() != before.len()).then(|| {
+            format!(
+                "the second read gave {} bytes, the first {}",
+                after.len(),
+                before.len()
+            )
+        })
+    });
+}
+
 /// The sectors of `size` bytes that differ between `before` and `after`
 /// (two reads of the same sectors), with their first bytes.
-pub fn changed(before: &[u8], after: &[u8], size: u64) -> Vec<(u64, u8, u8)> {
+fn changed(before: &[u8], after: &[u8], size: u64) -> Vec<(u64, u8, u8)> {
     let size = size.max(1) as usize;
     before
         .chunks(size)
@@ -134,7 +168,7 @@ mod tests {
             then_write: 8,
         };
         let script = write_others(&check);
-        assert!(script.contains("tr '\\000' '\\245'"), "0xa5: {script}");
+        assert!(script.contains("tr '\\000' '\\133'"), "0x5b: {script}");
         assert!(script.contains("$(seq 4 11)"), "{script}");
         assert!(
             script.contains(
@@ -151,12 +185,32 @@ mod tests {
         assert!(changed(&before, &after, 512).is_empty());
         after[512..].fill(0x5a);
         let mut t = tally(&before, 512, 2, &[0x11, 0x22]);
-        t.changed = changed(&before, &after, 512);
+        after_writes(&mut t, &before, &after, 512, None);
         assert_eq!(t.changed, vec![(1, 0x22, 0x5a)]);
         assert!(!t.is_consistent());
         assert!(
             t.to_string()
                 .ends_with("; 1 changed by writes to other sectors (sector 1: 0x22, then 0x5a)"),
+            "{t}"
+        );
+    }
+
+    #[test]
+    fn a_failed_write_or_a_short_second_read_checks_nothing_and_says_so() {
+        let before = vec![0x11u8; 1024];
+        let mut t = tally(&before, 512, 2, &[0x11]);
+        after_writes(&mut t, &before, &before[..512], 512, None);
+        assert!(!t.is_consistent());
+        assert!(
+            t.to_string()
+                .contains("the second read gave 512 bytes, the first 1024"),
+            "{t}"
+        );
+        let failed = Some("writing sector 9 from cpu 1 failed".to_owned());
+        after_writes(&mut t, &before, &before, 512, failed);
+        assert!(
+            t.to_string()
+                .ends_with("; writes to other sectors: writing sector 9 from cpu 1 failed"),
             "{t}"
         );
     }

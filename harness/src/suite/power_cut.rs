@@ -1,7 +1,8 @@
 //! The `power_cut:` step of the case format: a guest command run with
-//! power cuts taken during it, where (before every label write, or at
-//! random moments) and what else each restart must show (sectors of a
-//! known pattern, all old or all new).
+//! power cuts taken during it, where (before every label write or every
+//! namespace write, or at random moments) and what else each restart must
+//! show (sectors of a known pattern, all old or all new, and unchanged by
+//! later writes to others; a filesystem).
 //!
 //! ```yaml
 //! - power_cut:
@@ -163,7 +164,7 @@ impl PowerCut {
 /// How many crash points of a step a run judges.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PointSelection {
-    /// Every label write and the end of the step.
+    /// Every write (label or namespace) and the end of the step.
     Every,
     /// The points that must be judged and `extra` more from `seed` (the
     /// trial's own when none); at most `limit` in all (the must-haves
@@ -189,9 +190,12 @@ impl Default for PointSelection {
 impl fmt::Display for PointSelection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            PointSelection::Every => f.write_str("every label write"),
+            PointSelection::Every => f.write_str("every write"),
             PointSelection::Sample { extra, limit, .. } => {
-                write!(f, "a sample (ends, tears across DIMMs, {extra} more")?;
+                write!(
+                    f,
+                    "a sample (ends, tears across DIMMs or structures, {extra} more"
+                )?;
                 if let Some(l) = limit {
                     write!(f, ", at most {l}")?;
                 }

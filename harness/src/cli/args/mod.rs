@@ -449,8 +449,9 @@ pub struct RunArgs {
     #[arg(long, value_name = "NAME")]
     pub profile: Option<String>,
     /// Which crash points power-cut steps judge: `sample` (the first and
-    /// last label write, in each round of DIMM updates the cuts that leave
-    /// one DIMM updated and all but one, the end, and 3 seeded more) or
+    /// last write; in each round of DIMM label updates the cuts that leave
+    /// one DIMM updated and all but one; between namespace writes, each cut
+    /// inside or between structures; the end, and 3 seeded more) or
     /// `every-write` [default: the profile's; without one, sample]
     #[arg(long, value_name = "every-write|sample")]
     pub power_cuts: Option<ndharness::suite::PointSelection>,

@@ -304,7 +304,7 @@ pub fn state(
         // cold, and the run goes on.
         Err(e) if e.is_no_space() => {
             eprintln!(
-                "warning: saving the ready guest of {} for warm starts: {e}; its trials boot cold",
+                "warning: saving the guest of {} for warm starts: {e}; its trials boot cold",
                 spec.topology.name
             );
             cold_groups().insert(key);

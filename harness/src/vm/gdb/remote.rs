@@ -1,7 +1,8 @@
 //! A minimal GDB remote-serial-protocol client for QEMU's gdbstub over a
 //! Unix socket: breakpoints, continue, step, registers and memory, with a
-//! deadline on every call and typed errors. Enough to stop a guest at the
-//! kernel's label-write entry and read its arguments.
+//! deadline on every call and typed errors. Enough to stop a guest at a
+//! kernel function (the label-write entry, `nsio_rw_bytes`) and read its
+//! arguments.
 //!
 //! QEMU 10.0.2's stub, as this client relies on it:
 //! - connecting pauses the VM; [`GdbClient::detach`] removes every

@@ -2,8 +2,9 @@
 //! mock line's kernel source unpacked (`image source`), then `validate` on
 //! a change that fixes nothing and breaks nothing (no change, exit 0), on
 //! a hand-written mutant (regresses, exit 1, naming the trial), and
-//! `mutate` on two mutants, one the selection kills; the tree the same,
-//! checksum for checksum, afterwards. The first build of the tree is cold
+//! `mutate` on two mutants, one the selection kills, and with explore on
+//! one, its explore ended at the first finding the unmutated kernel does
+//! not have; the tree the same, checksum for checksum, afterwards. The first build of the tree is cold
 //! (minutes); every build after it is incremental.
 //!
 //! Ignored by default (it builds a kernel): `cargo test --test patchwork
@@ -21,6 +22,24 @@ fn repo() -> PathBuf {
         .join("..")
         .canonicalize()
         .unwrap()
+}
+
+/// `ndharness mutate --kernel-tree TREE ARGS --out OUT`, which must exit
+/// 0: its output and its mutate.json.
+fn mutate(tree: &str, out: &Path, args: &[&str]) -> (String, serde_json::Value) {
+    let mut argv = vec!["mutate", "--kernel-tree", tree];
+    argv.extend_from_slice(args);
+    argv.extend(["--out", out.to_str().unwrap()]);
+    let o = ndharness(&argv).output().unwrap();
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{t}");
+    (t, json(&out.join("mutate.json")))
+}
+
+/// A report the run wrote.
+fn json(path: &Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
 /// Every file of `dir` (`.git` aside) and its contents' hash.
@@ -119,31 +138,16 @@ fn validate_and_mutate_judge_changes_and_leave_the_tree_as_it_was() {
         t.contains("verdict: regresses") && t.contains(FILTER),
         "{t}"
     );
-    let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("validate.json")).unwrap()).unwrap();
+    let report = json(&out.join("validate.json"));
     assert_eq!(report["verdict"], "regresses");
     assert_eq!(report["trials"][0]["name"], FILTER);
 
     let mutate_out = work.path().join("mutate");
-    let o = ndharness(&[
-        "mutate",
-        "--kernel-tree",
+    let (t, report) = mutate(
         &tree,
-        "--only",
-        KILLED,
-        "--only",
-        SURVIVES,
-        FILTER,
-        "--out",
-        mutate_out.to_str().unwrap(),
-    ])
-    .output()
-    .unwrap();
-    let t = text(&o);
-    assert_eq!(o.status.code(), Some(0), "{t}");
-    let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(mutate_out.join("mutate.json")).unwrap())
-            .unwrap();
+        &mutate_out,
+        &["--only", KILLED, "--only", SURVIVES, FILTER],
+    );
     let fate = |name: &str| {
         report["mutants"]
             .as_array()
@@ -170,8 +174,49 @@ fn validate_and_mutate_judge_changes_and_leave_the_tree_as_it_was() {
     assert_eq!(report["reference_runs"], 2, "{t}");
     assert!(report["flaky_on_reference"].is_array(), "{t}");
 
+    explore_ends_a_mutant_at_its_first_new_finding(&tree, work.path());
+
     assert!(
         checksums(Path::new(&tree)) == before,
         "the user's tree changed"
+    );
+}
+
+/// `mutate --explore` on mutant 10: on cxl-x2 a create of all the region
+/// has left is promised and the mutant refuses it, a finding the
+/// unmutated kernel does not have (its own, a sector namespace below the
+/// BTT's minimum left behind, breaks the same invariant another way);
+/// the mutant's explore ends there, long before its budget.
+fn explore_ends_a_mutant_at_its_first_new_finding(tree: &str, work: &Path) {
+    let out = work.join("mutate-explore");
+    let (t, report) = mutate(
+        tree,
+        &out,
+        &[
+            "--only",
+            KILLED,
+            "--explore",
+            "2m",
+            "--explore-topology",
+            "cxl-x2",
+            "--repeat",
+            "1",
+            "--seed",
+            "7",
+            "basic::fsdax-devdax-one-dimm::nfit-1",
+        ],
+    );
+    let mutant = &report["mutants"][0];
+    assert_eq!(mutant["outcome"], "killed", "{t}");
+    let by = mutant["by"][0]["check"].as_str().unwrap_or_default();
+    assert!(
+        by.starts_with("explore: create-keeps-its-word (refused) at create"),
+        "{t}"
+    );
+    let explored = json(&out.join("runs").join(KILLED).join("explore/explore.json"));
+    assert!(explored["ended_early_by"].is_string(), "{explored}");
+    assert!(
+        explored["wall_seconds"].as_f64().unwrap() < 120.0,
+        "{explored}"
     );
 }

@@ -67,6 +67,7 @@ fn explore_rate(
         jobs: 2,
         out: out.path().to_owned(),
         max_shrink_runs: 0,
+        until: ndharness::explore::Until::Budget,
     };
     let report = ndharness::explore::explore(config, env, &options)?;
     let per_step = match report.steps_per_second {

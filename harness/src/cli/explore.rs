@@ -38,6 +38,7 @@ pub fn explore(args: ExploreArgs) -> anyhow::Result<ExitCode> {
             .out
             .unwrap_or_else(|| config.root.join("target/ndharness/explore")),
         max_shrink_runs: args.max_shrink_runs,
+        until: explore::Until::Budget,
     };
     eprintln!(
         "explore: seed {seed}, {} ({}), {} guests at once, {} steps at most, for {}",

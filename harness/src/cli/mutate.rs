@@ -21,6 +21,7 @@ use serde::Serialize;
 
 use super::args::MutateArgs;
 use super::sides::{explore_difference, Bench, BuildFailure, Built, SideRun};
+use ndharness::explore::Until;
 
 /// mutate.json.
 #[derive(Serialize)]
@@ -47,6 +48,17 @@ struct ReferenceFacts {
     seconds: f64,
     /// The trials that differed between its runs.
     flaky: BTreeSet<String>,
+    /// Explore's findings over its runs, when explore ran.
+    explore: Option<ReferenceFindings>,
+}
+
+/// Explore's findings (labels) over the reference's runs.
+struct ReferenceFindings {
+    /// In any run: one of them on a mutant kills nothing, a finding beyond
+    /// them ends the mutant's explore.
+    in_any: BTreeSet<String>,
+    /// In every run: one of them a mutant lacks kills it.
+    in_every: BTreeSet<String>,
 }
 
 pub fn mutate(args: MutateArgs) -> anyhow::Result<ExitCode> {
@@ -128,7 +140,7 @@ pub fn mutate(args: MutateArgs) -> anyhow::Result<ExitCode> {
             mutant.name,
             mutant.class
         );
-        let result = one(&mut bench, mutant, &reference, &facts.flaky, &out, seed);
+        let result = one(&mut bench, mutant, &reference, &facts, &out, seed);
         println!("  {}", score::render_line(&result));
         results.push(result);
         write(&out, &bench, &args, seed, &facts, &results, &ran)?;
@@ -181,6 +193,24 @@ fn ran_sets(reference: &SideRun, checks: &super::args::patch::Checks) -> Vec<&'s
     sets
 }
 
+/// Explore's difference on a mutant: its findings that no run of the
+/// reference had, and the findings every run of the reference had that it
+/// lacks, unless its explore ended early (at a new finding: it did not
+/// look for them).
+fn mutant_explore_difference(
+    reference: &ReferenceFindings,
+    mutant: &BTreeSet<String>,
+    ended_early: bool,
+) -> (Vec<String>, Vec<String>) {
+    let (lacking, _) = explore_difference(&reference.in_every, mutant);
+    let (_, only_mutant) = explore_difference(&reference.in_any, mutant);
+    if ended_early {
+        (Vec::new(), only_mutant)
+    } else {
+        (lacking, only_mutant)
+    }
+}
+
 /// The last run's report moved to `previous.json`, to compare the scores
 /// with.
 fn keep_previous(out: &Path) -> anyhow::Result<std::path::PathBuf> {
@@ -205,11 +235,19 @@ fn run_reference(
     let mut facts = ReferenceFacts {
         seconds: reference.seconds + built.seconds,
         flaky: BTreeSet::new(),
+        explore: reference.findings.as_ref().map(|found| ReferenceFindings {
+            in_any: found.clone(),
+            in_every: found.clone(),
+        }),
     };
     for n in 2..=repeat {
         let dir = out.join(format!("unmutated-{n}"));
         let again = bench.run(built, "unmutated", &dir, seed)?;
         facts.seconds += again.seconds;
+        if let (Some(seen), Some(found)) = (&mut facts.explore, &again.findings) {
+            seen.in_any.extend(found.iter().cloned());
+            seen.in_every.retain(|label| found.contains(label));
+        }
         let between = compare::compare(reference.side.clone(), again.side);
         facts.flaky.extend(verdict::differing(&between));
     }
@@ -221,7 +259,7 @@ fn one(
     bench: &mut Bench,
     mutant: &Mutant,
     reference: &SideRun,
-    flaky: &BTreeSet<String>,
+    facts: &ReferenceFacts,
     out: &Path,
     seed: u64,
 ) -> MutantResult {
@@ -251,7 +289,11 @@ fn one(
         }
     };
     let dir = out.join("runs").join(&mutant.name);
-    let run = match bench.run(&built, &mutant.name, &dir, seed) {
+    let until = match &facts.explore {
+        Some(seen) => Until::NewFinding(seen.in_any.clone()),
+        None => Until::Budget,
+    };
+    let run = match bench.run_until(&built, &mutant.name, &dir, seed, &until) {
         Ok(run) => run,
         Err(e) => {
             let why = format!("{e:#}");
@@ -260,9 +302,10 @@ fn one(
     };
     let run_seconds = run.seconds;
     let comparison = compare::compare(reference.side.clone(), run.side);
-    let mut judged = verdict::judge(&comparison, flaky);
-    if let (Some(b), Some(c)) = (&reference.findings, &run.findings) {
-        let (only_baseline, only_candidate) = explore_difference(b, c);
+    let mut judged = verdict::judge(&comparison, &facts.flaky);
+    if let (Some(seen), Some(found)) = (&facts.explore, &run.findings) {
+        let (only_baseline, only_candidate) =
+            mutant_explore_difference(seen, found, run.explore_ended_by.is_some());
         judged.add_explore(&only_baseline, &only_candidate);
     }
     let by: Vec<Kill> = judged
@@ -336,4 +379,33 @@ fn write(
     std::fs::write(&html, score::render_html(results, &scores, &title))
         .with_context(|| format!("writing {}", html.display()))?;
     Ok((json, html))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(labels: &[&str]) -> BTreeSet<String> {
+        labels.iter().map(|l| l.to_string()).collect()
+    }
+
+    #[test]
+    fn a_mutants_explore_is_judged_against_every_reference_run() {
+        // `c` came in the reference's second run only, `b` in both: flaky
+        // `c` neither kills when found nor when lacking.
+        let reference = ReferenceFindings {
+            in_any: set(&["b at destroy on cxl-x2", "c at create on cxl-x2"]),
+            in_every: set(&["b at destroy on cxl-x2"]),
+        };
+        let mutant = set(&["d at reboot on nfit-1"]);
+        let (lacking, new) = mutant_explore_difference(&reference, &mutant, false);
+        assert_eq!(lacking, vec!["b at destroy on cxl-x2"]);
+        assert_eq!(new, vec!["d at reboot on nfit-1"]);
+        // Ended early at `d`: what it did not reach is no difference.
+        let (lacking, new) = mutant_explore_difference(&reference, &mutant, true);
+        assert!(lacking.is_empty());
+        assert_eq!(new, vec!["d at reboot on nfit-1"]);
+        let (lacking, new) = mutant_explore_difference(&reference, &reference.in_every, false);
+        assert!(lacking.is_empty() && new.is_empty());
+    }
 }

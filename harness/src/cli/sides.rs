@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::Context;
+use ndharness::explore;
 use ndharness::guest_choice::Selection;
 use ndharness::kbuild::{self, KernelConfig};
 use ndharness::overlay::{self, Change, Overlay};
@@ -39,8 +40,11 @@ pub struct Built {
 /// A side as it ran.
 pub struct SideRun {
     pub side: compare::Side,
-    /// Explore's findings (`invariant at op on topology`), when it ran.
+    /// Explore's findings (their [`explore::label`]s), when it ran.
     pub findings: Option<BTreeSet<String>>,
+    /// The new finding that ended explore before its budget
+    /// ([`explore::Until::NewFinding`]).
+    pub explore_ended_by: Option<String>,
     pub seconds: f64,
 }
 
@@ -142,13 +146,26 @@ impl Bench {
     }
 
     /// The checks on `built`'s kernel, into `out` (emptied first): the
-    /// trials with their bodies collected, and explore with `seed`.
+    /// trials with their bodies collected, and explore with `seed` for its
+    /// whole budget.
     pub fn run(
         &self,
         built: &Built,
         label: &str,
         out: &Path,
         seed: u64,
+    ) -> anyhow::Result<SideRun> {
+        self.run_until(built, label, out, seed, &explore::Until::Budget)
+    }
+
+    /// As [`Bench::run`], explore ending at `until`.
+    pub fn run_until(
+        &self,
+        built: &Built,
+        label: &str,
+        out: &Path,
+        seed: u64,
+        until: &explore::Until,
     ) -> anyhow::Result<SideRun> {
         let t0 = Instant::now();
         if out.exists() {
@@ -169,8 +186,8 @@ impl Bench {
             test_threads: self.checks.test_threads,
             ..Default::default()
         };
-        let findings = match self.checks.explore {
-            Some(budget) => Some(self.explore(&config, budget, out, seed)?),
+        let explored = match self.checks.explore {
+            Some(budget) => Some(self.explore(&config, budget, out, seed, until)?),
             None => None,
         };
         let record = run_trials(config, &filter, &RunOptions::default());
@@ -193,19 +210,22 @@ impl Bench {
                 snapshots,
                 results: record.results,
             },
-            findings,
+            findings: explored.as_ref().map(|e| e.findings.clone()),
+            explore_ended_by: explored.and_then(|e| e.ended_by),
             seconds: t0.elapsed().as_secs_f64(),
         })
     }
 
-    /// Explore's findings on the side's kernel, as keys.
+    /// Explore's findings on the side's kernel, by their labels on each
+    /// topology that saw them, and the one that ended it early.
     fn explore(
         &self,
         config: &Config,
         budget: std::time::Duration,
         out: &Path,
         seed: u64,
-    ) -> anyhow::Result<BTreeSet<String>> {
+        until: &explore::Until,
+    ) -> anyhow::Result<Explored> {
         let env = runner::prepare(config)?;
         let topologies = &self.checks.explore_topologies;
         let guest = topologies
@@ -214,7 +234,7 @@ impl Bench {
             .map(|t| jobs::guest_memory(&t.topology))
             .max()
             .unwrap_or(1 << 30);
-        let options = ndharness::explore::Options {
+        let options = explore::Options {
             topologies: topologies.clone(),
             seed,
             budget,
@@ -225,14 +245,20 @@ impl Bench {
                 .unwrap_or_else(|| jobs::default_jobs(guest)),
             out: out.join("explore"),
             max_shrink_runs: 10,
+            until: until.clone(),
         };
-        let report = ndharness::explore::explore(config, &env, &options)?;
-        Ok(report
-            .findings
-            .iter()
-            .map(|f| format!("{} at {} on {}", f.invariant, f.op, f.topology))
-            .collect())
+        let report = explore::explore(config, &env, &options)?;
+        Ok(Explored {
+            findings: report.labels.into_iter().collect(),
+            ended_by: report.ended_early_by,
+        })
     }
+}
+
+/// What explore found on a side, and the finding that ended it early.
+struct Explored {
+    findings: BTreeSet<String>,
+    ended_by: Option<String>,
 }
 
 /// Sets `config` to collect its trials' bodies (not judge them) under

@@ -63,10 +63,14 @@ impl fmt::Display for Invariant {
     }
 }
 
-/// A broken invariant: which, and what the guest showed.
+/// A broken invariant: which, how, and what the guest showed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Violation {
     pub invariant: Invariant,
+    /// The way it broke, a word or two (`refused`, `left-behind`; empty
+    /// for a kernel report, told apart by its line): one invariant broken
+    /// two ways at one operation is two bugs, not one seen twice.
+    pub how: &'static str,
     pub detail: String,
     /// The kernel report's first line, when there is one.
     pub kernel_line: Option<String>,
@@ -143,6 +147,7 @@ pub fn check(
 pub fn region_lost(op: &Op) -> Violation {
     Violation {
         invariant: Invariant::RebootKeepsNamespaces,
+        how: "region-lost",
         detail: format!("the nd region did not come back after {}", op.kind()),
         kernel_line: None,
     }
@@ -156,9 +161,10 @@ pub fn in_order(mut broken: Vec<Violation>) -> Vec<Violation> {
     broken
 }
 
-fn violation(invariant: Invariant, detail: String) -> Option<Violation> {
+fn violation(invariant: Invariant, how: &'static str, detail: String) -> Option<Violation> {
     Some(Violation {
         invariant,
+        how,
         detail,
         kernel_line: None,
     })
@@ -172,6 +178,7 @@ fn no_kernel_report(result: &StepResult) -> Option<Violation> {
     let line = from_log.or_else(|| result.console_report.clone())?;
     Some(Violation {
         invariant: Invariant::NoKernelReport,
+        how: "",
         detail: line.clone(),
         kernel_line: Some(line),
     })
@@ -195,6 +202,7 @@ fn create_keeps_its_word(
             Some(ns) if ns.enabled && ns.mode == Some(req.mode) => None,
             Some(ns) => violation(
                 Invariant::CreateKeepsItsWord,
+                "wrong-state",
                 format!(
                     "create of {} {} bytes succeeded, but {} is {} and {}",
                     req.mode,
@@ -206,6 +214,7 @@ fn create_keeps_its_word(
             ),
             None => violation(
                 Invariant::CreateKeepsItsWord,
+                "made-nothing",
                 format!(
                     "create of {} {} bytes succeeded but made no namespace",
                     req.mode, req.bytes
@@ -216,6 +225,7 @@ fn create_keeps_its_word(
     if let Some(left) = new.first() {
         return violation(
             Invariant::CreateKeepsItsWord,
+            "left-behind",
             format!(
                 "refused create of {} {} bytes left {} behind ({} bytes, {})",
                 req.mode,
@@ -233,6 +243,7 @@ fn create_keeps_its_word(
     if let Some(taken) = taken {
         return violation(
             Invariant::CreateKeepsItsWord,
+            "took-capacity",
             format!(
                 "refused create of {} {} bytes took {taken} bytes of capacity",
                 req.mode, req.bytes
@@ -242,6 +253,7 @@ fn create_keeps_its_word(
     if create_promised(before, req) {
         return violation(
             Invariant::CreateKeepsItsWord,
+            "refused",
             format!(
                 "create of {} {} bytes was refused, though the region's align divides it and its largest free extent holds it",
                 req.mode, req.bytes
@@ -259,6 +271,7 @@ fn capacity_conserved(after: &Observation) -> Option<Violation> {
     }
     violation(
         Invariant::CapacityConserved,
+        "not-returned",
         format!(
             "no namespace holds capacity, yet {} bytes are available of the region's {} ({} in its align's units)",
             region.available, region.size, whole
@@ -271,6 +284,7 @@ fn list_agrees_with_sysfs(after: &Observation) -> Option<Violation> {
         let Some(listed) = after.listed(&ns.dev) else {
             return violation(
                 Invariant::ListAgreesWithSysfs,
+                "not-listed",
                 format!(
                     "sysfs has {} ({} bytes), ndctl list does not",
                     ns.dev, ns.size
@@ -280,6 +294,7 @@ fn list_agrees_with_sysfs(after: &Observation) -> Option<Violation> {
         if listed.enabled != ns.enabled || listed.mode != ns.mode {
             return violation(
                 Invariant::ListAgreesWithSysfs,
+                "state-differs",
                 format!(
                     "{}: ndctl says {:?} {}, sysfs says {:?} {}",
                     ns.dev,
@@ -302,6 +317,7 @@ fn list_agrees_with_sysfs(after: &Observation) -> Option<Violation> {
         .find(|l| l.size > 0 && !sized.contains(&l.dev.as_str()))?;
     violation(
         Invariant::ListAgreesWithSysfs,
+        "listed-only",
         format!(
             "ndctl list has {}, sysfs has no such sized namespace",
             extra.dev
@@ -338,12 +354,14 @@ fn reboot_keeps_namespaces(before: &Observation, after: &Observation) -> Option<
     if was != is {
         return violation(
             Invariant::RebootKeepsNamespaces,
+            "namespaces-differ",
             format!("before the reboot {was:?}, after it {is:?}"),
         );
     }
     let changed = was_modes.difference(&is_modes).next()?;
     violation(
         Invariant::RebootKeepsNamespaces,
+        "mode-lost",
         format!(
             "{changed:?} was enabled in that mode before the reboot, not after it ({is_modes:?})"
         ),
@@ -360,6 +378,7 @@ fn enabled_is_readable(after: &Observation) -> Option<Violation> {
             Some((_, false)) => {
                 return violation(
                     Invariant::EnabledIsReadable,
+                    "unreadable",
                     format!(
                         "{} is enabled but /dev/{block} does not read at both ends",
                         ns.dev
@@ -369,6 +388,7 @@ fn enabled_is_readable(after: &Observation) -> Option<Violation> {
             None => {
                 return violation(
                     Invariant::EnabledIsReadable,
+                    "no-block-device",
                     format!(
                         "{} is enabled with block device {block}, which does not exist",
                         ns.dev

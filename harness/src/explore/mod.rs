@@ -18,9 +18,9 @@ pub mod search;
 pub mod sequence;
 
 use std::cell::Cell;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -32,7 +32,7 @@ use crate::runner::{Config, GuestEnv};
 use crate::topology::Loaded;
 
 pub use coverage::Coverage;
-pub use report::{FindingReport, Report, TopologyReport};
+pub use report::{label, FindingReport, Report, TopologyReport};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -70,6 +70,31 @@ pub struct Options {
     pub out: PathBuf,
     /// Guest runs one finding's shrink may take.
     pub max_shrink_runs: u32,
+    /// When to end before the budget is spent, if ever.
+    pub until: Until,
+}
+
+/// When exploring ends.
+#[derive(Clone, Debug, Default)]
+pub enum Until {
+    /// When the budget is spent.
+    #[default]
+    Budget,
+    /// When the budget is spent, or at the first finding whose
+    /// [`label`] is not among these (the findings of another kernel: one
+    /// new finding tells this kernel from it, as `mutate` asks). The
+    /// sequences running then finish.
+    NewFinding(BTreeSet<String>),
+}
+
+impl Until {
+    /// Whether a new finding labelled `label` ends exploring.
+    fn ends_at(&self, label: &str) -> bool {
+        match self {
+            Until::Budget => false,
+            Until::NewFinding(known) => !known.contains(label),
+        }
+    }
 }
 
 /// A topology ready to explore: its guests' target and its region's shape.
@@ -85,7 +110,16 @@ struct Shared<'a> {
     explored: Vec<Explored<'a>>,
     next: AtomicU64,
     deadline: Instant,
+    /// A finding ended exploring before the deadline ([`Until`]).
+    ended: AtomicBool,
     tally: Mutex<Tally>,
+}
+
+impl Shared<'_> {
+    /// Whether a worker may start another sequence.
+    fn going_on(&self) -> bool {
+        Instant::now() < self.deadline && !self.ended.load(Ordering::SeqCst)
+    }
 }
 
 /// What the workers have done, as they report it.
@@ -93,11 +127,16 @@ struct Shared<'a> {
 struct Tally {
     per_topology: BTreeMap<String, TopologyReport>,
     findings: BTreeMap<FindingKey, (Finding, String, usize)>,
+    /// Every finding's [`label`] on each topology that saw it.
+    labels: BTreeSet<String>,
     infrastructure: Vec<String>,
+    /// The finding that ended exploring early, by its label.
+    ended_by: Option<String>,
 }
 
-/// Explores until the budget is spent; the report says what was run and
-/// found (the case files are written as findings come).
+/// Explores until the budget is spent (or [`Options::until`] says); the
+/// report says what was run and found (the case files are written as
+/// findings come).
 pub fn explore(config: &Config, env: &GuestEnv, options: &Options) -> Result<Report, Error> {
     let started = Instant::now();
     std::fs::create_dir_all(&options.out).map_err(|source| Error::Io {
@@ -118,6 +157,7 @@ pub fn explore(config: &Config, env: &GuestEnv, options: &Options) -> Result<Rep
         explored,
         next: AtomicU64::new(0),
         deadline: started + options.budget,
+        ended: AtomicBool::new(false),
         tally: Mutex::new(Tally::default()),
     };
     std::thread::scope(|scope| {
@@ -187,13 +227,13 @@ fn prepare<'a>(
 }
 
 /// A worker: sequences in turn (topologies round-robin) until the budget
-/// is spent.
+/// is spent or a finding ends exploring.
 fn work(shared: &Shared<'_>, worker: usize, config: &Config) {
     let Ok(rt) = crate::vm::runtime() else {
         return;
     };
     let topologies = shared.explored.len() as u64;
-    while Instant::now() < shared.deadline {
+    while shared.going_on() {
         let k = shared.next.fetch_add(1, Ordering::SeqCst);
         let explored = &shared.explored[(k % topologies) as usize];
         let index = k / topologies;
@@ -254,25 +294,45 @@ fn record(
             tally.infrastructure.push(format!("{}: {e}", explored.name))
         }
         SequenceEnd::Found(finding) => {
+            let label = label(&finding.key, &explored.name);
+            let first_here = tally.labels.insert(label.clone());
             if let Some(seen) = tally.findings.get_mut(&finding.key) {
                 seen.2 += 1;
-                return;
+            } else {
+                let out = &shared.options.out;
+                let path = report::write_case(out, &explored.name, &finding, config);
+                crate::stages::say(&report::announce(&explored.name, &finding, &path));
+                tally
+                    .findings
+                    .insert(finding.key.clone(), (*finding, explored.name.clone(), 1));
             }
-            let path = report::write_case(&shared.options.out, &explored.name, &finding, config);
-            crate::stages::say(&report::announce(&explored.name, &finding, &path));
-            tally
-                .findings
-                .insert(finding.key.clone(), (*finding, explored.name.clone(), 1));
+            // A known bug seen on another topology is a new label too:
+            // which topology sees a bug first is a matter of timing.
+            if first_here && tally.ended_by.is_none() && shared.options.until.ends_at(&label) {
+                crate::stages::say(&format!(
+                    "explore: ending early: `{label}` is new (the running sequences finish)"
+                ));
+                tally.ended_by = Some(label);
+                shared.ended.store(true, Ordering::SeqCst);
+            }
         }
     }
 }
 
 /// A progress line every 15 s while the workers run.
 fn progress(shared: &Shared<'_>, started: Instant) {
-    while Instant::now() < shared.deadline {
-        std::thread::sleep(
-            Duration::from_secs(15).min(shared.deadline.saturating_duration_since(Instant::now())),
-        );
+    while shared.going_on() {
+        // In steps of a second: a finding may end exploring early.
+        let mut slept = Duration::ZERO;
+        while slept < Duration::from_secs(15) && shared.going_on() {
+            let step = Duration::from_secs(1)
+                .min(shared.deadline.saturating_duration_since(Instant::now()));
+            std::thread::sleep(step);
+            slept += step.max(Duration::from_millis(1));
+        }
+        if shared.ended.load(Ordering::SeqCst) {
+            break;
+        }
         let tally = shared.tally.lock().unwrap_or_else(|e| e.into_inner());
         let sequences: usize = tally.per_topology.values().map(|t| t.sequences).sum();
         let steps: usize = tally.per_topology.values().map(|t| t.steps).sum();
@@ -284,5 +344,44 @@ fn progress(shared: &Shared<'_>, started: Instant) {
             tally.findings.len(),
             left.as_secs()
         ));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_finding_beyond_the_known_ones_ends_exploring() {
+        let known: BTreeSet<String> =
+            ["create-keeps-its-word at create on cxl-x2".to_owned()].into();
+        let until = Until::NewFinding(known);
+        assert!(!until.ends_at("create-keeps-its-word at create on cxl-x2"));
+        assert!(until.ends_at("create-keeps-its-word at create on nfit-1"));
+        assert!(!Until::Budget.ends_at("anything at all on nfit-1"));
+    }
+
+    #[test]
+    fn a_label_says_how_the_invariant_broke_but_not_the_kernel_line() {
+        let key = FindingKey {
+            invariant: "create-keeps-its-word".into(),
+            how: "refused",
+            op: "create",
+            kernel_line: None,
+        };
+        assert_eq!(
+            label(&key, "cxl-x2"),
+            "create-keeps-its-word (refused) at create on cxl-x2"
+        );
+        let report = FindingKey {
+            invariant: "no-kernel-report".into(),
+            how: "",
+            op: "destroy",
+            kernel_line: Some("WARNING: at drivers/nvdimm/label.c".into()),
+        };
+        assert_eq!(
+            label(&report, "nfit-1"),
+            "no-kernel-report at destroy on nfit-1"
+        );
     }
 }

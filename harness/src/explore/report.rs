@@ -54,6 +54,8 @@ fn coverage_as_list<S: serde::Serializer>(c: &Coverage, s: S) -> Result<S::Ok, S
 pub struct FindingReport {
     pub topology: String,
     pub invariant: String,
+    /// How it broke ([`super::invariant::Violation::how`]).
+    pub how: String,
     pub op: String,
     pub kernel_line: Option<String>,
     pub detail: String,
@@ -77,7 +79,33 @@ pub struct Report {
     pub topologies: BTreeMap<String, TopologyReport>,
     pub steps_per_second: f64,
     pub findings: Vec<FindingReport>,
+    /// Every finding's [`label`] on each topology that saw it (a finding
+    /// above is listed once, on the first).
+    pub labels: Vec<String>,
     pub infrastructure_errors: Vec<String>,
+    /// The finding that ended exploring before the budget
+    /// ([`super::Until::NewFinding`]), by its [`label`].
+    pub ended_early_by: Option<String>,
+}
+
+/// A finding as two kernels' explorations are compared: `INVARIANT (HOW)
+/// at OP on TOPOLOGY` (its kernel line left out: the same bug may word it
+/// otherwise).
+pub fn label(key: &FindingKey, topology: &str) -> String {
+    format!(
+        "{} at {} on {topology}",
+        broken(&key.invariant, key.how),
+        key.op
+    )
+}
+
+/// An invariant and how it broke: `create-keeps-its-word (refused)`.
+fn broken(invariant: &str, how: &str) -> String {
+    if how.is_empty() {
+        invariant.to_owned()
+    } else {
+        format!("{invariant} ({how})")
+    }
 }
 
 fn file_name(topology: &str, finding: &Finding) -> String {
@@ -130,7 +158,7 @@ pub fn transcript(run: &SequenceRun) -> String {
 pub fn announce(topology: &str, finding: &Finding, path: &Path) -> String {
     format!(
         "explore: FOUND on {topology}: {} at {} (sequence {} of seed {}, {} steps shrunk to {} in {} guest runs)\n{}  case file: {}",
-        finding.key.invariant,
+        broken(&finding.key.invariant, finding.key.how),
         finding.key.op,
         finding.index,
         finding.seed,
@@ -168,7 +196,9 @@ pub(super) fn build(
         steps_per_second: steps as f64 / wall.as_secs_f64().max(1e-9),
         topologies: tally.per_topology,
         findings,
+        labels: tally.labels.into_iter().collect(),
         infrastructure_errors: tally.infrastructure,
+        ended_early_by: tally.ended_by,
     };
     let json = options.out.join("explore.json");
     let _ = std::fs::write(
@@ -195,6 +225,7 @@ fn finding_report(
         case_file: options.out.join(file_name(&topology, f)),
         topology,
         invariant: key.invariant.clone(),
+        how: key.how.to_owned(),
         op: key.op.to_owned(),
         kernel_line: key.kernel_line.clone(),
         detail,
@@ -231,6 +262,9 @@ impl Report {
             "  {:.2} steps/s over all guests",
             self.steps_per_second
         );
+        if let Some(label) = &self.ended_early_by {
+            let _ = writeln!(out, "  ended early by a new finding: {label}");
+        }
         for (name, t) in &self.topologies {
             let total: f64 = t.phases.iter().map(|(_, d)| d.as_secs_f64()).sum();
             let parts: Vec<String> = t
@@ -264,7 +298,7 @@ impl Report {
             let _ = writeln!(
                 out,
                 "  - {} on {} at {} ({} times): {}\n    {} steps shrunk to {}: {}",
-                f.invariant,
+                broken(&f.invariant, &f.how),
                 f.topology,
                 f.op,
                 f.seen,

@@ -20,11 +20,12 @@ use super::invariant::Violation;
 use super::model::{Op, RegionShape};
 use super::sequence::{self, SequenceRun};
 
-/// What identifies a bug: its invariant, the operation that broke it, and
-/// the first line of the kernel's report, normalized.
+/// What identifies a bug: its invariant and how it broke, the operation
+/// that broke it, and the first line of the kernel's report, normalized.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct FindingKey {
     pub invariant: String,
+    pub how: &'static str,
     pub op: &'static str,
     pub kernel_line: Option<String>,
 }
@@ -33,6 +34,7 @@ impl FindingKey {
     pub fn of(op: &Op, v: &Violation) -> FindingKey {
         FindingKey {
             invariant: v.invariant.to_string(),
+            how: v.how,
             op: op.kind(),
             kernel_line: v.kernel_line.as_deref().map(crate::normalize::text),
         }

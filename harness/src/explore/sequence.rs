@@ -161,6 +161,7 @@ async fn steps(
 fn prepare_broken(report: String) -> SequenceRun {
     let violation = Violation {
         invariant: invariant::Invariant::NoKernelReport,
+        how: "",
         detail: report.clone(),
         kernel_line: Some(report.clone()),
     };

@@ -35,7 +35,7 @@ pub enum Fate {
 /// One check that saw a mutant.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Kill {
-    /// The trial, or `explore: INVARIANT at OP on TOPOLOGY`.
+    /// The trial, or `explore: INVARIANT (HOW) at OP on TOPOLOGY`.
     pub check: String,
     pub set: &'static str,
     /// `pass -> FAIL`, or what differs.

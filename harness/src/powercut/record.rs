@@ -206,7 +206,9 @@ pub async fn before_writes(
                     Err(e) => return Err(Error::from(e)),
                 },
             };
-            let pc = stub.read_register(x86_64::RIP).await?;
+            // One round trip: the address and the call's arguments.
+            let registers = stub.read_registers().await?;
+            let pc = registers.get(x86_64::RIP);
             if pc != entry {
                 // Not the breakpoint: a vCPU finishing a step it was given
                 // when another one stopped first.
@@ -215,7 +217,7 @@ pub async fn before_writes(
                 stub.cont().await?;
                 continue;
             }
-            let call = Call::read(&mut stub, &stop, watched).await?;
+            let call = Call::read(&mut stub, &stop, &registers, watched).await?;
             // Reported again once: a later equal call is a new write.
             let reported_again = cut_short.remove(&stop.thread).as_ref() == Some(&call);
             if !call.is_write(watched) {
@@ -279,21 +281,23 @@ impl std::fmt::Display for Call {
 }
 
 impl Call {
-    async fn read(stub: &mut GdbClient, stop: &gdb::StopReply, watched: Watched) -> Result<Call> {
-        let mut args = [0; 5];
-        for (arg, register) in args.iter_mut().zip([
+    async fn read(
+        stub: &mut GdbClient,
+        stop: &gdb::StopReply,
+        registers: &gdb::Registers,
+        watched: Watched,
+    ) -> Result<Call> {
+        let args = [
             x86_64::RDI,
             x86_64::RSI,
             x86_64::RDX,
             x86_64::RCX,
             x86_64::R8,
-        ]) {
-            *arg = stub.read_register(register).await?;
-        }
-        let stack = stub.read_register(x86_64::RSP).await?;
+        ]
+        .map(|register| registers.get(register));
         let mut call = Call {
             thread: stop.thread.clone(),
-            stack,
+            stack: registers.get(x86_64::RSP),
             args,
             header: Vec::new(),
         };

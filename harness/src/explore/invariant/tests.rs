@@ -103,6 +103,20 @@ fn a_promised_create_that_is_refused_breaks_its_word() {
     assert!(create_promised(&before, req));
     let found = check(&create(Mode::Fsdax), Some(req), &before, &ended(1), &before);
     assert_eq!(names(&found), vec![Invariant::CreateKeepsItsWord]);
+    // Another bug than a sector namespace left behind, though the same
+    // invariant breaks at the same operation: told apart by how.
+    assert_eq!(found[0].how, "refused");
+    let left_behind = check(
+        &create(Mode::Sector),
+        Some(CreateRequest {
+            mode: Mode::Sector,
+            bytes: 16 << 20,
+        }),
+        &before,
+        &ended(1),
+        &parse(SECTOR_LEFT_BEHIND),
+    );
+    assert_eq!(left_behind[0].how, "left-behind");
     let kept = check(
         &create(Mode::Fsdax),
         Some(req),
@@ -123,6 +137,7 @@ fn a_promised_create_that_is_refused_breaks_its_word() {
         &parse(&wrong),
     );
     assert_eq!(names(&found), vec![Invariant::CreateKeepsItsWord]);
+    assert_eq!(found[0].how, "wrong-state");
 }
 
 /// Seed 7 on nfit-1, before this rule: the region's align written down to

@@ -39,7 +39,8 @@ const MEMORY_CHUNK: usize = 1024;
 /// How often a packet the stub refused (`-`) is sent again.
 const RESENDS: usize = 3;
 
-/// x86_64 register numbers in QEMU's gdbstub (target/i386/gdbstub.c).
+/// x86_64 register numbers in QEMU's gdbstub (target/i386/gdbstub.c),
+/// also their places in a `g` reply.
 pub mod x86_64 {
     pub const RAX: u32 = 0;
     pub const RBX: u32 = 1;
@@ -52,6 +53,17 @@ pub mod x86_64 {
     pub const R8: u32 = 8;
     pub const R9: u32 = 9;
     pub const RIP: u32 = 16;
+}
+
+/// The stopped CPU's general registers and RIP, read in one round trip.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Registers([u64; packet::GENERAL_REGISTERS]);
+
+impl Registers {
+    /// Register `number` ([`x86_64`] numbering, RIP at most).
+    pub fn get(&self, number: u32) -> u64 {
+        self.0[number as usize]
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -195,6 +207,15 @@ impl GdbClient {
         let command = format!("p{number:x}");
         let reply = self.transact(&command).await?;
         packet::parse_register(&reply).map_err(|problem| malformed(&command, &reply, problem))
+    }
+
+    /// The general registers and RIP of the CPU that stopped (`g`): one
+    /// round trip where [`GdbClient::read_register`] takes one a register.
+    pub async fn read_registers(&mut self) -> Result<Registers> {
+        let reply = self.transact("g").await?;
+        packet::parse_registers(&reply)
+            .map(Registers)
+            .map_err(|problem| malformed("g", &reply, problem))
     }
 
     /// `len` bytes of guest virtual memory at `addr`, as the stopped CPU

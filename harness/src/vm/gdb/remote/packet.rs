@@ -18,6 +18,8 @@ pub enum ParseError {
     NotOk,
     #[error("{expected} bytes of memory expected, {got} received")]
     MemoryLength { expected: usize, got: usize },
+    #[error("{got} bytes of registers, fewer than the {expected} of the general ones and RIP")]
+    RegistersShort { expected: usize, got: usize },
 }
 
 /// The modulo-256 sum of the bytes between `$` and `#`.
@@ -192,6 +194,29 @@ pub fn parse_register(reply: &[u8]) -> Result<u64, ParseError> {
     Ok(u64::from_le_bytes(le))
 }
 
+/// How many registers a `g` reply starts with that [`parse_registers`]
+/// keeps: the sixteen general ones and RIP, 8 bytes each on x86_64 (the
+/// segment, control and FPU registers that follow are not read).
+pub const GENERAL_REGISTERS: usize = 17;
+
+/// The general registers and RIP from a `g` reply, in register-number
+/// order, little-endian as [`parse_register`] reads one.
+pub fn parse_registers(reply: &[u8]) -> Result<[u64; GENERAL_REGISTERS], ParseError> {
+    let expected = GENERAL_REGISTERS * 8;
+    let bytes = decode_hex(reply)?;
+    if bytes.len() < expected {
+        return Err(ParseError::RegistersShort {
+            expected,
+            got: bytes.len(),
+        });
+    }
+    let mut registers = [0u64; GENERAL_REGISTERS];
+    for (value, le) in registers.iter_mut().zip(bytes.chunks_exact(8)) {
+        *value = u64::from_le_bytes(le.try_into().expect("8 bytes"));
+    }
+    Ok(registers)
+}
+
 /// Why the guest stopped: `T05thread:01;` after a breakpoint or a step,
 /// `T02…` after an interrupt.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -340,6 +365,26 @@ mod tests {
         );
         assert_eq!(parse_register(b"02000000").unwrap(), 2);
         assert_eq!(parse_register(b""), Err(ParseError::RegisterWidth(0)));
+    }
+
+    #[test]
+    fn a_g_reply_gives_the_general_registers_and_rip() {
+        let mut reply = String::new();
+        for n in 0..GENERAL_REGISTERS as u64 {
+            reply.push_str(&to_hex(&(0x1000 + n).to_le_bytes()));
+        }
+        // eflags and a segment register follow; they are not read.
+        reply.push_str("4600000010000000");
+        let registers = parse_registers(reply.as_bytes()).unwrap();
+        assert_eq!(registers[0], 0x1000);
+        assert_eq!(registers[16], 0x1010);
+        assert_eq!(
+            parse_registers(&reply.as_bytes()[..16 * 16]),
+            Err(ParseError::RegistersShort {
+                expected: 136,
+                got: 128
+            })
+        );
     }
 
     #[test]

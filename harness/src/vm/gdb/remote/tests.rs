@@ -137,6 +137,23 @@ async fn continue_waits_for_the_breakpoint_and_steps_off_it() {
 }
 
 #[tokio::test]
+async fn all_registers_come_in_one_round_trip() {
+    let mut reply = String::new();
+    for n in 0..17u64 {
+        reply.push_str(&packet::to_hex(&(n * 0x11).to_le_bytes()));
+    }
+    let (mut gdb, _stub) = client_and_stub(vec![
+        (packet("g"), ack_and(&reply)),
+        (packet("g"), ack_and("0011")),
+    ]);
+    let registers = gdb.read_registers().await.unwrap();
+    assert_eq!(registers.get(x86_64::RDX), 3 * 0x11);
+    assert_eq!(registers.get(x86_64::RIP), 16 * 0x11);
+    let err = gdb.read_registers().await.unwrap_err();
+    assert!(matches!(err, Error::Malformed { .. }), "{err}");
+}
+
+#[tokio::test]
 async fn memory_is_read_in_chunks() {
     let chunk = packet::to_hex(&[0xab; 1024]);
     let (mut gdb, _stub) = client_and_stub(vec![
@@ -188,6 +205,12 @@ async fn a_real_gdbstub_answers() {
         .unwrap();
     assert_eq!(gdb.halt_reason().await.unwrap().signal, SIGTRAP);
     assert_eq!(gdb.read_register(x86_64::RIP).await.unwrap(), 0xfff0);
+    let registers = gdb.read_registers().await.unwrap();
+    assert_eq!(registers.get(x86_64::RIP), 0xfff0);
+    assert_eq!(
+        registers.get(x86_64::RDX),
+        gdb.read_register(x86_64::RDX).await.unwrap()
+    );
     gdb.set_breakpoint(0xfff0).await.unwrap();
     gdb.remove_breakpoint(0xfff0).await.unwrap();
     assert_eq!(gdb.step().await.unwrap().signal, SIGTRAP);

@@ -122,9 +122,10 @@ pub enum ProblemKind {
     Hang,
 }
 
-impl fmt::Display for ProblemKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+impl ProblemKind {
+    /// As the kernel words it, where it has one word.
+    pub fn name(self) -> &'static str {
+        match self {
             ProblemKind::Warning => "WARNING",
             ProblemKind::Bug => "BUG",
             ProblemKind::Oops => "Oops",
@@ -133,7 +134,13 @@ impl fmt::Display for ProblemKind {
             ProblemKind::Lockdep => "lockdep",
             ProblemKind::Sanitizer => "sanitizer",
             ProblemKind::Hang => "hang",
-        })
+        }
+    }
+}
+
+impl fmt::Display for ProblemKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
     }
 }
 

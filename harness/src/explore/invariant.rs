@@ -67,9 +67,9 @@ impl fmt::Display for Invariant {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Violation {
     pub invariant: Invariant,
-    /// The way it broke, a word or two (`refused`, `left-behind`; empty
-    /// for a kernel report, told apart by its line): one invariant broken
-    /// two ways at one operation is two bugs, not one seen twice.
+    /// The way it broke, a word or two (`refused`, `left-behind`; a kernel
+    /// report's kind, `WARNING`): one invariant broken two ways at one
+    /// operation is two bugs, not one seen twice.
     pub how: &'static str,
     pub detail: String,
     /// The kernel report's first line, when there is one.
@@ -144,6 +144,15 @@ pub fn check(
 
 /// An operation that must bring the nd region back (a reboot, a CXL
 /// region's operations, a DIMM bound again) left the guest without one.
+/// What a step broke when its region did not come back: the region gone
+/// (and any kernel report), not the namespaces it took with it, so one
+/// bug has one name whatever the labels held.
+pub fn region_gone(mut broken: Vec<Violation>, op: &Op) -> Vec<Violation> {
+    broken.retain(|v| v.invariant != Invariant::RebootKeepsNamespaces);
+    broken.push(region_lost(op));
+    broken
+}
+
 pub fn region_lost(op: &Op) -> Violation {
     Violation {
         invariant: Invariant::RebootKeepsNamespaces,
@@ -171,17 +180,26 @@ fn violation(invariant: Invariant, how: &'static str, detail: String) -> Option<
 }
 
 fn no_kernel_report(result: &StepResult) -> Option<Violation> {
-    let from_log = result
-        .kernel
-        .iter()
-        .find_map(|r| kmsg::problem(r).map(|kind| format!("kernel {kind}: {}", r.message.trim())));
-    let line = from_log.or_else(|| result.console_report.clone())?;
-    Some(Violation {
+    let from_log = result.kernel.iter().find_map(|r| {
+        kmsg::problem(r).map(|kind| (kind, format!("kernel {kind}: {}", r.message.trim())))
+    });
+    let from_console = || {
+        let line = result.console_report.clone()?;
+        Some((kmsg::fatal_console_report(&line)?, line))
+    };
+    let (kind, line) = from_log.or_else(from_console)?;
+    Some(kernel_report(kind.name(), line))
+}
+
+/// A kernel report as the violation of `no-kernel-report`: `how` its kind
+/// (`WARNING`, `BUG`, `Oops`), `line` its first line.
+pub fn kernel_report(how: &'static str, line: String) -> Violation {
+    Violation {
         invariant: Invariant::NoKernelReport,
-        how: "",
+        how,
         detail: line.clone(),
         kernel_line: Some(line),
-    })
+    }
 }
 
 fn create_keeps_its_word(
@@ -202,7 +220,11 @@ fn create_keeps_its_word(
             Some(ns) if ns.enabled && ns.mode == Some(req.mode) => None,
             Some(ns) => violation(
                 Invariant::CreateKeepsItsWord,
-                "wrong-state",
+                if ns.mode == Some(req.mode) {
+                    "disabled"
+                } else {
+                    "wrong-mode"
+                },
                 format!(
                     "create of {} {} bytes succeeded, but {} is {} and {}",
                     req.mode,

@@ -2,8 +2,9 @@
 //! fresh guest, and when it breaks an invariant, shrunk by the library
 //! (each candidate in a fresh guest), with replay passes until it stops
 //! getting shorter. The shrinker is kept on the bug it found: a candidate
-//! that breaks another invariant counts as passing (that bug is found on
-//! its own), an infrastructure error as a rejection (never a finding).
+//! that breaks another invariant, or this one another way, counts as
+//! passing (that bug is found on its own), an infrastructure error as a
+//! rejection (never a finding).
 
 use std::cell::{Cell, RefCell};
 use std::ops::RangeInclusive;

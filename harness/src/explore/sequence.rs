@@ -103,9 +103,8 @@ async fn steps(
         clock.lap("judge");
         let mut ran = guest.run(op, &command).await?;
         clock.lap("step");
-        let lost = ran.region_lost.then(|| invariant::region_lost(op));
         // Without its region the guest has nothing to observe.
-        let after = if lost.is_some() {
+        let after = if ran.region_lost {
             Observation::default()
         } else if let Some(seen) = ran.observed.take() {
             seen
@@ -120,7 +119,9 @@ async fn steps(
             before.clone()
         };
         let mut broken = invariant::check(op, create, &reference, &ran.result, &after);
-        broken.extend(lost);
+        if ran.region_lost {
+            broken = invariant::region_gone(broken, op);
+        }
         let broken = invariant::in_order(broken);
         if matches!(op, Op::InitLabels) && ran.result.exit_code == Some(0) {
             labelled = Observation::default();
@@ -159,12 +160,9 @@ async fn steps(
 /// A sequence that never reached its first step: the kernel reported a
 /// problem while the guest was prepared.
 fn prepare_broken(report: String) -> SequenceRun {
-    let violation = Violation {
-        invariant: invariant::Invariant::NoKernelReport,
-        how: "",
-        detail: report.clone(),
-        kernel_line: Some(report.clone()),
-    };
+    // A kernel record, or the first line of what stopped the guest.
+    let how = crate::kmsg::fatal_console_report(&report).map_or("preparing", |k| k.name());
+    let violation = invariant::kernel_report(how, report.clone());
     let log = StepLog {
         op: Op::Prepare,
         command: None,

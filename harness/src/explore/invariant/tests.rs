@@ -137,7 +137,7 @@ fn a_promised_create_that_is_refused_breaks_its_word() {
         &parse(&wrong),
     );
     assert_eq!(names(&found), vec![Invariant::CreateKeepsItsWord]);
-    assert_eq!(found[0].how, "wrong-state");
+    assert_eq!(found[0].how, "wrong-mode");
 }
 
 /// Seed 7 on nfit-1, before this rule: the region's align written down to
@@ -279,6 +279,25 @@ fn a_kernel_report_in_the_step_is_found() {
         .as_deref()
         .unwrap()
         .contains("nd_label_write"));
+    assert_eq!(found[0].how, "WARNING");
+}
+
+/// A region that did not come back with namespaces in its labels: one
+/// finding, the region lost, not the namespaces it took with it too (a
+/// shrink that drops the creates would otherwise be another bug).
+#[test]
+fn a_lost_region_is_one_finding_whatever_its_labels_held() {
+    let reload = Op::CxlDriverReload;
+    let empty = Observation::default();
+    let held = parse(FSDAX_MADE);
+    let found = check(&reload, None, &held, &ended(0), &empty);
+    assert!(
+        found.iter().any(|v| v.how == "namespaces-differ"),
+        "{found:?}"
+    );
+    let found = in_order(region_gone(found, &reload));
+    let hows: Vec<&str> = found.iter().map(|v| v.how).collect();
+    assert_eq!(hows, ["region-lost"]);
 }
 
 /// 6.1's NULL dereference in `release_mappings` as a driver reload met it:
@@ -293,10 +312,8 @@ fn a_kernel_report_that_took_the_region_with_it_is_the_finding() {
     )];
     let reload = Op::CxlDriverReload;
     let empty = Observation::default();
-    let mut found = check(&reload, None, &parse(EMPTY), &result, &empty);
-    found.push(region_lost(&reload));
-    found.rotate_right(1);
-    let found = in_order(found);
+    let found = check(&reload, None, &parse(EMPTY), &result, &empty);
+    let found = in_order(region_gone(found, &reload));
     assert_eq!(found[0].invariant, Invariant::NoKernelReport, "{found:?}");
     assert!(found[0].detail.contains("NULL pointer"), "{found:?}");
     assert_eq!(

@@ -20,7 +20,7 @@ use ndharness::runner::compare::{self, verdict};
 use serde::Serialize;
 
 use super::args::MutateArgs;
-use super::sides::{explore_difference, Bench, BuildFailure, Built, SideRun};
+use super::sides::{Bench, BuildFailure, Built, SideRun};
 use ndharness::explore::Until;
 
 /// mutate.json.
@@ -202,13 +202,13 @@ fn mutant_explore_difference(
     mutant: &BTreeSet<String>,
     ended_early: bool,
 ) -> (Vec<String>, Vec<String>) {
-    let (lacking, _) = explore_difference(&reference.in_every, mutant);
-    let (_, only_mutant) = explore_difference(&reference.in_any, mutant);
-    if ended_early {
-        (Vec::new(), only_mutant)
+    let only_mutant = mutant.difference(&reference.in_any).cloned().collect();
+    let lacking = if ended_early {
+        Vec::new()
     } else {
-        (lacking, only_mutant)
-    }
+        reference.in_every.difference(mutant).cloned().collect()
+    };
+    (lacking, only_mutant)
 }
 
 /// The last run's report moved to `previous.json`, to compare the scores

@@ -186,9 +186,12 @@ impl Bench {
             test_threads: self.checks.test_threads,
             ..Default::default()
         };
-        let explored = match self.checks.explore {
-            Some(budget) => Some(self.explore(&config, budget, out, seed, until)?),
-            None => None,
+        let (findings, explore_ended_by) = match self.checks.explore {
+            Some(budget) => {
+                let explored = self.explore(&config, budget, out, seed, until)?;
+                (Some(explored.findings), explored.ended_by)
+            }
+            None => (None, None),
         };
         let record = run_trials(config, &filter, &RunOptions::default());
         if record.results.is_empty() {
@@ -210,8 +213,8 @@ impl Bench {
                 snapshots,
                 results: record.results,
             },
-            findings: explored.as_ref().map(|e| e.findings.clone()),
-            explore_ended_by: explored.and_then(|e| e.ended_by),
+            findings,
+            explore_ended_by,
             seconds: t0.elapsed().as_secs_f64(),
         })
     }

@@ -142,8 +142,6 @@ pub fn check(
     found
 }
 
-/// An operation that must bring the nd region back (a reboot, a CXL
-/// region's operations, a DIMM bound again) left the guest without one.
 /// What a step broke when its region did not come back: the region gone
 /// (and any kernel report), not the namespaces it took with it, so one
 /// bug has one name whatever the labels held.
@@ -153,6 +151,8 @@ pub fn region_gone(mut broken: Vec<Violation>, op: &Op) -> Vec<Violation> {
     broken
 }
 
+/// An operation that must bring the nd region back (a reboot, a CXL
+/// region's operations, a DIMM bound again) left the guest without one.
 pub fn region_lost(op: &Op) -> Violation {
     Violation {
         invariant: Invariant::RebootKeepsNamespaces,

@@ -323,12 +323,11 @@ fn record(
 fn progress(shared: &Shared<'_>, started: Instant) {
     while shared.going_on() {
         // In steps of a second: a finding may end exploring early.
-        let mut slept = Duration::ZERO;
-        while slept < Duration::from_secs(15) && shared.going_on() {
-            let step = Duration::from_secs(1)
-                .min(shared.deadline.saturating_duration_since(Instant::now()));
-            std::thread::sleep(step);
-            slept += step.max(Duration::from_millis(1));
+        let line_at = (Instant::now() + Duration::from_secs(15)).min(shared.deadline);
+        while Instant::now() < line_at && !shared.ended.load(Ordering::SeqCst) {
+            std::thread::sleep(
+                Duration::from_secs(1).min(line_at.saturating_duration_since(Instant::now())),
+            );
         }
         if shared.ended.load(Ordering::SeqCst) {
             break;

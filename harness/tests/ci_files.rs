@@ -416,3 +416,51 @@ fn ci_builds_the_book() {
     let toml = std::fs::read_to_string(root().join("book/book.toml")).unwrap();
     assert!(toml.contains("src = \"src\"") && toml.contains("build-dir = \"../target/book\""));
 }
+
+/// A cache's `restore-keys` prefix matches no other cache's key (one
+/// line's prefix would otherwise restore another line's images, or a
+/// report, on a miss), for every kernel of the matrix.
+#[test]
+fn a_restore_prefix_matches_only_its_own_cache() {
+    let github = load(".github/workflows/nightly.yml");
+    let jobs = github["jobs"].as_object().unwrap();
+    // (what the cache holds, its key, its restore prefix), matrix expanded.
+    let mut caches: Vec<(String, String, String)> = Vec::new();
+    for job in jobs.values() {
+        let kernels: Vec<String> = job["strategy"]["matrix"]["kernel"]
+            .as_array()
+            .map(|k| {
+                k.iter()
+                    .filter_map(|k| k.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_else(|| vec![String::new()]);
+        let steps = job["steps"].as_array().unwrap();
+        for step in steps.iter().filter(|s| s["with"]["key"].is_string()) {
+            for kernel in &kernels {
+                let expand = |v: &Value| {
+                    v.as_str()
+                        .unwrap_or_default()
+                        .replace("${{ matrix.kernel }}", kernel)
+                };
+                caches.push((
+                    expand(&step["with"]["path"]),
+                    expand(&step["with"]["key"]),
+                    expand(&step["with"]["restore-keys"]),
+                ));
+            }
+        }
+    }
+    assert!(caches.len() > 6, "{caches:?}");
+    for (path, _, prefix) in &caches {
+        assert!(!prefix.is_empty(), "{path}: no restore-keys");
+        for (other_path, other_key, _) in &caches {
+            if other_key.starts_with(prefix.as_str()) {
+                assert_eq!(
+                    other_path, path,
+                    "restore prefix {prefix} also matches {other_key}"
+                );
+            }
+        }
+    }
+}

@@ -4,8 +4,10 @@
 //! a hand-written mutant (regresses, exit 1, naming the trial), and
 //! `mutate` on two mutants, one the selection kills, and with explore on
 //! one, its explore ended at the first finding the unmutated kernel does
-//! not have; the tree the same, checksum for checksum, afterwards. The first build of the tree is cold
-//! (minutes); every build after it is incremental.
+//! not have, and on one that hangs the boot (timed out, not an
+//! infrastructure error); the tree the same, checksum for checksum,
+//! afterwards. The first build of the tree is cold (minutes); every build
+//! after it is incremental.
 //!
 //! Ignored by default (it builds a kernel): `cargo test --test patchwork
 //! -- --ignored`, as `.ci/run` does.
@@ -75,6 +77,28 @@ const COMMENT_ONLY: &str = "\
   */
  #include <linux/device.h>
  #include <linux/ndctl.h>
+";
+
+/// A mutant whose kernel never finishes booting: the bus list's mutex
+/// taken twice in `nd_bus_probe()`, so `modprobe nfit` (the guest's init
+/// loads it before it starts the agent) deadlocks.
+const HANGS_THE_BOOT: &str = "\
+Mutant: nd_bus_probe() takes nvdimm_bus_list_mutex twice
+Class: a lock taken twice
+Models: none; the test of a kernel that hangs at boot
+Expect: modprobe nfit never returns, so the guest's agent never answers: the boot timeout
+Files: drivers/nvdimm/bus.c
+
+--- a/drivers/nvdimm/bus.c
++++ b/drivers/nvdimm/bus.c
+@@ -444,6 +444,7 @@
+ \t\treturn rc;
+ 
+ \tmutex_lock(&nvdimm_bus_list_mutex);
++\tmutex_lock(&nvdimm_bus_list_mutex);
+ \tlist_add_tail(&nvdimm_bus->list, &nvdimm_bus_list);
+ \tmutex_unlock(&nvdimm_bus_list_mutex);
+ 
 ";
 
 /// The one trial the checks run: ndctl's create.sh on nfit_test, which
@@ -175,6 +199,7 @@ fn validate_and_mutate_judge_changes_and_leave_the_tree_as_it_was() {
     assert!(report["flaky_on_reference"].is_array(), "{t}");
 
     explore_ends_a_mutant_at_its_first_new_finding(&tree, work.path());
+    a_mutant_that_hangs_the_boot_times_out(&tree, work.path());
 
     assert!(
         checksums(Path::new(&tree)) == before,
@@ -219,4 +244,32 @@ fn explore_ends_a_mutant_at_its_first_new_finding(tree: &str, work: &Path) {
         explored["wall_seconds"].as_f64().unwrap() < 120.0,
         "{explored}"
     );
+}
+
+/// `mutate` on a kernel that deadlocks at boot: its guest is never ready
+/// (to `run`, an infrastructure error), where the unmutated kernel's came
+/// up on the same host, so the mutant timed out, seen by the trial.
+fn a_mutant_that_hangs_the_boot_times_out(tree: &str, work: &Path) {
+    let patch = work.join("hangs-the-boot.patch");
+    std::fs::write(&patch, HANGS_THE_BOOT).unwrap();
+    let out = work.join("mutate-hang");
+    let trial = "basic::fsdax-devdax-one-dimm::nfit-1";
+    let (t, report) = mutate(
+        tree,
+        &out,
+        &[
+            "--mutants",
+            patch.to_str().unwrap(),
+            "--repeat",
+            "1",
+            "--boot-timeout",
+            "30s",
+            trial,
+        ],
+    );
+    let mutant = &report["mutants"][0];
+    assert_eq!(mutant["outcome"], "timed-out", "{t}");
+    assert_eq!(mutant["by"][0]["check"], trial, "{t}");
+    assert_eq!(mutant["by"][0]["hung"], "boot", "{t}");
+    assert!(t.contains("timed-out"), "{t}");
 }

@@ -325,11 +325,12 @@ fn one(
             } else {
                 format!("{} differs", t.differs.join(", "))
             },
+            hung: t.hung,
         })
         .collect();
     let compared = judged.same + judged.trials.len() - judged.count(verdict::Effect::NotCompared);
     let fate = if !by.is_empty() {
-        Fate::Killed { by }
+        Fate::seen_by(by)
     } else if compared == 0 {
         Fate::Error {
             why: "no trial could be compared (infrastructure errors)".into(),
@@ -338,7 +339,7 @@ fn one(
         Fate::Survived
     };
     // A killed mutant's evidence is its results; its guests' folders go.
-    if matches!(fate, Fate::Killed { .. }) {
+    if fate.seen().is_some() {
         let _ = std::fs::remove_dir_all(dir.join("runs"));
     }
     result(fate, built.seconds, run_seconds)

@@ -1,5 +1,5 @@
-//! What each mutant came to (killed by which checks, survived, did not
-//! build), and the mutation score per check set: the conformance suites,
+//! What each mutant came to (killed by which checks, timed out, survived,
+//! did not build), and the mutation score per check set: the conformance suites,
 //! ndctl's tests, the mock buses' cases, power cuts, explore, and any of
 //! them. As text, mutate.json and mutate.html.
 
@@ -8,6 +8,7 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use super::Mutant;
+use crate::runner::compare::Hang;
 
 /// How a mutant ended.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -16,6 +17,12 @@ pub enum Fate {
     /// Some check saw it: these trials (or explore findings) differ from
     /// the unmutated kernel's.
     Killed {
+        by: Vec<Kill>,
+    },
+    /// Every check that saw it hung: the mutant's guests never came up
+    /// (where the unmutated kernel's did), or its steps never finished.
+    /// Seen, so counted as killed by those checks' sets.
+    TimedOut {
         by: Vec<Kill>,
     },
     /// Every check came out as on the unmutated kernel.
@@ -40,6 +47,28 @@ pub struct Kill {
     pub set: &'static str,
     /// `pass -> FAIL`, or what differs.
     pub how: String,
+    /// The mutant's guest hung here.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hung: Option<Hang>,
+}
+
+impl Fate {
+    /// Killed, or timed out when every check that saw the mutant hung.
+    pub fn seen_by(by: Vec<Kill>) -> Fate {
+        if by.iter().all(|k| k.hung.is_some()) {
+            Fate::TimedOut { by }
+        } else {
+            Fate::Killed { by }
+        }
+    }
+
+    /// The checks that saw it, killed or timed out.
+    pub fn seen(&self) -> Option<&[Kill]> {
+        match self {
+            Fate::Killed { by } | Fate::TimedOut { by } => Some(by),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -95,14 +124,15 @@ impl Score {
 pub fn scores(results: &[MutantResult], ran: &[&'static str]) -> Vec<Score> {
     let judged: Vec<&MutantResult> = results
         .iter()
-        .filter(|r| matches!(r.fate, Fate::Killed { .. } | Fate::Survived))
+        .filter(|r| r.fate.seen().is_some() || r.fate == Fate::Survived)
         .collect();
     let killed_by = |set: Option<&str>| {
         judged
             .iter()
-            .filter(|r| match &r.fate {
-                Fate::Killed { by } => by.iter().any(|k| set.is_none_or(|s| k.set == s)),
-                _ => false,
+            .filter(|r| {
+                r.fate
+                    .seen()
+                    .is_some_and(|by| by.iter().any(|k| set.is_none_or(|s| k.set == s)))
             })
             .count()
     };
@@ -126,6 +156,7 @@ pub fn scores(results: &[MutantResult], ran: &[&'static str]) -> Vec<Score> {
 fn outcome_word(o: &Fate) -> &'static str {
     match o {
         Fate::Killed { .. } => "killed",
+        Fate::TimedOut { .. } => "timed-out",
         Fate::Survived => "SURVIVED",
         Fate::DidNotApply { .. } => "no-apply",
         Fate::DidNotBuild { .. } => "no-build",
@@ -137,7 +168,7 @@ fn outcome_word(o: &Fate) -> &'static str {
 /// killed it (or what should have, or why it did not run).
 pub fn render_line(r: &MutantResult) -> String {
     let detail = match &r.fate {
-        Fate::Killed { by } => {
+        Fate::Killed { by } | Fate::TimedOut { by } => {
             let first: Vec<&str> = by.iter().take(3).map(|k| k.check.as_str()).collect();
             let more = by.len().saturating_sub(3);
             let more = if more > 0 {
@@ -206,7 +237,7 @@ pub fn render_html(results: &[MutantResult], scores: &[Score], title: &str) -> S
     let mut rows = String::new();
     for r in results {
         let by = match &r.fate {
-            Fate::Killed { by } => by
+            Fate::Killed { by } | Fate::TimedOut { by } => by
                 .iter()
                 .map(|k| {
                     format!(
@@ -287,6 +318,7 @@ mod tests {
             check: check.into(),
             set: check_set(check),
             how: "pass -> FAIL".into(),
+            hung: None,
         }
     }
 
@@ -330,6 +362,33 @@ mod tests {
         );
         let html = render_html(&results, &s, "mutate");
         assert!(html.contains("<tr class=\"survived\">"));
+    }
+
+    #[test]
+    fn a_mutant_every_check_saw_hang_timed_out_and_counts_as_seen() {
+        let hung = |check: &str, hang| Kill {
+            hung: Some(hang),
+            ..kill(check)
+        };
+        let timed_out = Fate::seen_by(vec![
+            hung("basic::x::nfit-1", Hang::Boot),
+            hung("ndctl::create.sh::nfit-test-modules", Hang::Step(2)),
+        ]);
+        assert!(matches!(timed_out, Fate::TimedOut { .. }), "{timed_out:?}");
+        let killed = Fate::seen_by(vec![
+            hung("basic::x::nfit-1", Hang::Boot),
+            kill("power-cut::create::cxl-x2"),
+        ]);
+        assert!(matches!(killed, Fate::Killed { .. }), "{killed:?}");
+        let results = vec![result("t", timed_out), result("s", Fate::Survived)];
+        let s = scores(&results, &SETS);
+        let any = s.iter().find(|x| x.set == "any").unwrap();
+        assert_eq!((any.killed, any.of), (1, 2));
+        let text = render_text(&results, &s);
+        assert!(
+            text.contains("timed-out") && text.contains("by basic::x::nfit-1"),
+            "{text}"
+        );
     }
 
     #[test]

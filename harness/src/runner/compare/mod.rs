@@ -58,6 +58,49 @@ pub struct TrialComparison {
     pub baseline_message: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub candidate_message: Option<String>,
+    /// The candidate's guest hung: it never came up, or a step never
+    /// finished.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub candidate_hung: Option<Hang>,
+}
+
+/// How a trial hung.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Hang {
+    /// The guest was not ready within the boot timeout (an infrastructure
+    /// error to `run`, which trusts its kernel).
+    Boot,
+    /// This step did not finish within its timeout (a failure).
+    Step(usize),
+}
+
+impl Hang {
+    /// How `result` hung, if it did.
+    pub fn of(result: &TrialResult) -> Option<Hang> {
+        match (&result.status, &result.failure) {
+            (Status::Error, _)
+                if result
+                    .message
+                    .as_deref()
+                    .is_some_and(|m| m.contains(crate::vm::machine::NOT_READY)) =>
+            {
+                Some(Hang::Boot)
+            }
+            (Status::Fail | Status::KnownFailure, Some(Cause::Timeout { step, .. })) => {
+                Some(Hang::Step(*step))
+            }
+            _ => None,
+        }
+    }
+
+    /// As a person reads it.
+    pub fn describe(self) -> String {
+        match self {
+            Hang::Boot => "its guest never came up (the boot timeout)".into(),
+            Hang::Step(step) => format!("step {step} never finished (the step timeout)"),
+        }
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -230,6 +273,7 @@ pub fn compare(baseline: Side, candidate: Side) -> Comparison {
             aspects,
             baseline_message: message(rb),
             candidate_message: message(rc),
+            candidate_hung: rc.and_then(Hang::of),
         });
     }
     Comparison {
@@ -409,6 +453,30 @@ mod tests {
             Some("baseline: step 8: not as expected\ncandidate: step 12: not as expected\n")
         );
         assert!(compared(failing(8), failing(8)).same);
+    }
+
+    #[test]
+    fn a_hang_is_read_back_from_the_result_as_the_runner_writes_it() {
+        let boot = crate::vm::machine::Error::BootTimeout {
+            timeout: Duration::from_secs(90),
+            serial: "[  1.0] nd_pmem namespace0.0: probing".into(),
+        };
+        let errored = TrialResult {
+            message: Some(format!("infrastructure error: {boot}")),
+            ..result("b::x::nfit-1", Status::Error)
+        };
+        assert_eq!(Hang::of(&errored), Some(Hang::Boot));
+        let timed_out = TrialResult {
+            failure: Some(Cause::Timeout {
+                step: 4,
+                command: "ndctl destroy-namespace all".into(),
+            }),
+            ..result("b::x::nfit-1", Status::Fail)
+        };
+        assert_eq!(Hang::of(&timed_out), Some(Hang::Step(4)));
+        // Another infrastructure error, or another failure, is no hang.
+        assert_eq!(Hang::of(&result("b::x::nfit-1", Status::Error)), None);
+        assert_eq!(Hang::of(&result("b::x::nfit-1", Status::Fail)), None);
     }
 
     fn side(dir: &Path, results: Vec<TrialResult>) -> Side {

@@ -12,7 +12,7 @@ use std::collections::BTreeSet;
 
 use serde::Serialize;
 
-use super::{Comparison, TrialComparison};
+use super::{Comparison, Hang, TrialComparison};
 
 /// What the change did to one trial.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -56,6 +56,10 @@ pub struct TrialEffect {
     /// The candidate's failure message, first line, when it did not pass.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub said: Option<String>,
+    /// The candidate hung here (its guest never came up, or a step never
+    /// finished).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hung: Option<Hang>,
 }
 
 /// The whole change in one word.
@@ -110,6 +114,7 @@ impl PatchVerdict {
                     candidate: after.into(),
                     differs: Vec::new(),
                     said: None,
+                    hung: None,
                 });
             }
         }
@@ -177,6 +182,16 @@ fn effect(t: &TrialComparison, flaky: &BTreeSet<String>) -> Effect {
     if t.same {
         return Effect::Same;
     }
+    // To `run` a guest that never comes up is the host's trouble; here
+    // the baseline's came up on the same host with the same harness, so
+    // the candidate's kernel is what hangs.
+    if t.candidate_hung == Some(Hang::Boot) && rank(&t.baseline).is_some() {
+        return if flaky.contains(&t.name) {
+            Effect::FlakyOnBaseline
+        } else {
+            Effect::Regresses
+        };
+    }
     let (Some(b), Some(c)) = (rank(&t.baseline), rank(&t.candidate)) else {
         return Effect::NotCompared;
     };
@@ -207,11 +222,18 @@ pub fn judge(comparison: &Comparison, flaky: &BTreeSet<String>) -> PatchVerdict 
                 .filter(|a| !a.same)
                 .map(|a| a.what.clone())
                 .collect(),
-            said: t
-                .candidate_message
-                .as_deref()
-                .and_then(|m| m.lines().next())
-                .map(str::to_owned),
+            said: match t.candidate_hung {
+                Some(Hang::Boot) => Some(format!(
+                    "{}, where the baseline's did (its serial console is in the evidence)",
+                    Hang::Boot.describe()
+                )),
+                _ => t
+                    .candidate_message
+                    .as_deref()
+                    .and_then(|m| m.lines().next())
+                    .map(str::to_owned),
+            },
+            hung: t.candidate_hung,
         })
         .collect();
     let same = trials.iter().filter(|t| t.effect == Effect::Same).count();
@@ -291,6 +313,7 @@ mod tests {
             aspects,
             baseline_message: None,
             candidate_message: (candidate != "pass").then(|| "step 3: exit code 1\nmore".into()),
+            candidate_hung: None,
         }
     }
 
@@ -386,6 +409,30 @@ mod tests {
     fn an_infrastructure_error_is_not_compared_and_exits_2() {
         let c = comparison(vec![trial("e", "pass", "ERROR", false)]);
         let v = judge(&c, &BTreeSet::new());
+        assert_eq!((v.verdict, v.exit_code()), (Word::NoChange, 2));
+    }
+
+    #[test]
+    fn a_candidate_whose_guest_never_comes_up_regresses_where_the_baseline_ran() {
+        let mut hung = trial("h", "pass", "ERROR", false);
+        hung.candidate_hung = Some(Hang::Boot);
+        let mut both = trial("e", "ERROR", "ERROR", true);
+        both.candidate_hung = Some(Hang::Boot);
+        let v = judge(&comparison(vec![hung, both]), &BTreeSet::new());
+        assert_eq!((v.verdict, v.exit_code()), (Word::Regresses, 1));
+        assert_eq!(v.trials[0].effect, Effect::Regresses);
+        let text = v.render();
+        assert!(
+            text.contains("regresses    h  pass -> ERROR")
+                && text.contains(
+                    "its guest never came up (the boot timeout), where the baseline's did"
+                ),
+            "{text}"
+        );
+        // Where the baseline hung as well, the host is suspect: not compared.
+        let mut neither = trial("e", "ERROR", "ERROR", false);
+        neither.candidate_hung = Some(Hang::Boot);
+        let v = judge(&comparison(vec![neither]), &BTreeSet::new());
         assert_eq!((v.verdict, v.exit_code()), (Word::NoChange, 2));
     }
 }

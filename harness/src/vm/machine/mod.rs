@@ -38,6 +38,11 @@ pub use state::backing_dir;
 const KMSG_LOG: &str = "/run/kmsg.log";
 const STEP_WRAPPER: &str = "/usr/libexec/ndharness/step";
 
+/// How a boot timeout's message begins: a comparison of two kernels
+/// (`validate`, `mutate`) reads it back from results.json to tell a
+/// candidate whose guest never came up.
+pub const NOT_READY: &str = "the guest was not ready within";
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error(transparent)]
@@ -46,7 +51,7 @@ pub enum Error {
     Qmp(#[from] qmp::Error),
     #[error(transparent)]
     Agent(#[from] agent::Error),
-    #[error("the guest was not ready within {timeout:?} (no agent on its virtio port)\n--- serial console (last lines) ---\n{serial}")]
+    #[error("{NOT_READY} {timeout:?} (no agent on its virtio port)\n--- serial console (last lines) ---\n{serial}")]
     BootTimeout { timeout: Duration, serial: String },
     #[error(
         "the guest kernel panicked {during}\n--- serial console around the panic ---\n{serial}"

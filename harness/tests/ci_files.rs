@@ -452,12 +452,12 @@ fn a_restore_prefix_matches_only_its_own_cache() {
         }
     }
     assert!(caches.len() > 6, "{caches:?}");
-    for (path, _, prefix) in &caches {
+    for (path, key, prefix) in &caches {
         assert!(!prefix.is_empty(), "{path}: no restore-keys");
-        for (other_path, other_key, _) in &caches {
+        for (_, other_key, _) in &caches {
             if other_key.starts_with(prefix.as_str()) {
                 assert_eq!(
-                    other_path, path,
+                    other_key, key,
                     "restore prefix {prefix} also matches {other_key}"
                 );
             }

@@ -263,7 +263,7 @@ fn a_mutant_that_hangs_the_boot_times_out(tree: &str, work: &Path) {
             "--repeat",
             "1",
             "--boot-timeout",
-            "30s",
+            "45s",
             trial,
         ],
     );

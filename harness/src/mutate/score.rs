@@ -55,7 +55,7 @@ pub struct Kill {
 impl Fate {
     /// Killed, or timed out when every check that saw the mutant hung.
     pub fn seen_by(by: Vec<Kill>) -> Fate {
-        if by.iter().all(|k| k.hung.is_some()) {
+        if !by.is_empty() && by.iter().all(|k| k.hung.is_some()) {
             Fate::TimedOut { by }
         } else {
             Fate::Killed { by }
@@ -240,8 +240,12 @@ pub fn render_html(results: &[MutantResult], scores: &[Score], title: &str) -> S
             Fate::Killed { by } | Fate::TimedOut { by } => by
                 .iter()
                 .map(|k| {
+                    let hung = k
+                        .hung
+                        .map(|h| format!(", hung: {}", h.describe()))
+                        .unwrap_or_default();
                     format!(
-                        "{} <small>({}, {})</small>",
+                        "{} <small>({}, {}{hung})</small>",
                         escape(&k.check),
                         k.set,
                         escape(&k.how)
@@ -281,7 +285,7 @@ pub fn render_html(results: &[MutantResult], scores: &[Score], title: &str) -> S
     format!(
         "<!doctype html><meta charset=utf-8><title>{t}</title>\
          <style>body{{font-family:sans-serif}}td{{vertical-align:top;padding:2px 8px}}\
-         tr.survived{{background:#fdd}}tr.killed{{background:#efe}}pre{{margin:0;white-space:pre-wrap}}</style>\
+         tr.survived{{background:#fdd}}tr.killed,tr.timed-out{{background:#efe}}pre{{margin:0;white-space:pre-wrap}}</style>\
          <h1>{t}</h1><h2>Score by check set</h2><table>{score_rows}</table>\
          <h2>Mutants</h2><table><tr><th>mutant</th><th>class</th><th>outcome</th><th>expected</th><th>killed by</th><th>rebuild + run</th></tr>\n{rows}</table>",
         t = escape(title)

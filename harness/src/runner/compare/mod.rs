@@ -64,9 +64,9 @@ pub struct TrialComparison {
     pub candidate_hung: Option<Hang>,
 }
 
-/// How a trial hung.
+/// How a trial hung: `boot` or `step N` in the reports.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
+#[serde(into = "String")]
 pub enum Hang {
     /// The guest was not ready within the boot timeout (an infrastructure
     /// error to `run`, which trusts its kernel).
@@ -99,6 +99,15 @@ impl Hang {
         match self {
             Hang::Boot => "its guest never came up (the boot timeout)".into(),
             Hang::Step(step) => format!("step {step} never finished (the step timeout)"),
+        }
+    }
+}
+
+impl From<Hang> for String {
+    fn from(hang: Hang) -> String {
+        match hang {
+            Hang::Boot => "boot".into(),
+            Hang::Step(step) => format!("step {step}"),
         }
     }
 }
@@ -273,7 +282,10 @@ pub fn compare(baseline: Side, candidate: Side) -> Comparison {
             aspects,
             baseline_message: message(rb),
             candidate_message: message(rc),
-            candidate_hung: rc.and_then(Hang::of),
+            // A hang the baseline had the same way is not the candidate's.
+            candidate_hung: rc
+                .and_then(Hang::of)
+                .filter(|h| rb.and_then(Hang::of) != Some(*h)),
         });
     }
     Comparison {
@@ -474,6 +486,11 @@ mod tests {
             ..result("b::x::nfit-1", Status::Fail)
         };
         assert_eq!(Hang::of(&timed_out), Some(Hang::Step(4)));
+        let said = |h: Hang| serde_json::to_value(h).unwrap();
+        assert_eq!(
+            (said(Hang::Boot), said(Hang::Step(4))),
+            ("boot".into(), "step 4".into())
+        );
         // Another infrastructure error, or another failure, is no hang.
         assert_eq!(Hang::of(&result("b::x::nfit-1", Status::Error)), None);
         assert_eq!(Hang::of(&result("b::x::nfit-1", Status::Fail)), None);

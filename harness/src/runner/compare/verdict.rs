@@ -211,9 +211,10 @@ pub fn judge(comparison: &Comparison, flaky: &BTreeSet<String>) -> PatchVerdict 
     let mut trials: Vec<TrialEffect> = comparison
         .trials
         .iter()
-        .map(|t| TrialEffect {
+        .map(|t| (t, effect(t, flaky)))
+        .map(|(t, effect)| TrialEffect {
             name: t.name.clone(),
-            effect: effect(t, flaky),
+            effect,
             baseline: t.baseline.clone(),
             candidate: t.candidate.clone(),
             differs: t
@@ -222,9 +223,9 @@ pub fn judge(comparison: &Comparison, flaky: &BTreeSet<String>) -> PatchVerdict 
                 .filter(|a| !a.same)
                 .map(|a| a.what.clone())
                 .collect(),
-            said: match t.candidate_hung {
-                Some(Hang::Boot) => Some(format!(
-                    "{}, where the baseline's did (its serial console is in the evidence)",
+            said: match (t.candidate_hung, effect) {
+                (Some(Hang::Boot), Effect::Regresses) => Some(format!(
+                    "{}, where the baseline's did (the serial console's last lines are in its message)",
                     Hang::Boot.describe()
                 )),
                 _ => t
@@ -429,10 +430,11 @@ mod tests {
                 ),
             "{text}"
         );
-        // Where the baseline hung as well, the host is suspect: not compared.
-        let mut neither = trial("e", "ERROR", "ERROR", false);
-        neither.candidate_hung = Some(Hang::Boot);
-        let v = judge(&comparison(vec![neither]), &BTreeSet::new());
+        // Where the baseline did not run it, it is not compared.
+        let mut unrun = trial("e", "not run", "ERROR", false);
+        unrun.candidate_hung = Some(Hang::Boot);
+        let v = judge(&comparison(vec![unrun]), &BTreeSet::new());
         assert_eq!((v.verdict, v.exit_code()), (Word::NoChange, 2));
+        assert!(!v.render().contains("where the baseline's did"));
     }
 }

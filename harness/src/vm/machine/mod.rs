@@ -38,9 +38,10 @@ pub use state::backing_dir;
 const KMSG_LOG: &str = "/run/kmsg.log";
 const STEP_WRAPPER: &str = "/usr/libexec/ndharness/step";
 
-/// How a boot timeout's message begins: a comparison of two kernels
-/// (`validate`, `mutate`) reads it back from results.json to tell a
-/// candidate whose guest never came up.
+/// The words of a boot timeout's message: a comparison of two kernels
+/// (`validate`, `mutate`) looks for them in a trial's error message (a
+/// warm start's save wraps them) to tell a candidate whose guest never
+/// came up.
 pub const NOT_READY: &str = "the guest was not ready within";
 
 #[derive(Debug, thiserror::Error)]

@@ -1,8 +1,11 @@
 //! Coverage of an exploration: the steps run by operation and by the mode
-//! of the namespace it made or acted on.
+//! of the namespace it made or acted on; a dax round trip by whether it
+//! went through system-ram (`system-ram`) or was refused that half
+//! (`refused`): a round trip that never reaches kmem tests nothing of it.
 
 use std::collections::BTreeMap;
 
+use super::invariant::SYSTEM_RAM_REFUSED;
 use super::model::Op;
 use super::sequence::SequenceRun;
 
@@ -14,6 +17,11 @@ pub fn count(coverage: &mut Coverage, run: &SequenceRun) {
     for log in run.steps.iter().filter(|l| l.command.is_some()) {
         let mode = match &log.op {
             Op::Create { mode, .. } | Op::Reconfigure { mode, .. } => mode.to_string(),
+            Op::DaxRoundTrip { .. } => match log.exit_code {
+                Some(SYSTEM_RAM_REFUSED) => "refused".to_owned(),
+                Some(_) => "system-ram".to_owned(),
+                None => "hung".to_owned(),
+            },
             _ => log
                 .before
                 .listed
@@ -29,5 +37,36 @@ pub fn count(coverage: &mut Coverage, run: &SequenceRun) {
         *coverage
             .entry((log.op.kind().to_owned(), mode))
             .or_default() += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::explore::sequence::StepLog;
+
+    fn round_trip(exit_code: i32) -> StepLog {
+        StepLog {
+            op: Op::DaxRoundTrip { slot: 0 },
+            command: Some("daxctl reconfigure-device -m system-ram dax0.0".into()),
+            exit_code: Some(exit_code),
+            stdout: String::new(),
+            stderr: String::new(),
+            kernel: Vec::new(),
+            before: Default::default(),
+        }
+    }
+
+    #[test]
+    fn a_dax_round_trip_counts_by_whether_it_reached_system_ram() {
+        let run = SequenceRun {
+            steps: vec![round_trip(0), round_trip(SYSTEM_RAM_REFUSED), round_trip(1)],
+            ..Default::default()
+        };
+        let mut coverage = Coverage::new();
+        count(&mut coverage, &run);
+        let key = |mode: &str| ("dax-round-trip".to_owned(), mode.to_owned());
+        assert_eq!(coverage.get(&key("system-ram")), Some(&2));
+        assert_eq!(coverage.get(&key("refused")), Some(&1));
     }
 }

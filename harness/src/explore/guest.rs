@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::invariant::{CreateRequest, StepResult};
+use super::invariant::{self, CreateRequest, StepResult};
 use super::model::{MapLocation, Op, SizeChoice, Slot};
 use super::observe::{self, Observation};
 use crate::assemble::{self, Labels};
@@ -280,10 +280,17 @@ impl<'a> ExploreGuest<'a> {
             Op::Reconfigure { slot, mode } => {
                 format!("ndctl create-namespace -f -e {} -m {mode}", dev(slot)?)
             }
+            // daxctl onlines the memory itself and refuses while the
+            // kernel's policy would online it first (the guests' default):
+            // without the policy set to offline the round trip never
+            // reaches kmem.
             Op::DaxRoundTrip { slot } => {
                 let chardev = before.listed(&dev(slot)?)?.chardev.clone()?;
                 format!(
-                    "daxctl reconfigure-device -m system-ram {chardev} && daxctl reconfigure-device -f -m devdax {chardev}"
+                    "echo offline > /sys/devices/system/memory/auto_online_blocks; \
+                     daxctl reconfigure-device -m system-ram {chardev} || exit {}; \
+                     daxctl reconfigure-device -f -m devdax {chardev}",
+                    invariant::SYSTEM_RAM_REFUSED
                 )
             }
             Op::RegionDisable => format!("ndctl disable-region {region}"),

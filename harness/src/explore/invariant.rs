@@ -40,6 +40,11 @@ pub enum Invariant {
     CreateKeepsItsWord,
     /// With every namespace gone, the whole region is available again.
     CapacityConserved,
+    /// A devdax device the kernel took as system-ram goes back to devdax
+    /// (the memory offlined and removed, the range free for device-dax
+    /// again); whether it may become system-ram at all depends on its size
+    /// and placement, so a refusal there is no finding.
+    DaxRoundTripReturns,
     /// `ndctl list` agrees with sysfs on the namespaces, their modes and
     /// whether they are enabled.
     ListAgreesWithSysfs,
@@ -56,6 +61,7 @@ impl fmt::Display for Invariant {
             Invariant::NoKernelReport => "no-kernel-report",
             Invariant::CreateKeepsItsWord => "create-keeps-its-word",
             Invariant::CapacityConserved => "capacity-conserved",
+            Invariant::DaxRoundTripReturns => "dax-round-trip-returns",
             Invariant::ListAgreesWithSysfs => "list-agrees-with-sysfs",
             Invariant::RebootKeepsNamespaces => "reboot-keeps-namespaces",
             Invariant::EnabledIsReadable => "enabled-is-readable",
@@ -93,6 +99,13 @@ impl StepResult {
         self.exit_code == Some(0)
     }
 }
+
+/// The exit status of a dax round trip whose first half, the conversion
+/// to system-ram, was refused (the command is `...; daxctl
+/// reconfigure-device -m system-ram DEV || exit 75; daxctl
+/// reconfigure-device -f -m devdax DEV`): any other failure is the way
+/// back's. daxctl itself exits 1.
+pub const SYSTEM_RAM_REFUSED: i32 = 75;
 
 /// What a step expected of its create, from the real region before it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -134,6 +147,7 @@ pub fn check(
         found.extend(create_keeps_its_word(req, before, result, after));
     }
     found.extend(capacity_conserved(after));
+    found.extend(dax_round_trip_returns(op, result));
     found.extend(list_agrees_with_sysfs(after));
     if op.rebuilds_from_labels() {
         found.extend(reboot_keeps_namespaces(before, after));
@@ -298,6 +312,21 @@ fn capacity_conserved(after: &Observation) -> Option<Violation> {
             "no namespace holds capacity, yet {} bytes are available of the region's {} ({} in its align's units)",
             region.available, region.size, whole
         ),
+    )
+}
+
+fn dax_round_trip_returns(op: &Op, result: &StepResult) -> Option<Violation> {
+    if !matches!(op, Op::DaxRoundTrip { .. }) {
+        return None;
+    }
+    let code = result.exit_code?;
+    if code == 0 || code == SYSTEM_RAM_REFUSED {
+        return None;
+    }
+    violation(
+        Invariant::DaxRoundTripReturns,
+        "stuck",
+        format!("the device became system-ram, but its way back to devdax failed (exit {code})"),
     )
 }
 

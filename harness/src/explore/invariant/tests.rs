@@ -321,3 +321,56 @@ fn a_kernel_report_that_took_the_region_with_it_is_the_finding() {
         Some("the nd region did not come back after cxl-driver-reload")
     );
 }
+
+const DEVDAX_MADE: &str = "region 1073610752 16777216 805306368 805306368 1
+namespace namespace0.0 268435456 dax 1 u1
+namespace namespace0.1 0 raw 0
+ndctl
+{\"dev\":\"namespace0.0\",\"mode\":\"devdax\",\"size\":266338304,\"uuid\":\"u1\",\"chardev\":\"dax0.0\"}
+";
+
+fn round_trip_ended(code: i32) -> StepResult {
+    StepResult {
+        command: Some(format!(
+            "daxctl reconfigure-device -m system-ram dax0.0 || exit {SYSTEM_RAM_REFUSED}; daxctl reconfigure-device -f -m devdax dax0.0"
+        )),
+        exit_code: Some(code),
+        ..Default::default()
+    }
+}
+
+/// The memory went online, but device-dax could not have its range back
+/// (the kmem resources kept): the round trip is stuck in its second half.
+#[test]
+fn a_dax_round_trip_that_does_not_come_back_is_found() {
+    let seen = parse(DEVDAX_MADE);
+    let found = check(
+        &Op::DaxRoundTrip { slot: 0 },
+        None,
+        &seen,
+        &round_trip_ended(1),
+        &seen,
+    );
+    assert_eq!(names(&found), vec![Invariant::DaxRoundTripReturns]);
+    assert_eq!(found[0].how, "stuck");
+}
+
+/// A device too small or misplaced for a memory block may not become
+/// system-ram; refused there, the round trip promised nothing.
+#[test]
+fn a_dax_round_trip_refused_system_ram_breaks_nothing() {
+    let seen = parse(DEVDAX_MADE);
+    for code in [0, SYSTEM_RAM_REFUSED] {
+        let found = check(
+            &Op::DaxRoundTrip { slot: 0 },
+            None,
+            &seen,
+            &round_trip_ended(code),
+            &seen,
+        );
+        assert!(found.is_empty(), "exit {code}: {found:?}");
+    }
+    // Only the round trip is judged by its exit status.
+    let found = check(&Op::Enable { slot: 0 }, None, &seen, &ended(1), &seen);
+    assert!(found.is_empty(), "{found:?}");
+}

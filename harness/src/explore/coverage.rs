@@ -1,7 +1,9 @@
 //! Coverage of an exploration: the steps run by operation and by the mode
-//! of the namespace it made or acted on; a dax round trip by whether it
-//! went through system-ram (`system-ram`) or was refused that half
-//! (`refused`): a round trip that never reaches kmem tests nothing of it.
+//! of the namespace it made or acted on; a dax round trip by how far it
+//! went: through system-ram (`system-ram`), refused that half
+//! (`refused`), or with no exit status (`no-exit`: a hang or a kernel
+//! report ended it). A round trip that never reaches kmem tests nothing
+//! of it.
 
 use std::collections::BTreeMap;
 
@@ -20,7 +22,7 @@ pub fn count(coverage: &mut Coverage, run: &SequenceRun) {
             Op::DaxRoundTrip { .. } => match log.exit_code {
                 Some(SYSTEM_RAM_REFUSED) => "refused".to_owned(),
                 Some(_) => "system-ram".to_owned(),
-                None => "hung".to_owned(),
+                None => "no-exit".to_owned(),
             },
             _ => log
                 .before
@@ -59,8 +61,15 @@ mod tests {
 
     #[test]
     fn a_dax_round_trip_counts_by_whether_it_reached_system_ram() {
+        let mut hung = round_trip(0);
+        hung.exit_code = None;
         let run = SequenceRun {
-            steps: vec![round_trip(0), round_trip(SYSTEM_RAM_REFUSED), round_trip(1)],
+            steps: vec![
+                round_trip(0),
+                round_trip(SYSTEM_RAM_REFUSED),
+                round_trip(240),
+                hung,
+            ],
             ..Default::default()
         };
         let mut coverage = Coverage::new();
@@ -68,5 +77,6 @@ mod tests {
         let key = |mode: &str| ("dax-round-trip".to_owned(), mode.to_owned());
         assert_eq!(coverage.get(&key("system-ram")), Some(&2));
         assert_eq!(coverage.get(&key("refused")), Some(&1));
+        assert_eq!(coverage.get(&key("no-exit")), Some(&1));
     }
 }

@@ -283,12 +283,14 @@ impl<'a> ExploreGuest<'a> {
             // daxctl onlines the memory itself and refuses while the
             // kernel's policy would online it first (the guests' default):
             // without the policy set to offline the round trip never
-            // reaches kmem.
+            // reaches kmem. A conversion that failed half way (kmem bound,
+            // the memory not online) is undone before the refusal is told.
             Op::DaxRoundTrip { slot } => {
                 let chardev = before.listed(&dev(slot)?)?.chardev.clone()?;
                 format!(
                     "echo offline > /sys/devices/system/memory/auto_online_blocks; \
-                     daxctl reconfigure-device -m system-ram {chardev} || exit {}; \
+                     daxctl reconfigure-device -m system-ram {chardev} || \
+                     {{ daxctl reconfigure-device -f -m devdax {chardev}; exit {}; }}; \
                      daxctl reconfigure-device -f -m devdax {chardev}",
                     invariant::SYSTEM_RAM_REFUSED
                 )

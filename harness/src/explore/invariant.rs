@@ -20,7 +20,11 @@
 //! - a region hands out capacity in units of its align (its
 //!   `available_size` is rounded down to it: `nd_region_available_dpa`),
 //!   so "the whole region available" is its size rounded down to its
-//!   align.
+//!   align;
+//! - kmem hot-adds only whole memory blocks (128 MiB on x86) of a dax
+//!   device's range (drivers/dax/kmem.c), so a device may be refused as
+//!   system-ram; refused, a round trip promised nothing, but one that
+//!   went through system-ram must come back to devdax.
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -102,9 +106,10 @@ impl StepResult {
 
 /// The exit status of a dax round trip whose first half, the conversion
 /// to system-ram, was refused (the command is `...; daxctl
-/// reconfigure-device -m system-ram DEV || exit 75; daxctl
+/// reconfigure-device -m system-ram DEV || { ...; exit 75; }; daxctl
 /// reconfigure-device -f -m devdax DEV`): any other failure is the way
-/// back's. daxctl itself exits 1.
+/// back's. daxctl itself exits 1 or a negative errno's low byte (240 for
+/// EBUSY), never 75.
 pub const SYSTEM_RAM_REFUSED: i32 = 75;
 
 /// What a step expected of its create, from the real region before it.

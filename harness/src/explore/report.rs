@@ -277,7 +277,7 @@ impl Report {
                 .collect();
             let _ = writeln!(out, "  {name:<12} time by phase: {}", parts.join(", "));
         }
-        let _ = writeln!(out, "\n  coverage (operation x mode: steps per topology)");
+        let _ = writeln!(out, "\n  coverage (operation x mode, a dax round trip by how far it went: steps per topology)");
         let mut keys: Vec<&(String, String)> = self
             .topologies
             .values()

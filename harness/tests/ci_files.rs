@@ -86,7 +86,9 @@ fn assert_steps(steps: &[Value]) {
             s.get("uses").is_some() ^ s.get("run").is_some(),
             "a step has exactly one of uses/run: {s}"
         );
-        if let Some(run) = s["run"].as_str() {
+        // A run step is a script of the repository, but for the one
+        // that sets the job's environment.
+        if let Some(run) = s["run"].as_str().filter(|r| !r.contains("GITHUB_ENV")) {
             assert_script(run);
         }
         if let Some(uses) = s["uses"].as_str() {
@@ -120,7 +122,7 @@ fn github_nightly_workflow() {
     let n = assert_shards(&strings(&matrix["shard"]));
     let steps = job["steps"].as_array().unwrap();
     assert_steps(steps);
-    let runs: Vec<&str> = steps.iter().filter_map(|s| s["run"].as_str()).collect();
+    let runs = harness_runs(steps);
     assert_eq!(runs.len(), 1);
     // Expressions without their inner spaces, so a line splits into words.
     let line = runs[0].replace("${{ ", "${{").replace(" }}", "}}");
@@ -165,10 +167,7 @@ fn github_nightly_workflow() {
         names.contains(&"results-${{ matrix.kernel }}-${{ matrix.shard }}"),
         "{names:?}"
     );
-    assert!(job["env"]["XDG_CACHE_HOME"]
-        .as_str()
-        .unwrap()
-        .ends_with("/.cache"));
+    assert_github_cache_home(job);
     github_merge_job(&w["jobs"]["merge"], n);
 }
 
@@ -350,8 +349,8 @@ fn the_tiers_are_what_ci_runs() {
 fn mutate_runs_nightly_and_its_score_is_kept() {
     let github = load(".github/workflows/nightly.yml");
     let steps = github["jobs"]["mutate"]["steps"].as_array().unwrap();
-    let runs: Vec<&str> = steps.iter().filter_map(|s| s["run"].as_str()).collect();
-    assert_eq!(runs, ["ci/mutate"]);
+    assert_eq!(harness_runs(steps), ["ci/mutate"]);
+    assert_github_cache_home(&github["jobs"]["mutate"]);
     let cached: Vec<&str> = steps
         .iter()
         .filter_map(|s| s["with"]["path"].as_str())
@@ -359,7 +358,8 @@ fn mutate_runs_nightly_and_its_score_is_kept() {
     assert!(
         cached
             .iter()
-            .any(|p| p.contains("target/ndharness/mutate/mutate.json")),
+            .any(|p| p.contains("target/ndharness/mutate/mutate.json")
+                && p.contains("target/ndharness/mutate/previous.json")),
         "{cached:?}"
     );
     let gitlab = load("ci/gitlab/nightly.yml");
@@ -372,9 +372,11 @@ fn mutate_runs_nightly_and_its_score_is_kept() {
         .filter_map(|p| p.as_str())
         .collect();
     assert!(paths.contains(&"target/ndharness/mutate/mutate.json"));
+    assert!(paths.contains(&"target/ndharness/mutate/previous.json"));
+    assert_eq!(job["cache"]["when"], "always");
     let script = std::fs::read_to_string(root().join("ci/mutate")).unwrap();
     assert!(script.contains("image source --kernel debian-7.3-mock"));
-    assert!(script.contains("ndharness mutate --kernel-tree \"$tree\""));
+    assert!(script.contains("\"$ndharness\" mutate --kernel-tree \"$tree\""));
     let test = std::fs::read_to_string(root().join("ci/test")).unwrap();
     assert!(test.contains("cargo test --locked --test patchwork -- --ignored"));
 }
@@ -388,12 +390,12 @@ fn mutate_explore_runs_nightly_a_quarter_at_a_time() {
     let steps = github["jobs"]["mutate-explore"]["steps"]
         .as_array()
         .unwrap();
-    let runs: Vec<&str> = steps.iter().filter_map(|s| s["run"].as_str()).collect();
-    assert_eq!(runs, ["ci/mutate-explore"]);
+    assert_eq!(harness_runs(steps), ["ci/mutate-explore"]);
+    assert_github_cache_home(&github["jobs"]["mutate-explore"]);
     let kept = "target/ndharness/mutate-explore/slice-*/mutate.json";
-    assert!(steps
-        .iter()
-        .any(|s| s["with"]["path"].as_str() == Some(kept)));
+    assert!(steps.iter().any(|s| s["with"]["path"]
+        .as_str()
+        .is_some_and(|p| p.lines().any(|l| l == kept))));
     let gitlab = load("ci/gitlab/nightly.yml");
     let job = &gitlab["nightly-mutate-explore"];
     assert_eq!(job["script"][0].as_str(), Some("ci/mutate-explore"));
@@ -402,6 +404,7 @@ fn mutate_explore_runs_nightly_a_quarter_at_a_time() {
         .unwrap()
         .iter()
         .any(|p| p.as_str() == Some(kept)));
+    assert_eq!(job["cache"]["when"], "always");
     let script = std::fs::read_to_string(root().join("ci/mutate-explore")).unwrap();
     assert!(script.contains("--explore 10m"));
     assert!(script.contains("% 4 == slice"));
@@ -436,7 +439,10 @@ fn a_restore_prefix_matches_only_its_own_cache() {
             })
             .unwrap_or_else(|| vec![String::new()]);
         let steps = job["steps"].as_array().unwrap();
-        for step in steps.iter().filter(|s| s["with"]["key"].is_string()) {
+        let restores = steps
+            .iter()
+            .filter(|s| s["with"]["key"].is_string() && !is_cache_save(s));
+        for step in restores {
             for kernel in &kernels {
                 let expand = |v: &Value| {
                     v.as_str()
@@ -462,5 +468,70 @@ fn a_restore_prefix_matches_only_its_own_cache() {
                 );
             }
         }
+    }
+}
+
+/// The steps that run a script of the repository (not the step that puts
+/// the harness's cache in the workspace).
+fn harness_runs(steps: &[Value]) -> Vec<&str> {
+    steps
+        .iter()
+        .filter_map(|s| s["run"].as_str())
+        .filter(|r| !r.contains("GITHUB_ENV"))
+        .collect()
+}
+
+fn is_cache_save(step: &Value) -> bool {
+    step["uses"]
+        .as_str()
+        .is_some_and(|u| u.starts_with("actions/cache/save"))
+}
+
+/// A container job's cache: `XDG_CACHE_HOME` set from the container's own
+/// `$GITHUB_WORKSPACE` (`github.workspace` is the runner's path there), and
+/// every cache restored is saved again whatever the job's verdict, under
+/// the key it was looked up by.
+fn assert_github_cache_home(job: &Value) {
+    assert!(
+        job["env"]["XDG_CACHE_HOME"].is_null(),
+        "github.workspace is the runner's path in a container job"
+    );
+    let steps = job["steps"].as_array().unwrap();
+    let set = steps
+        .iter()
+        .position(|s| {
+            s["run"].as_str()
+                == Some("echo \"XDG_CACHE_HOME=$GITHUB_WORKSPACE/.cache\" >> \"$GITHUB_ENV\"")
+        })
+        .expect("a step sets XDG_CACHE_HOME in the container's workspace");
+    let first_harness = steps
+        .iter()
+        .position(|s| s["run"].as_str().is_some_and(|r| r.starts_with("ci/")))
+        .unwrap();
+    assert!(set < first_harness);
+    for restore in steps.iter().filter(|s| {
+        s["uses"]
+            .as_str()
+            .is_some_and(|u| u.starts_with("actions/cache"))
+    }) {
+        let uses = restore["uses"].as_str().unwrap();
+        assert!(
+            !uses.starts_with("actions/cache@"),
+            "restore and save apart, the save under if: always(): {uses}"
+        );
+        if is_cache_save(restore) {
+            continue;
+        }
+        let saved = steps.iter().any(|s| {
+            is_cache_save(s)
+                && s["if"] == "always()"
+                && s["with"]["key"] == restore["with"]["key"]
+                && s["with"]["path"] == restore["with"]["path"]
+        });
+        assert!(
+            saved,
+            "saved whatever the verdict: {}",
+            restore["with"]["key"]
+        );
     }
 }

@@ -39,6 +39,9 @@ struct Report<'a> {
     /// differences on a mutant kill nothing.
     flaky_on_reference: &'a BTreeSet<String>,
     scores: Vec<score::Score>,
+    /// The scores of the run before (its mutate.json, now previous.json):
+    /// the score from run to run.
+    previous_scores: &'a [score::PreviousScore],
     mutants: &'a [MutantResult],
 }
 
@@ -88,18 +91,7 @@ pub fn mutate(args: MutateArgs) -> anyhow::Result<ExitCode> {
         .build(&Change::none("unmutated"))
         .map_err(|e| anyhow::anyhow!("the unmutated tree: {e}"))?;
     if args.generate > 0 {
-        let src = bench.src();
-        let sites = generate::sites(&src, generate::TARGETS);
-        let total = sites.len();
-        let chosen = ndharness::seeded::sample(sites, args.generate, seed);
-        println!(
-            "generated: {} of {total} sites in {} functions (seed {seed}: --seed {seed} repeats it)",
-            chosen.len(),
-            generate::TARGETS.len()
-        );
-        for (i, site) in chosen.iter().enumerate() {
-            mutants.push(generate::mutant(&src, site, i + 1)?);
-        }
+        mutants.extend(generated(&bench, args.generate, seed)?);
     }
     if !args.only.is_empty() {
         mutants.retain(|m| args.only.iter().any(|o| m.name.contains(o.as_str())));
@@ -127,6 +119,12 @@ pub fn mutate(args: MutateArgs) -> anyhow::Result<ExitCode> {
     }
     // The check sets the reference ran: the ones a score is given for.
     let ran = ran_sets(&reference, &checks);
+    let run = RunFacts {
+        seed,
+        reference: &facts,
+        ran: &ran,
+        previous: &previous,
+    };
     let mut results = Vec::new();
     for (i, mutant) in mutants.iter().enumerate() {
         if args.budget.is_some_and(|b| started.elapsed() > b) {
@@ -143,38 +141,19 @@ pub fn mutate(args: MutateArgs) -> anyhow::Result<ExitCode> {
         let result = one(&mut bench, mutant, &reference, &facts, &out, seed);
         println!("  {}", score::render_line(&result));
         results.push(result);
-        write(&out, &bench, &args, seed, &facts, &results, &ran)?;
+        write(&out, &bench, &args, &run, &results)?;
     }
     // The overlay as the tree is, for whoever builds it next.
     let _ = bench.build(&Change::none("unmutated"));
     let scores = score::scores(&results, &ran);
     println!("\n{}", score::render_text(&results, &scores));
-    if let Some(line) = previous_scores(&previous) {
+    if let Some(line) = score::render_previous(&previous) {
         println!("  previous run: {line}");
     }
-    let (json, html) = write(&out, &bench, &args, seed, &facts, &results, &ran)?;
+    let (json, html) = write(&out, &bench, &args, &run, &results)?;
     println!("  report: {} {}", json.display(), html.display());
     let errors = results.iter().any(|r| matches!(r.fate, Fate::Error { .. }));
     Ok(ExitCode::from(if errors { 2 } else { 0 }))
-}
-
-/// The previous run's scores, as one line (`any 38 of 43, suites ...`).
-fn previous_scores(path: &Path) -> Option<String> {
-    let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()?;
-    let scores: Vec<String> = report["scores"]
-        .as_array()?
-        .iter()
-        .map(|s| {
-            format!(
-                "{} {} of {}",
-                s["set"].as_str().unwrap_or("?"),
-                s["killed"],
-                s["of"]
-            )
-        })
-        .collect();
-    Some(scores.join(", "))
 }
 
 /// The check sets the reference ran.
@@ -211,15 +190,37 @@ fn mutant_explore_difference(
     (lacking, only_mutant)
 }
 
-/// The last run's report moved to `previous.json`, to compare the scores
-/// with.
-fn keep_previous(out: &Path) -> anyhow::Result<std::path::PathBuf> {
+/// `count` mutants generated over the tree's chosen functions, sampled
+/// by `seed`.
+fn generated(bench: &Bench, count: usize, seed: u64) -> anyhow::Result<Vec<Mutant>> {
+    let src = bench.src();
+    let sites = generate::sites(&src, generate::TARGETS);
+    let total = sites.len();
+    let chosen = ndharness::seeded::sample(sites, count, seed);
+    println!(
+        "generated: {} of {total} sites in {} functions (seed {seed}: --seed {seed} repeats it)",
+        chosen.len(),
+        generate::TARGETS.len()
+    );
+    let mut mutants = Vec::new();
+    for (i, site) in chosen.iter().enumerate() {
+        mutants.push(generate::mutant(&src, site, i + 1)?);
+    }
+    Ok(mutants)
+}
+
+/// The last run's report moved to `previous.json` (a run that failed
+/// before writing its own leaves the one before it there), and its
+/// scores, to compare this run's with.
+fn keep_previous(out: &Path) -> anyhow::Result<Vec<score::PreviousScore>> {
     let previous = out.join("previous.json");
     if out.join("mutate.json").exists() {
         std::fs::rename(out.join("mutate.json"), &previous)
             .with_context(|| format!("keeping {}", previous.display()))?;
     }
-    Ok(previous)
+    Ok(std::fs::read_to_string(&previous)
+        .map(|text| score::previous_scores(&text))
+        .unwrap_or_default())
 }
 
 /// The unmutated tree's checks, `repeat` times: the first run is the
@@ -345,16 +346,29 @@ fn one(
     result(fate, built.seconds, run_seconds)
 }
 
+/// What the whole run shares, for its reports.
+struct RunFacts<'a> {
+    seed: u64,
+    reference: &'a ReferenceFacts,
+    /// The check sets the reference ran.
+    ran: &'a [&'static str],
+    previous: &'a [score::PreviousScore],
+}
+
 /// mutate.json and mutate.html as they stand.
 fn write(
     out: &Path,
     bench: &Bench,
     args: &MutateArgs,
-    seed: u64,
-    reference: &ReferenceFacts,
+    run: &RunFacts,
     results: &[MutantResult],
-    ran: &[&'static str],
 ) -> anyhow::Result<(std::path::PathBuf, std::path::PathBuf)> {
+    let RunFacts {
+        seed,
+        reference,
+        ran,
+        previous,
+    } = *run;
     let scores = score::scores(results, ran);
     let report = Report {
         tree: bench.tree().display().to_string(),
@@ -367,6 +381,7 @@ fn write(
         reference_runs: args.repeat,
         flaky_on_reference: &reference.flaky,
         scores: scores.clone(),
+        previous_scores: previous,
         mutants: results,
     };
     let json = out.join("mutate.json");
@@ -377,8 +392,11 @@ fn write(
     .with_context(|| format!("writing {}", json.display()))?;
     let html = out.join("mutate.html");
     let title = format!("ndharness mutate: {}", bench.tree().display());
-    std::fs::write(&html, score::render_html(results, &scores, &title))
-        .with_context(|| format!("writing {}", html.display()))?;
+    std::fs::write(
+        &html,
+        score::render_html(results, &scores, previous, &title),
+    )
+    .with_context(|| format!("writing {}", html.display()))?;
     Ok((json, html))
 }
 

@@ -5,7 +5,7 @@
 
 use std::fmt::Write as _;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::Mutant;
 use crate::runner::compare::Hang;
@@ -108,6 +108,33 @@ pub struct Score {
     pub set: &'static str,
     pub killed: usize,
     pub of: usize,
+}
+
+/// A score as the last run's mutate.json has it, for the score from run
+/// to run.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PreviousScore {
+    pub set: String,
+    pub killed: usize,
+    pub of: usize,
+}
+
+/// The scores of a mutate.json (none when it is not one).
+pub fn previous_scores(report_json: &str) -> Vec<PreviousScore> {
+    #[derive(Deserialize)]
+    struct Scores {
+        scores: Vec<PreviousScore>,
+    }
+    serde_json::from_str::<Scores>(report_json).map_or_else(|_| Vec::new(), |r| r.scores)
+}
+
+/// The previous run's scores as one line (`any 38 of 43, suites ...`).
+pub fn render_previous(previous: &[PreviousScore]) -> Option<String> {
+    let parts: Vec<String> = previous
+        .iter()
+        .map(|s| format!("{} {} of {}", s.set, s.killed, s.of))
+        .collect();
+    (!parts.is_empty()).then(|| parts.join(", "))
 }
 
 impl Score {
@@ -233,7 +260,12 @@ fn escape(s: &str) -> String {
 
 /// mutate.html: the scores, then each mutant with its class, what it
 /// models and what killed it.
-pub fn render_html(results: &[MutantResult], scores: &[Score], title: &str) -> String {
+pub fn render_html(
+    results: &[MutantResult],
+    scores: &[Score],
+    previous: &[PreviousScore],
+    title: &str,
+) -> String {
     let mut rows = String::new();
     for r in results {
         let by = match &r.fate {
@@ -273,12 +305,17 @@ pub fn render_html(results: &[MutantResult], scores: &[Score], title: &str) -> S
     let score_rows: String = scores
         .iter()
         .map(|s| {
+            let before = previous
+                .iter()
+                .find(|p| p.set == s.set)
+                .map_or("-".to_owned(), |p| format!("{} of {}", p.killed, p.of));
             format!(
-                "<tr><td>{}</td><td>{} of {}</td><td>{:.1}%</td></tr>",
+                "<tr><td>{}</td><td>{} of {}</td><td>{:.1}%</td><td>{}</td></tr>",
                 s.set,
                 s.killed,
                 s.of,
-                s.percent()
+                s.percent(),
+                escape(&before)
             )
         })
         .collect();
@@ -286,7 +323,8 @@ pub fn render_html(results: &[MutantResult], scores: &[Score], title: &str) -> S
         "<!doctype html><meta charset=utf-8><title>{t}</title>\
          <style>body{{font-family:sans-serif}}td{{vertical-align:top;padding:2px 8px}}\
          tr.survived{{background:#fdd}}tr.killed,tr.timed-out{{background:#efe}}pre{{margin:0;white-space:pre-wrap}}</style>\
-         <h1>{t}</h1><h2>Score by check set</h2><table>{score_rows}</table>\
+         <h1>{t}</h1><h2>Score by check set</h2>\
+         <table><tr><th>check set</th><th>killed</th><th></th><th>the run before</th></tr>{score_rows}</table>\
          <h2>Mutants</h2><table><tr><th>mutant</th><th>class</th><th>outcome</th><th>expected</th><th>killed by</th><th>rebuild + run</th></tr>\n{rows}</table>",
         t = escape(title)
     )
@@ -364,8 +402,15 @@ mod tests {
             text.contains("SURVIVED") && text.contains("no-build") && text.contains("66.7%"),
             "{text}"
         );
-        let html = render_html(&results, &s, "mutate");
+        let previous = previous_scores(r#"{"scores": [{"set": "any", "killed": 1, "of": 3}]}"#);
+        let html = render_html(&results, &s, &previous, "mutate");
         assert!(html.contains("<tr class=\"survived\">"));
+        assert!(
+            html.contains("<td>any</td><td>2 of 3</td><td>66.7%</td><td>1 of 3</td>"),
+            "{html}"
+        );
+        assert_eq!(render_previous(&previous).as_deref(), Some("any 1 of 3"));
+        assert!(previous_scores("not a report").is_empty());
     }
 
     #[test]

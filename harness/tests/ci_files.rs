@@ -88,7 +88,7 @@ fn assert_steps(steps: &[Value]) {
         );
         // A run step is a script of the repository, but for the one
         // that sets the job's environment.
-        if let Some(run) = s["run"].as_str().filter(|r| !r.contains("GITHUB_ENV")) {
+        if let Some(run) = s["run"].as_str().filter(|r| !sets_job_env(r)) {
             assert_script(run);
         }
         if let Some(uses) = s["uses"].as_str() {
@@ -477,8 +477,13 @@ fn harness_runs(steps: &[Value]) -> Vec<&str> {
     steps
         .iter()
         .filter_map(|s| s["run"].as_str())
-        .filter(|r| !r.contains("GITHUB_ENV"))
+        .filter(|r| !sets_job_env(r))
         .collect()
+}
+
+/// A run step that sets the environment of the job's later steps.
+fn sets_job_env(run: &str) -> bool {
+    run.contains("GITHUB_ENV")
 }
 
 fn is_cache_save(step: &Value) -> bool {

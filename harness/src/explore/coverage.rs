@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use super::invariant::SYSTEM_RAM_REFUSED;
+use super::invariant::RoundTrip;
 use super::model::Op;
 use super::sequence::SequenceRun;
 
@@ -19,10 +19,10 @@ pub fn count(coverage: &mut Coverage, run: &SequenceRun) {
     for log in run.steps.iter().filter(|l| l.command.is_some()) {
         let mode = match &log.op {
             Op::Create { mode, .. } | Op::Reconfigure { mode, .. } => mode.to_string(),
-            Op::DaxRoundTrip { .. } => match log.exit_code {
-                Some(SYSTEM_RAM_REFUSED) => "refused".to_owned(),
-                Some(_) => "system-ram".to_owned(),
-                None => "no-exit".to_owned(),
+            Op::DaxRoundTrip { .. } => match RoundTrip::of(log.exit_code) {
+                RoundTrip::Refused => "refused".to_owned(),
+                RoundTrip::Back | RoundTrip::Stuck { .. } => "system-ram".to_owned(),
+                RoundTrip::NoExit => "no-exit".to_owned(),
             },
             _ => log
                 .before
@@ -45,6 +45,7 @@ pub fn count(coverage: &mut Coverage, run: &SequenceRun) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::explore::invariant::SYSTEM_RAM_REFUSED;
     use crate::explore::sequence::StepLog;
 
     fn round_trip(exit_code: i32) -> StepLog {

@@ -112,6 +112,32 @@ impl StepResult {
 /// EBUSY), never 75.
 pub const SYSTEM_RAM_REFUSED: i32 = 75;
 
+/// How far a dax round trip went, read from its exit status: the one
+/// reading of [`SYSTEM_RAM_REFUSED`]'s protocol (the invariant judges a
+/// `Stuck` one, coverage counts them all).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RoundTrip {
+    /// Through system-ram and back to devdax.
+    Back,
+    /// Not taken as system-ram (too small or misplaced for a memory block).
+    Refused,
+    /// Through system-ram, but the way back to devdax failed.
+    Stuck { code: i32 },
+    /// No exit status: a hang or a kernel report ended it.
+    NoExit,
+}
+
+impl RoundTrip {
+    pub fn of(exit_code: Option<i32>) -> RoundTrip {
+        match exit_code {
+            None => RoundTrip::NoExit,
+            Some(0) => RoundTrip::Back,
+            Some(SYSTEM_RAM_REFUSED) => RoundTrip::Refused,
+            Some(code) => RoundTrip::Stuck { code },
+        }
+    }
+}
+
 /// What a step expected of its create, from the real region before it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CreateRequest {
@@ -324,10 +350,9 @@ fn dax_round_trip_returns(op: &Op, result: &StepResult) -> Option<Violation> {
     if !matches!(op, Op::DaxRoundTrip { .. }) {
         return None;
     }
-    let code = result.exit_code?;
-    if code == 0 || code == SYSTEM_RAM_REFUSED {
+    let RoundTrip::Stuck { code } = RoundTrip::of(result.exit_code) else {
         return None;
-    }
+    };
     violation(
         Invariant::DaxRoundTripReturns,
         "stuck",

@@ -139,9 +139,12 @@ fn rule(invariant: Invariant) -> &'static str {
         }
         Invariant::CapacityConserved => "with every namespace gone, the whole region is available",
         Invariant::DaxRoundTripReturns => "a devdax device taken to system-ram comes back to devdax",
+        Invariant::RegionFollowsItsDimms => {
+            "a region enables when its DIMMs are enabled, and not while one is disabled"
+        }
         Invariant::ListAgreesWithSysfs => "ndctl list and sysfs agree on enabled",
         Invariant::RebootKeepsNamespaces => {
-            "a reboot or a driver reload brings the region and its namespaces' sizes back"
+            "a reboot, a driver reload or the region enabled again brings the region and its namespaces' sizes back"
         }
         Invariant::EnabledIsReadable => "an enabled namespace reads at both ends",
     }
@@ -170,6 +173,10 @@ fn check(region: &str, v: &Violation, log: &StepLog) -> Option<String> {
                 "ndctl list -N -r {region} | grep -q '\"mode\":\"{mode}\"' && ! ndctl list -N -i -r {region} | grep -q '\"state\":\"disabled\"'"
             ))
         }
+        // `ndctl enable-region` exits 0 when it enabled none: the region's
+        // driver tells.
+        Invariant::RegionFollowsItsDimms if v.how == "refused" => Some(format!("test -e {r}/driver")),
+        Invariant::RegionFollowsItsDimms => Some(format!("test ! -e {r}/driver")),
         Invariant::CapacityConserved => Some(format!(
             "a=$(($(cat {r}/align))); test $(cat {r}/available_size) = $(( $(cat {r}/size) / a * a ))"
         )),

@@ -18,7 +18,7 @@ use super::model::{Model, Op, RegionShape};
 
 /// Bumped when what a seed generates changes (the model's choices, their
 /// weights): recorded in every case file the explorer writes.
-pub const GENERATOR: u32 = 4;
+pub const GENERATOR: u32 = 5;
 
 /// A generated sequence as the library hands it to the test: the initial
 /// model, the operations, and the counter of steps run (for shrinking).
@@ -120,6 +120,7 @@ mod tests {
             size: 1 << 30,
             align: 16 << 20,
             cxl_ways: None,
+            dimms: 1,
         }
     }
 
@@ -183,6 +184,7 @@ mod tests {
     fn cxl_sequences_are_well_formed_and_reach_a_region_probed_a_dimm_short() {
         let cxl = RegionShape {
             cxl_ways: Some(6),
+            dimms: 6,
             ..shape()
         };
         let mut probed_short = 0;
@@ -198,5 +200,20 @@ mod tests {
             }
         }
         assert!(probed_short > 0);
+    }
+
+    #[test]
+    fn sequences_reach_a_region_enable_with_a_dimm_disabled() {
+        let mut tried = 0;
+        for index in 0..300 {
+            let ops = sequence(11, index, shape(), 1..=12);
+            let mut model = Model::new(shape());
+            for op in &ops {
+                tried +=
+                    usize::from(model.dimm_disabled.is_some() && matches!(op, Op::RegionEnable));
+                model = model.apply(op);
+            }
+        }
+        assert!(tried > 0);
     }
 }

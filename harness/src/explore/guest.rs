@@ -9,8 +9,10 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::invariant::{self, CreateRequest, StepResult};
-use super::model::{MapLocation, Op, SizeChoice, Slot};
+mod command;
+
+use super::invariant::{Dimms, StepResult};
+use super::model::{Op, Slot};
 use super::observe::{self, Observation};
 use crate::assemble::{self, Labels};
 use crate::case_guest::{self, CaseGuest, Prepared, Regions};
@@ -26,27 +28,6 @@ use crate::vm::RunDir;
 
 /// What finding the region says when the guest has none.
 const NO_ND_REGION: &str = "the guest has no nd region";
-/// Waits for the nd buses' asynchronous probes (namespaces after a
-/// region comes back).
-const FLUSH_PROBES: &str = "cat /sys/bus/nd/devices/ndbus*/wait_probe >/dev/null";
-/// Counts the memdevs into `n` (before their drivers go away).
-const COUNT_MEMDEVS: &str = "n=$(ls -d /sys/bus/cxl/devices/mem* | wc -l)";
-/// Waits (10 s at most) until each of the `n` memdevs has its endpoint
-/// again: what `cxl create-region` needs after `cxl_mem` is loaded.
-const WAIT_ENDPOINTS: &str = "i=0; \
-     until [ $(ls -d /sys/bus/cxl/devices/endpoint* 2>/dev/null | wc -l) -ge $n ]; do \
-     i=$((i+1)); [ $i -lt 200 ] || exit 1; sleep 0.05; done";
-/// Unloads `cxl_pmem` and `cxl_mem` with whatever modules hold them on
-/// this kernel (none on 6.12; `cxl_acpi` and `cxl_pci` on 7.x, whose
-/// drivers import from them), then loads back every module it unloaded.
-const RELOAD_CXL_DRIVERS: &str = "u=; unload() { for h in /sys/module/$1/holders/*; do \
-     [ -e \"$h\" ] && unload \"${h##*/}\"; done; rmmod \"$1\" && u=\"$u $1\"; }; \
-     unload cxl_pmem && unload cxl_mem && modprobe -a $u";
-
-/// The sysfs files that take a CXL DIMM's nvdimm from the pmem stack and
-/// give it back (absent where the kernel does not offer it: 6.12).
-const NVDIMM_UNBIND: &str = "/sys/bus/cxl/drivers/cxl_nvdimm/unbind";
-const NVDIMM_BIND: &str = "/sys/bus/cxl/drivers/cxl_nvdimm/bind";
 
 /// How long one operation may take.
 const STEP_TIMEOUT: Duration = Duration::from_secs(60);
@@ -106,6 +87,10 @@ pub struct ExploreGuest<'a> {
     /// The DIMM [`Op::CxlDimmUnbind`] took away: while it is, the guest
     /// has no nd region.
     unbound: Option<String>,
+    /// The nd region's DIMMs (`nmemN`) in the order of its mappings.
+    nmems: Vec<String>,
+    /// The DIMM [`Op::DimmDisable`] disabled.
+    disabled: Option<String>,
     /// The UUID (as ndctl shows it) of each slot's namespace.
     uuids: BTreeMap<Slot, String>,
     steps: usize,
@@ -145,6 +130,8 @@ impl<'a> ExploreGuest<'a> {
             recreate: String::new(),
             dimms: Vec::new(),
             unbound: None,
+            nmems: Vec::new(),
+            disabled: None,
             uuids: BTreeMap::new(),
             steps: 0,
         };
@@ -184,6 +171,16 @@ impl<'a> ExploreGuest<'a> {
                 detail: NO_ND_REGION.into(),
             });
         }
+        if !self.region.is_empty() {
+            let mappings = format!(
+                "for m in /sys/bus/nd/devices/{}/mapping[0-9]*; do [ -e \"$m\" ] && echo \"$m $(cut -d, -f1 \"$m\")\"; done \
+                 | sort -V | cut -d' ' -f2",
+                self.region
+            );
+            self.nmems = self
+                .setup_words("finding the region's DIMMs", &mappings)
+                .await?;
+        }
         if self.target.topology.topology.cxl.is_none() {
             return Ok(());
         }
@@ -200,12 +197,22 @@ impl<'a> ExploreGuest<'a> {
             self.cxl_region
         );
         self.dimms = self
-            .setup("finding the CXL region's DIMMs", &dimms)
-            .await?
-            .split_whitespace()
-            .map(str::to_owned)
-            .collect();
+            .setup_words("finding the CXL region's DIMMs", &dimms)
+            .await?;
         Ok(())
+    }
+
+    /// Whether a DIMM of the region is disabled now.
+    pub fn dimms(&self) -> Dimms {
+        match self.disabled {
+            Some(_) => Dimms::OneDisabled,
+            None => Dimms::AllEnabled,
+        }
+    }
+
+    /// How many DIMMs the nd region maps.
+    pub fn dimm_count(&self) -> u32 {
+        self.nmems.len() as u32
     }
 
     fn machine(&mut self) -> &mut Machine {
@@ -223,6 +230,16 @@ impl<'a> ExploreGuest<'a> {
         Ok(out.stdout_text())
     }
 
+    /// Runs a preparation command; the words it printed.
+    async fn setup_words(
+        &mut self,
+        what: &'static str,
+        script: &str,
+    ) -> Result<Vec<String>, GuestError> {
+        let out = self.setup(what, script).await?;
+        Ok(out.split_whitespace().map(str::to_owned).collect())
+    }
+
     /// The region and its namespaces as the guest shows them now.
     pub async fn observe(&mut self) -> Result<Observation, GuestError> {
         if self.region.is_empty() {
@@ -232,105 +249,6 @@ impl<'a> ExploreGuest<'a> {
         let script = observe::script(&self.region);
         let out = self.machine().exec(&shell(script), STEP_TIMEOUT).await?;
         Ok(observe::parse(&out.stdout_text()))
-    }
-
-    /// The device of `slot`'s namespace now, found by its UUID.
-    fn device(&self, slot: Slot, seen: &Observation) -> Option<String> {
-        let uuid = self.uuids.get(&slot)?;
-        seen.listed
-            .iter()
-            .find(|n| n.uuid.as_deref() == Some(uuid))
-            .map(|n| n.dev.clone())
-    }
-
-    /// The command `op` is on this guest, and the create it asks for; none
-    /// when it names a namespace the guest does not have (its create was
-    /// refused): the step is skipped.
-    pub fn command(
-        &self,
-        op: &Op,
-        before: &Observation,
-    ) -> Option<(String, Option<CreateRequest>)> {
-        let region = &self.region;
-        let dev = |slot: &Slot| self.device(*slot, before);
-        let command = match op {
-            Op::Create {
-                mode,
-                size,
-                align,
-                map,
-                ..
-            } => {
-                let bytes = resolve(*size, before);
-                let mut c = format!("ndctl create-namespace -r {region} -m {mode} -s {bytes}");
-                if let Some(a) = align {
-                    c.push_str(&format!(" -a {a}"));
-                }
-                match map {
-                    Some(MapLocation::Device) => c.push_str(" -M dev"),
-                    Some(MapLocation::Memory) => c.push_str(" -M mem"),
-                    None => {}
-                }
-                let request = CreateRequest { mode: *mode, bytes };
-                return Some((c, Some(request)));
-            }
-            Op::Destroy { slot } => format!("ndctl destroy-namespace -f {}", dev(slot)?),
-            Op::Disable { slot } => format!("ndctl disable-namespace {}", dev(slot)?),
-            Op::Enable { slot } => format!("ndctl enable-namespace {}", dev(slot)?),
-            Op::Reconfigure { slot, mode } => {
-                format!("ndctl create-namespace -f -e {} -m {mode}", dev(slot)?)
-            }
-            // daxctl onlines the memory itself and refuses while the
-            // kernel's policy would online it first (the guests' default):
-            // without the policy set to offline the round trip never
-            // reaches kmem. A conversion that failed half way (kmem bound,
-            // the memory not online) is undone before the refusal is told.
-            Op::DaxRoundTrip { slot } => {
-                let chardev = before.listed(&dev(slot)?)?.chardev.clone()?;
-                format!(
-                    "echo offline > /sys/devices/system/memory/auto_online_blocks; \
-                     daxctl reconfigure-device -m system-ram {chardev} || \
-                     {{ daxctl reconfigure-device -f -m devdax {chardev}; exit {}; }}; \
-                     daxctl reconfigure-device -f -m devdax {chardev}",
-                    invariant::SYSTEM_RAM_REFUSED
-                )
-            }
-            Op::RegionDisable => format!("ndctl disable-region {region}"),
-            Op::RegionEnable => format!("ndctl enable-region {region}"),
-            Op::WriteAlign { align } => {
-                format!("echo {align} > /sys/bus/nd/devices/{region}/align")
-            }
-            Op::InitLabels => "ndctl init-labels -f all".into(),
-            Op::Reboot => "reboot".into(),
-            Op::CxlRegionCycle => format!(
-                "cxl disable-region {0} && cxl enable-region {0} && {FLUSH_PROBES}",
-                self.cxl_region
-            ),
-            Op::CxlRegionRecreate => format!(
-                "cxl destroy-region -f {} && {} >/dev/null",
-                self.cxl_region, self.recreate
-            ),
-            // The region is created again after the reload, planned anew:
-            // the memdevs may come back under other names.
-            Op::CxlDriverReload => format!(
-                "{COUNT_MEMDEVS} && cxl destroy-region -f {} && {RELOAD_CXL_DRIVERS} && {WAIT_ENDPOINTS}",
-                self.cxl_region
-            ),
-            Op::CxlDimmUnbind { position } => {
-                let dimm = self.dimms.get(*position as usize)?;
-                format!(
-                    "u={NVDIMM_UNBIND}; if [ -e $u ]; then echo {dimm} > $u && echo unbound {dimm}; \
-                     else echo \"cxl_nvdimm has no unbind file\"; fi"
-                )
-            }
-            Op::CxlDimmBind => format!(
-                "echo {} > {NVDIMM_BIND} && cxl disable-region {1} && cxl enable-region {1} && {FLUSH_PROBES}",
-                self.unbound.as_ref()?,
-                self.cxl_region
-            ),
-            Op::Prepare => return None,
-        };
-        Some((command, None))
     }
 
     /// Runs `op` as the next step; `Ok` also when the kernel misbehaved
@@ -454,6 +372,10 @@ impl<'a> ExploreGuest<'a> {
             }
             // Bound again or not, the region must be whole now.
             Op::CxlDimmBind => self.unbound = None,
+            Op::DimmDisable { position } if ran.result.exit_code == Some(0) => {
+                self.disabled = self.nmems.get(*position as usize).cloned();
+            }
+            Op::DimmEnable if ran.result.exit_code == Some(0) => self.disabled = None,
             _ => {}
         }
         if op.renews_region() {
@@ -480,6 +402,7 @@ impl<'a> ExploreGuest<'a> {
             .start_spec(&target.topology.topology, target.config.boot_timeout);
         self.guest.reboot(&spec).await?;
         self.unbound = None;
+        self.disabled = None;
         let mut kernel = self.guest.boot_log().await?;
         let brought_up = self
             .guest
@@ -567,21 +490,6 @@ fn fatal_line(excerpt: &str) -> Option<String> {
         .lines()
         .find(|l| crate::kmsg::fatal_console_report(l).is_some())
         .map(str::to_owned)
-}
-
-/// Bytes for a size choice on the region as it is.
-pub fn resolve(size: SizeChoice, seen: &Observation) -> u64 {
-    let (region_size, align, available) = seen
-        .region
-        .map_or((0, 1, 0), |r| (r.size, r.align.max(1), r.available));
-    match size {
-        SizeChoice::Aligns(k) => u64::from(k) * align,
-        SizeChoice::OffAlign { aligns, delta } => {
-            (u64::from(aligns) * align).saturating_add_signed(i64::from(delta))
-        }
-        SizeChoice::Available => available,
-        SizeChoice::Whole => region_size,
-    }
 }
 
 /// The UUID a create or a reconfigure printed.

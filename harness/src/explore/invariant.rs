@@ -21,6 +21,10 @@
 //!   `available_size` is rounded down to it: `nd_region_available_dpa`),
 //!   so "the whole region available" is its size rounded down to its
 //!   align;
+//! - a region of labelled DIMMs needs every one of them to tell its
+//!   namespaces' capacity apart (`init_active_labels()`: "labels needed
+//!   to disambiguate dpa"), so it may not be enabled while one is
+//!   disabled; the explored topologies' DIMMs all have labels;
 //! - kmem hot-adds only whole memory blocks (128 MiB on x86) of a dax
 //!   device's range (drivers/dax/kmem.c), so a device may be refused as
 //!   system-ram; refused, a round trip promised nothing, but one that
@@ -49,11 +53,14 @@ pub enum Invariant {
     /// again); whether it may become system-ram at all depends on its size
     /// and placement, so a refusal there is no finding.
     DaxRoundTripReturns,
+    /// A region enables when its DIMMs are, and is refused while one of
+    /// them is disabled.
+    RegionFollowsItsDimms,
     /// `ndctl list` agrees with sysfs on the namespaces, their modes and
     /// whether they are enabled.
     ListAgreesWithSysfs,
-    /// After a reboot (or a driver reload), the same namespaces (uuid,
-    /// size, mode) as the labels held before.
+    /// After a reboot (a driver reload, the region enabled again), the
+    /// same namespaces (uuid, size, mode) as the labels held before.
     RebootKeepsNamespaces,
     /// An enabled namespace with a block device reads at both ends.
     EnabledIsReadable,
@@ -66,6 +73,7 @@ impl fmt::Display for Invariant {
             Invariant::CreateKeepsItsWord => "create-keeps-its-word",
             Invariant::CapacityConserved => "capacity-conserved",
             Invariant::DaxRoundTripReturns => "dax-round-trip-returns",
+            Invariant::RegionFollowsItsDimms => "region-follows-its-dimms",
             Invariant::ListAgreesWithSysfs => "list-agrees-with-sysfs",
             Invariant::RebootKeepsNamespaces => "reboot-keeps-namespaces",
             Invariant::EnabledIsReadable => "enabled-is-readable",
@@ -138,6 +146,14 @@ impl RoundTrip {
     }
 }
 
+/// The region's DIMMs as a step found them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dimms {
+    AllEnabled,
+    /// One disabled (`ndctl disable-dimm`).
+    OneDisabled,
+}
+
 /// What a step expected of its create, from the real region before it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CreateRequest {
@@ -171,6 +187,7 @@ pub fn check(
     before: &Observation,
     result: &StepResult,
     after: &Observation,
+    dimms: Dimms,
 ) -> Vec<Violation> {
     let mut found = Vec::new();
     found.extend(no_kernel_report(result));
@@ -179,8 +196,12 @@ pub fn check(
     }
     found.extend(capacity_conserved(after));
     found.extend(dax_round_trip_returns(op, result));
+    found.extend(region_follows_its_dimms(op, after, dimms));
     found.extend(list_agrees_with_sysfs(after));
-    if op.rebuilds_from_labels() {
+    // A region not enabled shows no namespaces: that is the enable's
+    // refusal, judged above, not the labels'.
+    let enabled = after.region.is_some_and(|r| r.enabled);
+    if op.rebuilds_from_labels() && (enabled || !matches!(op, Op::RegionEnable)) {
         found.extend(reboot_keeps_namespaces(before, after));
     }
     found.extend(enabled_is_readable(after));
@@ -344,6 +365,26 @@ fn capacity_conserved(after: &Observation) -> Option<Violation> {
             region.available, region.size, whole
         ),
     )
+}
+
+fn region_follows_its_dimms(op: &Op, after: &Observation, dimms: Dimms) -> Option<Violation> {
+    if !matches!(op, Op::RegionEnable) {
+        return None;
+    }
+    let enabled = after.region.is_some_and(|r| r.enabled);
+    match (dimms, enabled) {
+        (Dimms::OneDisabled, true) => violation(
+            Invariant::RegionFollowsItsDimms,
+            "enabled-without-dimm",
+            "the region was enabled while one of its DIMMs was disabled".into(),
+        ),
+        (Dimms::AllEnabled, false) => violation(
+            Invariant::RegionFollowsItsDimms,
+            "refused",
+            "the region was not enabled, with every DIMM of it enabled".into(),
+        ),
+        _ => None,
+    }
 }
 
 fn dax_round_trip_returns(op: &Op, result: &StepResult) -> Option<Violation> {

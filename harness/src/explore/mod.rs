@@ -202,11 +202,13 @@ fn prepare<'a>(
             .await
             .map_err(guest_error)?;
         let seen = guest.observe().await.map_err(guest_error);
+        let dimms = guest.dimm_count();
         if let Some(run) = guest.kill().await {
             run.remove();
         }
-        seen
+        seen.map(|seen| (seen, dimms))
     })?;
+    let (shape, dimms) = shape;
     let region = shape.region.ok_or_else(|| Error::NoRegion {
         topology: topology.name.clone(),
     })?;
@@ -222,6 +224,7 @@ fn prepare<'a>(
                 .as_ref()
                 .and_then(|c| c.regions.iter().find(|r| r.assemble))
                 .map(|r| r.ways),
+            dimms,
         },
     })
 }

@@ -106,6 +106,15 @@ pub enum Op {
     /// CXL: the DIMM bound again and the CXL region cycled: the region and
     /// its namespaces must come back as the labels hold them.
     CxlDimmBind,
+    /// `ndctl disable-dimm` on the region's DIMM at mapping `position`,
+    /// the region disabled: until [`Op::DimmEnable`], enabling the region
+    /// must be refused (its labels are needed to tell its namespaces'
+    /// capacity apart), and only that, the DIMM enabled, or a reboot apply.
+    DimmDisable {
+        position: u32,
+    },
+    /// `ndctl enable-dimm` on the DIMM [`Op::DimmDisable`] disabled.
+    DimmEnable,
     /// What the guest does before the first step (the drivers, the CXL
     /// regions' assembly, the labels): never generated, it names where a
     /// kernel report came from when it came before any step.
@@ -132,15 +141,20 @@ impl Op {
             Op::CxlDriverReload => "cxl-driver-reload",
             Op::CxlDimmUnbind { .. } => "cxl-dimm-unbind",
             Op::CxlDimmBind => "cxl-dimm-bind",
+            Op::DimmDisable { .. } => "dimm-disable",
+            Op::DimmEnable => "dimm-enable",
             Op::Prepare => "prepare",
         }
     }
 
     /// Whether the namespaces after the operation are read back from the
-    /// labels (a reboot, a driver reload, a DIMM bound again): the set must
-    /// be the one the labels held.
+    /// labels (a reboot, a driver reload, a DIMM bound again, the region
+    /// enabled again): the set must be the one the labels held.
     pub fn rebuilds_from_labels(&self) -> bool {
-        matches!(self, Op::Reboot | Op::CxlDriverReload | Op::CxlDimmBind)
+        matches!(
+            self,
+            Op::Reboot | Op::CxlDriverReload | Op::CxlDimmBind | Op::RegionEnable
+        )
     }
 
     /// Whether the region must be found again after the operation: a CXL
@@ -185,6 +199,9 @@ pub struct RegionShape {
     /// A CXL region's interleave ways (none: not CXL): the CXL region
     /// operations apply, and a DIMM is named by its position below it.
     pub cxl_ways: Option<u32>,
+    /// The DIMMs the nd region maps (its `mappingN`), which
+    /// [`Op::DimmDisable`] names by position.
+    pub dimms: u32,
 }
 
 /// The model of one region.
@@ -196,6 +213,8 @@ pub struct Model {
     pub next_slot: Slot,
     /// The position of the DIMM [`Op::CxlDimmUnbind`] took away.
     pub dimm_unbound: Option<u32>,
+    /// The position of the DIMM [`Op::DimmDisable`] disabled.
+    pub dimm_disabled: Option<u32>,
     /// Operations applied so far (the replay strategy indexes by it).
     pub applied: usize,
 }
@@ -253,6 +272,7 @@ impl Model {
             namespaces: BTreeMap::new(),
             next_slot: 0,
             dimm_unbound: None,
+            dimm_disabled: None,
             applied: 0,
         }
     }
@@ -321,9 +341,18 @@ impl Model {
                         .boxed(),
                 ));
             }
+        } else if self.dimm_disabled.is_some() {
+            // A DIMM off: the region's enable refused, or the DIMM back.
+            arms.push((2, Just(Op::RegionEnable).boxed()));
+            arms.push((2, Just(Op::DimmEnable).boxed()));
         } else {
             arms.push((4, Just(Op::RegionEnable).boxed()));
             arms.push((1, Just(Op::InitLabels).boxed()));
+            if self.shape.dimms > 0 {
+                let disable =
+                    (0..self.shape.dimms).prop_map(|position| Op::DimmDisable { position });
+                arms.push((1, disable.boxed()));
+            }
             let aligns = vec![4096, 2 * MIB, self.shape.align, 2 * self.shape.align];
             arms.push((
                 1,
@@ -364,7 +393,17 @@ impl Model {
             }
             Op::CxlRegionCycle | Op::CxlRegionRecreate => self.region_enabled && cxl,
             Op::CxlDimmBind => self.dimm_unbound.is_some(),
-            Op::RegionEnable | Op::InitLabels | Op::WriteAlign { .. } => !self.region_enabled,
+            Op::RegionEnable => !self.region_enabled,
+            Op::InitLabels | Op::WriteAlign { .. } => {
+                !self.region_enabled && self.dimm_disabled.is_none()
+            }
+            Op::DimmDisable { position } => {
+                !self.region_enabled
+                    && self.dimm_disabled.is_none()
+                    && self.dimm_unbound.is_none()
+                    && *position < self.shape.dimms
+            }
+            Op::DimmEnable => self.dimm_disabled.is_some(),
             Op::Reboot => true,
             Op::Prepare => false,
         }
@@ -398,7 +437,15 @@ impl Model {
                 }
             }
             Op::CxlDimmUnbind { position } => self.dimm_unbound = Some(*position),
-            Op::CxlDimmBind | Op::Reboot => self.dimm_unbound = None,
+            Op::CxlDimmBind => self.dimm_unbound = None,
+            // The guest boots with every DIMM and region up.
+            Op::Reboot => {
+                self.dimm_unbound = None;
+                self.dimm_disabled = None;
+                self.region_enabled = true;
+            }
+            Op::DimmDisable { position } => self.dimm_disabled = Some(*position),
+            Op::DimmEnable => self.dimm_disabled = None,
             Op::DaxRoundTrip { .. }
             | Op::WriteAlign { .. }
             | Op::CxlRegionCycle
@@ -406,7 +453,8 @@ impl Model {
             | Op::CxlDriverReload
             | Op::Prepare => {}
             Op::RegionDisable => self.region_enabled = false,
-            Op::RegionEnable => self.region_enabled = true,
+            // Refused while a DIMM is off.
+            Op::RegionEnable => self.region_enabled = self.dimm_disabled.is_none(),
             Op::InitLabels => self.namespaces.clear(),
         }
         self
@@ -422,6 +470,7 @@ mod tests {
             size: 1 << 30,
             align: 16 * MIB,
             cxl_ways: None,
+            dimms: 1,
         }
     }
 
@@ -484,5 +533,40 @@ mod tests {
         let back = short.apply(&Op::CxlDimmBind);
         assert!(back.preconditions(&create));
         assert!(Op::CxlDimmBind.rebuilds_from_labels());
+    }
+
+    #[test]
+    fn a_dimm_disabled_leaves_the_region_off_until_it_is_back() {
+        let two = RegionShape {
+            dimms: 2,
+            ..shape()
+        };
+        let m = Model::new(two);
+        assert!(
+            !m.preconditions(&Op::DimmDisable { position: 0 }),
+            "region on"
+        );
+        let off = m.apply(&Op::RegionDisable);
+        assert!(off.preconditions(&Op::DimmDisable { position: 1 }));
+        assert!(!off.preconditions(&Op::DimmDisable { position: 2 }));
+        assert!(!off.preconditions(&Op::DimmEnable));
+        let short = off.apply(&Op::DimmDisable { position: 1 });
+        assert_eq!(short.dimm_disabled, Some(1));
+        for op in [
+            Op::InitLabels,
+            Op::WriteAlign { align: 4096 },
+            Op::DimmDisable { position: 0 },
+        ] {
+            assert!(!short.preconditions(&op), "{op:?} with a DIMM off");
+        }
+        // The enable is tried, and refused: the region stays off.
+        assert!(short.preconditions(&Op::RegionEnable));
+        let still = short.clone().apply(&Op::RegionEnable);
+        assert!(!still.region_enabled);
+        assert!(Op::RegionEnable.rebuilds_from_labels());
+        let back = still.apply(&Op::DimmEnable).apply(&Op::RegionEnable);
+        assert!(back.region_enabled && back.dimm_disabled.is_none());
+        let rebooted = short.apply(&Op::Reboot);
+        assert!(rebooted.region_enabled && rebooted.dimm_disabled.is_none());
     }
 }

@@ -101,6 +101,7 @@ async fn steps(
             continue;
         };
         clock.lap("judge");
+        let dimms = guest.dimms();
         let mut ran = guest.run(op, &command).await?;
         clock.lap("step");
         // Without its region the guest has nothing to observe.
@@ -118,7 +119,7 @@ async fn steps(
         } else {
             before.clone()
         };
-        let mut broken = invariant::check(op, create, &reference, &ran.result, &after);
+        let mut broken = invariant::check(op, create, &reference, &ran.result, &after, dimms);
         if ran.region_lost {
             broken = invariant::region_gone(broken, op);
         }

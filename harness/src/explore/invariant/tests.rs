@@ -74,6 +74,7 @@ fn a_refused_sector_create_that_leaves_a_namespace_behind_breaks_its_word() {
         &before,
         &ended(1),
         &parse(SECTOR_LEFT_BEHIND),
+        Dimms::AllEnabled,
     );
     assert_eq!(names(&found), vec![Invariant::CreateKeepsItsWord]);
     // ...not what it leaves.
@@ -89,6 +90,7 @@ fn a_refused_sector_create_that_leaves_a_namespace_behind_breaks_its_word() {
         &before,
         &ended(1),
         &parse(EMPTY),
+        Dimms::AllEnabled,
     );
     assert!(clean.is_empty(), "{clean:?}");
 }
@@ -101,7 +103,14 @@ fn a_promised_create_that_is_refused_breaks_its_word() {
     };
     let before = parse(EMPTY);
     assert!(create_promised(&before, req));
-    let found = check(&create(Mode::Fsdax), Some(req), &before, &ended(1), &before);
+    let found = check(
+        &create(Mode::Fsdax),
+        Some(req),
+        &before,
+        &ended(1),
+        &before,
+        Dimms::AllEnabled,
+    );
     assert_eq!(names(&found), vec![Invariant::CreateKeepsItsWord]);
     // Another bug than a sector namespace left behind, though the same
     // invariant breaks at the same operation: told apart by how.
@@ -115,6 +124,7 @@ fn a_promised_create_that_is_refused_breaks_its_word() {
         &before,
         &ended(1),
         &parse(SECTOR_LEFT_BEHIND),
+        Dimms::AllEnabled,
     );
     assert_eq!(left_behind[0].how, "left-behind");
     let kept = check(
@@ -123,6 +133,7 @@ fn a_promised_create_that_is_refused_breaks_its_word() {
         &before,
         &ended(0),
         &parse(FSDAX_MADE),
+        Dimms::AllEnabled,
     );
     assert!(kept.is_empty(), "{kept:?}");
     // Made, but in another mode.
@@ -135,6 +146,7 @@ fn a_promised_create_that_is_refused_breaks_its_word() {
         &before,
         &ended(0),
         &parse(&wrong),
+        Dimms::AllEnabled,
     );
     assert_eq!(names(&found), vec![Invariant::CreateKeepsItsWord]);
     assert_eq!(found[0].how, "wrong-mode");
@@ -164,6 +176,7 @@ fn below_16_mib_only_raw_is_promised_whatever_the_region_align() {
         &before,
         &ended(1),
         &before,
+        Dimms::AllEnabled,
     );
     assert!(found.is_empty(), "{found:?}");
 }
@@ -180,6 +193,7 @@ fn capacity_lost_with_no_namespace_left_is_found() {
         &parse(FSDAX_MADE),
         &ended(0),
         &parse(&lost),
+        Dimms::AllEnabled,
     );
     assert_eq!(names(&found), vec![Invariant::CapacityConserved]);
 }
@@ -193,6 +207,7 @@ fn ndctl_and_sysfs_disagreeing_is_found() {
         &parse(FSDAX_MADE),
         &ended(0),
         &parse(&disagree),
+        Dimms::AllEnabled,
     );
     assert_eq!(names(&found), vec![Invariant::ListAgreesWithSysfs]);
 }
@@ -205,6 +220,7 @@ fn a_namespace_lost_in_a_reboot_is_found() {
         &parse(FSDAX_MADE),
         &ended(0),
         &parse(EMPTY),
+        Dimms::AllEnabled,
     );
     assert_eq!(names(&found), vec![Invariant::RebootKeepsNamespaces]);
     let same = check(
@@ -213,6 +229,7 @@ fn a_namespace_lost_in_a_reboot_is_found() {
         &parse(FSDAX_MADE),
         &ended(0),
         &parse(FSDAX_MADE),
+        Dimms::AllEnabled,
     );
     assert!(same.is_empty());
 }
@@ -230,7 +247,14 @@ namespace namespace0.0 33554432 safe 1 u7
 ndctl
 [{\"dev\":\"namespace0.0\",\"mode\":\"sector\",\"size\":32899072,\"uuid\":\"b9\"}]
 ";
-    let found = check(&Op::Reboot, None, &parse(disabled), &ended(0), &parse(back));
+    let found = check(
+        &Op::Reboot,
+        None,
+        &parse(disabled),
+        &ended(0),
+        &parse(back),
+        Dimms::AllEnabled,
+    );
     assert!(found.is_empty(), "{found:?}");
     // An enabled fsdax namespace that comes back in another mode is not.
     let raw = FSDAX_MADE
@@ -242,6 +266,7 @@ ndctl
         &parse(FSDAX_MADE),
         &ended(0),
         &parse(&raw),
+        Dimms::AllEnabled,
     );
     assert_eq!(names(&found), vec![Invariant::RebootKeepsNamespaces]);
 }
@@ -255,6 +280,7 @@ fn an_enabled_namespace_that_does_not_read_is_found() {
         &parse(FSDAX_MADE),
         &ended(0),
         &parse(&unreadable),
+        Dimms::AllEnabled,
     );
     assert_eq!(names(&found), vec![Invariant::EnabledIsReadable]);
 }
@@ -272,6 +298,7 @@ fn a_kernel_report_in_the_step_is_found() {
         &parse(EMPTY),
         &result,
         &parse(EMPTY),
+        Dimms::AllEnabled,
     );
     assert_eq!(names(&found), vec![Invariant::NoKernelReport]);
     assert!(found[0]
@@ -290,7 +317,7 @@ fn a_lost_region_is_one_finding_whatever_its_labels_held() {
     let reload = Op::CxlDriverReload;
     let empty = Observation::default();
     let held = parse(FSDAX_MADE);
-    let found = check(&reload, None, &held, &ended(0), &empty);
+    let found = check(&reload, None, &held, &ended(0), &empty, Dimms::AllEnabled);
     assert!(
         found.iter().any(|v| v.how == "namespaces-differ"),
         "{found:?}"
@@ -312,7 +339,14 @@ fn a_kernel_report_that_took_the_region_with_it_is_the_finding() {
     )];
     let reload = Op::CxlDriverReload;
     let empty = Observation::default();
-    let found = check(&reload, None, &parse(EMPTY), &result, &empty);
+    let found = check(
+        &reload,
+        None,
+        &parse(EMPTY),
+        &result,
+        &empty,
+        Dimms::AllEnabled,
+    );
     let found = in_order(region_gone(found, &reload));
     assert_eq!(found[0].invariant, Invariant::NoKernelReport, "{found:?}");
     assert!(found[0].detail.contains("NULL pointer"), "{found:?}");
@@ -350,6 +384,7 @@ fn a_dax_round_trip_that_does_not_come_back_is_found() {
         &seen,
         &round_trip_ended(1),
         &seen,
+        Dimms::AllEnabled,
     );
     assert_eq!(names(&found), vec![Invariant::DaxRoundTripReturns]);
     assert_eq!(found[0].how, "stuck");
@@ -367,10 +402,66 @@ fn a_dax_round_trip_refused_system_ram_breaks_nothing() {
             &seen,
             &round_trip_ended(code),
             &seen,
+            Dimms::AllEnabled,
         );
         assert!(found.is_empty(), "exit {code}: {found:?}");
     }
     // Only the round trip is judged by its exit status.
-    let found = check(&Op::Enable { slot: 0 }, None, &seen, &ended(1), &seen);
+    let found = check(
+        &Op::Enable { slot: 0 },
+        None,
+        &seen,
+        &ended(1),
+        &seen,
+        Dimms::AllEnabled,
+    );
     assert!(found.is_empty(), "{found:?}");
+}
+
+/// A region disabled, as the observation script prints it.
+const REGION_DISABLED: &str = "region 1073610752 16777216 0 0 0
+ndctl
+";
+
+/// `ndctl enable-region` (which exits 0 when it enabled none) on a region
+/// whose labels hold `labels`, the guest showing `after` then.
+fn region_enable(labels: &str, after: &str, dimms: Dimms) -> Vec<Violation> {
+    let result = ended(0);
+    check(
+        &Op::RegionEnable,
+        None,
+        &parse(labels),
+        &result,
+        &parse(after),
+        dimms,
+    )
+}
+
+/// The mutant of a region that enables without one of its labelled DIMMs:
+/// it comes up, and the namespaces its labels hold do not.
+#[test]
+fn a_region_enabled_while_a_dimm_is_disabled_is_found() {
+    let found = region_enable(FSDAX_MADE, EMPTY, Dimms::OneDisabled);
+    assert_eq!(
+        names(&found),
+        vec![
+            Invariant::RegionFollowsItsDimms,
+            Invariant::RebootKeepsNamespaces
+        ]
+    );
+    assert_eq!(found[0].how, "enabled-without-dimm");
+    // Refused, and the region still disabled: as it must be.
+    let refused = region_enable(FSDAX_MADE, REGION_DISABLED, Dimms::OneDisabled);
+    assert!(refused.is_empty(), "{refused:?}");
+}
+
+#[test]
+fn a_region_enabled_again_brings_back_what_its_labels_hold() {
+    let back = region_enable(FSDAX_MADE, FSDAX_MADE, Dimms::AllEnabled);
+    assert!(back.is_empty(), "{back:?}");
+    let lost = region_enable(FSDAX_MADE, EMPTY, Dimms::AllEnabled);
+    assert_eq!(names(&lost), vec![Invariant::RebootKeepsNamespaces]);
+    let refused = region_enable(FSDAX_MADE, REGION_DISABLED, Dimms::AllEnabled);
+    assert_eq!(names(&refused), vec![Invariant::RegionFollowsItsDimms]);
+    assert_eq!(refused[0].how, "refused");
 }

@@ -211,7 +211,7 @@ fn validate_and_mutate_judge_changes_and_leave_the_tree_as_it_was() {
 /// has left is promised and the mutant refuses it, a finding the
 /// unmutated kernel does not have (its own, a sector namespace below the
 /// BTT's minimum left behind, breaks the same invariant another way);
-/// the mutant's explore ends there, long before its budget.
+/// the mutant's explore ends there, not at its budget.
 fn explore_ends_a_mutant_at_its_first_new_finding(tree: &str, work: &Path) {
     let out = work.join("mutate-explore");
     let (t, report) = mutate(
@@ -238,10 +238,12 @@ fn explore_ends_a_mutant_at_its_first_new_finding(tree: &str, work: &Path) {
         by.starts_with("explore: create-keeps-its-word (refused) at create"),
         "{t}"
     );
+    // Ended by that finding, not by its budget (how long it took is the
+    // machine's: a benchmark's to say, not a test's).
     let explored = json(&out.join("runs").join(KILLED).join("explore/explore.json"));
-    assert!(explored["ended_early_by"].is_string(), "{explored}");
+    let ended_by = explored["ended_early_by"].as_str().unwrap_or_default();
     assert!(
-        explored["wall_seconds"].as_f64().unwrap() < 120.0,
+        ended_by.starts_with("create-keeps-its-word (refused) at create"),
         "{explored}"
     );
 }

@@ -43,6 +43,10 @@ use crate::suite::Mode;
 pub enum Invariant {
     /// No kernel report (WARNING, BUG, Oops, lockdep, KASAN, hung task).
     NoKernelReport,
+    /// A region enables when its DIMMs are, and is refused while one of
+    /// them is disabled (first after a report: a region up without its
+    /// DIMM is the cause of what its capacity and namespaces show then).
+    RegionFollowsItsDimms,
     /// A create the region can hold succeeds, enabled, in its mode; a
     /// refused one leaves no namespace behind and takes no capacity.
     CreateKeepsItsWord,
@@ -53,9 +57,6 @@ pub enum Invariant {
     /// again); whether it may become system-ram at all depends on its size
     /// and placement, so a refusal there is no finding.
     DaxRoundTripReturns,
-    /// A region enables when its DIMMs are, and is refused while one of
-    /// them is disabled.
-    RegionFollowsItsDimms,
     /// `ndctl list` agrees with sysfs on the namespaces, their modes and
     /// whether they are enabled.
     ListAgreesWithSysfs,

@@ -465,3 +465,21 @@ fn a_region_enabled_again_brings_back_what_its_labels_hold() {
     assert_eq!(names(&refused), vec![Invariant::RegionFollowsItsDimms]);
     assert_eq!(refused[0].how, "refused");
 }
+
+/// The mutant as explore found it on cxl-x2 (the region disabled, a DIMM
+/// disabled, the region enabled): up with no capacity. The region up
+/// without its DIMM is the finding, not the capacity it shows then.
+#[test]
+fn a_region_up_without_its_dimm_is_named_before_its_capacity() {
+    let up_empty = "region 536870912 16777216 0 0 1
+namespace namespace0.0 0 raw 0
+ndctl
+";
+    let found = in_order(region_enable(REGION_DISABLED, up_empty, Dimms::OneDisabled));
+    assert_eq!(
+        found[0].invariant,
+        Invariant::RegionFollowsItsDimms,
+        "{found:?}"
+    );
+    assert!(names(&found).contains(&Invariant::CapacityConserved));
+}

@@ -125,11 +125,16 @@ impl ExploreGuest<'_> {
                 self.unbound.as_ref()?,
                 self.cxl_region
             ),
+            // The exit status says where the DIMM is: ndctl may skip a
+            // DIMM it finds busy and still exit 0.
             Op::DimmDisable { position } => {
                 let dimm = self.nmems.get(*position as usize)?;
-                format!("ndctl disable-dimm {dimm}")
+                format!("ndctl disable-dimm {dimm}; test ! -e /sys/bus/nd/devices/{dimm}/driver")
             }
-            Op::DimmEnable => format!("ndctl enable-dimm {}", self.disabled.as_ref()?),
+            Op::DimmEnable => {
+                let dimm = self.disabled.as_ref()?;
+                format!("ndctl enable-dimm {dimm}; test -e /sys/bus/nd/devices/{dimm}/driver")
+            }
             Op::Prepare => return None,
         };
         Some((command, None))

@@ -90,7 +90,7 @@ pub struct ExploreGuest<'a> {
     /// The nd region's DIMMs (`nmemN`) in the order of its mappings.
     nmems: Vec<String>,
     /// The DIMM [`Op::DimmDisable`] disabled.
-    disabled: Option<String>,
+    disabled_dimm: Option<String>,
     /// The UUID (as ndctl shows it) of each slot's namespace.
     uuids: BTreeMap<Slot, String>,
     steps: usize,
@@ -131,7 +131,7 @@ impl<'a> ExploreGuest<'a> {
             dimms: Vec::new(),
             unbound: None,
             nmems: Vec::new(),
-            disabled: None,
+            disabled_dimm: None,
             uuids: BTreeMap::new(),
             steps: 0,
         };
@@ -203,8 +203,8 @@ impl<'a> ExploreGuest<'a> {
     }
 
     /// Whether a DIMM of the region is disabled now.
-    pub fn dimms(&self) -> Dimms {
-        match self.disabled {
+    pub fn dimm_state(&self) -> Dimms {
+        match self.disabled_dimm {
             Some(_) => Dimms::OneDisabled,
             None => Dimms::AllEnabled,
         }
@@ -373,9 +373,9 @@ impl<'a> ExploreGuest<'a> {
             // Bound again or not, the region must be whole now.
             Op::CxlDimmBind => self.unbound = None,
             Op::DimmDisable { position } if ran.result.exit_code == Some(0) => {
-                self.disabled = self.nmems.get(*position as usize).cloned();
+                self.disabled_dimm = self.nmems.get(*position as usize).cloned();
             }
-            Op::DimmEnable if ran.result.exit_code == Some(0) => self.disabled = None,
+            Op::DimmEnable if ran.result.exit_code == Some(0) => self.disabled_dimm = None,
             _ => {}
         }
         if op.renews_region() {
@@ -402,7 +402,7 @@ impl<'a> ExploreGuest<'a> {
             .start_spec(&target.topology.topology, target.config.boot_timeout);
         self.guest.reboot(&spec).await?;
         self.unbound = None;
-        self.disabled = None;
+        self.disabled_dimm = None;
         let mut kernel = self.guest.boot_log().await?;
         let brought_up = self
             .guest

@@ -201,8 +201,7 @@ pub fn check(
     found.extend(list_agrees_with_sysfs(after));
     // A region not enabled shows no namespaces: that is the enable's
     // refusal, judged above, not the labels'.
-    let enabled = after.region.is_some_and(|r| r.enabled);
-    if op.rebuilds_from_labels() && (enabled || !matches!(op, Op::RegionEnable)) {
+    if op.rebuilds_from_labels() && (after.region_enabled() || !matches!(op, Op::RegionEnable)) {
         found.extend(reboot_keeps_namespaces(before, after));
     }
     found.extend(enabled_is_readable(after));
@@ -372,8 +371,7 @@ fn region_follows_its_dimms(op: &Op, after: &Observation, dimms: Dimms) -> Optio
     if !matches!(op, Op::RegionEnable) {
         return None;
     }
-    let enabled = after.region.is_some_and(|r| r.enabled);
-    match (dimms, enabled) {
+    match (dimms, after.region_enabled()) {
         (Dimms::OneDisabled, true) => violation(
             Invariant::RegionFollowsItsDimms,
             "enabled-without-dimm",

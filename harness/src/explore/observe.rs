@@ -60,6 +60,11 @@ impl Observation {
         self.sysfs.iter().filter(|n| n.size > 0).collect()
     }
 
+    /// Whether the region was there and enabled.
+    pub fn region_enabled(&self) -> bool {
+        self.region.is_some_and(|r| r.enabled)
+    }
+
     pub fn listed(&self, dev: &str) -> Option<&ListedNamespace> {
         self.listed.iter().find(|n| n.dev == dev)
     }

@@ -101,7 +101,7 @@ async fn steps(
             continue;
         };
         clock.lap("judge");
-        let dimms = guest.dimms();
+        let dimms = guest.dimm_state();
         let mut ran = guest.run(op, &command).await?;
         clock.lap("step");
         // Without its region the guest has nothing to observe.
@@ -127,7 +127,7 @@ async fn steps(
         if matches!(op, Op::InitLabels) && ran.result.exit_code == Some(0) {
             labelled = Observation::default();
         }
-        if after.region.is_some_and(|r| r.enabled) {
+        if after.region_enabled() {
             labelled = after.clone();
         }
         run.steps.push(StepLog {

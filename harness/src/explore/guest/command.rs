@@ -132,7 +132,7 @@ impl ExploreGuest<'_> {
                 format!("ndctl disable-dimm {dimm}; test ! -e /sys/bus/nd/devices/{dimm}/driver")
             }
             Op::DimmEnable => {
-                let dimm = self.disabled.as_ref()?;
+                let dimm = self.disabled_dimm.as_ref()?;
                 format!("ndctl enable-dimm {dimm}; test -e /sys/bus/nd/devices/{dimm}/driver")
             }
             Op::Prepare => return None,

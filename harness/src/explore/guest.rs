@@ -159,27 +159,27 @@ impl<'a> ExploreGuest<'a> {
     async fn find_regions(&mut self) -> Result<(), GuestError> {
         let first =
             |bus: &str| format!("ls /sys/bus/{bus}/devices | grep '^region' | sort -V | head -1");
-        self.region = self
-            .setup("finding the region", &first("nd"))
-            .await?
-            .trim()
-            .to_owned();
+        // The nd region on the first line, its DIMMs (by mapping) after
+        // it: one guest call, made before every sequence.
+        let region_and_dimms = format!(
+            "r=$({}); echo \"$r\"; if [ -n \"$r\" ]; then \
+             for m in /sys/bus/nd/devices/$r/mapping[0-9]*; do [ -e \"$m\" ] && echo \"$m $(cut -d, -f1 \"$m\")\"; done \
+             | sort -V | cut -d' ' -f2; fi",
+            first("nd")
+        );
+        let found = self.setup("finding the region", &region_and_dimms).await?;
+        let mut lines = found.lines();
+        self.region = lines.next().unwrap_or_default().trim().to_owned();
+        self.nmems = lines
+            .flat_map(str::split_whitespace)
+            .map(str::to_owned)
+            .collect();
         // A DIMM short, the nd region is expected gone.
         if self.region.is_empty() && self.unbound.is_none() {
             return Err(GuestError::Setup {
                 what: "finding the region",
                 detail: NO_ND_REGION.into(),
             });
-        }
-        if !self.region.is_empty() {
-            let mappings = format!(
-                "for m in /sys/bus/nd/devices/{}/mapping[0-9]*; do [ -e \"$m\" ] && echo \"$m $(cut -d, -f1 \"$m\")\"; done \
-                 | sort -V | cut -d' ' -f2",
-                self.region
-            );
-            self.nmems = self
-                .setup_words("finding the region's DIMMs", &mappings)
-                .await?;
         }
         if self.target.topology.topology.cxl.is_none() {
             return Ok(());
@@ -197,8 +197,11 @@ impl<'a> ExploreGuest<'a> {
             self.cxl_region
         );
         self.dimms = self
-            .setup_words("finding the CXL region's DIMMs", &dimms)
-            .await?;
+            .setup("finding the CXL region's DIMMs", &dimms)
+            .await?
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect();
         Ok(())
     }
 
@@ -228,16 +231,6 @@ impl<'a> ExploreGuest<'a> {
         }
         self.machine().take_unattributed();
         Ok(out.stdout_text())
-    }
-
-    /// Runs a preparation command; the words it printed.
-    async fn setup_words(
-        &mut self,
-        what: &'static str,
-        script: &str,
-    ) -> Result<Vec<String>, GuestError> {
-        let out = self.setup(what, script).await?;
-        Ok(out.split_whitespace().map(str::to_owned).collect())
     }
 
     /// The region and its namespaces as the guest shows them now.
